@@ -1,0 +1,44 @@
+# succu: `make fit` and `make test` each create .venv and install on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+TORCH  := torch==2.13.0
+# One OpenMP thread per process: on a shared 2-core box two threads can run ~10x slower.
+THREADS ?= 1
+export OMP_NUM_THREADS := $(THREADS)
+export WANDB_MODE ?= offline
+export HF_DATASETS_OFFLINE ?= 1
+export HF_HUB_OFFLINE ?= 1
+
+.DEFAULT_GOAL := help
+.PHONY: help install fit test test-all lint bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv and install succu (torch pinned first, CPU wheel)
+
+fit: install  ## train the default SuccuLM (configs/succulm.yaml) and talk to it
+	$(PY) -m succu.fit
+
+test: install  ## the default test suite (no slow tests), under 10 minutes on 2 cores
+	$(PY) -m pytest -q
+
+test-all: install  ## every test, slow ones included
+	$(PY) -m pytest -q -m ""
+
+lint: install  ## ruff
+	$(PY) -m ruff check succu datamodules callbacks tests bench
+
+bench: install  ## every benchmark in bench/ (each prints its ratio against a same-run baseline)
+	@for b in bench/*.py; do case $$b in */_*) continue;; esac; echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:  ## remove run directories and caches (keeps .venv)
+	rm -rf runs lightning_logs .pytest_cache

@@ -1,0 +1,228 @@
+"""LanguageModule: what every succu architecture shares in Lightning.
+
+A subclass builds `self.model` (a plain torch module with the contract
+`forward(input_ids, *, alpha=None, source=None, kv_cache=None) -> logits`) and may override
+`model_kwargs(batch)` to pass extra conditioning. Everything else lives here once: the next-token
+loss and perplexity, AdamW with decay/no-decay groups and warmup-then-cosine, generation with the
+KV cache, and the tokenizer carried inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
+from torchmetrics.text import Perplexity
+
+from succu.tokenizers import Tokenizer, tokenizer_from_state
+
+IGNORE_INDEX = -100
+CHECKPOINT_KEY = "succu"
+
+
+def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """LR multiplier: linear warmup to 1, then cosine decay to `min_ratio` at `total` steps."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + 0.5 * (1.0 - min_ratio) * (1.0 + math.cos(math.pi * progress))
+
+
+def check_sampling(temperature: float, top_k: int | None, max_new_tokens: int) -> None:
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature} (use greedy for argmax decoding)")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be a positive integer or None, got {top_k}")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+
+
+class LanguageModule(L.LightningModule):
+    """Base of every succu LightningModule.
+
+    Args:
+        optimizer: optimizer factory; parameters arrive as two groups, matrices (decayed with the
+            optimizer's own weight_decay) and vectors/gains (weight_decay 0).
+        warmup_steps: linear learning-rate warmup steps before the cosine decay.
+        min_lr_ratio: the cosine ends at this fraction of the peak learning rate.
+    """
+
+    def __init__(
+        self,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        warmup_steps: int = 100,
+        min_lr_ratio: float = 0.1,
+    ):
+        super().__init__()
+        self.optimizer_factory = optimizer
+        self.warmup_steps = warmup_steps
+        self.min_lr_ratio = min_lr_ratio
+        self.tokenizer: Tokenizer | None = None
+        self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
+        self.model: torch.nn.Module
+
+    # ---- data and loss -------------------------------------------------------------------
+    def model_kwargs(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Extra keyword arguments for the model's forward (alpha, source, ...)."""
+        return {}
+
+    def forward(self, input_ids: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return self.model(input_ids, **kwargs)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self(batch["input_ids"], **self.model_kwargs(batch))
+        loss = self.loss(logits, batch["labels"])
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self(batch["input_ids"], **self.model_kwargs(batch))
+        loss = self.loss(logits, batch["labels"])
+        n_tokens = int((batch["labels"] != IGNORE_INDEX).sum())
+        # Token-weighted across batches, so val/loss is the mean per-token loss of the split.
+        self.log("val/loss", loss, prog_bar=True, batch_size=n_tokens, sync_dist=True)
+        self.val_ppl(logits.float(), batch["labels"])
+        self.log("val/ppl", self.val_ppl)
+        return loss
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self(batch["input_ids"], **self.model_kwargs(batch))
+        loss = self.loss(logits, batch["labels"])
+        n_tokens = int((batch["labels"] != IGNORE_INDEX).sum())
+        self.log("test/loss", loss, batch_size=n_tokens, sync_dist=True)
+        return loss
+
+    # ---- optimisation ----------------------------------------------------------------------
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Matrices decay, vectors (biases, LayerNorm gains) do not, as in nanoGPT."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [
+            {"params": [p for p in params if p.dim() >= 2]},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(self.param_groups())
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer else 1
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: warmup_cosine(s, self.warmup_steps, total, self.min_lr_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # ---- tokenizer in the checkpoint ---------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if datamodule is not None and getattr(datamodule, "tokenizer", None) is not None:
+            self.tokenizer = datamodule.tokenizer
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        cls = type(self)
+        checkpoint[CHECKPOINT_KEY] = {
+            "module": f"{cls.__module__}.{cls.__qualname__}",
+            "tokenizer": None if self.tokenizer is None else self.tokenizer.state_dict(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get(CHECKPOINT_KEY, {}).get("tokenizer")
+        if state is not None:
+            self.tokenizer = tokenizer_from_state(state)
+
+    # ---- generation --------------------------------------------------------------------------
+    def prompt_ids(self, text: str) -> list[int]:
+        """`<BOS>` (when the tokenizer has one) followed by the encoded prompt."""
+        if self.tokenizer is None:
+            raise RuntimeError("this module has no tokenizer; fit it or load it from a checkpoint")
+        bos = self.tokenizer.bos_id
+        return ([] if bos is None else [bos]) + self.tokenizer.encode(text)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        greedy: bool = False,
+        eos_id: int | None = None,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+        **model_kwargs: Any,
+    ) -> torch.Tensor:
+        """Continue each row of `input_ids` (B, T); returns (B, T + n) with n <= max_new_tokens.
+
+        Rows that emit `eos_id` are padded with it afterwards; generation stops when every row has.
+        With the KV cache each step feeds one token; past the model's block_size the context window
+        slides (the last block_size tokens), exactly as full recomputation does.
+        """
+        check_sampling(temperature, top_k, max_new_tokens)
+        was_training = self.model.training
+        self.model.eval()
+        block = self.model.cfg.block_size
+        cached = use_cache and hasattr(self.model, "new_kv_cache")
+        seq, cache, fresh = input_ids, None, input_ids
+        done = torch.zeros(input_ids.size(0), dtype=torch.bool, device=input_ids.device)
+        for _ in range(max_new_tokens):
+            if not cached or cache is None or len(cache) + fresh.size(1) > block:
+                # Full (re)computation over the last block_size tokens; with a cache this happens
+                # once at the start and then only when the window has to slide.
+                fresh = seq[:, -block:]
+                cache = self.model.new_kv_cache() if cached else None
+            logits = self.model(fresh, kv_cache=cache, **model_kwargs)[:, -1, :].float()
+            nxt = self.pick(logits, temperature, top_k, greedy, generator)
+            if eos_id is not None:
+                nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
+                done |= nxt == eos_id
+            seq = torch.cat([seq, nxt[:, None]], dim=1)
+            fresh = nxt[:, None]
+            if eos_id is not None and bool(done.all()):
+                break
+        self.model.train(was_training)
+        return seq
+
+    @staticmethod
+    def pick(
+        logits: torch.Tensor,
+        temperature: float,
+        top_k: int | None,
+        greedy: bool,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        if greedy:
+            return logits.argmax(dim=-1)
+        logits = logits / temperature
+        if top_k is not None and top_k < logits.size(-1):
+            kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        probs = logits.softmax(dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+    def complete(self, prompts: list[str], max_new_tokens: int | None = None, **kwargs: Any) -> list[str]:
+        """Decode continuations of text prompts; prompts of equal length are batched together."""
+        tok = self.tokenizer
+        encoded = [self.prompt_ids(p) for p in prompts]
+        out: list[str] = [""] * len(prompts)
+        by_len: dict[int, list[int]] = {}
+        for i, ids in enumerate(encoded):
+            by_len.setdefault(len(ids), []).append(i)
+        for length, rows in by_len.items():
+            batch = torch.tensor([encoded[i] for i in rows], device=self.device)
+            budget = max_new_tokens if max_new_tokens is not None else self.model.cfg.block_size - length
+            seq = self.generate(batch, max(0, budget), eos_id=tok.eos_id, **kwargs)
+            for row, i in zip(seq[:, length:].tolist(), rows):
+                out[i] = tok.decode(self.strip_special(row))
+        return out
+
+    def strip_special(self, ids: list[int]) -> list[int]:
+        """Cut at the first EOS and drop padding; other specials stay visible (the sophia trap)."""
+        tok = self.tokenizer
+        if tok.eos_id is not None and tok.eos_id in ids:
+            ids = ids[: ids.index(tok.eos_id)]
+        return [i for i in ids if i != tok.pad_id]

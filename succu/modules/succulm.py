@@ -1,0 +1,100 @@
+"""SuccuLMModule: SuccuLM in Lightning, with optional initial embeddings and `diag/` logging."""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+
+from datamodules.succulent import read_embeddings_json
+from succu.models.succulm import SuccuLM, SuccuLMConfig
+from succu.modules.base import LanguageModule
+
+
+class SuccuLMModule(LanguageModule):
+    """SuccuLM: a tiny pre-LN transformer with tied output and sinusoidal positions.
+
+    Args:
+        vocab_size: vocabulary size (linked from the datamodule).
+        block_size: longest sequence (linked from the datamodule).
+        profile: size preset (tiny, small, middle, upper_middle, large); the size fields below
+            override single values of it.
+        n_layer: transformer blocks (None: from the profile).
+        n_head: attention heads (None: from the profile).
+        n_embd: model width d (None: from the profile).
+        ffn_expansion: FFN hidden width as a multiple of d (None: from the profile).
+        dropout: dropout on embeddings, attention output and FFN output.
+        bias: biases in the linear layers (the reference has them).
+        init_embeddings: a JSON file {word: [floats]} (the reference's succulm_embeddings.json)
+            whose vectors initialise the matching rows of the token embedding. Without it, a
+            datamodule that read such a file from its data_dir initialises the embedding.
+        diagnostics: log per-block residual norms, FFN-output norms and cos(x, x + ffn(x)) under
+            `diag/` at every validation.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 0,
+        block_size: int = 32,
+        profile: str = "upper_middle",
+        n_layer: int | None = None,
+        n_head: int | None = None,
+        n_embd: int | None = None,
+        ffn_expansion: int | None = None,
+        dropout: float = 0.0,
+        bias: bool = True,
+        init_embeddings: str | None = None,
+        diagnostics: bool = False,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        warmup_steps: int = 100,
+        min_lr_ratio: float = 0.1,
+    ):
+        super().__init__(optimizer=optimizer, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio)
+        self.save_hyperparameters(ignore=["optimizer"])
+        cfg = SuccuLMConfig.from_profile(
+            profile,
+            vocab_size=vocab_size,
+            block_size=block_size,
+            n_layer=n_layer,
+            n_head=n_head,
+            n_embd=n_embd,
+            ffn_expansion=ffn_expansion,
+            dropout=dropout,
+            bias=bias,
+        )
+        self.model = SuccuLM(cfg)
+        self.init_embeddings = init_embeddings
+        self.diagnostics = diagnostics
+
+    def on_fit_start(self) -> None:
+        """Copy initial vectors into E: from `init_embeddings`, else from the data's own file.
+
+        Only a fresh run does this; a resumed run's checkpoint already holds the trained rows.
+        """
+        if self.trainer.ckpt_path is not None:
+            return
+        if self.init_embeddings:
+            if self.tokenizer is None:
+                raise ValueError("init_embeddings needs a datamodule with a tokenizer")
+            vectors = read_embeddings_json(self.init_embeddings)
+            if self.model.load_embeddings(vectors, self.tokenizer.vocab) == 0:
+                raise ValueError(f"no word of the vocabulary is in {self.init_embeddings}")
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        weight = datamodule.embedding_weight() if hasattr(datamodule, "embedding_weight") else None
+        if weight is not None:
+            if weight.shape != self.model.embed.weight.shape:
+                raise ValueError(
+                    f"the data's embeddings are {tuple(weight.shape)} but the model's embedding "
+                    f"is {tuple(self.model.embed.weight.shape)} (set n_embd to match)"
+                )
+            with torch.no_grad():
+                self.model.embed.weight.copy_(weight)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = super().validation_step(batch, batch_idx)
+        if self.diagnostics and batch_idx == 0:
+            stats = self.model.diagnostics(batch["input_ids"], batch["labels"] != -100)
+            for name, value in stats.items():
+                if name != "attention":
+                    self.log(f"diag/{name}", value)
+        return loss

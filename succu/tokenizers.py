@@ -1,0 +1,316 @@
+"""Tokenizers that travel inside checkpoints.
+
+Every tokenizer is a plain object with `encode`, `decode`, a vocabulary list and a JSON-able
+`state_dict()`; `tokenizer_from_state(state)` rebuilds any of them, so a checkpoint alone is enough
+to talk to a model. Special tokens are optional: the word tokenizer has `<PAD> <BOS> <EOS> <UNK>`
+(the SuccuLM convention), character tokenizers may have none.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar, Iterable
+
+import numpy as np
+
+SPECIALS = ("<PAD>", "<BOS>", "<EOS>", "<UNK>")
+PUNCTUATION = (".", ",", "?", "!")
+
+
+class Tokenizer:
+    """A vocabulary with lookups both ways; subclasses define how text splits into pieces."""
+
+    kind: ClassVar[str] = ""
+    registry: ClassVar[dict[str, type[Tokenizer]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind:
+            Tokenizer.registry[cls.kind] = cls
+
+    def __init__(self, vocab: Iterable[str]):
+        self.vocab = list(vocab)
+        self.stoi = {tok: i for i, tok in enumerate(self.vocab)}
+        if len(self.stoi) != len(self.vocab):
+            raise ValueError("tokenizer vocabulary has duplicate entries")
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Tokenizer) and self.state_dict() == other.state_dict()
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def token_id(self, token: str) -> int | None:
+        return self.stoi.get(token)
+
+    @property
+    def pad_id(self) -> int | None:
+        return self.stoi.get("<PAD>")
+
+    @property
+    def bos_id(self) -> int | None:
+        return self.stoi.get("<BOS>")
+
+    @property
+    def eos_id(self) -> int | None:
+        return self.stoi.get("<EOS>")
+
+    @property
+    def unk_id(self) -> int | None:
+        return self.stoi.get("<UNK>")
+
+    @property
+    def special_ids(self) -> list[int]:
+        return [self.stoi[s] for s in SPECIALS if s in self.stoi]
+
+    def encode(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def decode(self, ids: Iterable[int]) -> str:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "vocab": list(self.vocab)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Tokenizer:
+        return cls(state["vocab"])
+
+
+def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
+    """Rebuild a tokenizer saved by `Tokenizer.state_dict()`."""
+    kind = state.get("kind") if isinstance(state, dict) else None
+    if kind not in Tokenizer.registry:
+        raise ValueError(
+            f"unknown tokenizer kind {kind!r}; known kinds: {sorted(Tokenizer.registry)}"
+        )
+    return Tokenizer.registry[kind].from_state(state)
+
+
+def split_words(sentence: str) -> list[str]:
+    """SuccuLM's rule: lowercase, `. , ? !` become their own tokens, split on whitespace."""
+    sentence = sentence.lower()
+    for sign in PUNCTUATION:
+        sentence = sentence.replace(sign, f" {sign} ")
+    return [t for t in re.split(r"\s+", sentence.strip()) if t]
+
+
+def join_words(words: Iterable[str]) -> str:
+    """Inverse of `split_words` up to case: glue punctuation back onto the previous word."""
+    text = " ".join(words)
+    for sign in PUNCTUATION:
+        text = text.replace(f" {sign}", sign)
+    return text
+
+
+class WordTokenizer(Tokenizer):
+    """Whole-word vocabulary: specials `<PAD> <BOS> <EOS> <UNK>` first, then words sorted.
+
+    This is the reference SuccuLM's `make_word2id`: ids are stable for a given word set, so an
+    embeddings file `{word: vector}` or a pairs file from the reference maps onto the same ids.
+    Unknown words encode to `<UNK>` rather than failing, so any prompt can be asked.
+    """
+
+    kind = "word"
+
+    def __init__(self, vocab: Iterable[str]):
+        vocab = list(vocab)
+        if tuple(vocab[: len(SPECIALS)]) != SPECIALS:
+            raise ValueError(f"a WordTokenizer vocabulary must start with {list(SPECIALS)}")
+        super().__init__(vocab)
+
+    @classmethod
+    def from_words(cls, words: Iterable[str]) -> WordTokenizer:
+        rest = sorted(set(words) - set(SPECIALS))
+        return cls([*SPECIALS, *rest])
+
+    def encode(self, text: str) -> list[int]:
+        unk = self.stoi["<UNK>"]
+        return [self.stoi.get(w, unk) for w in split_words(text)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return join_words(self.vocab[i] for i in ids)
+
+
+# ---- text surface rules shared by the corpus tokenizers ----------------------------------------
+# Curly quotes, dashes and the ellipsis folded to ASCII (TinyStories has a few; tinyshakespeare none).
+ASCII_FOLD = str.maketrans(
+    {
+        "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
+        "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"',
+        "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2015": "-",
+        "\u2212": "-",
+        "\u2026": "...",
+    }
+)
+ABC_PUNCTUATION = re.compile(r"([.,!?;:])")
+HORIZONTAL_SPACE = re.compile(r"[ \t]+")
+SPACE_AROUND_NEWLINE = re.compile(r"[ \t]*\n[ \t]*")
+
+
+def fold_ascii(text: str) -> str:
+    """Curly quotes to ' and ", every dash to -, the ellipsis character to three dots."""
+    return text.translate(ASCII_FOLD)
+
+
+def abc_style(text: str) -> str:
+    """The abcGPT surface form: lowercase, `. , ! ? ; :` padded with spaces, newlines kept.
+
+    Runs of spaces/tabs collapse to one space and spaces next to a newline go, so the play keeps its
+    line structure. The rule is idempotent.
+    """
+    text = ABC_PUNCTUATION.sub(r" \1 ", text.lower())
+    text = HORIZONTAL_SPACE.sub(" ", text)
+    return SPACE_AROUND_NEWLINE.sub("\n", text)
+
+
+# Applied in this order whatever order a config lists them in.
+NORMALIZERS = {"fold_ascii": fold_ascii, "abc_style": abc_style}
+
+
+def check_normalizers(names: Iterable[str]) -> list[str]:
+    """Validate rule names and return them in canonical order."""
+    names = list(names)
+    unknown = sorted(set(names) - set(NORMALIZERS))
+    if unknown:
+        raise ValueError(f"unknown normalisation rule(s) {unknown}; known: {list(NORMALIZERS)}")
+    return [n for n in NORMALIZERS if n in names]
+
+
+def normalize_text(text: str, names: Iterable[str]) -> str:
+    for name in check_normalizers(names):
+        text = NORMALIZERS[name](text)
+    return text
+
+
+class CorpusTokenizer(Tokenizer):
+    """A tokenizer for running text that knows the surface rules its training text went through.
+
+    `encode` applies those rules first, so a raw prompt lands on the model's surface form (curly
+    quotes folded, or the abcGPT lowercase form); the data pipeline, which has normalised already,
+    calls `encode_batch(..., normalized=True)` and gets numpy arrays.
+    """
+
+    def __init__(self, vocab: Iterable[str], normalizers: Iterable[str] = ()):
+        super().__init__(vocab)
+        self.normalizers = check_normalizers(normalizers)
+
+    def normalize(self, text: str) -> str:
+        return normalize_text(text, self.normalizers)
+
+    def encode(self, text: str) -> list[int]:
+        return self.encode_batch([text])[0].tolist()
+
+    def encode_batch(self, texts: list[str], *, normalized: bool = False) -> list[Any]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "normalizers": list(self.normalizers)}
+
+
+class CharTokenizer(CorpusTokenizer):
+    """One id per character: optional specials first (e.g. `<EOS>` between documents), then the
+    sorted characters of every corpus in use. Unknown characters are an error, not `<UNK>`.
+    """
+
+    kind = "char"
+
+    def __init__(self, vocab: Iterable[str], normalizers: Iterable[str] = ()):
+        super().__init__(vocab, normalizers)
+        chars = [(i, t) for i, t in enumerate(self.vocab) if len(t) == 1]
+        # Code point -> id lookup table: tokenising is one numpy gather per text.
+        size = 1 + max((ord(t) for _, t in chars), default=0)
+        self._lut = np.full(size, -1, dtype=np.int64)
+        for i, t in chars:
+            self._lut[ord(t)] = i
+
+    @classmethod
+    def from_texts(
+        cls, texts: Iterable[str], specials: Iterable[str] = (), normalizers: Iterable[str] = ()
+    ) -> CharTokenizer:
+        """Vocabulary of the given (already normalised) texts."""
+        chars: set[str] = set()
+        for text in texts:
+            chars.update(text)
+        specials = list(specials)
+        return cls([*specials, *sorted(chars - set(specials))], normalizers)
+
+    def encode_batch(self, texts: list[str], *, normalized: bool = False) -> list[Any]:
+        out = []
+        for text in texts:
+            if not normalized:
+                text = self.normalize(text)
+            cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+            ids = self._lut[np.minimum(cps, len(self._lut) - 1)]
+            bad = (ids < 0) | (cps >= len(self._lut))
+            if bad.any():
+                missing = sorted({chr(c) for c in cps[bad]})
+                raise ValueError(f"characters not in the vocabulary: {missing[:10]}")
+            out.append(ids)
+        return out
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return "".join(self.vocab[i] for i in ids)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> CharTokenizer:
+        return cls(state["vocab"], state.get("normalizers", ()))
+
+
+class BPETokenizer(CorpusTokenizer):
+    """Byte-level BPE trained locally with HF `tokenizers` (GPT-2 style: any text encodes, and
+    decode(encode(text)) == text). The whole HF tokenizer JSON travels in the state.
+    """
+
+    kind = "bpe"
+
+    def __init__(self, model_json: str, normalizers: Iterable[str] = ()):
+        from tokenizers import Tokenizer as HFTokenizer
+
+        self.model_json = model_json
+        self.hf = HFTokenizer.from_str(model_json)
+        vocab = [self.hf.id_to_token(i) for i in range(self.hf.get_vocab_size())]
+        super().__init__(vocab, normalizers)
+
+    @classmethod
+    def train(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int,
+        specials: Iterable[str] = (),
+        normalizers: Iterable[str] = (),
+    ) -> BPETokenizer:
+        """Train on an iterator of (already normalised) texts, e.g. a training split."""
+        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import decoders, models, pre_tokenizers, trainers
+
+        hf = HFTokenizer(models.BPE())
+        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        hf.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=list(specials),
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        hf.train_from_iterator(texts, trainer)
+        return cls(hf.to_str(), normalizers)
+
+    def encode_batch(self, texts: list[str], *, normalized: bool = False) -> list[Any]:
+        if not normalized:
+            texts = [self.normalize(t) for t in texts]
+        return [np.asarray(e.ids, dtype=np.int64) for e in self.hf.encode_batch(texts)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.hf.decode(list(ids), skip_special_tokens=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "model": self.model_json}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> BPETokenizer:
+        return cls(state["model"], state.get("normalizers", ()))
