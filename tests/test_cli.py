@@ -180,3 +180,18 @@ def test_print_config_shows_linked_model(capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "SuccuLMModule" in out and "SuccuPairsDataModule" in out
+
+
+def test_diagnostics_log_under_diag_and_write_attention_png(tmp_path):
+    cli = run_fit("--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
+                  "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps", "0",
+                  "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+                  "--trainer.logger.save_dir", str(tmp_path), "--model.init_args.diagnostics", "true")
+    metrics = cli.trainer.logged_metrics
+    n_layer = cli.model.model.cfg.n_layer
+    for i in range(n_layer):
+        for name in ("resid_norm", "ffn_norm", "ffn_cos"):
+            assert f"diag/block{i}/{name}" in metrics
+    assert -1 <= float(metrics[f"diag/block{n_layer - 1}/ffn_cos"]) <= 1
+    pngs = list(Path(cli.trainer.log_dir).glob("diag/attention_*.png"))
+    assert len(pngs) == 1 and pngs[0].read_bytes()[:4] == b"\x89PNG"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 
 from datamodules.succulent import read_embeddings_json
+from succu.analysis.plots import attention_figure, log_image, save_figure
 from succu.models.succulm import SuccuLM, SuccuLMConfig
 from succu.modules.base import LanguageModule
 
@@ -27,8 +30,9 @@ class SuccuLMModule(LanguageModule):
         init_embeddings: a JSON file {word: [floats]} (the reference's succulm_embeddings.json)
             whose vectors initialise the matching rows of the token embedding. Without it, a
             datamodule that read such a file from its data_dir initialises the embedding.
-        diagnostics: log per-block residual norms, FFN-output norms and cos(x, x + ffn(x)) under
-            `diag/` at every validation.
+        diagnostics: at every validation, log per-block residual norms, FFN-output norms and
+            cos(x, x + ffn(x)) under `diag/`, and write the attention maps (every block and head)
+            of the first validation sequence to `<run>/diag/attention_<step>.png`.
     """
 
     def __init__(
@@ -96,5 +100,17 @@ class SuccuLMModule(LanguageModule):
             stats = self.model.diagnostics(batch["input_ids"], batch["labels"] != -100)
             for name, value in stats.items():
                 if name != "attention":
-                    self.log(f"diag/{name}", value)
+                    self.log(f"diag/{name}", value, batch_size=batch["input_ids"].size(0))
+            self.save_attention(batch["input_ids"][0], [a[0] for a in stats["attention"]])
         return loss
+
+    def save_attention(self, ids: torch.Tensor, maps: list[torch.Tensor]) -> None:
+        """Attention maps of the first validation sequence, as a PNG in the run directory."""
+        if self._trainer is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        n = int((ids != self.tokenizer.pad_id).sum()) if self.tokenizer else ids.numel()
+        tokens = [self.tokenizer.vocab[i] for i in ids[:n].tolist()] if self.tokenizer else []
+        fig = attention_figure([m[:, :n, :n] for m in maps], tokens)
+        step = self.trainer.global_step
+        path = save_figure(fig, Path(self.trainer.log_dir or ".") / "diag" / f"attention_{step:06d}.png")
+        log_image(self.loggers, "diag/attention", path, step)
