@@ -53,12 +53,15 @@ class SuccuCLI(LightningCLI):
 
 
 def default_args(argv: list[str]) -> list[str]:
-    """Fit is implied; with no arguments at all, fit the default SuccuLM config."""
-    if not argv:
-        return ["fit", "--config", str(DEFAULT_CONFIG)]
-    if argv[0] in SUBCOMMANDS or argv[0] in ("-h", "--help", "--version"):
+    """Fit is implied; without `--config`, fit configs/succulm.yaml (plus any overrides)."""
+    if argv and argv[0] in ("-h", "--help", "--version"):
         return argv
-    return ["fit", *argv]
+    if not argv or argv[0] not in SUBCOMMANDS:
+        argv = ["fit", *argv]
+    # Overrides alone (`--trainer.max_steps 10`) apply to the default SuccuLM config.
+    if argv[0] == "fit" and not any(a == "--config" or a.startswith("--config=") for a in argv):
+        argv = ["fit", "--config", str(DEFAULT_CONFIG), *argv[1:]]
+    return argv
 
 
 def main(argv: list[str] | None = None) -> SuccuCLI | None:

@@ -4,12 +4,17 @@ Every tokenizer is a plain object with `encode`, `decode`, a vocabulary list and
 `state_dict()`; `tokenizer_from_state(state)` rebuilds any of them, so a checkpoint alone is enough
 to talk to a model. Special tokens are optional: the word tokenizer has `<PAD> <BOS> <EOS> <UNK>`
 (the SuccuLM convention), character tokenizers may have none.
+
+The corpus tokenizers, `CharTokenizer` and `BPETokenizer` (byte-level, trained locally with HF
+`tokenizers`), also carry the surface rules their training text went through (`fold_ascii`,
+`abc_style`) and apply them in `encode`, so a raw prompt lands on the form the model was trained on.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar, Iterable
+from collections.abc import Iterable
+from typing import Any, ClassVar
 
 import numpy as np
 

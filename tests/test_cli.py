@@ -33,6 +33,9 @@ def test_default_args_imply_fit_and_the_default_config():
     assert fit.default_args([]) == ["fit", "--config", str(fit.DEFAULT_CONFIG)]
     assert fit.default_args(["--config", "x.yaml"]) == ["fit", "--config", "x.yaml"]
     assert fit.default_args(["validate", "--config", "x.yaml"])[0] == "validate"
+    assert fit.default_args(["--trainer.max_steps", "3"]) == [
+        "fit", "--config", str(fit.DEFAULT_CONFIG), "--trainer.max_steps", "3"]
+    assert fit.default_args(["--help"]) == ["--help"]
     assert fit.DEFAULT_CONFIG.is_file()
 
 
@@ -100,7 +103,7 @@ def fitted(tmp_path_factory):
         "--trainer.limit_val_batches", "2", "--trainer.logger", "false",
         "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
     ])
-    return cli, cli.trainer.checkpoint_callback.last_model_path
+    return cli, cli.trainer.checkpoint_callback.best_model_path
 
 
 def test_checkpoint_round_trip_gives_identical_logits(fitted):

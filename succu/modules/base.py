@@ -136,11 +136,24 @@ class LanguageModule(L.LightningModule):
             "module": f"{cls.__module__}.{cls.__qualname__}",
             "tokenizer": None if self.tokenizer is None else self.tokenizer.state_dict(),
         }
+        from succu.nn.tt import tt_structure  # imported here: keeps tensorly out of module import
+
+        # Layers swapped after construction (TTLinear) are not in the hyperparameters; record them
+        # so loading can rebuild the same structure before the state dict arrives.
+        structure = tt_structure(self)
+        if structure:
+            checkpoint[CHECKPOINT_KEY]["tt_layers"] = structure
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get(CHECKPOINT_KEY, {}).get("tokenizer")
         if state is not None:
             self.tokenizer = tokenizer_from_state(state)
+        structure = checkpoint.get(CHECKPOINT_KEY, {}).get("tt_layers")
+        if structure:
+            from succu.nn.tt import apply_tt_structure
+
+            # Both load_module and Lightning's resume call this hook before load_state_dict.
+            apply_tt_structure(self, structure)
 
     # ---- generation --------------------------------------------------------------------------
     def prompt_ids(self, text: str) -> list[int]:

@@ -10,6 +10,7 @@ cached and uncached logits identical.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -82,11 +83,17 @@ class CausalSelfAttention(nn.Module):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
 
     def forward(
-        self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0
+        self,
+        x: torch.Tensor,
+        kv_cache: KVCache | None = None,
+        layer: int = 0,
+        project: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        """`project`, when given, replaces the output projection `self.proj` on the merged head
+        outputs (B, T, C), head h in channels [h d_head, (h + 1) d_head) (GatedGPT gates there)."""
         B, T, C = x.shape
         q, k, v = self.split_heads(x)
         if kv_cache is not None:
             k, v = kv_cache.update(layer, k, v)
         y = self.attend(q, k, v).transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.proj(y))
+        return self.resid_dropout((project or self.proj)(y))

@@ -1,0 +1,444 @@
+"""The corruption study: squeeze FFN layers into tensor trains and watch what breaks.
+
+`python -m succu.sweep tt --ckpt last.ckpt --layers "0;1;2;3;0,1;1,2;2,3;0,1,2,3" \\
+    --bond_dims 47,42,39,27,20`
+
+For every layer set L (blocks whose FFN is squeezed) and every bond spec b, both FFN Linears of
+each block in L become TTLinears (default layout "mps", the write-up's): W (out, in) is reshaped to
+(out modes, in modes), e.g. a 200x50 weight to (10, 20, 5, 10), and decomposed by TT-SVD with the
+outer bonds exact and the (out | in) bond set to b. A bond spec is an int (the same b in every
+block of L) or a bracketed per-block list `[39,42,46,47]` (used only with layer sets of that size).
+
+Each row records the parameters of the compressed Linears, the relative weight error
+||W - W_tt||_F / ||W||_F pooled over them, the validation loss, greedy QA exact match (training and
+held-out questions), and the sophia-trap rates (`succu.analysis.trap`) at a temperature over several
+seeds (mean and spread across seeds).
+
+The low-rank baseline
+    Beside each row the same Linears are replaced by their truncated SVD W ~ U_k S_k V_k^T, the
+    best rank-k matrix (Eckart-Young), with k chosen per layer as the largest rank whose factors
+    (k (in + out) numbers) do not exceed that layer's TT cores. Biases are kept in both. Note that
+    an "mps" train whose only truncated bond is the (out | in) one IS the rank-b truncated SVD, plus
+    the exact outer cores' overhead: at equal parameters the baseline gets the same or a higher
+    rank. Layout "ttm" (Kronecker-structured) is the genuinely different structure to compare.
+
+Outputs in --out: tt_sweep.csv, tt_sweep.md, tt_sweep.png and tt_sweep_offenders.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import importlib
+import math
+import re
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from succu.analysis.trap import (
+    hidden_token_ids,
+    leak_token_ids,
+    markdown_table,
+    probe_trap,
+    qa_metrics,
+)
+from succu.modules.base import IGNORE_INDEX, LanguageModule
+from succu.nn.tt import TTLinear, compress_linears, tt_dims
+
+HELP = "tensor-train corruption study of FFN layers, with a low-rank baseline"
+
+
+# ----------------------------------------------------------------------------- planning
+def auto_modes(n: int) -> tuple[int, int]:
+    """Two factors of n, the smaller as close to sqrt(n) as possible: 50 -> (5, 10), 200 -> (10, 20)."""
+    small = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
+    return small, n // small
+
+
+def mid_bonds(in_modes: Sequence[int], out_modes: Sequence[int], mid: int | None,
+              layout: str) -> list[int | None]:
+    """Bond list with only the (out | in) bond set ("mps"; others exact), or every bond ("ttm")."""
+    n = len(tt_dims(in_modes, out_modes, layout)) - 1
+    if layout == "ttm":
+        return [mid] * n
+    bonds: list[int | None] = [None] * n
+    bonds[len(out_modes) - 1] = mid
+    return bonds
+
+
+def ffn_specs(module: nn.Module, blocks: Sequence[int], bonds: int | Sequence[int | None] | None,
+              layout: str = "mps", modes: dict[int, Sequence[int]] | None = None,
+              prefix: str = "model.") -> dict[str, dict[str, Any]]:
+    """TTLinear specs for ffn[0] and ffn[2] of the given blocks of a SuccuLM-style model.
+
+    `bonds`: one (out | in) bond for every block, or one per block; None is exact. `modes` maps a
+    feature count to its modes (default `auto_modes`).
+    """
+    model_blocks = module.get_submodule(prefix + "blocks")
+    per_block = list(bonds) if isinstance(bonds, (list, tuple)) else [bonds] * len(blocks)
+    if len(per_block) != len(blocks):
+        raise ValueError(f"{len(per_block)} bond dims for {len(blocks)} blocks {list(blocks)}")
+    specs = {}
+    for block, mid in zip(blocks, per_block):
+        if not 0 <= block < len(model_blocks):
+            raise ValueError(f"block {block} does not exist; the model has {len(model_blocks)}")
+        for idx in (0, 2):
+            linear = model_blocks[block].ffn[idx]
+            in_m = tuple((modes or {}).get(linear.in_features) or auto_modes(linear.in_features))
+            out_m = tuple((modes or {}).get(linear.out_features) or auto_modes(linear.out_features))
+            specs[f"{prefix}blocks.{block}.ffn.{idx}"] = {
+                "in_modes": in_m, "out_modes": out_m, "layout": layout,
+                "bond_dims": mid_bonds(in_m, out_m, mid, layout),
+            }
+    return specs
+
+
+@torch.no_grad()
+def val_metrics(module: LanguageModule, loader, hidden_ids: Sequence[int] = (),
+                leak_ids: Sequence[int] = ()) -> dict[str, float]:
+    """Teacher-forced pass over a dataloader: per-token loss, and the mean probability (T = 1)
+    the model puts on hidden tokens and on <BOS>/<PAD>/<UNK> at every labelled position.
+
+    The masses are the seedless, continuous side of the trap: sampled rates stay 0 until a
+    token's probability is large enough to be drawn from a few hundred samples.
+    """
+    was_training = module.training
+    module.eval()
+    total = hidden = leak = 0.0
+    tokens = 0
+    for batch in loader:
+        batch = {k: v.to(module.device) for k, v in batch.items()}
+        logits = module(batch["input_ids"], **module.model_kwargs(batch))
+        mask = batch["labels"] != IGNORE_INDEX
+        n = int(mask.sum())
+        total += float(module.loss(logits, batch["labels"])) * n
+        probs = logits.float().softmax(-1)[mask]
+        hidden += float(probs[:, list(hidden_ids)].sum()) if hidden_ids else 0.0
+        leak += float(probs[:, list(leak_ids)].sum()) if leak_ids else 0.0
+        tokens += n
+    module.train(was_training)
+    tokens = max(tokens, 1)
+    return {"val_loss": total / tokens, "hidden_mass": hidden / tokens, "special_mass": leak / tokens}
+
+
+def evaluate_loss(module: LanguageModule, loader) -> float:
+    """Mean per-token cross-entropy over a dataloader (token-weighted, as val/loss)."""
+    return val_metrics(module, loader)["val_loss"]
+
+
+def low_rank_(linear: nn.Linear, rank: int) -> float:
+    """Replace W by its best rank-`rank` approximation in place; returns ||W - W_k||_F^2."""
+    w = linear.weight.detach().double()
+    u, s, vh = torch.linalg.svd(w, full_matrices=False)
+    approx = (u[:, :rank] * s[:rank]) @ vh[:rank]
+    with torch.no_grad():
+        linear.weight.copy_(approx.to(linear.weight.dtype))
+    return float((s[rank:] ** 2).sum())
+
+
+# ----------------------------------------------------------------------------- evaluation
+@dataclass
+class Probe:
+    """Everything an evaluation needs besides the model."""
+
+    val_loader: Any
+    prompts: list[str]
+    hidden_ids: list[int]
+    train_qa: list[tuple[str, str]]
+    heldout_qa: list[tuple[str, str]]
+    temperature: float = 0.6
+    seeds: tuple[int, ...] = (0, 1, 2)
+    samples: int = 4
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def evaluate(module: LanguageModule, probe: Probe) -> dict[str, float]:
+    """val_loss, hidden/special mass, qa_exact(_heldout), trap rates (mean, std over seeds)."""
+    out = val_metrics(module, probe.val_loader, probe.hidden_ids, leak_token_ids(module.tokenizer))
+    out.update(qa_metrics(module, probe.train_qa, probe.heldout_qa, prefix=""))
+    per_seed = probe_trap(module, probe.prompts, probe.hidden_ids, temperature=probe.temperature,
+                          seeds=probe.seeds, samples=probe.samples)
+    for name in ("hidden_rate", "hidden_token_rate", "special_rate", "special_token_rate"):
+        out[name], out[name + "_std"] = _mean_std([getattr(c, name) for c in per_seed])
+    out["offenders"] = [g for c in per_seed for g in c.offenders]  # type: ignore[assignment]
+    return out
+
+
+def compressed_row(module: LanguageModule, specs: dict[str, dict],
+                   probe: Probe) -> tuple[dict[str, Any], dict[str, TTLinear]]:
+    """Evaluate a TT copy of `module`: (metrics and parameter bookkeeping, the TT layers)."""
+    model = copy.deepcopy(module)
+    dense = {name: model.get_submodule(name) for name in specs}
+    w_sq = sum(float(lin.weight.detach().double().pow(2).sum()) for lin in dense.values())
+    layers = compress_linears(model, specs)
+    row = {
+        "params": sum(t.num_params() for t in layers.values()),
+        "dense_params": sum(t.dense_params() for t in layers.values()),
+        "model_params": sum(p.numel() for p in model.parameters()),
+        "rel_error": math.sqrt(sum(t.discarded_sq_sum() for t in layers.values()) / w_sq),
+        "bond_dims_realised": {n: t.bond_dims for n, t in layers.items()},
+    }
+    row.update(evaluate(model, probe))
+    return row, layers
+
+
+def low_rank_row(module: LanguageModule, tt_layers: dict[str, TTLinear],
+                 probe: Probe) -> dict[str, Any]:
+    """Truncated-SVD copy of `module` with, per layer, at most the TT cores' parameter count."""
+    model = copy.deepcopy(module)
+    err_sq = w_sq = 0.0
+    ranks, params = [], 0
+    for name, tt in tt_layers.items():
+        linear = model.get_submodule(name)
+        cores = sum(c.numel() for c in tt.cores)
+        rank = max(1, min(cores // (linear.in_features + linear.out_features),
+                          linear.in_features, linear.out_features))
+        w_sq += float(linear.weight.detach().double().pow(2).sum())
+        err_sq += low_rank_(linear, rank)
+        ranks.append(rank)
+        params += rank * (linear.in_features + linear.out_features) + (
+            0 if linear.bias is None else linear.bias.numel())
+    row = {"rank": ranks, "params": params, "rel_error": math.sqrt(err_sq / w_sq)}
+    row.update(evaluate(model, probe))
+    return row
+
+
+# ----------------------------------------------------------------------------- command line
+def parse_layer_sets(text: str) -> list[tuple[int, ...]]:
+    """"0;1;0,1" -> [(0,), (1,), (0, 1)]."""
+    try:
+        sets = [tuple(int(b) for b in part.split(",")) for part in text.split(";") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--layers wants block lists like '0;1;0,1', got {text!r}") from None
+    if not sets:
+        raise ValueError("--layers names no layer set")
+    return sets
+
+
+def parse_bond_specs(text: str) -> list[int | tuple[int, ...]]:
+    """"47,20,[39,42,46,47]" -> [47, 20, (39, 42, 46, 47)]: ints, or bracketed per-block lists."""
+    specs: list[int | tuple[int, ...]] = []
+    for token in re.findall(r"\[[^\]]*\]|[^,\s]+", text):
+        try:
+            if token.startswith("["):
+                specs.append(tuple(int(v) for v in token[1:-1].split(",")))
+            else:
+                specs.append(int(token))
+        except ValueError:
+            raise ValueError(f"--bond_dims wants ints or [a,b,...] lists, got {token!r}") from None
+    if not specs or any(v < 1 for s in specs for v in (s if isinstance(s, tuple) else (s,))):
+        raise ValueError(f"--bond_dims wants positive bond dims, got {text!r}")
+    return specs
+
+
+def parse_modes(text: str | None) -> dict[int, tuple[int, ...]]:
+    """"50=5x10,200=10x20" -> {50: (5, 10), 200: (10, 20)}."""
+    modes = {}
+    for item in (text or "").split(","):
+        if item.strip():
+            size, _, factors = item.partition("=")
+            modes[int(size)] = tuple(int(f) for f in factors.split("x"))
+    return modes
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ckpt", required=True, help="a succu checkpoint (e.g. last.ckpt)")
+    parser.add_argument("--layers", default="0;1;2;3;0,1;1,2;2,3;0,1,2,3",
+                        help="layer sets separated by ';', blocks by ',' (default: the write-up's)")
+    parser.add_argument("--bond_dims", default="47,42,39,27,20",
+                        help="(out|in) bonds to sweep: ints, or [a,b,..] lists per block of a set")
+    parser.add_argument("--layout", default="mps", choices=["mps", "ttm"])
+    parser.add_argument("--modes", default=None, help="e.g. '50=5x10,200=10x20' (default: auto)")
+    parser.add_argument("--seeds", default="0,1,2", help="sampling seeds for the trap rates")
+    parser.add_argument("--samples", type=int, default=4, help="samples per probe prompt and seed")
+    parser.add_argument("--temperature", type=float, default=0.6)
+    parser.add_argument("--no_baseline", action="store_true", help="skip the low-rank baseline")
+    parser.add_argument("--out", default="runs/tt_sweep", help="folder for the CSV, markdown, PNG")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+
+
+def rebuild_datamodule(ckpt_path: str, module: LanguageModule):
+    """The checkpoint's datamodule, from the class path and arguments LightningCLI saved in it."""
+    from succu.checkpoint import read_checkpoint
+
+    hparams = dict(read_checkpoint(ckpt_path).get("datamodule_hyper_parameters") or {})
+    target = hparams.get("_class_path")
+    if not target:
+        raise ValueError(f"{ckpt_path} records no datamodule; write it with `python -m succu.fit`")
+    module_name, _, cls_name = target.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    datamodule = cls(**{k: v for k, v in hparams.items() if not k.startswith("_")})
+    if module.tokenizer is not None and datamodule.tokenizer != module.tokenizer:
+        raise ValueError(f"the datamodule rebuilt from {ckpt_path} has a different tokenizer")
+    return datamodule
+
+
+def make_probe(datamodule, args: argparse.Namespace) -> Probe:
+    return Probe(
+        val_loader=datamodule.val_dataloader(), prompts=list(datamodule.probe_prompts),
+        hidden_ids=hidden_token_ids(datamodule), train_qa=list(datamodule.train_qa),
+        heldout_qa=list(getattr(datamodule, "heldout_qa", [])), temperature=args.temperature,
+        seeds=tuple(int(s) for s in args.seeds.split(",")), samples=args.samples,
+    )
+
+
+def sweep(module: LanguageModule, probe: Probe, layer_sets, bond_specs, layout: str = "mps",
+          modes=None, baseline: bool = True, log=print) -> list[dict[str, Any]]:
+    """One row per (layer set, bond spec), plus the uncompressed model first."""
+    reference = evaluate(module, probe)
+    rows = [{"layers": "-", "bond_dims": "-", "params": 0, "dense_params": 0, "rel_error": 0.0,
+             "model_params": sum(p.numel() for p in module.parameters()), **reference}]
+    for blocks in layer_sets:
+        for bonds in bond_specs:
+            if isinstance(bonds, tuple) and len(bonds) != len(blocks):
+                continue  # a per-block list belongs to layer sets of its length only
+            start = time.perf_counter()
+            specs = ffn_specs(module, blocks, list(bonds) if isinstance(bonds, tuple) else bonds,
+                              layout, modes)
+            row, layers = compressed_row(module, specs, probe)
+            row["layers"] = ",".join(map(str, blocks))
+            row["bond_dims"] = "/".join(map(str, bonds)) if isinstance(bonds, tuple) else str(bonds)
+            if baseline:
+                row["lr"] = low_rank_row(module, layers, probe)
+            rows.append(row)
+            log(f"layers {row['layers']:8} bonds {row['bond_dims']:12} params {row['params']:6d} "
+                f"val {row['val_loss']:.3f} qa {row['qa_exact']:.3f} "
+                f"hidden {row['hidden_rate']:.3f} special {row['special_rate']:.3f} "
+                f"({time.perf_counter() - start:.1f}s)")
+    return rows
+
+
+# ----------------------------------------------------------------------------- outputs
+METRICS = ("val_loss", "qa_exact", "qa_exact_heldout", "hidden_rate", "hidden_rate_std",
+           "hidden_token_rate", "special_rate", "special_rate_std", "special_token_rate",
+           "hidden_mass", "special_mass")
+CSV_COLUMNS = ("layers", "bond_dims", "layout", "params", "dense_params", "model_params",
+               "rel_error", *METRICS, "lr_rank", "lr_params", "lr_rel_error",
+               *(f"lr_{m}" for m in METRICS))
+
+
+def flat_row(row: dict[str, Any], layout: str) -> dict[str, Any]:
+    flat = {k: row.get(k, "") for k in CSV_COLUMNS if not k.startswith("lr_")}
+    flat["layout"] = layout if row["layers"] != "-" else "dense"
+    lr = row.get("lr", {})
+    flat["lr_rank"] = "/".join(map(str, lr["rank"])) if lr else ""
+    for key in ("params", "rel_error", *METRICS):
+        flat[f"lr_{key}"] = lr.get(key, "")
+    return flat
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path, layout: str) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
+                             for k, v in flat_row(row, layout).items()})
+
+
+def markdown_rows(rows: list[dict[str, Any]]) -> str:
+    """The compact table: each metric as `TT / low-rank`, rates as mean ± std over seeds."""
+    def pair(row, key, fmt):
+        tt = fmt(row, key)
+        return f"{tt} / {fmt(row['lr'], key)}" if "lr" in row else tt
+
+    def num(r, k):
+        return f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k])
+
+    def rate(r, k):
+        return f"{r[k]:.2f}±{r[k + '_std']:.2f}"
+
+    def mass(r, k):
+        return f"{r[k]:.1e}"
+
+    columns = ["layers", "bond", "params TT / LR", "rel. err TT / LR", "val loss TT / LR",
+               "QA exact TT / LR", "held-out QA TT / LR", "hidden rate TT / LR",
+               "special rate TT / LR", "p(hidden) TT / LR"]
+    body = [[r["layers"], r["bond_dims"],
+             "-" if r["layers"] == "-" else pair(r, "params", num), pair(r, "rel_error", num),
+             pair(r, "val_loss", num), pair(r, "qa_exact", num), pair(r, "qa_exact_heldout", num),
+             pair(r, "hidden_rate", rate), pair(r, "special_rate", rate),
+             pair(r, "hidden_mass", mass)] for r in rows]
+    return markdown_table(columns, body)
+
+
+def write_offenders(rows: list[dict[str, Any]], path: Path, per_row: int = 5) -> None:
+    lines = ["# Offending generations (hidden or special tokens), first few per row", ""]
+    for row in rows:
+        for kind, res in (("TT", row), ("low rank", row.get("lr"))):
+            if res and res["offenders"]:
+                lines.append(f"## layers {row['layers']} bond {row['bond_dims']} ({kind})")
+                lines += [f"- `{g.prompt}` (seed {g.seed}) -> `{g.text}`"
+                          for g in res["offenders"][:per_row]]
+                lines.append("")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Six panels against the mean (out|in) bond: TT solid, low rank dashed, dense dotted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("val_loss", "val loss"), ("qa_exact", "QA exact (train)"),
+              ("qa_exact_heldout", "QA exact (held-out)"), ("hidden_rate", "hidden-token rate"),
+              ("special_rate", "special-token rate"), ("hidden_mass", "p(hidden), val (log)")]
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8), sharex=True)
+    by_set: dict[str, list[dict[str, Any]]] = {}
+    for row in rows[1:]:
+        by_set.setdefault(row["layers"], []).append(row)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (key, label) in zip(axes.flat, panels):
+        ax.axhline(rows[0][key], color="gray", ls=":", label="dense")
+        for i, (name, group) in enumerate(by_set.items()):
+            group = sorted(group, key=lambda r: statistics.fmean(map(int, r["bond_dims"].split("/"))))
+            x = [statistics.fmean(map(int, r["bond_dims"].split("/"))) for r in group]
+            color = colors[i % len(colors)]
+            ax.plot(x, [r[key] for r in group], "o-", color=color, label=f"TT {name}")
+            if all("lr" in r for r in group):
+                ax.plot(x, [r["lr"][key] for r in group], "x--", color=color, alpha=0.6)
+        ax.set_title(label)
+        if key.endswith("_mass"):
+            ax.set_yscale("log")
+        ax.set_xlabel("(out|in) bond dim (mean over blocks)")
+    axes.flat[0].legend(fontsize=7, ncol=2)
+    fig.suptitle(title + "  (dashed: low rank at equal params)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from succu.checkpoint import load_module
+
+    torch.set_num_threads(args.threads)
+    module = load_module(args.ckpt)
+    probe = make_probe(rebuild_datamodule(args.ckpt, module), args)
+    rows = sweep(module, probe, parse_layer_sets(args.layers), parse_bond_specs(args.bond_dims),
+                 args.layout, parse_modes(args.modes), baseline=not args.no_baseline)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, out / "tt_sweep.csv", args.layout)
+    table = markdown_rows(rows)
+    header = (f"TT corruption study of `{args.ckpt}` (layout {args.layout}; rates at T="
+              f"{args.temperature}, seeds {args.seeds}, {args.samples} samples per prompt)\n\n")
+    (out / "tt_sweep.md").write_text(header + table + "\n")
+    write_offenders(rows, out / "tt_sweep_offenders.md")
+    plot(rows, out / "tt_sweep.png", f"TT corruption study ({args.layout})")
+    print(table)
+    print(f"wrote {out / 'tt_sweep.csv'}, {out / 'tt_sweep.md'}, {out / 'tt_sweep.png'}",
+          file=sys.stderr)
+    return rows

@@ -1,0 +1,46 @@
+"""`python -m succu.sweep <kind> ...`: analysis sweeps that write tables (CSV, markdown) and plots.
+
+    python -m succu.sweep tt --ckpt runs/succulm/checkpoints/last.ckpt \\
+        --layers "0;1;2;3;0,1;1,2;2,3;0,1,2,3" --bond_dims 47,42,39,27,20
+
+Each kind lives in its own module that exposes `HELP` (one line), `add_arguments(parser)` and
+`run(args)`; registering a new kind is one entry in SWEEPS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# kind -> module implementing it
+SWEEPS: dict[str, str] = {
+    "tt": "succu.analysis.tt_sweep",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m succu.sweep", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="kind", required=True, metavar="{" + ",".join(SWEEPS) + "}")
+    for kind, module_name in SWEEPS.items():
+        module = importlib.import_module(module_name)
+        child = sub.add_parser(kind, help=module.HELP, description=module.HELP)
+        module.add_arguments(child)
+        child.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args._run(args)
+    except (ValueError, FileNotFoundError) as err:  # CheckpointError is a ValueError
+        if os.environ.get("SUCCU_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,386 @@
+"""Text datamodules on the shared corpora (../shared/data or $SUCCU_DATA_DIR), never the network."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+import datamodules.text as text_mod
+from datamodules.mixture import MixtureDataModule
+from datamodules.shakespeare import SHAKESPEARE_URL, ShakespeareDataModule
+from datamodules.text import (
+    CorpusError,
+    corpus_spec,
+    load_documents,
+    resolve_source,
+    split_corpus,
+    token_dtype,
+)
+from datamodules.tinystories import TinyStoriesDataModule
+from succu.tokenizers import BPETokenizer, CharTokenizer, fold_ascii, normalize_text
+
+DATA_DIR = Path(
+    os.environ.get("SUCCU_DATA_DIR") or Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+).resolve()
+pytestmark = pytest.mark.skipif(
+    not (DATA_DIR / "tinystories.txt").is_file(), reason=f"shared corpora not found in {DATA_DIR}"
+)
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("SUCCU_DATA_DIR", str(DATA_DIR))
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> str:
+    """One cache for the module: most tests reuse what the first one tokenised."""
+    return str(tmp_path_factory.mktemp("succu-cache"))
+
+
+def shakespeare_text() -> str:
+    return (DATA_DIR / "tinyshakespeare.txt").read_text(encoding="utf-8")
+
+
+def stories() -> list[str]:
+    text = (DATA_DIR / "tinystories.txt").read_text(encoding="utf-8")
+    return [s.strip() for s in text.split("<|endoftext|>") if s.strip()]
+
+
+def ready(dm):
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def contains(array: np.ndarray, row: torch.Tensor) -> bool:
+    """Whether `row` occurs as a contiguous window of `array` (byte search, aligned)."""
+    hay, needle = np.asarray(array).tobytes(), row.numpy().astype(array.dtype).tobytes()
+    pos = hay.find(needle)
+    while pos != -1 and pos % array.dtype.itemsize:
+        pos = hay.find(needle, pos + 1)
+    return pos != -1
+
+
+# ---- splits --------------------------------------------------------------------------------------
+def test_shakespeare_split_is_nanogpts_contiguous_tail(cache):
+    dm = ready(ShakespeareDataModule(cache_dir=cache))
+    text = shakespeare_text()
+    cut = int(len(text) * 0.9)
+    assert dm.vocab_size == 65
+    assert dm.tokenizer.decode(dm.train_arrays[0].tolist()) == text[:cut]
+    assert dm.tokenizer.decode(dm.val_arrays[0].tolist()) == text[cut:]
+
+
+def test_splits_are_deterministic(tmp_path, cache):
+    a = ready(TinyStoriesDataModule(cache_dir=cache))
+    b = ready(TinyStoriesDataModule(cache_dir=str(tmp_path)))  # recomputed from scratch
+    assert a.tokenizer == b.tokenizer
+    for x, y in zip(a.train_arrays + a.val_arrays, b.train_arrays + b.val_arrays):
+        assert np.array_equal(x, y)
+
+
+def test_no_story_crosses_train_and_val():
+    spec = corpus_spec("tinystories")
+    docs = load_documents(spec, resolve_source(spec))
+    parts = split_corpus(spec, docs, 0.1, 0, [])
+    train = {t.strip() for t in parts["train"]["text"]}
+    val = {t.strip() for t in parts["val"]["text"]}
+    everything = stories()
+    assert not train & val
+    assert train | val == set(everything)
+    assert 0.06 < len(parts["val"]) / len(everything) < 0.14
+    # Another salt gives another split, again clean.
+    other = split_corpus(spec, docs, 0.1, 1, [])
+    other_val = {t.strip() for t in other["val"]["text"]}
+    assert other_val != val and not other_val & {t.strip() for t in other["train"]["text"]}
+
+
+def test_stories_end_with_eos_and_fold_to_ascii(cache):
+    dm = ready(TinyStoriesDataModule(cache_dir=cache))
+    tok = dm.tokenizer
+    assert tok.vocab[0] == "<EOS>" and all(ord(c) < 128 for c in tok.vocab[1:])
+    ids = dm.val_arrays[0].tolist()
+    assert ids[-1] == tok.eos_id
+    decoded = tok.decode(ids).split("<EOS>")[:-1]
+    folded = {fold_ascii(s) for s in stories()}
+    assert len(decoded) > 100 and all(s in folded for s in decoded)
+
+
+# ---- normalisation switches --------------------------------------------------------------------
+def test_abc_style_switch_on_shakespeare(cache):
+    dm = ready(ShakespeareDataModule(abc_style=True, cache_dir=cache))
+    assert not any(c.isupper() for c in dm.tokenizer.vocab)
+    head = dm.tokenizer.decode(dm.train_arrays[0][:80].tolist())
+    assert head.startswith("first citizen :\nbefore we proceed any further , hear me speak .\n")
+    assert dm.tokenizer.normalizers == ["fold_ascii", "abc_style"]
+    assert dm.tokenizer.encode("ROMEO:") == dm.tokenizer.encode("romeo :")
+
+
+def test_fold_ascii_switch_off_keeps_curly_quotes(cache):
+    dm = TinyStoriesDataModule(fold_ascii=False, cache_dir=cache)
+    assert {"\u201c", "\u201d", "\u2014"} <= set(dm.tokenizer.vocab)
+    assert dm.tokenizer.normalizers == []
+
+
+# ---- cache ---------------------------------------------------------------------------------------
+def test_vocab_size_works_before_setup_and_caches_the_tokenizer(tmp_path):
+    dm = ShakespeareDataModule(cache_dir=str(tmp_path))
+    assert dm.vocab_size == 65  # what the CLI links into the model at instantiation
+    assert dm.tokenizer_path().is_file()
+    assert not (tmp_path / "tokens").exists()  # token ids are written by prepare_data only
+
+
+def test_second_load_does_no_tokenising(tmp_path, monkeypatch):
+    first = ready(TinyStoriesDataModule(cache_dir=str(tmp_path)))
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the cache should have been used")
+
+    monkeypatch.setattr(text_mod, "tokenize_documents", forbidden)
+    monkeypatch.setattr(text_mod, "load_documents", forbidden)
+    second = ready(TinyStoriesDataModule(cache_dir=str(tmp_path)))
+    assert second.tokenizer == first.tokenizer
+    assert np.array_equal(second.train_arrays[0], first.train_arrays[0])
+    meta = json.loads((second.token_dir("tinystories") / "meta.json").read_text())
+    assert meta["dtype"] == "uint16" and meta["train"] == len(first.train_arrays[0])
+
+
+def test_cache_is_invalidated_when_the_tokenizer_changes(tmp_path, monkeypatch):
+    char = ready(ShakespeareDataModule(cache_dir=str(tmp_path)))
+    calls = []
+    real = text_mod.tokenize_documents
+    monkeypatch.setattr(text_mod, "tokenize_documents", lambda *a, **k: calls.append(1) or real(*a, **k))
+    # Another tokenizer object with a different vocabulary: new key, tokenised again.
+    swapped = ShakespeareDataModule(cache_dir=str(tmp_path))
+    swapped._tokenizer = CharTokenizer([*char.tokenizer.vocab, "<EOS>"])
+    assert swapped.token_dir("shakespeare") != char.token_dir("shakespeare")
+    ready(swapped)
+    assert calls == [1, 1]  # train and val
+    # BPE, and BPE of another size, get their own caches too.
+    bpe = ready(ShakespeareDataModule(tokenizer_kind="bpe", bpe_vocab_size=300, cache_dir=str(tmp_path)))
+    assert isinstance(bpe.tokenizer, BPETokenizer) and bpe.vocab_size == 300
+    assert len(calls) == 4
+    assert len(bpe.train_arrays[0]) < 0.8 * len(char.train_arrays[0])  # 44 merges already help
+    other = ShakespeareDataModule(tokenizer_kind="bpe", bpe_vocab_size=280, cache_dir=str(tmp_path))
+    assert other.token_dir("shakespeare") != bpe.token_dir("shakespeare")
+
+
+def test_token_dtype():
+    assert token_dtype(65) == np.uint16 and token_dtype(2**16) == np.uint16
+    assert token_dtype(2**16 + 1) == np.uint32
+
+
+# ---- training windows ------------------------------------------------------------------------
+def first_batches(dm, n=3):
+    it = iter(dm.train_dataloader())
+    return [next(it) for _ in range(n)]
+
+
+def test_windows_reproducible_from_seed_and_different_across_ranks(cache, monkeypatch):
+    a = first_batches(ready(ShakespeareDataModule(seed=7, cache_dir=cache)))
+    b = first_batches(ready(ShakespeareDataModule(seed=7, cache_dir=cache)))
+    for x, y in zip(a, b):
+        assert torch.equal(x["input_ids"], y["input_ids"]) and torch.equal(x["labels"], y["labels"])
+    assert not torch.equal(a[0]["input_ids"], a[1]["input_ids"])
+    other_seed = first_batches(ready(ShakespeareDataModule(seed=8, cache_dir=cache)), 1)
+    assert not torch.equal(a[0]["input_ids"], other_seed[0]["input_ids"])
+    monkeypatch.setenv("RANK", "1")
+    rank1 = first_batches(ready(ShakespeareDataModule(seed=7, cache_dir=cache)), 1)
+    assert not torch.equal(a[0]["input_ids"], rank1[0]["input_ids"])
+
+
+def test_windows_are_shifted_slices_of_the_training_split(cache):
+    dm = ready(ShakespeareDataModule(block_size=32, batch_size=5, cache_dir=cache))
+    batch = first_batches(dm, 1)[0]
+    assert batch["input_ids"].shape == (5, 32) and batch["input_ids"].dtype == torch.long
+    assert set(batch) == {"input_ids", "labels"}
+    assert torch.equal(batch["input_ids"][:, 1:], batch["labels"][:, :-1])
+    for x, y in zip(batch["input_ids"], batch["labels"]):
+        assert contains(dm.train_arrays[0], torch.cat([x, y[-1:]]))
+
+
+def test_global_seed_is_the_default_window_seed(cache, monkeypatch):
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")
+    implicit = first_batches(ready(ShakespeareDataModule(cache_dir=cache)), 1)[0]
+    explicit = first_batches(ready(ShakespeareDataModule(seed=7, cache_dir=cache)), 1)[0]
+    assert torch.equal(implicit["input_ids"], explicit["input_ids"])
+
+
+class Recorder(L.Callback):
+    def __init__(self):
+        self.batches = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.batches.append(batch["input_ids"].clone())
+
+
+def test_resume_continues_the_window_stream_exactly(cache, tmp_path):
+    from succu.modules.gpt import GPTModule
+
+    stream = ready(ShakespeareDataModule(seed=3, batches_per_epoch=100, cache_dir=cache))
+    reference = [b["input_ids"] for b in first_batches(stream, 7)]
+    dm = ShakespeareDataModule(seed=3, batches_per_epoch=4, cache_dir=cache)
+    model = GPTModule(vocab_size=dm.vocab_size, block_size=64, n_layer=1, n_head=1, n_embd=16)
+    recorder = Recorder()
+    trainer = L.Trainer(
+        max_steps=6, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        callbacks=[recorder], default_root_dir=tmp_path,
+    )
+    trainer.fit(model, datamodule=dm)
+    # 6 batches over two epochs of 4: the second epoch continues the stream, nothing repeats.
+    assert all(torch.equal(x, y) for x, y in zip(recorder.batches, reference[:6]))
+    state = dm.state_dict()
+    assert state["train_batches"] == 6  # what the model consumed, not what the loader prefetched
+    resumed = ShakespeareDataModule(seed=3, batches_per_epoch=4, cache_dir=cache)
+    resumed.load_state_dict(state)
+    assert torch.equal(first_batches(ready(resumed), 1)[0]["input_ids"], reference[6])
+
+
+def test_validation_windows_are_fixed_and_evenly_spaced(cache):
+    dm = ready(ShakespeareDataModule(val_windows=50, val_batch_size=16, cache_dir=cache))
+    batches = list(dm.val_dataloader())
+    again = list(ready(ShakespeareDataModule(val_windows=50, val_batch_size=16, seed=99, cache_dir=cache)).val_dataloader())
+    assert [len(b["input_ids"]) for b in batches] == [16, 16, 16, 2]
+    assert all(torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(batches, again))
+    val = dm.val_arrays[0]
+    first, last = batches[0]["input_ids"][0], batches[-1]["labels"][-1]
+    assert torch.equal(first, torch.from_numpy(val[:64].astype(np.int64)))
+    assert torch.equal(last, torch.from_numpy(val[-64:].astype(np.int64)))
+
+
+# ---- mixture ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mixture(tmp_path_factory, cache):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_DATASETS_OFFLINE", "1")
+        mp.setenv("SUCCU_DATA_DIR", str(DATA_DIR))
+        return ready(MixtureDataModule(seed=5, val_windows=24, batch_size=16, cache_dir=cache))
+
+
+def test_mixture_labels_rows_with_their_source(mixture):
+    assert mixture.corpora == ["tinystories", "shakespeare"]
+    batches = first_batches(mixture, 20)
+    sources = torch.cat([b["source"] for b in batches])
+    assert sources.dtype == torch.long and set(sources.tolist()) == {0, 1}
+    assert 0.35 < sources.float().mean().item() < 0.65  # uniform over two corpora
+    for b in batches[:2]:
+        for row, label, src in zip(b["input_ids"], b["labels"], b["source"].tolist()):
+            assert contains(mixture.train_arrays[src], torch.cat([row, label[-1:]]))
+
+
+def test_mixture_shares_one_tokenizer_and_applies_abc_to_shakespeare(mixture):
+    tok = mixture.tokenizer
+    assert tok.eos_id == 0 and "&" in tok.vocab and "A" in tok.vocab  # both corpora's characters
+    assert tok.normalizers == ["fold_ascii"]  # abc applies to shakespeare only
+    shakespeare = tok.decode(mixture.train_arrays[1][:40].tolist())
+    assert shakespeare.startswith("first citizen :\nbefore we proceed")
+
+
+def test_batch_from_a_named_corpus(mixture):
+    state = mixture.state_dict()
+    batch = mixture.batch_from("shakespeare")
+    assert batch["source"].tolist() == [1] * 16
+    for row, label in zip(batch["input_ids"], batch["labels"]):
+        assert contains(mixture.train_arrays[1], torch.cat([row, label[-1:]]))
+    small = mixture.batch_from(0, batch_size=4)
+    assert small["input_ids"].shape == (4, 64) and small["source"].tolist() == [0] * 4
+    assert mixture.state_dict()["batch_from"] == state["batch_from"] + 2
+    # Reproducible on resume: the same counter gives the same batch.
+    mixture.load_state_dict(state)
+    assert torch.equal(mixture.batch_from("shakespeare")["input_ids"], batch["input_ids"])
+    with pytest.raises(ValueError, match="unknown corpus"):
+        mixture.batch_from("wikipedia")
+
+
+def test_batch_from_per_row_corpora(mixture):
+    """The alpha callback's per-sample mode: one corpus index per row (a LongTensor or a list)."""
+    wanted = torch.tensor([1, 0, 0, 1, 1])
+    batch = mixture.batch_from(wanted)
+    assert torch.equal(batch["source"], wanted) and batch["input_ids"].shape == (5, 64)
+    for row, label, src in zip(batch["input_ids"], batch["labels"], wanted.tolist()):
+        assert contains(mixture.train_arrays[src], torch.cat([row, label[-1:]]))
+    assert mixture.batch_from([0, 1], batch_size=2)["source"].tolist() == [0, 1]
+    assert mixture.batch_from(torch.tensor(1), batch_size=3)["source"].tolist() == [1, 1, 1]
+    with pytest.raises(ValueError, match="batch_size"):
+        mixture.batch_from([0, 1], batch_size=3)
+    with pytest.raises(ValueError, match="unknown corpus"):
+        mixture.batch_from([0, 2])
+
+
+def test_mixture_validation_batches_are_per_corpus(mixture):
+    batches = list(mixture.val_dataloader())
+    per_source = [b["source"].unique().tolist() for b in batches]
+    assert all(len(s) == 1 for s in per_source)
+    assert sum(len(b["source"]) for b in batches if b["source"][0] == 0) == 24
+    assert sum(len(b["source"]) for b in batches if b["source"][0] == 1) == 24
+
+
+# ---- errors and the hub path ---------------------------------------------------------------------
+def test_missing_file_names_the_setting(tmp_path):
+    with pytest.raises(CorpusError, match="data_path") as err:
+        _ = ShakespeareDataModule(data_path=str(tmp_path / "nope.txt"), cache_dir=str(tmp_path)).vocab_size
+    assert "\n" not in str(err.value) and isinstance(err.value, FileNotFoundError)
+
+
+def test_offline_hub_without_a_local_file_names_the_setting(tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("hub touched offline"))
+    monkeypatch.setenv("SUCCU_DATA_DIR", str(tmp_path))  # an empty folder: no local copy
+    for dm, setting in (
+        (TinyStoriesDataModule(cache_dir=str(tmp_path)), "data_path"),
+        (TinyStoriesDataModule(source="hub", cache_dir=str(tmp_path)), "data_path"),
+        (MixtureDataModule(cache_dir=str(tmp_path)), "data_paths.tinystories"),
+    ):
+        with pytest.raises(CorpusError, match="offline") as err:
+            _ = dm.vocab_size
+        message = str(err.value)
+        assert setting in message and "roneneldan/TinyStories" in message and "\n" not in message
+
+
+def test_unknown_names_are_rejected():
+    with pytest.raises(ValueError, match="unknown corpus"):
+        MixtureDataModule(corpora=["tinystories", "klingon"])
+    with pytest.raises(ValueError, match="tokenizer_kind"):
+        ShakespeareDataModule(tokenizer_kind="word")
+    with pytest.raises(ValueError, match="source"):
+        resolve_source(corpus_spec("shakespeare"), source="web")
+
+
+def test_hub_path_loads_through_datasets_when_online(tmp_path, monkeypatch):
+    """With the network allowed and no local file, the corpus comes from `load_dataset`."""
+    import datasets
+
+    calls = []
+    tiny = stories()[:300]
+
+    def fake_load(path, *args, **kwargs):
+        calls.append((path, kwargs))
+        if path == "text":
+            return datasets.Dataset.from_dict({"text": [shakespeare_text()[:50000]]})
+        return datasets.Dataset.from_dict({"text": tiny, "other": [0] * len(tiny)})
+
+    monkeypatch.delenv("HF_DATASETS_OFFLINE")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("SUCCU_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    dm = ready(MixtureDataModule(hub_splits={"tinystories": "train[:300]"}, cache_dir=str(tmp_path)))
+    assert calls[0] == ("roneneldan/TinyStories", {"split": "train[:300]"})
+    assert calls[1] == ("text", {"data_files": SHAKESPEARE_URL, "sample_by": "document", "split": "train"})
+    tok = dm.tokenizer
+    expected = normalize_text(shakespeare_text()[: int(50000 * 0.9)], ["fold_ascii", "abc_style"])
+    assert tok.decode(dm.train_arrays[1].tolist()) == expected
+    n_stories = sum(int((a == tok.eos_id).sum()) for a in (dm.train_arrays[0], dm.val_arrays[0]))
+    assert n_stories == 300
