@@ -90,3 +90,5 @@ class MixtureDataModule(TextDataModule):
             cache_dir=cache_dir,
             label_source=True,
         )
+        # Recorded in checkpoints, so analysis tools can rebuild this data from a checkpoint alone.
+        self.save_hyperparameters()

@@ -85,6 +85,8 @@ class ShakespeareDataModule(TextDataModule):
             num_workers=num_workers,
             cache_dir=cache_dir,
         )
+        # Recorded in checkpoints, so analysis tools can rebuild this data from a checkpoint alone.
+        self.save_hyperparameters()
 
     def setting(self, name: str) -> str:
         return "data_path"

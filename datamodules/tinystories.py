@@ -88,6 +88,8 @@ class TinyStoriesDataModule(TextDataModule):
             num_workers=num_workers,
             cache_dir=cache_dir,
         )
+        # Recorded in checkpoints, so analysis tools can rebuild this data from a checkpoint alone.
+        self.save_hyperparameters()
 
     def setting(self, name: str) -> str:
         return "data_path"

@@ -82,3 +82,24 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> L
         first = str(err).strip().splitlines()[0]
         raise CheckpointError(f"{path} does not match {target}: {first}") from None
     return module.to(map_location).eval()
+
+
+def load_datamodule(path: str | Path, module: LanguageModule | None = None):
+    """Rebuild the datamodule a checkpoint was trained on (LightningCLI saves its class and args).
+
+    With `module`, the rebuilt tokenizer must equal the checkpoint's: evaluating on differently
+    tokenised data would give meaningless numbers.
+    """
+    hparams = dict(read_checkpoint(path).get("datamodule_hyper_parameters") or {})
+    target = hparams.get("_class_path", "")
+    if not target:
+        raise CheckpointError(f"{path} records no datamodule; write it with `python -m succu.fit`")
+    module_name, _, cls_name = target.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except (ImportError, AttributeError, ValueError):
+        raise CheckpointError(f"{path} names an unknown datamodule class {target!r}") from None
+    datamodule = cls(**{k: v for k, v in hparams.items() if not k.startswith("_")})
+    if module is not None and module.tokenizer is not None and datamodule.tokenizer != module.tokenizer:
+        raise CheckpointError(f"the datamodule rebuilt from {path} has a different tokenizer")
+    return datamodule

@@ -14,6 +14,9 @@ import torch
 
 from succu.checkpoint import CheckpointError, load_module
 from succu.modules.base import check_sampling
+from succu.nn.gates import check_alpha
+
+ALPHA_SWEEP = [0.0, 0.25, 0.5, 0.75, 1.0]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling generator")
     p.add_argument("--no_cache", action="store_true", help="recompute the full context every step")
     p.add_argument("--device", default="cpu", help="torch device to run on")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="dial position in [0, 1] for gated models (GatedGPT)")
+    p.add_argument("--alpha_sweep", action="store_true",
+                   help="gated models: continue each prompt at alpha = 0, 0.25, 0.5, 0.75, 1")
     return p
 
 
@@ -36,23 +43,35 @@ def main(argv: list[str] | None = None) -> list[str]:
     args = parser.parse_args(argv)
     try:
         check_sampling(args.temperature, args.top_k, args.max_new_tokens or 0)
+        if args.alpha is not None:
+            check_alpha(args.alpha)
         module = load_module(args.ckpt, map_location=args.device)
     except (CheckpointError, ValueError) as err:
         if os.environ.get("SUCCU_DEBUG"):
             raise
         parser.exit(2, f"error: {err}\n")
-    generator = torch.Generator(device=args.device).manual_seed(args.seed)
-    outputs = module.complete(
-        args.prompt,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        greedy=args.greedy,
-        use_cache=not args.no_cache,
-        generator=generator,
-    )
-    for prompt, text in zip(args.prompt, outputs):
-        print(f"{prompt} -> {text}")
+    gated = hasattr(module.model, "dial")
+    if (args.alpha is not None or args.alpha_sweep) and not gated:
+        parser.exit(2, f"error: --alpha needs a gated model; {args.ckpt} holds {type(module.model).__name__}\n")
+    alphas = ALPHA_SWEEP if args.alpha_sweep else [args.alpha]
+    outputs = []
+    for alpha in alphas:
+        # The same seed at every alpha, so the dial is the only thing that changes.
+        generator = torch.Generator(device=args.device).manual_seed(args.seed)
+        texts = module.complete(
+            args.prompt,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            greedy=args.greedy,
+            use_cache=not args.no_cache,
+            generator=generator,
+            **({} if alpha is None else {"alpha": alpha}),
+        )
+        for prompt, text in zip(args.prompt, texts):
+            tag = "" if alpha is None else f"[alpha={alpha:g}] "
+            print(f"{tag}{prompt} -> {text}")
+        outputs += texts
     return outputs
 
 

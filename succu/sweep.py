@@ -2,6 +2,7 @@
 
     python -m succu.sweep tt --ckpt runs/succulm/checkpoints/last.ckpt \\
         --layers "0;1;2;3;0,1;1,2;2,3;0,1,2,3" --bond_dims 47,42,39,27,20
+    python -m succu.sweep alpha --ckpt runs/abcgpt_char/version_0/checkpoints/last.ckpt --alphas 0:1:0.1
 
 Each kind lives in its own module that exposes `HELP` (one line), `add_arguments(parser)` and
 `run(args)`; registering a new kind is one entry in SWEEPS.
@@ -17,6 +18,7 @@ import sys
 # kind -> module implementing it
 SWEEPS: dict[str, str] = {
     "tt": "succu.analysis.tt_sweep",
+    "alpha": "succu.analysis.alpha_sweep",
 }
 
 

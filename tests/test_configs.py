@@ -7,13 +7,15 @@ import pytest
 from succu import fit
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+# Full-size configs run one real 64 x 256 step: tens of seconds each on one CPU thread.
+PARAMS = [pytest.param(p, marks=pytest.mark.slow) if p.stem.endswith("_full") else p for p in CONFIGS]
 
 
 def test_there_are_configs():
     assert any(p.name == "succulm.yaml" for p in CONFIGS)
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("config", PARAMS, ids=lambda p: p.stem)
 def test_config_runs_fast_dev_run(config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cli = fit.main(["--config", str(config), "--trainer.fast_dev_run", "1",

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-import importlib
 import math
 import re
 import statistics
@@ -269,22 +268,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
 
 
-def rebuild_datamodule(ckpt_path: str, module: LanguageModule):
-    """The checkpoint's datamodule, from the class path and arguments LightningCLI saved in it."""
-    from succu.checkpoint import read_checkpoint
-
-    hparams = dict(read_checkpoint(ckpt_path).get("datamodule_hyper_parameters") or {})
-    target = hparams.get("_class_path")
-    if not target:
-        raise ValueError(f"{ckpt_path} records no datamodule; write it with `python -m succu.fit`")
-    module_name, _, cls_name = target.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    datamodule = cls(**{k: v for k, v in hparams.items() if not k.startswith("_")})
-    if module.tokenizer is not None and datamodule.tokenizer != module.tokenizer:
-        raise ValueError(f"the datamodule rebuilt from {ckpt_path} has a different tokenizer")
-    return datamodule
-
-
 def make_probe(datamodule, args: argparse.Namespace) -> Probe:
     return Probe(
         val_loader=datamodule.val_dataloader(), prompts=list(datamodule.probe_prompts),
@@ -422,11 +405,11 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from succu.checkpoint import load_module
+    from succu.checkpoint import load_datamodule, load_module
 
     torch.set_num_threads(args.threads)
     module = load_module(args.ckpt)
-    probe = make_probe(rebuild_datamodule(args.ckpt, module), args)
+    probe = make_probe(load_datamodule(args.ckpt, module), args)
     rows = sweep(module, probe, parse_layer_sets(args.layers), parse_bond_specs(args.bond_dims),
                  args.layout, parse_modes(args.modes), baseline=not args.no_baseline)
     out = Path(args.out)

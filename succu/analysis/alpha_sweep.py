@@ -1,0 +1,129 @@
+"""The alpha sweep: validation loss of each corpus at each position of a gated model's dial.
+
+    python -m succu.sweep alpha --ckpt runs/abcgpt_char/version_0/checkpoints/last.ckpt \\
+        --alphas 0:1:0.1 --out runs/alpha_sweep
+
+Writes alpha_sweep.csv (one row per alpha, one column per corpus), alpha_sweep.md and
+alpha_sweep.png (one panel per corpus, loss against alpha). A working dial puts each corpus's
+minimum at its own end (TinyStories, corpus 0, at alpha = 0; Shakespeare, corpus 1, at alpha = 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import torch
+
+from succu.modules.base import IGNORE_INDEX, LanguageModule
+from succu.nn.gates import check_alpha
+
+HELP = "validation loss per corpus across the alpha dial of a gated model (CSV, markdown, PNG)"
+
+
+def parse_alphas(text: str) -> list[float]:
+    """'0:1:0.1' (start:stop:step, stop included) or '0,0.25,1'."""
+    try:
+        if ":" in text:
+            start, stop, step = (float(x) for x in text.split(":"))
+            if step <= 0:
+                raise ValueError
+            n = int(round((stop - start) / step))
+            alphas = [round(start + i * step, 10) for i in range(n + 1)]
+        else:
+            alphas = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--alphas {text!r}: expected start:stop:step (e.g. 0:1:0.1) or a comma list") from None
+    for a in alphas:
+        check_alpha(a)
+    return alphas
+
+
+@torch.no_grad()
+def sweep(module: LanguageModule, batches, alphas: list[float], names: list[str]) -> list[dict]:
+    """Token-weighted validation loss per corpus at each alpha; batches hold one corpus each."""
+    module.eval()
+    rows = []
+    for alpha in alphas:
+        totals: dict[str, list[float]] = {}
+        for batch in batches:
+            corpus = names[int(batch["source"][0])] if "source" in batch else names[0]
+            logits = module(batch["input_ids"].to(module.device), alpha=alpha)
+            labels = batch["labels"].to(module.device)
+            n = int((labels != IGNORE_INDEX).sum())
+            acc = totals.setdefault(corpus, [0.0, 0])
+            acc[0] += float(module.loss(logits, labels)) * n
+            acc[1] += n
+        rows.append({"alpha": alpha, **{c: t / n for c, (t, n) in totals.items()}})
+    return rows
+
+
+def markdown(rows: list[dict], names: list[str]) -> str:
+    lines = ["| alpha | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    best = {c: min(r[c] for r in rows) for c in names}
+    for r in rows:
+        cells = [f"**{r[c]:.3f}**" if r[c] == best[c] else f"{r[c]:.3f}" for c in names]
+        lines.append(f"| {r['alpha']:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], names: list[str], path: Path, title: str) -> None:
+    from succu.analysis.plots import plt, save_figure
+
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
+    alphas = [r["alpha"] for r in rows]
+    for ax, name in zip(axes[0], names):
+        ax.plot(alphas, [r[name] for r in rows], marker="o")
+        ax.set_title(name)
+        ax.set_xlabel("alpha")
+        ax.set_ylabel("val loss (nats/token)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ckpt", required=True, help="a checkpoint of a gated model (GatedGPT)")
+    parser.add_argument("--alphas", default="0:1:0.1", help="start:stop:step or a comma list")
+    parser.add_argument("--out", default="runs/alpha_sweep", help="folder for the CSV, markdown, PNG")
+    parser.add_argument("--max_batches", type=int, default=None, help="validation batches per corpus")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    from succu.checkpoint import load_datamodule, load_module
+
+    torch.set_num_threads(args.threads)
+    alphas = parse_alphas(args.alphas)
+    module = load_module(args.ckpt)
+    if not hasattr(module.model, "dial"):
+        raise ValueError(f"{args.ckpt} holds {type(module.model).__name__}, which has no alpha dial")
+    datamodule = load_datamodule(args.ckpt, module)
+    datamodule.setup("validate")
+    names = list(getattr(datamodule, "corpora", ["data"]))
+    batches = list(datamodule.val_dataloader())
+    if args.max_batches is not None:
+        seen: dict[int, int] = {}
+        kept = []
+        for b in batches:
+            s = int(b["source"][0]) if "source" in b else 0
+            seen[s] = seen.get(s, 0) + 1
+            if seen[s] <= args.max_batches:
+                kept.append(b)
+        batches = kept
+    rows = sweep(module, batches, alphas, names)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "alpha_sweep.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["alpha", *names])
+        writer.writeheader()
+        writer.writerows(rows)
+    table = markdown(rows, names)
+    (out / "alpha_sweep.md").write_text(f"Alpha sweep of `{args.ckpt}` (val loss, nats/token)\n\n{table}\n")
+    plot(rows, names, out / "alpha_sweep.png", f"alpha sweep: {Path(args.ckpt).name}")
+    print(table)
+    print(f"wrote {out / 'alpha_sweep.csv'}, {out / 'alpha_sweep.md'}, {out / 'alpha_sweep.png'}", file=sys.stderr)
+    return rows

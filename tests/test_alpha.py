@@ -1,0 +1,166 @@
+"""AlphaBetaSampling, GatedGPTModule's dial evaluation, the alpha sweep and generation at alpha."""
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from callbacks.alpha_sampling import AlphaBetaSampling
+from datamodules.mixture import MixtureDataModule
+from succu import generate, sweep
+from succu.checkpoint import AtomicCheckpointIO
+from succu.modules.gated_gpt import GatedGPTModule
+
+TINY = dict(n_layer=1, n_head=2, n_embd=16, warmup_steps=2)
+
+
+class Recorder(L.Callback):
+    """The dial and the rows each training step actually received."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        alpha, source = pl_module.dial_alpha, pl_module.dial_source
+        self.steps.append((torch.as_tensor(alpha).tolist(), torch.as_tensor(source).tolist(),
+                           batch["source"].tolist(), batch["input_ids"][:, :4].tolist()))
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture
+def datamodule(cache_dir):
+    """A fresh tiny mixture per use: its window streams start from zero every time."""
+    return lambda: MixtureDataModule(block_size=16, batch_size=4, val_windows=8, val_batch_size=4,
+                                     batches_per_epoch=4, seed=0, cache_dir=cache_dir)
+
+
+class StopAt(L.Callback):
+    """Interrupt a run after `step` optimizer steps (its schedule still plans for max_steps)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
+def fit(make_dm, root, steps, ckpt_path=None, per_sample=False, seed=5, stop_at=None):
+    L.seed_everything(0, verbose=False)
+    dm = make_dm()
+    module = GatedGPTModule(vocab_size=dm.vocab_size, block_size=dm.block_size, **TINY)
+    recorder = Recorder()
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=steps, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=root, val_check_interval=3,
+        check_val_every_n_epoch=None, num_sanity_val_steps=0,
+        plugins=[AtomicCheckpointIO()],
+        callbacks=[AlphaBetaSampling(seed=seed, per_sample=per_sample), recorder,
+                   L.pytorch.callbacks.ModelCheckpoint(dirpath=root, filename="last",
+                                                       enable_version_counter=False),
+                   *([StopAt(stop_at)] if stop_at else [])],
+    )
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    return trainer, module, recorder.steps
+
+
+def test_dial_draws_follow_beta_and_bernoulli():
+    cb = AlphaBetaSampling(seed=1)
+    cb.rank = 0
+    cb.start([])
+    alpha, corpus = cb.draw(100_000)
+    # Beta(0.5, 0.5): mean 1/2, variance 1/8; corpus ~ Bernoulli(alpha): P(1) = E[alpha] = 1/2,
+    # and E[alpha | corpus = 1] = E[alpha^2] / E[alpha] = 3/4.
+    assert alpha.mean().item() == pytest.approx(0.5, abs=0.01)
+    assert alpha.var().item() == pytest.approx(0.125, abs=0.003)
+    assert alpha[corpus == 1].mean().item() == pytest.approx(0.75, abs=0.01)
+    uniform = AlphaBetaSampling(distribution="uniform", seed=1)
+    uniform.start([])
+    assert uniform.draw(50_000)[0].var().item() == pytest.approx(1 / 12, abs=0.003)
+    with pytest.raises(ValueError, match="distribution must be 'beta' or 'uniform'"):
+        AlphaBetaSampling(distribution="gauss")
+
+
+def test_ranks_draw_different_streams():
+    streams = []
+    for rank in (0, 1):
+        cb = AlphaBetaSampling(seed=7)
+        cb.rank = rank
+        cb.start([])
+        streams.append(cb.draw(8)[0])
+    assert not torch.equal(*streams)
+
+
+def test_training_rows_come_from_the_drawn_corpus_and_val_logs_the_grid(datamodule, tmp_path):
+    trainer, module, steps = fit(datamodule, tmp_path, 6)
+    for alpha, source, rows, _ in steps:
+        assert 0 <= alpha <= 1 and rows == [source] * 4
+    metrics = trainer.callback_metrics
+    for corpus in ("tinystories", "shakespeare"):
+        for a in ("0", "0.5", "1"):
+            assert f"val/loss/{corpus}@alpha={a}" in metrics
+    assert "val/loss" in metrics and "train/alpha" in metrics
+
+
+def test_resumed_run_continues_the_same_dial_sequence(datamodule, tmp_path):
+    _, straight, full = fit(datamodule, tmp_path / "a", 6)
+    fit(datamodule, tmp_path / "b", 6, stop_at=3)
+    _, resumed, tail = fit(datamodule, tmp_path / "b", 6, ckpt_path=str(tmp_path / "b" / "last.ckpt"))
+    assert tail == full[3:]
+    for (name, p), q in zip(straight.named_parameters(), resumed.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=name)
+
+
+def test_per_sample_dial(datamodule, tmp_path):
+    _, _, steps = fit(datamodule, tmp_path, 4, per_sample=True)
+    alphas = np.array([s[0] for s in steps])
+    assert alphas.shape == (4, 4) and len(np.unique(alphas)) == 16
+    for _, source, rows, _ in steps:
+        assert rows == source  # every row from its own drawn corpus
+
+
+def test_alpha_outside_unit_interval_is_refused():
+    module = GatedGPTModule(vocab_size=20, block_size=8, **TINY)
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\], got 1.5"):
+        module.set_dial(1.5, 1)
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\], got -0.2"):
+        GatedGPTModule(vocab_size=20, block_size=8, eval_alphas=(0.0, -0.2), **TINY)
+
+
+def test_sweep_and_generation_at_alpha(datamodule, tmp_path, capsys, monkeypatch):
+    from succu import fit as succu_fit
+
+    monkeypatch.chdir(tmp_path)
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "abcgpt_char.yaml")
+    cli = succu_fit.main([
+        "--config", config, "--trainer.max_steps", "3", "--trainer.val_check_interval", "3",
+        "--trainer.limit_val_batches", "2", "--trainer.logger", "false",
+        "--trainer.enable_progress_bar", "false", "--model.init_args.n_layer", "1",
+        "--model.init_args.n_embd", "16", "--model.init_args.n_head", "2",
+        "--data.init_args.block_size", "16", "--data.init_args.val_windows", "8",
+        "--data.init_args.cache_dir", str(datamodule().cache_dir),
+    ])
+    ckpt = cli.trainer.checkpoint_callback.best_model_path
+    rows = sweep.main(["alpha", "--ckpt", ckpt, "--alphas", "0:1:0.5", "--max_batches", "1",
+                       "--out", str(tmp_path / "sweep")])
+    assert [r["alpha"] for r in rows] == [0.0, 0.5, 1.0]
+    assert set(rows[0]) == {"alpha", "tinystories", "shakespeare"}
+    assert (tmp_path / "sweep" / "alpha_sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| alpha | tinystories | shakespeare |" in (tmp_path / "sweep" / "alpha_sweep.md").read_text()
+
+    texts = generate.main(["--ckpt", ckpt, "--prompt", "once upon", "--alpha_sweep",
+                           "--max_new_tokens", "8", "--seed", "1"])
+    out = capsys.readouterr().out
+    assert len(texts) == 5 and "[alpha=0.25] once upon ->" in out
+    with pytest.raises(SystemExit):
+        generate.main(["--ckpt", ckpt, "--prompt", "x", "--alpha", "1.5"])
+    assert "alpha must be in [0, 1], got 1.5" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sweep.main(["alpha", "--ckpt", ckpt, "--alphas", "0:2:0.5"])
+    assert "alpha must be in [0, 1], got 1.5" in capsys.readouterr().err
