@@ -18,14 +18,10 @@
 from __future__ import annotations
 
 import argparse
-import copy
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_thread_arg, offline, setup_threads  # noqa: E402
+from succu.benchmark import add_thread_arg, lockstep, offline, report_rounds, setup_threads
 
 offline()
 
@@ -34,7 +30,6 @@ import torch  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 
 from datamodules.shakespeare import ShakespeareDataModule  # noqa: E402
-from succu.modules.base import warmup_cosine  # noqa: E402
 from succu.modules.gpt import GPTModule  # noqa: E402
 
 LR, BETAS, WEIGHT_DECAY, CLIP = 1e-3, (0.9, 0.99), 0.1, 1.0
@@ -78,77 +73,6 @@ def quality(
     return final, seconds, curve
 
 
-class HandLoop:
-    """The hand-written side: fetch, forward, loss, backward, clip, AdamW, zero_grad, schedule."""
-
-    def __init__(self, module: GPTModule, dm: ShakespeareDataModule, total: int):
-        self.module, self.model = module, module.model.train()
-        self.optimizer = adamw(module.param_groups())
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: warmup_cosine(s, module.warmup_steps, total, module.min_lr_ratio)
-        )
-        self.dm, self.batches = dm, iter(dm.train_dataloader())
-
-    def next_batch(self) -> dict[str, torch.Tensor]:
-        # A new epoch when the loader runs out (a StopIteration escaping a callback would be
-        # taken by Lightning for the end of its own epoch).
-        try:
-            return next(self.batches)
-        except StopIteration:
-            self.batches = iter(self.dm.train_dataloader())
-            return next(self.batches)
-
-    def step(self) -> int:
-        batch = self.next_batch()
-        loss = self.module.loss(self.model(batch["input_ids"]), batch["labels"])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), CLIP)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.schedule.step()
-        return batch["input_ids"].numel()
-
-
-class Lockstep(L.Callback):
-    """After every Trainer step, one hand-loop step. A Trainer iteration is timed as the whole
-    interval between consecutive `on_train_batch_end` calls (fetch, hooks, step, logging) less the
-    hand step run inside it, so both sides are timed within the same ~50 ms of a shared machine."""
-
-    def __init__(self, hand: HandLoop, warmup: int):
-        self.hand, self.warmup, self.last = hand, warmup, None
-        self.seconds = {"trainer": 0.0, "loop": 0.0}
-        self.tokens = {"trainer": 0, "loop": 0}
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        now = time.perf_counter()
-        timed = trainer.global_step > self.warmup
-        if timed and self.last is not None:
-            self.seconds["trainer"] += now - self.last
-            self.tokens["trainer"] += batch["input_ids"].numel()
-        start = time.perf_counter()
-        tokens = self.hand.step()
-        self.last = time.perf_counter()
-        if timed:
-            self.seconds["loop"] += self.last - start
-            self.tokens["loop"] += tokens
-
-
-def lockstep(base: GPTModule, dm: ShakespeareDataModule, steps: int, warmup: int) -> dict[str, float]:
-    """Tokens/s of each side over `steps` timed steps, same initial weights and windows."""
-    dm.load_state_dict({"train_batches": 0})
-    total = warmup + steps + 1
-    clock = Lockstep(HandLoop(copy.deepcopy(base), dm, total), warmup)
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = L.Trainer(
-            accelerator="cpu", devices=1, max_steps=total, gradient_clip_val=CLIP,
-            logger=CSVLogger(tmp), enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-            callbacks=[clock], log_every_n_steps=50,
-        )
-        trainer.fit(copy.deepcopy(base), datamodule=dm)
-    return {side: clock.tokens[side] / clock.seconds[side] for side in clock.seconds}
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_thread_arg(p)
@@ -171,17 +95,12 @@ def main() -> None:
             dm.setup("fit")
             L.seed_everything(0, verbose=False)
             base = baby(dm.vocab_size)
-            rounds = [lockstep(base, dm, args.steps, args.warmup) for _ in range(args.rounds)]
+            rounds = []
+            for _ in range(args.rounds):
+                dm.load_state_dict({"train_batches": 0})  # both sides read the same windows
+                rounds.append(lockstep(base, dm, adamw, args.steps, args.warmup, clip=CLIP))
             print(f"throughput, batch 12 x 64, {args.steps} timed steps x {args.rounds} rounds, step by step")
-            overall = {}
-            for side, label in (("trainer", "Trainer:  "), ("loop", "hand loop:")):
-                rates = [r[side] for r in rounds]
-                overall[side] = len(rates) / sum(1.0 / x for x in rates)  # equal tokens per round
-                listed = ", ".join(f"{x:.0f}" for x in rates)
-                print(f"  {label} {overall[side]:8.0f} tokens/s   (rounds: {listed})")
-            per_round = ", ".join(f"{r['trainer'] / r['loop']:.3f}" for r in rounds)
-            ratio = overall["trainer"] / overall["loop"]
-            print(f"  ratio Trainer / loop: {ratio:.3f}   (rounds: {per_round}; target >= 0.95)")
+            report_rounds(rounds)
 
 
 if __name__ == "__main__":

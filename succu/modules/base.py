@@ -10,6 +10,7 @@ KV cache, and the tokenizer carried inside every checkpoint.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import lightning as L
@@ -22,6 +23,10 @@ from succu.tokenizers import Tokenizer, tokenizer_from_state
 
 IGNORE_INDEX = -100
 CHECKPOINT_KEY = "succu"
+
+# Lightning warns whenever a module overrides transfer_batch_to_device and a datamodule is used;
+# ours is deliberate (see LanguageModule.transfer_batch_to_device), so the warning is noise.
+warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
 
 
 def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:

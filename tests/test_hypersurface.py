@@ -1,0 +1,285 @@
+"""HypersurfaceLM: causal transforms, identity at init, exact orthogonality, frozen latents, O(V d)
+logits, KV cache, parameter budget, latent measurements, and a fit with per-corpus val losses."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from succu.analysis.latents import (
+    coherence,
+    context_average_ablation,
+    corpus_losses,
+    gram_distance,
+    latent_geometry,
+    mean_transform,
+)
+from succu.models.hypersurface import (
+    BASELINES,
+    VARIANTS,
+    HypersurfaceConfig,
+    HypersurfaceLM,
+    Transform,
+    skew_unit,
+)
+from succu.modules.hypersurface import HypersurfaceModule
+
+DATA_DIR = Path(
+    os.environ.get("SUCCU_DATA_DIR") or Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+).resolve()
+V, D = 40, 32
+
+
+def tiny(variant: str = "film", **overrides) -> HypersurfaceLM:
+    torch.manual_seed(0)
+    fields = dict(vocab_size=V, block_size=16, n_layer=2, n_head=2, n_embd=D, variant=variant, rank=2)
+    return HypersurfaceLM(HypersurfaceConfig(**{**fields, **overrides})).eval()
+
+
+def trained_like(variant: str, **overrides) -> HypersurfaceLM:
+    """A model whose transforms are far from the identity (random emitter weights)."""
+    model = tiny(variant, **overrides)
+    if model.hyper is not None:
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            model.hyper.emit.weight.copy_(torch.randn(model.hyper.emit.weight.shape, generator=g) * 0.1)
+            model.hyper.emit.bias.copy_(torch.randn(model.hyper.emit.bias.shape, generator=g) * 0.1)
+    if model.static_delta is not None:
+        with torch.no_grad():
+            model.static_delta.normal_(std=0.1)
+    return model
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_transform_at_t_never_sees_positions_after_t(variant):
+    model = trained_like(variant)
+    ids = torch.randint(0, V, (3, 16))
+    changed = ids.clone()
+    changed[:, 9:] = torch.randint(0, V, (3, 7))
+    dense_a = model.transform(ids).dense(D)
+    dense_b = model.transform(changed).dense(D)
+    torch.testing.assert_close(dense_a[:, :9], dense_b[:, :9])
+    assert not torch.allclose(dense_a[:, 9:], dense_b[:, 9:])
+    # The prefix alone gives the same transforms: nothing after t was read.
+    torch.testing.assert_close(model.transform(ids[:, :9]).dense(D), dense_a[:, :9])
+    a, b = model(ids), model(changed)
+    torch.testing.assert_close(a[:, :9], b[:, :9])
+    assert not torch.allclose(a[:, 9:], b[:, 9:])
+
+
+@pytest.mark.parametrize("variant", VARIANTS + ("b2",))
+def test_every_variant_is_the_identity_at_init_so_the_model_equals_b1(variant):
+    model = tiny(variant)
+    ids = torch.randint(0, V, (2, 16))
+    transform = model.transform(ids)
+    e = torch.randn(2, 16, D)
+    torch.testing.assert_close(transform.apply(e), e, atol=0, rtol=0)
+    torch.testing.assert_close(transform.dense(D).expand(2, 16, D, D), torch.eye(D).expand(2, 16, D, D))
+    b1 = tiny("b1")
+    missing, unexpected = b1.load_state_dict(model.state_dict(), strict=False)
+    assert missing == ["lm_head.weight"]  # B1's own head starts as a copy of E
+    assert all(k.startswith(("hyper.", "static_delta")) for k in unexpected)
+    torch.testing.assert_close(model(ids), b1(ids))
+    b0 = tiny("b0")
+    b0.load_state_dict(model.state_dict(), strict=False)
+    torch.testing.assert_close(model(ids), b0(ids))
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_orthogonal_variant_is_exactly_orthogonal_and_keeps_the_gram_matrix(rank):
+    model = trained_like("orthogonal", rank=rank)
+    ids = torch.randint(0, V, (2, 16))
+    transform = model.transform(ids)
+    t = transform.dense(D)
+    assert t.shape == (2, 16, D, D)
+    assert (t - torch.eye(D)).abs().max() > 0.05  # far from the identity
+    torch.testing.assert_close(t.transpose(-1, -2) @ t, torch.eye(D).expand_as(t), atol=1e-5, rtol=0)
+    # It is the Cayley transform (I + A)^-1 (I - A) of A = U P^T - P U^T.
+    m = transform.left
+    a = m @ skew_unit(rank) @ m.transpose(-1, -2)
+    torch.testing.assert_close(a, -a.transpose(-1, -2))
+    cayley = torch.linalg.solve(torch.eye(D) + a, torch.eye(D) - a)
+    torch.testing.assert_close(t, cayley, atol=1e-5, rtol=1e-4)
+    e = model.latents
+    rows = transform.rows(e)  # (2, 16, V, D)
+    gram = rows @ rows.transpose(-1, -2)
+    torch.testing.assert_close(gram, (e @ e.t()).expand_as(gram), atol=1e-5, rtol=1e-4)
+    assert coherence(rows).sub(coherence(e)).abs().max() < 1e-5
+
+
+def test_lowrank_and_film_are_the_stated_maps():
+    low = trained_like("lowrank")
+    ids = torch.randint(0, V, (1, 8))
+    tr = low.transform(ids)
+    assert tr.left.shape == (1, 8, D, 2) and tr.shift is None
+    torch.testing.assert_close(tr.dense(D), torch.eye(D) + tr.left @ tr.right.transpose(-1, -2))
+    film = trained_like("film").transform(ids)
+    assert film.left is None
+    x = torch.randn(1, 8, D)
+    torch.testing.assert_close(film.apply(x), film.scale * x + film.shift)
+    torch.testing.assert_close(film.apply_t(x), film.scale * x)
+
+
+@pytest.mark.parametrize("variant", VARIANTS + BASELINES)
+def test_latents_receive_no_gradient_except_in_b0(variant):
+    model = tiny(variant).train()
+    model(torch.randint(0, V, (2, 16))).logsumexp(-1).mean().backward()
+    names = dict(model.named_parameters())
+    if variant == "b0":
+        assert "latents" in names and model.latents.grad is not None
+        return
+    assert "latents" not in names and "latents" in dict(model.named_buffers())
+    assert not model.latents.requires_grad and model.latents.grad is None
+    assert "latents" in model.state_dict()  # frozen, but it travels in the checkpoint
+    before = model.latents.clone()
+    module = HypersurfaceModule(vocab_size=V, block_size=16, n_layer=2, n_head=2, n_embd=D, variant=variant)
+    opt = torch.optim.AdamW(module.param_groups(), lr=0.1)
+    module.model(torch.randint(0, V, (2, 16))).logsumexp(-1).mean().backward()
+    opt.step()
+    assert all(p is not module.model.latents for g in opt.param_groups for p in g["params"])
+    torch.testing.assert_close(module.model.latents, before)
+
+
+@pytest.mark.parametrize("variant", VARIANTS + ("b2",))
+def test_o_vd_logits_equal_the_explicit_t_e_computation(variant):
+    model = trained_like(variant)
+    ids = torch.randint(0, V, (2, 16))
+    q, transform = model.features(ids)
+    explicit = torch.einsum("...vd,...d->...v", transform.rows(model.latents), q)  # rows T_t e_v + b_t
+    torch.testing.assert_close(model(ids), explicit, atol=1e-5, rtol=1e-4)
+    # The input side is the same map: T_t e_{id_t} + b_t is row id_t of T_t E.
+    rows = transform.rows(model.latents)
+    if rows.dim() == 2:
+        rows = rows.expand(2, 16, V, D)
+    picked = rows.gather(2, ids[..., None, None].expand(2, 16, 1, D)).squeeze(2)
+    torch.testing.assert_close(transform.apply(model.latents[ids]), picked, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("variant", VARIANTS + BASELINES)
+def test_kv_cache_gives_the_same_logits_as_full_recompute(variant):
+    model = trained_like(variant)
+    ids = torch.randint(0, V, (2, 16))
+    full = model(ids)
+    cache = model.new_kv_cache()
+    pieces = [model(ids[:, :5], kv_cache=cache)]
+    for start, end in ((5, 6), (6, 9), *((t, t + 1) for t in range(9, 16))):
+        pieces.append(model(ids[:, start:end], kv_cache=cache))
+    assert len(cache) == 16
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="block_size"):
+        model(torch.zeros(1, 1, dtype=torch.long), kv_cache=cache)
+
+
+@pytest.mark.parametrize("variant", ["orthogonal", "b1"])
+def test_generation_with_cache_matches_recompute_past_the_block(variant):
+    module = HypersurfaceModule(vocab_size=V, block_size=16, n_layer=2, n_head=2, n_embd=D, variant=variant)
+    if module.model.hyper is not None:
+        torch.nn.init.normal_(module.model.hyper.emit.weight, std=0.1)
+    prompt = torch.randint(0, V, (2, 5))
+    cached = module.generate(prompt, 30, greedy=True)  # the window slides past block_size
+    plain = module.generate(prompt, 30, greedy=True, use_cache=False)
+    assert cached.shape == (2, 35) and torch.equal(cached, plain)
+
+
+def test_baselines_with_the_hypernetworks_blocks_match_the_parameter_budget():
+    cfg = dict(vocab_size=74, block_size=64, n_head=4, n_embd=64)
+    variants = {v: HypersurfaceLM(HypersurfaceConfig(variant=v, n_layer=3, **cfg)).num_params() for v in VARIANTS}
+    assert len(set(variants.values())) == 1  # rank 1: film, lowrank, orthogonal all emit 2d numbers
+    for b in BASELINES:
+        n = HypersurfaceLM(HypersurfaceConfig(variant=b, n_layer=4, **cfg)).num_params()
+        assert abs(n / variants["film"] - 1) < 0.03
+
+
+def test_config_is_checked_and_alpha_source_are_ignored():
+    with pytest.raises(ValueError, match="variant"):
+        HypersurfaceConfig(vocab_size=5, variant="nope")
+    with pytest.raises(ValueError, match="rank"):
+        HypersurfaceConfig(vocab_size=5, rank=0)
+    with pytest.raises(ValueError, match="n_hyper_layer"):
+        HypersurfaceConfig(vocab_size=5, variant="film", n_hyper_layer=0)
+    model = tiny("film")
+    ids = torch.randint(0, V, (2, 8))
+    torch.testing.assert_close(model(ids, alpha=0.3, source=torch.tensor([0, 1])), model(ids))
+
+
+def test_geometry_measures():
+    eye = torch.eye(8)
+    assert float(coherence(eye)) == 0.0 and float(gram_distance(eye)) == 0.0
+    same = torch.ones(5, 3)
+    assert float(coherence(same)) == pytest.approx(1.0) and float(gram_distance(same)) == pytest.approx(1.0)
+    g = torch.Generator().manual_seed(0)
+    rand = torch.randn(200, 1024, generator=g)
+    assert float(gram_distance(rand)) == pytest.approx(1 / math.sqrt(1024), rel=0.1)
+    model = trained_like("lowrank")
+    stats = latent_geometry(model, torch.randint(0, V, (2, 16)), max_contexts=7)
+    assert set(stats) == {"coherence/E", "gram/E", "coherence/TE", "gram/TE"}
+    assert stats["coherence/TE"] != pytest.approx(stats["coherence/E"])
+
+
+def test_context_average_ablation():
+    batches = [{"input_ids": torch.randint(0, V, (2, 16)), "labels": torch.randint(0, V, (2, 16))} for _ in range(2)]
+    for b in BASELINES:
+        assert context_average_ablation(tiny(b), batches)["delta"] == 0.0
+    at_init = context_average_ablation(tiny("film"), batches)  # T_t = I everywhere: T_bar = I
+    assert at_init["delta"] == pytest.approx(0.0, abs=1e-6)
+    model = trained_like("lowrank")
+    t_bar = mean_transform(model, batches)
+    explicit = torch.cat([model.transform(b["input_ids"]).dense(D).flatten(0, 1) for b in batches]).mean(0)
+    torch.testing.assert_close(t_bar.matrix, explicit, atol=1e-6, rtol=1e-5)
+    film = trained_like("film")
+    shifts = torch.cat([film.transform(b["input_ids"]).shift.flatten(0, 1) for b in batches]).mean(0)
+    torch.testing.assert_close(mean_transform(film, batches).shift, shifts)
+    out = context_average_ablation(model, batches)
+    assert out["delta"] != 0.0 and math.isfinite(out["loss_ctx_avg"])
+    # A context-free Transform broadcasts over every position.
+    assert model(batches[0]["input_ids"], transform=Transform(matrix=torch.eye(D))).shape == (2, 16, V)
+
+
+def test_module_hyperparameters_mirror_the_config():
+    module = HypersurfaceModule(vocab_size=50, block_size=32, n_layer=1, n_head=2, n_embd=16, variant="lowrank", rank=2)
+    assert module.model.cfg == HypersurfaceConfig(50, 32, 1, 2, 16, 0.0, False, "lowrank", 2, 1, 0)
+    assert {"vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout", "bias", "variant",
+            "rank", "n_hyper_layer", "latent_seed"} <= set(module.hparams)
+    assert "optimizer" not in module.hparams
+
+
+@pytest.mark.skipif(not (DATA_DIR / "tinystories.txt").is_file(), reason="shared corpora missing")
+def test_fit_logs_in_and_out_of_domain_losses_and_diagnostics(tmp_path, monkeypatch):
+    from datamodules.mixture import MixtureDataModule
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("SUCCU_DATA_DIR", str(DATA_DIR))
+    L.seed_everything(0, verbose=False)
+    dm = MixtureDataModule(
+        corpora=["tinystories", "shakespeare"], weights=[1, 0], abc_style=[], block_size=32,
+        batch_size=8, val_windows=16,
+    )
+    module = HypersurfaceModule(
+        vocab_size=dm.vocab_size, block_size=dm.block_size, n_layer=1, n_head=2, n_embd=32,
+        variant="orthogonal", warmup_steps=2, optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2),
+    )
+    trainer = L.Trainer(
+        max_steps=6, accelerator="cpu", logger=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path, val_check_interval=6,
+        check_val_every_n_epoch=None, num_sanity_val_steps=0, enable_checkpointing=False,
+    )
+    trainer.fit(module, datamodule=dm)
+    m = trainer.callback_metrics
+    assert {"val/loss/tinystories", "val/loss/shakespeare", "val/ppl/shakespeare", "diag/coherence/TE",
+            "diag/ctx_avg/loss_delta"} <= set(m)
+    assert float(m["val/loss"]) == pytest.approx(float(m["val/loss/tinystories"]))  # in-domain only
+    assert float(m["val/ppl"]) == pytest.approx(math.exp(float(m["val/loss"])), rel=1e-5)
+    assert float(m["diag/gram/TE"]) == pytest.approx(float(m["diag/gram/E"]), abs=1e-5)  # orthogonal
+    losses = corpus_losses(module.model, dm.val_batches())
+    assert losses[1] == pytest.approx(float(m["val/loss/shakespeare"]), rel=1e-5)
+    path = tmp_path / "hs.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = HypersurfaceModule.load_from_checkpoint(path)
+    assert loaded.tokenizer == dm.tokenizer and loaded.model.cfg == module.model.cfg
+    ids = dm.val_batches()[0]["input_ids"][:2]
+    torch.testing.assert_close(loaded.model.eval()(ids), module.model.eval()(ids))
