@@ -1,14 +1,18 @@
 """NoiseLM (issue #7) against a same-size softmax transformer, with one ablation per idea.
 
-    python bench/noiselm.py [--threads 1] [--succ_steps 1200] [--ts_steps 300] [--parts all]
+    python bench/noiselm.py [--threads 1] [--succ_steps 1000] [--seeds 0 1] [--ts_steps 300]
+                            [--parts succulent,stop,tinystories,lookup]
 
-Everything is measured in this run, on one thread by default:
+Everything is measured in this run, on one thread by default. Steps are few (CPU budget): the
+TinyStories numbers are early-training numbers.
 
-1. Succulent QA (answers of different lengths), word tokens. A softmax baseline (GPT: learned
-   token embedding, tied softmax head) and NoiseLM variants of the same encoder size (2 layers,
-   4 heads, 64 wide; codes d = 64) train the same steps on the same batches (AdamW, warmup then
-   cosine, clip 1.0). Printed: val loss (exact NLL per token on the held-out pairs), greedy answer
-   exact match on the training and held-out questions (EOS stop), parameters, seconds.
+1. Succulent QA (answers of different lengths), word tokens. Baselines: GPT (learned token
+   embedding, tied softmax head) and the softmax-head control (NoiseLM's inputs and encoder, a
+   softmax head, K = 1), both the same encoder size as NoiseLM (2 layers, 4 heads, 64 wide; codes
+   d = 64). All train the same steps on the same batches (AdamW, warmup then cosine, clip 1.0),
+   for each of two model seeds (the val set is small, so seed spread is printed). Printed: val
+   loss (exact NLL per token on the held-out pairs), greedy answer exact match on the training and
+   held-out questions (EOS stop), parameters, seconds; and how the full model uses its states.
    Variants: full (K = 4 noise states, 3 stride-1 levels, 4 scattershot subsets, fixed
    Uniform(0, 1) codes); K = 1; no hierarchy (no levels, no subsets); trainable C; centred codes.
 2. Stop rule, on the full NoiseLM of part 1: the tolerance is calibrated teacher-forced on the
@@ -52,7 +56,9 @@ VARIANTS: dict[str, dict] = {
     "no hierarchy": {"n_levels": 0, "n_scatter": 0},
     "trainable C": {"trainable_codes": True},
     "centred codes": {"centred_codes": True},
+    "softmax head, same in": {"head": "softmax", "n_noise": 1},
 }
+MODELS = ["GPT softmax", *VARIANTS]
 SUCC_SIZE = dict(n_layer=2, n_head=4, n_embd=64)
 BABY_SIZE = dict(n_layer=4, n_head=4, n_embd=128)
 
@@ -60,10 +66,11 @@ BABY_SIZE = dict(n_layer=4, n_head=4, n_embd=128)
 # ---- training and evaluation -----------------------------------------------------------------
 def build(kind: str, vocab: int, block: int, size: dict, seed: int) -> LanguageModule:
     torch.manual_seed(seed)
-    if kind == "softmax":
+    if kind == "GPT softmax":
         return GPTModule(vocab_size=vocab, block_size=block, **size)
-    return NoiseLMModule(vocab_size=vocab, block_size=block, code_dim=size["n_embd"], **size,
-                         **VARIANTS[kind])
+    return NoiseLMModule(
+        vocab_size=vocab, block_size=block, code_dim=size["n_embd"], **size, **VARIANTS[kind]
+    )
 
 
 def batch_loss(module: LanguageModule, batch: dict) -> torch.Tensor:
@@ -95,8 +102,14 @@ def val_loss(module: LanguageModule, loader) -> float:
     total, count = 0.0, 0
     for batch in loader:
         logits = module(batch["input_ids"])
-        total += float(F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(),
-                                       ignore_index=IGNORE_INDEX, reduction="sum"))
+        total += float(
+            F.cross_entropy(
+                logits.flatten(0, 1),
+                batch["labels"].flatten(),
+                ignore_index=IGNORE_INDEX,
+                reduction="sum",
+            )
+        )
         count += int((batch["labels"] != IGNORE_INDEX).sum())
     return total / count
 
@@ -112,14 +125,41 @@ def n_params(module: LanguageModule) -> int:
 
 
 # ---- 1. succulent QA --------------------------------------------------------------------------
-def succulent(steps: int, seed: int) -> tuple[dict, NoiseLMModule, SuccuPairsDataModule]:
+@torch.no_grad()
+def hmm_usage(module: NoiseLMModule, loader) -> str:
+    """How the noise states are used on validation tokens: A's diagonal, the mean of max_k pi_t(k)
+    and the effective number of states exp(H(mean pi))."""
+    log_a, _ = module.model.transition()
+    top, mean_pi, n = 0.0, 0.0, 0
+    for batch in loader:
+        pi = module.model.outputs(batch["input_ids"]).log_pi.exp()
+        mask = (batch["labels"] != IGNORE_INDEX).unsqueeze(-1)
+        top += float((pi.max(-1, keepdim=True).values * mask).sum())
+        mean_pi = mean_pi + (pi * mask).sum((0, 1))
+        n += int(mask.sum())
+    mean_pi = mean_pi / n
+    eff = math.exp(float(-(mean_pi * mean_pi.clamp(min=1e-12).log()).sum()))
+    return (
+        f"A diagonal {log_a.exp().diagonal().mean():.2f}, mean max_k pi_t(k) {top / n:.2f}, "
+        f"effective states {eff:.2f} of {len(mean_pi)}"
+    )
+
+
+def succulent(steps: int, seeds: list[int]) -> tuple[dict, NoiseLMModule, SuccuPairsDataModule]:
+    """{(kind, seed): row} for every model and seed; the full NoiseLM of the first seed."""
     dm = SuccuPairsDataModule(seed=42, batch_size=32)
-    print(f"\n== 1. succulent QA: vocab {dm.vocab_size}, block {dm.block_size}, "
-          f"{len(dm.train_pairs)} train pairs ({len(dm.train_qa)} QA), {len(dm.val_pairs)} val "
-          f"pairs ({len(dm.heldout_qa)} held-out QA); {steps} steps, batch 32, lr 3e-3 ==")
-    print(f"{'model':16s} {'params':>8s} {'val loss':>9s} {'train EM':>9s} {'held EM':>8s} {'s':>6s}")
+    print(
+        f"\n== 1. succulent QA: vocab {dm.vocab_size}, block {dm.block_size}, "
+        f"{len(dm.train_pairs)} train pairs ({len(dm.train_qa)} QA), {len(dm.val_pairs)} val "
+        f"pairs ({len(dm.heldout_qa)} held-out QA); {steps} steps, batch 32, lr 3e-3; "
+        f"model seeds {seeds} =="
+    )
+    print(
+        f"{'model':22s} {'seed':>4s} {'params':>8s} {'val loss':>9s} {'train EM':>9s} "
+        f"{'held EM':>8s} {'s':>6s}"
+    )
     results, full = {}, None
-    for kind in ["softmax", *VARIANTS]:
+    for seed, kind in itertools.product(seeds, MODELS):
         module = build(kind, dm.vocab_size, dm.block_size, SUCC_SIZE, seed)
         module.tokenizer = dm.tokenizer
         secs = train(module, forever(dm), steps, lr=3e-3, wd=0.01, warmup=100)
@@ -128,39 +168,65 @@ def succulent(steps: int, seed: int) -> tuple[dict, NoiseLMModule, SuccuPairsDat
             "train_em": qa_exact_match(module, dm.train_qa).exact_match,
             "held_em": qa_exact_match(module, dm.heldout_qa).exact_match,
         }
-        results[kind] = row
-        print(f"{kind:16s} {n_params(module):8,d} {row['val']:9.4f} {row['train_em']:9.1%} "
-              f"{row['held_em']:8.1%} {secs:6.1f}", flush=True)
-        if kind == "full":
+        results[(kind, seed)] = row
+        print(
+            f"{kind:22s} {seed:4d} {n_params(module):8,d} {row['val']:9.4f} "
+            f"{row['train_em']:9.1%} {row['held_em']:8.1%} {secs:6.1f}",
+            flush=True,
+        )
+        if kind == "full" and full is None:
             full = module
+    print(f"{'mean over seeds':22s}")
+    for kind in MODELS:
+        rows = [results[(kind, s)] for s in seeds]
+        val = sum(r["val"] for r in rows) / len(rows)
+        spread = max(r["val"] for r in rows) - min(r["val"] for r in rows)
+        tr = sum(r["train_em"] for r in rows) / len(rows)
+        he = sum(r["held_em"] for r in rows) / len(rows)
+        print(
+            f"  {kind:20s} val {val:.4f} (spread {spread:.4f})  train EM {tr:.1%}  held EM {he:.1%}"
+        )
+    print(f"HMM of the full NoiseLM (seed {seeds[0]}): {hmm_usage(full, dm.val_dataloader())}")
     return results, full, dm
 
 
 # ---- 2. stop rule -----------------------------------------------------------------------------
+def teacher_forced_exact(module: NoiseLMModule, pairs, tol: float) -> float:
+    end, before = module.stop_profile(pairs)
+    return sum(e <= tol < b for e, b in zip(end, before)) / len(end)
+
+
 def stop_rule(module: NoiseLMModule, dm: SuccuPairsDataModule, beams: int) -> dict:
     tok = dm.tokenizer
     tol = module.calibrate_stop(dm.train_qa)
-    end, before = module.stop_profile(dm.heldout_qa)
-    forced = sum(e <= tol < b for e, b in zip(end, before)) / len(end)
-    print(f"\n== 2. stop rule (full NoiseLM of part 1): tol {tol:.3g} calibrated teacher-forced on "
-          f"the training questions; teacher-forced exact stop on held-out: {forced:.1%} ==")
-    print(f"{'questions':9s} {'rule':14s} {'|len err|':>9s} {'exact stop':>10s} {'answer EM':>9s} "
-          f"{'s':>5s}")
+    forced = {
+        n: teacher_forced_exact(module, p, tol)
+        for n, p in (("train", dm.train_qa), ("held-out", dm.heldout_qa))
+    }
+    print(
+        f"\n== 2. stop rule (full NoiseLM of part 1): tol {tol:.3g} on the mismatch D, calibrated "
+        f"teacher-forced on the training questions; teacher-forced exact stop: train "
+        f"{forced['train']:.1%}, held-out {forced['held-out']:.1%} =="
+    )
+    print(
+        f"{'questions':9s} {'rule':16s} {'|len err|':>9s} {'exact stop':>10s} {'answer EM':>9s} "
+        f"{'s':>5s}"
+    )
+    rules = [("eos", 1), ("key", 1)] + ([("key", beams)] if beams > 1 else [])
     out = {}
-    for name, pairs in (("train", dm.train_qa), ("held-out", dm.heldout_qa)):
+    for (name, pairs), (rule, b) in itertools.product(
+        (("train", dm.train_qa), ("held-out", dm.heldout_qa)), rules
+    ):
         truth = [tok.encode(a) for _, a in pairs]
-        for rule, b in (("eos", 1), ("key", 1), ("key", beams)):
-            if rule == "key" and b == 1 and beams == 1 and (rule, b) in out:
-                continue
-            start = time.perf_counter()
-            got = module.answer_ids([q for q, _ in pairs], rule=rule, beams=b)
-            secs = time.perf_counter() - start
-            err = sum(abs(len(g) - len(t)) for g, t in zip(got, truth)) / len(pairs)
-            exact = sum(len(g) == len(t) for g, t in zip(got, truth)) / len(pairs)
-            em = sum(g == t for g, t in zip(got, truth)) / len(pairs)
-            label = "EOS" if rule == "eos" else ("key, greedy" if b == 1 else f"key, search B={b}")
-            out[(name, label)] = {"err": err, "exact": exact, "em": em}
-            print(f"{name:9s} {label:14s} {err:9.2f} {exact:10.1%} {em:9.1%} {secs:5.1f}", flush=True)
+        start = time.perf_counter()
+        got = module.answer_ids([q for q, _ in pairs], rule=rule, beams=b)
+        secs = time.perf_counter() - start
+        err = sum(abs(len(g) - len(t)) for g, t in zip(got, truth)) / len(pairs)
+        exact = sum(len(g) == len(t) for g, t in zip(got, truth)) / len(pairs)
+        em = sum(g == t for g, t in zip(got, truth)) / len(pairs)
+        label = "EOS" if rule == "eos" else ("key, greedy" if b == 1 else f"key, search B={b}")
+        out[(name, label)] = {"err": err, "exact": exact, "em": em}
+        print(f"{name:9s} {label:16s} {err:9.2f} {exact:10.1%} {em:9.1%} {secs:5.1f}", flush=True)
     return out
 
 
@@ -168,20 +234,25 @@ def stop_rule(module: NoiseLMModule, dm: SuccuPairsDataModule, beams: int) -> di
 def tinystories(steps: int, seed: int) -> dict:
     from datamodules.tinystories import TinyStoriesDataModule
 
-    dm = TinyStoriesDataModule(block_size=64, batch_size=12, tokenizer_kind="char", seed=seed,
-                               val_windows=256)
+    dm = TinyStoriesDataModule(
+        block_size=64, batch_size=12, tokenizer_kind="char", seed=seed, val_windows=256
+    )
     dm.prepare_data()
     dm.setup("fit")
-    print(f"\n== 3. TinyStories chars, baby size (4x4x128, block 64, batch 12): vocab "
-          f"{dm.vocab_size}, {steps} steps, lr 1e-3, val on 256 fixed windows ==")
-    print(f"{'model':16s} {'params':>9s} {'val loss':>9s} {'s':>6s}")
+    print(
+        f"\n== 3. TinyStories chars, baby size (4x4x128, block 64, batch 12): vocab "
+        f"{dm.vocab_size}, {steps} steps, lr 1e-3, val on 256 fixed windows =="
+    )
+    print(f"{'model':22s} {'params':>9s} {'val loss':>9s} {'s':>6s}")
     results = {}
-    for kind in ["softmax", *VARIANTS]:
+    for kind in MODELS:
         module = build(kind, dm.vocab_size, 64, BABY_SIZE, seed)
         module.tokenizer = dm.tokenizer
         secs = train(module, forever(dm), steps, lr=1e-3, wd=0.1, warmup=min(100, steps // 5))
         results[kind] = {"val": val_loss(module, dm.val_dataloader())}
-        print(f"{kind:16s} {n_params(module):9,d} {results[kind]['val']:9.4f} {secs:6.1f}", flush=True)
+        print(
+            f"{kind:22s} {n_params(module):9,d} {results[kind]['val']:9.4f} {secs:6.1f}", flush=True
+        )
     return results
 
 
@@ -195,6 +266,20 @@ LOOKUPS = (
 )
 
 
+HNSW_WIDE = 512
+
+
+def timed_nearest(backend, queries: torch.Tensor, reps: int) -> tuple[torch.Tensor, float]:
+    """(ids, microseconds per query): one warm-up call, then the best of `reps` timed calls."""
+    found = backend.nearest(queries)
+    best = math.inf
+    for _ in range(reps):
+        start = time.perf_counter()
+        backend.nearest(queries)
+        best = min(best, time.perf_counter() - start)
+    return found, 1e6 * best / queries.size(0)
+
+
 def exact_nearest(codes: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
     """Ground truth in float64: argmin_y ||q - c_y||^2 by the expanded square, in blocks."""
     c = codes.double()
@@ -204,8 +289,10 @@ def exact_nearest(codes: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
 
 def lookup_bench(sizes: list[int], dim: int, n_queries: int, noise: float, reps: int) -> dict:
     have = set(available_backends())
-    print(f"\n== 4. lookup: d = {dim}, {n_queries} queries per batch, query = code + "
-          f"N(0, {noise}^2), 1 thread; microseconds per query (best of {reps}) ==")
+    print(
+        f"\n== 4. lookup: d = {dim}, {n_queries} queries per batch, query = code + "
+        f"N(0, {noise}^2), 1 thread; microseconds per query (best of {reps}) =="
+    )
     print(f"{'V':>7s} {'backend':14s} {'recall@1':>9s} {'us/query':>9s} {'build s':>8s}")
     out = {}
     for V in sizes:
@@ -221,51 +308,67 @@ def lookup_bench(sizes: list[int], dim: int, n_queries: int, noise: float, reps:
             start = time.perf_counter()
             backend = make_lookup(kind, codes, **opts)
             build_s = time.perf_counter() - start
-            found = backend.nearest(queries)  # also the warm-up
-            best = math.inf
-            for _ in range(reps):
-                start = time.perf_counter()
-                backend.nearest(queries)
-                best = min(best, time.perf_counter() - start)
+            found, us = timed_nearest(backend, queries, reps)
             recall = float((found == truth).float().mean())
-            out[(V, label)] = {"recall": recall, "us": 1e6 * best / n_queries}
-            print(f"{V:7d} {label:14s} {recall:9.3f} {out[(V, label)]['us']:9.1f} {build_s:8.2f}",
-                  flush=True)
+            out[(V, label)] = {"recall": recall, "us": us}
+            print(
+                f"{V:7d} {label:14s} {recall:9.3f} {out[(V, label)]['us']:9.1f} {build_s:8.2f}",
+                flush=True,
+            )
+            if kind == "faiss_hnsw":  # the same graph searched wider: recall bought with time
+                backend.ef_search = HNSW_WIDE
+                label = f"  efSearch {HNSW_WIDE}"
+                found, us = timed_nearest(backend, queries, reps)
+                recall = float((found == truth).float().mean())
+                out[(V, label)] = {"recall": recall, "us": us}
+                print(f"{V:7d} {label:14s} {recall:9.3f} {us:9.1f} {'':>8s}", flush=True)
     return out
 
 
 # ---- summary ----------------------------------------------------------------------------------
-def verdict(delta: float, margin: float) -> str:
-    """delta = ablated - full val loss: > margin means the idea helps (removing it hurts)."""
-    return "helps" if delta > margin else ("hurts" if delta < -margin else "no clear effect")
+IDEAS = (  # (idea, the model without it, the model with it)
+    ("noise embeddings + HMM (K=4 vs K=1)", "K=1", "full"),
+    ("scattershot levels + subsets", "no hierarchy", "full"),
+    ("fixed codes (vs trainable C)", "trainable C", "full"),
+    ("Uniform(0,1) codes (vs centred)", "centred codes", "full"),
+    ("snap + HMM head (vs softmax, same in)", "softmax head, same in", "full"),
+    ("whole NoiseLM (vs GPT softmax)", "GPT softmax", "full"),
+)
 
 
-def summary(succ: dict, ts: dict, margin: float) -> None:
-    print(f"\n== summary: val-loss deltas (ablation - full; > {margin} nats: the idea helps) ==")
-    rows = (
-        ("noise embeddings + HMM (K=4 vs 1)", "K=1", +1),
-        ("scattershot hierarchy + subsets", "no hierarchy", +1),
-        ("fixed codes (vs trainable C)", "trainable C", +1),
-        ("Uniform(0,1) codes (vs centred)", "centred codes", +1),
-        ("distance snap on codes (vs softmax)", "softmax", +1),
+def verdict(deltas: list[float], margin: float) -> str:
+    """delta = val loss without the idea - with it; all > margin: helps, all < -margin: hurts."""
+    if all(d > margin for d in deltas):
+        return "helps"
+    if all(d < -margin for d in deltas):
+        return "hurts"
+    return "no clear effect" if all(abs(d) <= margin for d in deltas) else "mixed"
+
+
+def summary(succ: dict, seeds: list[int], ts: dict, margin: float) -> None:
+    print(
+        f"\n== summary: val loss without the idea - with it (nats/token; per succulent seed, then "
+        f"TinyStories); 'helps' needs every delta > {margin} =="
     )
-    print(f"{'idea':38s} {'succulent':>10s} {'tinystories':>12s}  verdict")
-    for idea, kind, sign in rows:
-        deltas = [
-            sign * (res[kind]["val"] - res["full"]["val"]) if res and kind in res else None
-            for res in (succ, ts)
-        ]
-        shown = [f"{d:+.4f}" if d is not None else "-" for d in deltas]
-        known = [d for d in deltas if d is not None]
-        verdicts = {verdict(d, margin) for d in known}
-        word = verdicts.pop() if len(verdicts) == 1 else "mixed"
-        print(f"{idea:38s} {shown[0]:>10s} {shown[1]:>12s}  {word}")
+    print(f"{'idea':40s} {'succulent':>18s} {'tinystories':>12s}  verdict")
+    for idea, without, with_ in IDEAS:
+        s_d = [succ[(without, s)]["val"] - succ[(with_, s)]["val"] for s in seeds if succ]
+        t_d = [ts[without]["val"] - ts[with_]["val"]] if ts else []
+        shown = " ".join(f"{d:+.3f}" for d in s_d) or "-"
+        t_shown = f"{t_d[0]:+.3f}" if t_d else "-"
+        parts = []
+        if s_d:
+            parts.append(f"succulent: {verdict(s_d, margin)}")
+        if t_d:
+            parts.append(f"tinystories: {verdict(t_d, margin)}")
+        print(f"{idea:40s} {shown:>18s} {t_shown:>12s}  {'; '.join(parts)}")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_thread_arg(p)
-    p.add_argument("--succ_steps", type=int, default=1200)
+    p.add_argument("--succ_steps", type=int, default=1000)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="succulent model seeds")
     p.add_argument("--ts_steps", type=int, default=300)
     p.add_argument("--beams", type=int, default=4)
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
@@ -274,23 +377,24 @@ def main() -> None:
     p.add_argument("--query_noise", type=float, default=0.05)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--margin", type=float, default=0.02)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ts_seed", type=int, default=0)
     p.add_argument("--parts", default="all", help="comma list of succulent,stop,tinystories,lookup")
     args = p.parse_args()
     setup_threads(args.threads)
-    parts = {"succulent", "stop", "tinystories", "lookup"} if args.parts == "all" else set(args.parts.split(","))
+    every = {"succulent", "stop", "tinystories", "lookup"}
+    parts = every if args.parts == "all" else set(args.parts.split(","))
     start = time.perf_counter()
     succ, ts = {}, {}
     if parts & {"succulent", "stop"}:
-        succ, full, dm = succulent(args.succ_steps, args.seed)
+        succ, full, dm = succulent(args.succ_steps, args.seeds)
         if "stop" in parts:
             stop_rule(full, dm, args.beams)
     if "tinystories" in parts:
-        ts = tinystories(args.ts_steps, args.seed)
+        ts = tinystories(args.ts_steps, args.ts_seed)
     if "lookup" in parts:
         lookup_bench(args.sizes, args.dim, args.queries, args.query_noise, args.reps)
     if succ or ts:
-        summary(succ, ts, args.margin)
+        summary(succ, args.seeds, ts, args.margin)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 

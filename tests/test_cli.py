@@ -198,3 +198,19 @@ def test_diagnostics_log_under_diag_and_write_attention_png(tmp_path):
     assert -1 <= float(metrics[f"diag/block{n_layer - 1}/ffn_cos"]) <= 1
     pngs = list(Path(cli.trainer.log_dir).glob("diag/attention_*.png"))
     assert len(pngs) == 1 and pngs[0].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_missing_data_folder_is_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        run_fit("--trainer.fast_dev_run", "1", "--data.init_args.data_dir", str(tmp_path / "nowhere"))
+    err = error_line(capsys.readouterr().err)
+    assert exc.value.code == 2 and "nowhere" in err
+
+
+def test_missing_corpus_file_is_one_line_error(tmp_path, capsys):
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "gpt_shakespeare_char.yaml")
+    with pytest.raises(SystemExit) as exc:
+        fit.main(["--config", config, "--trainer.fast_dev_run", "1",
+                  "--data.init_args.data_path", str(tmp_path / "missing.txt")])
+    err = error_line(capsys.readouterr().err)
+    assert exc.value.code == 2 and "missing.txt" in err

@@ -1,0 +1,530 @@
+"""NoiseLM: the write-up "noise embedding LM" (shared/seeds/noise-embedding-lm.txt), made precise.
+
+The write-up is loose; this docstring is the spec. Notation: V tokens, n = n_embd, d = code_dim,
+K noise states, inputs x_0..x_{T-1}; position t predicts y_t = x_{t+1}, from x_0..x_t only.
+
+1. Codes (the write-up's random "weights"). C in R^(V x d), rows c_y ~ Uniform(0, 1)^d, drawn once
+   from a generator seeded by `code_seed` and kept as a buffer (so they travel in the checkpoint).
+   `centred_codes`: c_y ~ Uniform(-1/2, 1/2)^d. `trainable_codes`: C is a parameter (ablation).
+
+2. Scattershot context: fixed (parameter-free) causal features of the codes c_{x_0}..c_{x_t}.
+   Levels:  L^0_t = c_{x_t},   L^(k+1)_t = (L^k_t + L^k_(t-s_k)) / 2,   k = 0..n_levels-1, with
+     stride 1: s_k = 1, the write-up's overlapping pair means (f0 = mean(w, x), g0 = mean(f0, f1));
+               L^2_t = (c_{t-2} + 2 c_{t-1} + c_t) / 4: binomial weights over k + 1 tokens;
+     stride 2: s_k = 2^k, non-overlapping pairs of pairs (mean(w, x), mean(y, z) -> L^2), taken
+               at every phase: L^k_t = mean of the 2^k codes ending at t (dilated, as WaveNet).
+   The write-up put mean(w, x) between w and x; we store it at the later token, which is what makes
+   every level causal. Where t - s_k < 0 the partner does not exist and L^(k+1)_t = L^k_t.
+   Scattershot subsets: j = 1..n_scatter, each a set O_j = {0} + (scatter_size - 1) lags drawn
+   without replacement from {1..scatter_window-1} by a generator seeded with `scatter_seed`;
+     S^j_t = mean over {o in O_j : o <= t} of c_{x_(t-o)}       (lags are >= 0: causal; lag 0 is
+   always in, so the mean is never empty; it is the write-up's [w, y, z] chain ending at now).
+
+3. Encoder. u_t = [L^0_t, .., L^n_t, S^1_t, .., S^m_t] in R^((1+n+m) d);
+   h^0_t = W_in u_t + p_t (learned positions); h^l = GPT pre-LN causal blocks; h_t = LN_f(h^L_t).
+   The key layer is h^kappa, the output of block kappa = `key_layer` (default L // 2, at least 1).
+
+4. Noise embeddings. q_t = P h_t + b in R^d; K learned noise embeddings N_k in R^d; candidates
+     mu_(t,k) = q_t - N_k                 (the write-up: subtract the noise from the embedding).
+
+5. Snap. Emission of state k: e_t(k, y) = softmax_y(-||mu_(t,k) - c_y||^2 / (2 sigma^2))
+                                        = softmax_y((mu_(t,k) . c_y - ||c_y||^2 / 2) / sigma^2),
+   since ||mu||^2 is the same for every y; sigma = exp(log_sigma) is learned. Decoding one candidate
+   snaps it to the nearest code, argmax_y (q . c_y - ||c_y||^2 / 2): one matmul (succu.nn.lookup
+   has the backends), which is also argmax_y e_t(k, y) because softmax is monotone.
+
+6. The single node. The write-up's node A, its self-link B (a transition matrix) and link C (a
+   noise embedding) become a hidden Markov chain over which noise embedding is used: z_t in
+   {1..K}, z_0 ~ pi_0 = softmax(a_0), z_(t+1) | z_t ~ A[z_t, :], A = softmax_rows(A_hat), and
+   y_t | z_t ~ e_t(z_t, .). The write-up's "do both and measure which is closest" is the sum over
+   states, weighted by the forward recursion (predictive state before y_t is seen):
+     pi_0,    phi_t(i) = pi_t(i) e_t(i, y_t) / sum_k pi_t(k) e_t(k, y_t),    pi_(t+1) = phi_t A.
+   phi_t uses y_t = x_(t+1), an input of position t + 1, so pi_t depends on x_0..x_t: causal. Then
+     p(y | x_<=t) = sum_k pi_t(k) e_t(k, y),
+     sum_t log p(y_t | x_<=t)
+         = log sum_(z_0..z_(T-1)) pi_0(z_0) prod_t A[z_t, z_(t+1)] prod_t e_t(z_t, y_t)
+   (chain rule): the exact likelihood of the HMM. The recursion runs in log space.
+   `forward` returns log p(y | x_<=t), (B, T, V), as its "logits": they already normalise, so the
+   base module's cross-entropy is exactly the negative log-likelihood. With K = 1 and no levels or
+   subsets the model is a plain distance-softmax LM: log_softmax_y(-||q_t - N_1 - c_y||^2 / 2 s^2).
+
+7. Loss (in the Lightning module): NLL + lambda sum_k r_t(k) ||mu_(t,k) - c_(y_t)||^2 / d, with
+   r_t = phi_t detached (which candidate explains y_t: the write-up's "closest" candidate).
+
+8. Stop rule (the write-up's key, query and value). Key statistics at t: the running mean and
+   variance of the key layer over positions s = 0..t, m_t = mean_s h^kappa_s and
+   v_t = mean_s (h^kappa_s)^2 - m_t^2. A head g (LN, MLP) maps [m_t, v_t] to the predicted mean
+   mu_hat_t and variance v_hat_t = softplus(.), both in R^d, of the codes of the output that
+   follows t, up to but not including the next EOS. It is trained at every position with an EOS
+   ahead, by the same mismatch that decoding uses,
+     D(m, v; mu_hat, v_hat) = ||m - mu_hat||^2 / d + ||v - v_hat||^2 / d,
+   reading the key layer detached by default (`stop_detach`), so the stop head never changes the LM.
+   Decoding: the output o_1..o_j so far has code mean m_j and variance v_j; stop at the first j with
+   D_j <= tol (`calibrate_tolerance` picks tol from teacher-forced training outputs). `stub_search`
+   keeps the B best partial outputs by log p(o | prompt) - weight * D_j and finishes a hypothesis
+   when D_j <= tol. Why it is hard: the m-th token moves the running mean by (c_m - m_(m-1)) / m,
+   so for independent codes D between lengths m - 1 and m is only about Var(c) / m^2 (1 / (12 m^2)
+   for Uniform(0, 1) codes: 0.0023 at m = 6), and the head must predict the output's mean more
+   precisely than that to stop exactly.
+
+Control (`head="softmax"`, K = 1): the same inputs and encoder with log p = log_softmax(W h_t), so
+a comparison isolates the snap and the noise states from the scattershot inputs.
+
+No KV cache: pi_t, the levels and the subsets each carry prefix state, and the base module simply
+recomputes the window at each generated token (`new_kv_cache` is deliberately absent).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from succu.models.gpt import GPT, INIT_STD, Block, GPTConfig
+from succu.nn.lookup import Lookup, make_lookup
+
+
+@dataclass
+class NoiseLMConfig:
+    vocab_size: int = 0
+    block_size: int = 64
+    n_layer: int = 2
+    n_head: int = 4
+    n_embd: int = 64
+    dropout: float = 0.0
+    bias: bool = False
+    code_dim: int = 64
+    centred_codes: bool = False
+    trainable_codes: bool = False
+    code_seed: int = 0
+    n_levels: int = 3
+    level_stride: int = 1
+    n_scatter: int = 4
+    scatter_window: int = 8
+    scatter_size: int = 3
+    scatter_seed: int = 0
+    n_noise: int = 4
+    init_sigma: float = 1.0
+    key_layer: int | None = None
+    stop_detach: bool = True
+    lookup: str = "matmul"
+    head: str = "snap"
+
+    def __post_init__(self) -> None:
+        if self.head not in ("snap", "softmax"):
+            raise ValueError(f"head must be 'snap' or 'softmax', got {self.head!r}")
+        if self.head == "softmax" and self.n_noise != 1:
+            raise ValueError("the softmax head is the control without noise states: set n_noise=1")
+        if self.level_stride not in (1, 2):
+            raise ValueError(f"level_stride must be 1 or 2, got {self.level_stride}")
+        if self.n_noise < 1 or self.n_levels < 0 or self.n_scatter < 0:
+            raise ValueError("n_noise must be >= 1 and n_levels, n_scatter >= 0")
+        if self.n_scatter and not 1 <= self.scatter_size <= self.scatter_window:
+            raise ValueError(
+                f"scatter_size must be in [1, scatter_window={self.scatter_window}], "
+                f"got {self.scatter_size}"
+            )
+        key = self.resolved_key_layer
+        if self.n_layer < 1 or not 1 <= key <= self.n_layer:
+            raise ValueError(f"key_layer must be in [1, n_layer={self.n_layer}], got {key}")
+
+    @property
+    def resolved_key_layer(self) -> int:
+        return self.key_layer if self.key_layer is not None else max(1, self.n_layer // 2)
+
+    @property
+    def n_features(self) -> int:
+        """Code-width slots read by the encoder: L^0..L^n and the subsets."""
+        return 1 + self.n_levels + self.n_scatter
+
+
+# ---- codes and the scattershot context -----------------------------------------------------------
+def make_codes(vocab_size: int, dim: int, seed: int, centred: bool = False) -> torch.Tensor:
+    """C ~ Uniform(0, 1)^(V x d) from its own seeded generator (centred: Uniform(-1/2, 1/2))."""
+    codes = torch.rand(vocab_size, dim, generator=torch.Generator().manual_seed(seed))
+    return codes - 0.5 if centred else codes
+
+
+def shift_back(x: torch.Tensor, s: int) -> torch.Tensor:
+    """y_t = x_(t-s) along dim 1, and y_t = x_t where t - s < 0 (the partner does not exist)."""
+    if s >= x.size(1):
+        return x
+    return torch.cat([x[:, :s], x[:, :-s]], dim=1)
+
+
+def pair_levels(codes_in: torch.Tensor, n_levels: int, stride: int) -> list[torch.Tensor]:
+    """[L^0, .., L^n], each (B, T, d): causal pair means (section 2 of the module docstring)."""
+    levels = [codes_in]
+    for k in range(n_levels):
+        s = 1 if stride == 1 else 2**k
+        levels.append(0.5 * (levels[-1] + shift_back(levels[-1], s)))
+    return levels
+
+
+def scatter_lags(n_scatter: int, window: int, size: int, seed: int) -> torch.Tensor:
+    """(m, window) 0/1 membership of each subset's lags: lag 0 always, size - 1 others at random."""
+    gen = torch.Generator().manual_seed(seed)
+    member = torch.zeros(n_scatter, window)
+    member[:, 0] = 1.0
+    for j in range(n_scatter):
+        others = torch.randperm(window - 1, generator=gen)[: size - 1] + 1
+        member[j, others] = 1.0
+    return member
+
+
+def scatter_means(codes_in: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
+    """S^j_t = mean of c_(x_(t-o)) over lags o of subset j with o <= t; (B, T, m, d)."""
+    B, T, d = codes_in.shape
+    m, W = member.shape
+    # A causal convolution: left-pad by W - 1 and read lag o at kernel tap W - 1 - o.
+    x = F.pad(codes_in.transpose(1, 2).reshape(B * d, 1, T), (W - 1, 0))
+    kernel = member.flip(1).unsqueeze(1).to(codes_in)  # (m, 1, W)
+    sums = F.conv1d(x, kernel).view(B, d, m, T)
+    present = F.conv1d(F.pad(torch.ones(1, 1, T, device=x.device), (W - 1, 0)), kernel)  # (1, m, T)
+    return (sums / present.view(1, 1, m, T)).permute(0, 3, 2, 1)
+
+
+# ---- snap and the noise-state HMM ----------------------------------------------------------------
+def distance_log_softmax(
+    q: torch.Tensor, noise: torch.Tensor, codes: torch.Tensor, log_sigma: torch.Tensor
+) -> torch.Tensor:
+    """log e_t(k, y) = log_softmax_y(-||q_t - N_k - c_y||^2 / 2 sigma^2), (B, T, K, V), matmul."""
+    half_norms = 0.5 * (codes * codes).sum(-1)  # (V,)
+    scores = (q @ codes.t()).unsqueeze(2) - (noise @ codes.t()) - half_norms  # (B, T, K, V)
+    return (scores * torch.exp(-2.0 * log_sigma)).log_softmax(-1)
+
+
+def hmm_predictive(
+    log_emit_obs: torch.Tensor, log_trans: torch.Tensor, log_init: torch.Tensor
+) -> torch.Tensor:
+    """log pi_t for t = 0..T-1, (B, T, K), from log e_t(k, y_t) of the observed y_0..y_(T-2).
+
+    log_emit_obs: (B, T - 1, K); log_trans: (K, K), rows log A[i, :]; log_init: (K,) log pi_0.
+    """
+    B, T1, K = log_emit_obs.shape
+    log_pi = log_init.expand(B, K)
+    out = [log_pi]
+    for t in range(T1):
+        # Posterior phi_t after y_t, then one step of the chain: pi_(t+1)(j) = sum_i phi_t(i) A_ij.
+        log_phi = (log_pi + log_emit_obs[:, t]).log_softmax(-1)
+        log_pi = torch.logsumexp(log_phi.unsqueeze(2) + log_trans, dim=1)
+        out.append(log_pi)
+    return torch.stack(out, dim=1)
+
+
+def mixture_log_probs(log_pi: torch.Tensor, log_emit: torch.Tensor) -> torch.Tensor:
+    """log p(y | x_<=t) = logsumexp_k (log pi_t(k) + log e_t(k, y)), (B, T, V)."""
+    return torch.logsumexp(log_pi.unsqueeze(-1) + log_emit, dim=2)
+
+
+# ---- stop statistics -----------------------------------------------------------------------------
+def running_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and (biased) variance over positions 0..t of x (B, T, n), both (B, T, n)."""
+    count = torch.arange(1, x.size(1) + 1, device=x.device, dtype=x.dtype).view(1, -1, 1)
+    mean = x.cumsum(1) / count
+    return mean, ((x * x).cumsum(1) / count - mean * mean).clamp(min=0.0)
+
+
+def suffix_code_stats(
+    labels: torch.Tensor, codes: torch.Tensor, eos_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean and variance of the codes of labels[t..e-1], e the next EOS at or after t, and the mask
+    of positions with an EOS ahead and a non-empty output before it; (B,T,d), (B,T,d), (B,T)."""
+    B, T = labels.shape
+    valid = (labels != eos_id) & (labels >= 0)
+    c = codes[labels.clamp(min=0)] * valid.unsqueeze(-1)
+    zero = c.new_zeros(B, 1, c.size(-1))
+    # Reversed cumulative sums, with a zero row at T so "sum from t to e-1" = S_t - S_e.
+    s1 = torch.cat([c.flip(1).cumsum(1).flip(1), zero], 1)
+    s2 = torch.cat([(c * c).flip(1).cumsum(1).flip(1), zero], 1)
+    n = torch.cat([valid.flip(1).cumsum(1).flip(1), valid.new_zeros(B, 1, dtype=torch.long)], 1)
+    pos = torch.arange(T, device=labels.device).expand(B, T)
+    eos_pos = torch.where(labels == eos_id, pos, torch.full_like(pos, T))
+    nxt = eos_pos.flip(1).cummin(1).values.flip(1)  # (B, T): next EOS at or after t, T if none
+    idx = nxt.unsqueeze(-1).expand(-1, -1, c.size(-1))
+    count = (n[:, :T] - n.gather(1, nxt)).to(c.dtype)
+    mask = (nxt < T) & (count > 0)
+    mean = (s1[:, :T] - s1.gather(1, idx)) / count.clamp(min=1).unsqueeze(-1)
+    var = (s2[:, :T] - s2.gather(1, idx)) / count.clamp(min=1).unsqueeze(-1) - mean * mean
+    return mean, var.clamp(min=0.0), mask
+
+
+def stop_mismatch(
+    mean: torch.Tensor, var: torch.Tensor, mean_hat: torch.Tensor, var_hat: torch.Tensor
+) -> torch.Tensor:
+    """D = ||m - mu_hat||^2 / d + ||v - v_hat||^2 / d over the last dimension."""
+    return ((mean - mean_hat) ** 2).mean(-1) + ((var - var_hat) ** 2).mean(-1)
+
+
+class StopHead(nn.Module):
+    """g: running key mean and variance -> predicted output code mean and variance."""
+
+    def __init__(self, n_embd: int, code_dim: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.LayerNorm(2 * n_embd),
+            nn.Linear(2 * n_embd, 2 * n_embd),
+            nn.GELU(),
+            nn.Linear(2 * n_embd, 2 * code_dim),
+        )
+
+    def forward(self, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, var = running_mean_var(key)
+        out_mean, out_var = self.net(torch.cat([mean, var], -1)).chunk(2, dim=-1)
+        return out_mean, F.softplus(out_var)
+
+
+@dataclass
+class NoiseLMOutput:
+    log_probs: torch.Tensor  # (B, T, V) log p(y | x_<=t)
+    log_pi: torch.Tensor  # (B, T, K) predictive noise-state distribution
+    log_emit: torch.Tensor  # (B, T, K, V) log e_t(k, y)
+    mu: torch.Tensor  # (B, T, K, d) candidates q_t - N_k
+    stop_mean: torch.Tensor  # (B, T, d) predicted output code mean
+    stop_var: torch.Tensor  # (B, T, d) predicted output code variance
+
+
+class NoiseLM(nn.Module):
+    def __init__(self, cfg: NoiseLMConfig):
+        super().__init__()
+        if cfg.vocab_size <= 0:
+            raise ValueError(f"vocab_size must be positive, got {cfg.vocab_size}")
+        self.cfg = cfg
+        codes = make_codes(cfg.vocab_size, cfg.code_dim, cfg.code_seed, cfg.centred_codes)
+        if cfg.trainable_codes:
+            self.codes = nn.Parameter(codes)
+        else:
+            self.register_buffer("codes", codes)
+        member = scatter_lags(cfg.n_scatter, cfg.scatter_window, cfg.scatter_size, cfg.scatter_seed)
+        self.register_buffer("scatter_member", member)
+        gcfg = GPTConfig(
+            vocab_size=cfg.vocab_size,
+            block_size=cfg.block_size,
+            n_layer=cfg.n_layer,
+            n_head=cfg.n_head,
+            n_embd=cfg.n_embd,
+            dropout=cfg.dropout,
+            bias=cfg.bias,
+        )
+        self.w_in = nn.Linear(cfg.n_features * cfg.code_dim, cfg.n_embd, bias=cfg.bias)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(gcfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.n_embd, cfg.code_dim)  # P, b
+        self.noise = nn.Parameter(torch.randn(cfg.n_noise, cfg.code_dim) * 0.1)  # N_k
+        # Transitions start sticky (self-link favoured), so the chain has a memory from step one.
+        self.trans_logits = nn.Parameter(torch.eye(cfg.n_noise))
+        self.init_logits = nn.Parameter(torch.zeros(cfg.n_noise))
+        self.log_sigma = nn.Parameter(torch.tensor(math.log(cfg.init_sigma)))
+        self.stop_head = StopHead(cfg.n_embd, cfg.code_dim)
+        # The control: the same encoder and inputs with a plain softmax head (no codes on output).
+        self.lm_head = (
+            nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False) if cfg.head == "softmax" else None
+        )
+        self._init_weights(cfg)
+        self._lookup: tuple[tuple, Lookup] | None = None
+
+    def _init_weights(self, cfg: NoiseLMConfig) -> None:
+        """GPT-2 initialisation for the encoder; q starts at the code centroid (near-uniform p)."""
+        for module in [self.w_in, self.wpe, *self.blocks, self.stop_head, self.lm_head]:
+            if module is None:
+                continue
+            module.apply(GPT._init_weights)
+        for name, p in self.blocks.named_parameters():
+            if name.endswith(("attn.proj.weight", "mlp.c_proj.weight")):
+                nn.init.normal_(p, mean=0.0, std=INIT_STD / math.sqrt(2 * cfg.n_layer))
+        nn.init.normal_(self.proj.weight, std=INIT_STD)
+        with torch.no_grad():
+            self.proj.bias.copy_(self.codes.mean(0))
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ---- the pieces, each usable on its own (tests, analysis) ---------------------------------
+    def features(self, input_ids: torch.Tensor) -> list[torch.Tensor]:
+        """[L^0, .., L^n, S^1, .., S^m], each (B, T, d): the scattershot context."""
+        cfg = self.cfg
+        feats = pair_levels(self.codes[input_ids], cfg.n_levels, cfg.level_stride)
+        if cfg.n_scatter:
+            feats += list(scatter_means(feats[0], self.scatter_member).unbind(2))
+        return feats
+
+    def encode(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h, key): final states LN_f(h^L) and the key layer h^kappa, both (B, T, n)."""
+        T = input_ids.size(1)
+        if T > self.cfg.block_size:
+            raise ValueError(f"sequence of {T} tokens exceeds block_size={self.cfg.block_size}")
+        pos = torch.arange(T, device=input_ids.device)
+        x = self.drop(self.w_in(torch.cat(self.features(input_ids), -1)) + self.wpe(pos))
+        key = x
+        for i, block in enumerate(self.blocks, start=1):
+            x = block(x)
+            if i == self.cfg.resolved_key_layer:
+                key = x
+        return self.ln_f(x), key
+
+    def transition(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log A (K, K), log pi_0 (K,))."""
+        return self.trans_logits.log_softmax(-1), self.init_logits.log_softmax(-1)
+
+    def outputs(self, input_ids: torch.Tensor) -> NoiseLMOutput:
+        """Everything one pass computes (the module's losses need more than the log-probs)."""
+        h, key = self.encode(input_ids)
+        q = self.proj(h)
+        mu = q.unsqueeze(2) - self.noise
+        if self.lm_head is not None:
+            log_emit = self.lm_head(h).log_softmax(-1).unsqueeze(2)  # (B, T, 1, V)
+        else:
+            log_emit = distance_log_softmax(q, self.noise, self.codes, self.log_sigma)
+        if self.cfg.n_noise == 1:
+            log_pi = log_emit.new_zeros(*input_ids.shape, 1)
+        else:
+            obs = input_ids[:, 1:, None, None].expand(-1, -1, self.cfg.n_noise, 1)
+            log_emit_obs = log_emit[:, :-1].gather(-1, obs).squeeze(-1)
+            log_pi = hmm_predictive(log_emit_obs, *self.transition())
+        stop_mean, stop_var = self.stop_head(key.detach() if self.cfg.stop_detach else key)
+        return NoiseLMOutput(
+            mixture_log_probs(log_pi, log_emit), log_pi, log_emit, mu, stop_mean, stop_var
+        )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        alpha: torch.Tensor | float | None = None,
+        source: torch.Tensor | None = None,
+        kv_cache: object | None = None,
+    ) -> torch.Tensor:
+        """log p(y | x_<=t), (B, T, V): normalised log-probabilities, used as the logits.
+
+        alpha and source are part of the shared contract and ignored; there is no KV cache.
+        """
+        if kv_cache is not None:
+            raise ValueError("NoiseLM has no KV cache (its HMM state spans the prefix); pass None")
+        return self.outputs(input_ids).log_probs
+
+    # ---- snapping -----------------------------------------------------------------------------
+    def lookup(self, kind: str | None = None, **options) -> Lookup:
+        """The code lookup backend (cached; rebuilt when the codes change or another is asked)."""
+        kind = kind or self.cfg.lookup
+        stamp = (kind, tuple(sorted(options.items())), self.codes.data_ptr(), self.codes._version)
+        if self._lookup is None or self._lookup[0] != stamp:
+            self._lookup = (stamp, make_lookup(kind, self.codes.detach(), **options))
+        return self._lookup[1]
+
+    @torch.no_grad()
+    def snap(self, queries: torch.Tensor, kind: str | None = None) -> torch.Tensor:
+        """Nearest code of each query (..., d) -> ids (...), by the configured backend."""
+        flat = queries.reshape(-1, queries.size(-1))
+        return self.lookup(kind).nearest(flat).view(queries.shape[:-1])
+
+    @torch.no_grad()
+    def snap_decode(self, input_ids: torch.Tensor, kind: str | None = None) -> torch.Tensor:
+        """Next token of each row by the write-up's rule: snap the most probable candidate, (B,)."""
+        out = self.outputs(input_ids)
+        best = out.log_pi[:, -1].argmax(-1)  # (B,)
+        mu = out.mu[:, -1].gather(1, best.view(-1, 1, 1).expand(-1, 1, out.mu.size(-1)))
+        return self.snap(mu.squeeze(1), kind)
+
+    @torch.no_grad()
+    def stop_target(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted output code (mean, variance) after each row's last position, (B, d) x 2."""
+        h, key = self.encode(input_ids)
+        mean, var = self.stop_head(key)
+        return mean[:, -1], var[:, -1]
+
+
+# ---- decoding with the stop rule -----------------------------------------------------------------
+@dataclass
+class SearchResult:
+    tokens: list[int]
+    stopped: bool  # True when the stop rule ended it, False when max_new_tokens did
+    log_prob: float
+    mismatch: float
+
+
+@dataclass
+class Hypothesis:
+    """A partial output: its tokens, log p(tokens | prompt), and the sums of its codes and squares."""
+
+    tokens: list[int]
+    log_prob: float
+    code_sum: torch.Tensor
+    code_sq_sum: torch.Tensor
+
+    def extend(self, y: int, log_p: float, codes: torch.Tensor) -> Hypothesis:
+        c = codes[y]
+        return Hypothesis(
+            self.tokens + [y], self.log_prob + log_p, self.code_sum + c, self.code_sq_sum + c * c
+        )
+
+    def mismatch(self, j: int, target_mean: torch.Tensor, target_var: torch.Tensor) -> float:
+        """D_j of this output (j tokens) against the predicted output mean and variance."""
+        mean = self.code_sum / j
+        var = (self.code_sq_sum / j - mean * mean).clamp(min=0.0)
+        return float(stop_mismatch(mean, var, target_mean, target_var))
+
+
+@torch.no_grad()
+def stub_search(
+    next_log_probs: Callable[[torch.Tensor], torch.Tensor],
+    prompt: Sequence[int],
+    codes: torch.Tensor,
+    target_mean: torch.Tensor,
+    target_var: torch.Tensor,
+    *,
+    beams: int = 1,
+    max_new_tokens: int = 32,
+    tol: float = 0.0,
+    weight: float = 0.0,
+    banned: Sequence[int] = (),
+) -> SearchResult:
+    """Keep the `beams` best partial outputs by log p(o | prompt) - weight * D_j; a hypothesis ends
+    when D_j <= tol. `next_log_probs` maps (n, L) id rows to (n, V) next-token log-probabilities.
+    With beams = 1 this is greedy decoding stopped by the key rule."""
+    zero = codes.new_zeros(codes.size(1))
+    hyps = [Hypothesis([], 0.0, zero, zero)]
+    done: list[tuple[float, SearchResult]] = []
+    live: list[tuple[float, SearchResult]] = []  # the unfinished hypotheses of the last step
+    for j in range(1, max_new_tokens + 1):
+        rows = torch.tensor([list(prompt) + h.tokens for h in hyps], device=codes.device)
+        lp = next_log_probs(rows).float()
+        if banned:
+            lp[:, list(banned)] = float("-inf")
+        top = lp.topk(min(beams, lp.size(1)), dim=1)
+        cand = [
+            h.extend(y, v, codes)
+            for h, values, ids in zip(hyps, top.values.tolist(), top.indices.tolist())
+            for v, y in zip(values, ids)
+        ]
+        mismatch = [c.mismatch(j, target_mean, target_var) for c in cand]
+        order = sorted(range(len(cand)), key=lambda i: weight * mismatch[i] - cand[i].log_prob)
+        hyps, live = [], []
+        for i in order[:beams]:
+            score = cand[i].log_prob - weight * mismatch[i]
+            result = SearchResult(cand[i].tokens, mismatch[i] <= tol, cand[i].log_prob, mismatch[i])
+            (done if result.stopped else live).append((score, result))
+            if not result.stopped:
+                hyps.append(cand[i])
+        if len(done) >= beams or not hyps:
+            break
+    # Nothing within tolerance: the budget ended the search; return its best unfinished output.
+    pool = done or live
+    return max(pool, key=lambda p: p[0])[1] if pool else SearchResult([], False, 0.0, math.inf)
+
+
+def calibrate_tolerance(end: Sequence[float], before: Sequence[float]) -> float:
+    """The tol that most often stops exactly at the true end, teacher-forced.
+
+    end[i] = D at the true output length m_i, before[i] = min_(j < m_i) D_j (inf when m_i = 1).
+    The rule stops exactly at m_i iff end[i] <= tol < before[i]; the candidates are the end values.
+    """
+    if not end:
+        raise ValueError("calibrate_tolerance needs at least one output")
+    pairs = list(zip(end, before))
+    return max(sorted(set(end)), key=lambda tol: sum(e <= tol < b for e, b in pairs))
