@@ -16,7 +16,8 @@ change one training choice each:
     uniform      alpha ~ U(0, 1)
     combined     per-sample alpha and narrowness 0.5
     sharp        alpha ~ Beta(0.2, 0.2): more of the draws near the two ends of the dial
-    sharp_per_sample  Beta(0.2, 0.2), one alpha and one corpus per row
+    sharp_per_sample    Beta(0.2, 0.2), one alpha and one corpus per row
+    sharper_per_sample  Beta(0.1, 0.1), one alpha and one corpus per row
 
 Prints val loss per corpus at alpha = 0, .25, .5, .75, 1 beside the reference implementation's
 own figures on this machine (given in the issue), and checks the three targets: each corpus is
@@ -53,6 +54,7 @@ VARIANTS = {
     "combined": dict(routing=False, per_sample=True, narrowness=0.5),
     "sharp": dict(routing=False, a=0.2, b=0.2),
     "sharp_per_sample": dict(routing=False, a=0.2, b=0.2, per_sample=True),
+    "sharper_per_sample": dict(routing=False, a=0.1, b=0.1, per_sample=True),
 }
 
 

@@ -34,12 +34,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_thread_arg, offline, setup_threads  # noqa: E402
+from succu.benchmark import add_thread_arg, offline, setup_threads  # noqa: E402
 
 offline()
 

@@ -29,7 +29,15 @@ import torch
 
 from succu.models.gpt import GPT, GPTConfig
 from succu.nn.attention import KVCache
-from succu.nn.gates import Gate, apply_gate, check_alpha, gated_linear, route, sample_specialties, tent
+from succu.nn.gates import (
+    Gate,
+    apply_gate,
+    check_alpha,
+    gated_linear,
+    route,
+    sample_specialties,
+    tent,
+)
 
 
 @dataclass
