@@ -5,26 +5,76 @@
     python -m succu.fit --config configs/X.yaml --trainer.max_steps 10 --model.init_args.dropout 0.1
     python -m succu.fit validate --config configs/X.yaml --ckpt_path runs/.../last.ckpt
     python -m succu.fit --config configs/X.yaml --print_config
+    python -m succu.fit --config configs/X.yaml --config configs/cluster/ddp.yaml   # DDP
+    python -m succu.fit --config configs/X.yaml --ckpt_path last    # continue the newest last.ckpt
 
 Model and data are chosen in subclass mode (`class_path` + `init_args`); the datamodule's
 `vocab_size` and `block_size` are linked into the model when both are instantiated.
+
+Runs (docs/operations.md): device requests that cannot start are refused before the Trainer is
+built; `precision: bf16-mixed` with `accelerator: auto` falls back to 32-true on a CPU-only
+machine; `--ckpt_path last` is the newest `last*.ckpt` (or SLURM `hpc_ckpt_*.ckpt`) anywhere
+under the run's root folders, not only in the new version folder; SIGTERM writes `last.ckpt` of
+the current step and exits with status 143; the resolved config is logged to every logger.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import sys
+import warnings
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.plugins.io import CheckpointIO
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from succu.checkpoint import AtomicCheckpointIO, CheckpointError
+from callbacks.distributed import PreemptionCheckpoint, accelerator_kind, check_devices
+from succu.checkpoint import AtomicCheckpointIO
 from succu.modules.base import LanguageModule
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "succulm.yaml"
+SIGTERM_EXIT = 143  # 128 + SIGTERM: stopped by a signal, last.ckpt written, resume with --ckpt_path last
+LAST_PATTERNS = ("last*.ckpt", "hpc_ckpt_*.ckpt")
+
+
+class LoggedConfigCallback(SaveConfigCallback):
+    """Lightning's config.yaml in the log dir, and the resolved config to every logger (W&B's
+    run config, CSV's hparams.yaml) under the key `config`."""
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        import yaml
+
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"config": config})
+
+
+def find_last_checkpoint(roots: list[str | Path]) -> str | None:
+    """The newest `last*.ckpt` or `hpc_ckpt_*.ckpt` under any of `roots` (recursively)."""
+    found: dict[str, float] = {}
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            continue
+        for pattern in LAST_PATTERNS:
+            for path in root.rglob(pattern):
+                if path.is_file():
+                    found[str(path)] = path.stat().st_mtime
+    return max(found, key=found.get) if found else None
+
+
+def checkpoint_roots(trainer: L.Trainer) -> list[str]:
+    """Folders a run writes checkpoints under: default_root_dir, logger save_dirs, explicit dirpaths."""
+    roots = [trainer.default_root_dir]
+    roots += [logger.save_dir for logger in trainer.loggers if getattr(logger, "save_dir", None)]
+    roots += [cb.dirpath for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
+    return list(dict.fromkeys(str(r) for r in roots))
 
 
 class SuccuCLI(LightningCLI):
@@ -36,12 +86,42 @@ class SuccuCLI(LightningCLI):
             )
 
     def instantiate_trainer(self, **kwargs):
-        """Checkpoints are written atomically unless the config names its own CheckpointIO."""
-        plugins = self._get(self.config_init, "trainer", default={}).get("plugins") or []
+        """Checkpoints are written atomically unless the config names its own CheckpointIO;
+        impossible device requests are refused; SIGTERM saves last.ckpt (PreemptionCheckpoint)."""
+        config = self._get(self.config_init, "trainer", default={})
+        accelerator = config.get("accelerator", "auto")
+        check_devices(accelerator, config.get("devices", "auto"), config.get("num_nodes", 1))
+        if (config.get("precision") == "bf16-mixed" and accelerator == "auto"
+                and accelerator_kind(accelerator) == "cpu"):
+            rank_zero_info("precision bf16-mixed is for GPUs; no GPU here, so 32-true")
+            kwargs["precision"] = "32-true"
+        plugins = config.get("plugins") or []
         plugins = plugins if isinstance(plugins, list) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
+        callbacks = config.get("callbacks") or []
+        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        if not any(isinstance(c, PreemptionCheckpoint) for c in callbacks):
+            kwargs["callbacks"] = [*callbacks, PreemptionCheckpoint()]
         return super().instantiate_trainer(**kwargs)
+
+    def before_fit(self) -> None:
+        """`--ckpt_path last`: the newest last.ckpt of earlier runs under this run's folders.
+
+        Lightning looks only in the new run's own checkpoint folder (a fresh version_N), which is
+        empty; with nothing found, the fit starts from scratch (so `last` can be set and forgotten
+        in a requeued job script).
+        """
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") != "last":
+            return
+        path = find_last_checkpoint(checkpoint_roots(self.trainer))
+        if path is None:
+            rank_zero_warn("--ckpt_path last: no last*.ckpt under "
+                           f"{', '.join(checkpoint_roots(self.trainer))}; starting from scratch")
+        else:
+            rank_zero_info(f"--ckpt_path last: resuming from {path}")
+        config["ckpt_path"] = path
 
     def after_fit(self) -> None:
         """Talk to the freshly fitted model when its data has probe prompts (rank 0 only)."""
@@ -64,8 +144,38 @@ def default_args(argv: list[str]) -> list[str]:
     return argv
 
 
+USER_ERRORS = (argparse.ArgumentError, ValueError, FileNotFoundError)  # CheckpointError: ValueError
+
+
+def exception_chain(err: BaseException | None) -> list[BaseException]:
+    """err, its cause, the cause's cause, ... (jsonargparse wraps errors raised while instantiating
+    in layers of "Does not validate against any of the Union subtypes")."""
+    chain: list[BaseException] = []
+    while err is not None and all(err is not e for e in chain):
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    return chain
+
+
+def user_message(err: BaseException) -> str | None:
+    """One line for the innermost user-facing error of the chain (the layer that names the bad
+    value), with the class it concerns when jsonargparse says so; None for anything else."""
+    chain = exception_chain(err)
+    user = [e for e in chain if isinstance(e, USER_ERRORS)]
+    if not user:
+        return None
+    cause = user[-1]
+    message = str(cause.message if isinstance(cause, argparse.ArgumentError) else cause)
+    context = re.search(r"Problem with given class_path '([\w.]+)'", "\n".join(map(str, chain)))
+    if context and context.group(1) not in message:
+        message = f"{context.group(1)}: {message} (--help lists the accepted options)"
+    return " ".join(message.split())
+
+
 def main(argv: list[str] | None = None) -> SuccuCLI | None:
     os.environ.setdefault("WANDB_MODE", "offline")  # never touch the network unless asked to
+    # We hand LightningCLI the command line ourselves (with fit and the default config filled in).
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     args = default_args(list(sys.argv[1:] if argv is None else argv))
     try:
         return SuccuCLI(
@@ -74,13 +184,20 @@ def main(argv: list[str] | None = None) -> SuccuCLI | None:
             subclass_mode_model=True,
             subclass_mode_data=True,
             auto_configure_optimizers=False,
+            save_config_callback=LoggedConfigCallback,
             save_config_kwargs={"overwrite": True},
+            parser_kwargs={"exit_on_error": False},
             args=args,
         )
-    except (CheckpointError, FileNotFoundError, ValueError) as err:
-        if os.environ.get("SUCCU_DEBUG"):
+    except SIGTERMException:  # a SystemExit: PreemptionCheckpoint has written last.ckpt
+        print("stopped by SIGTERM; last.ckpt holds the last finished step: rerun with "
+              "--ckpt_path last to continue", file=sys.stderr, flush=True)
+        sys.exit(SIGTERM_EXIT)
+    except Exception as err:
+        message = user_message(err)
+        if message is None or os.environ.get("SUCCU_DEBUG"):
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
 
 

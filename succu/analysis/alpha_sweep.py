@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from succu.modules.base import IGNORE_INDEX, LanguageModule
+from succu.modules.base import LanguageModule, token_count
 from succu.nn.gates import check_alpha
 
 HELP = "validation loss per corpus across the alpha dial of a gated model (CSV, markdown, PNG)"
@@ -52,7 +52,7 @@ def sweep(module: LanguageModule, batches, alphas: list[float], names: list[str]
             corpus = names[int(batch["source"][0])] if "source" in batch else names[0]
             logits = module(batch["input_ids"].to(module.device), alpha=alpha)
             labels = batch["labels"].to(module.device)
-            n = int((labels != IGNORE_INDEX).sum())
+            n = token_count(labels)
             acc = totals.setdefault(corpus, [0.0, 0])
             acc[0] += float(module.loss(logits, labels)) * n
             acc[1] += n

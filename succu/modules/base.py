@@ -37,6 +37,14 @@ def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float
     return min_ratio + 0.5 * (1.0 - min_ratio) * (1.0 + math.cos(math.pi * progress))
 
 
+def token_count(labels: torch.Tensor) -> float:
+    """Tokens that carry loss, as a float: the weight of a batch in token-averaged metrics.
+
+    A float because Lightning averages integer batch sizes across DDP ranks in integer arithmetic.
+    """
+    return float((labels != IGNORE_INDEX).sum())
+
+
 def check_sampling(temperature: float, top_k: int | None, max_new_tokens: int) -> None:
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature} (use greedy for argmax decoding)")
@@ -98,7 +106,7 @@ class LanguageModule(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self(batch["input_ids"], **self.model_kwargs(batch))
         loss = self.loss(logits, batch["labels"])
-        n_tokens = int((batch["labels"] != IGNORE_INDEX).sum())
+        n_tokens = token_count(batch["labels"])
         # Token-weighted across batches, so val/loss is the mean per-token loss of the split.
         self.log("val/loss", loss, prog_bar=True, batch_size=n_tokens, sync_dist=True)
         self.val_ppl(logits.float(), batch["labels"])
@@ -108,7 +116,7 @@ class LanguageModule(L.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self(batch["input_ids"], **self.model_kwargs(batch))
         loss = self.loss(logits, batch["labels"])
-        n_tokens = int((batch["labels"] != IGNORE_INDEX).sum())
+        n_tokens = token_count(batch["labels"])
         self.log("test/loss", loss, batch_size=n_tokens, sync_dist=True)
         return loss
 

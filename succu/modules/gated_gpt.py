@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 
 from succu.models.gated_gpt import GatedGPT, GatedGPTConfig
-from succu.modules.base import IGNORE_INDEX, LanguageModule
+from succu.modules.base import LanguageModule, token_count
 from succu.nn.gates import check_alpha
 
 
@@ -95,7 +95,7 @@ class GatedGPTModule(LanguageModule):
         # Validation batches hold one corpus each (fixed windows), named by `source`.
         corpus = int(batch["source"][0]) if "source" in batch else 0
         name = self.corpus_name(corpus)
-        n_tokens = int((batch["labels"] != IGNORE_INDEX).sum())
+        n_tokens = token_count(batch["labels"])
         for a in self.eval_alphas:
             loss = self.loss(self(batch["input_ids"], alpha=a), batch["labels"])
             self.log(f"val/loss/{name}@alpha={a:g}", loss, batch_size=n_tokens, sync_dist=True)

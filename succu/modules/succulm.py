@@ -106,11 +106,15 @@ class SuccuLMModule(LanguageModule):
 
     def save_attention(self, ids: torch.Tensor, maps: list[torch.Tensor]) -> None:
         """Attention maps of the first validation sequence, as a PNG in the run directory."""
-        if self._trainer is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
+        if self._trainer is None or self.trainer.sanity_checking:
+            return
+        # trainer.log_dir is a collective under DDP: every rank asks, only rank 0 writes.
+        run_dir = Path(self.trainer.log_dir or ".")
+        if not self.trainer.is_global_zero:
             return
         n = int((ids != self.tokenizer.pad_id).sum()) if self.tokenizer else ids.numel()
         tokens = [self.tokenizer.vocab[i] for i in ids[:n].tolist()] if self.tokenizer else []
         fig = attention_figure([m[:, :n, :n] for m in maps], tokens)
         step = self.trainer.global_step
-        path = save_figure(fig, Path(self.trainer.log_dir or ".") / "diag" / f"attention_{step:06d}.png")
+        path = save_figure(fig, run_dir / "diag" / f"attention_{step:06d}.png")
         log_image(self.loggers, "diag/attention", path, step)

@@ -1,0 +1,421 @@
+"""Multi-process training (Lightning DDP on CPU, GPUs, torchrun or SLURM) and pre-emption.
+
+`DistributedTraining` is the callback a multi-GPU run adds (configs/cluster/ddp.yaml appends it):
+
+    batch      logs the effective batch, per-device batch x devices x nodes x accumulation
+               (`dist/effective_batch`, `dist/world_size`, `dist/tokens_per_step`, also as
+               hyperparameters); with `global_batch_size` set, derives the per-device batch from it
+               and refuses one that does not divide by devices x nodes x accumulation.
+    speed      global tokens/s over all ranks (`dist/tokens_per_s`, validation time excluded) and
+               per device (`dist/tokens_per_s_per_device`).
+    memory     per-rank memory, gathered to rank 0: `dist/rank<r>/rss_mb` (resident set), and on GPUs
+               `dist/rank<r>/cuda_alloc_mb` and `dist/rank<r>/cuda_peak_mb`.
+    seeds      one seed for every stream: all ranks must agree on it (checked), the data windows
+               (TextDataModule), the dial and corpus draws (AlphaBetaSampling) and the DDP sampler of
+               map-style data are keyed by (seed, rank) already; this callback also reseeds torch's
+               global generator (dropout) from (seed, rank, step) before every step, so dropout masks
+               differ across ranks and a resumed run draws the ones an uninterrupted run draws. A
+               map-style training loader without a DistributedSampler (every rank would train on
+               the same rows) is refused.
+    metrics    under DDP every value logged through `pl_module.log` outside training steps under
+               the prefixes `sync_prefixes` (val/, test/, trap/, diag/) is all-reduced (mean over
+               ranks, weighted by `batch_size` where one is given, e.g. tokens for val/loss), so
+               the numbers on the dashboard are global, whoever logged them.
+
+`check_devices` refuses, before the Trainer is built, configurations that cannot start: more
+accelerators than visible, an accelerator that is not there, several nodes without a launcher
+(`succu.fit` calls it). `PreemptionCheckpoint` (added to every `succu.fit` trainer) writes
+`last.ckpt` of the current step when SIGTERM stops a fit, so `--ckpt_path last` continues exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
+
+SYNC_PREFIXES = ("val/", "test/", "trap/", "diag/")
+TORCH_STREAM = 3  # stream id of the per-step torch seed (0: windows, 1: batch_from, see text.py)
+
+
+# ---- configurations that cannot work -----------------------------------------------------------
+def accelerator_kind(accelerator: Any) -> str:
+    """"cuda", "mps", "cpu" or another name, resolving "auto" the way Lightning does."""
+    name = accelerator if isinstance(accelerator, str) else type(accelerator).__name__
+    name = name.lower().replace("accelerator", "")
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        return "mps" if mps is not None and mps.is_available() else "cpu"
+    return "cuda" if name == "gpu" else name
+
+
+def visible_devices(kind: str) -> int:
+    if kind == "cuda":
+        return torch.cuda.device_count()
+    if kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        return int(mps is not None and mps.is_available())
+    if kind == "cpu":
+        return os.cpu_count() or 1
+    return -1  # unknown: leave it to Lightning
+
+
+def requested_devices(devices: Any, kind: str, visible: int) -> tuple[int, list[int] | None]:
+    """(how many, which indices or None) for a Trainer `devices` value."""
+    if devices in (None, "auto"):
+        return (1 if kind == "cpu" else max(visible, 1)), None
+    if isinstance(devices, str):
+        text = devices.strip()
+        if "," in text:
+            devices = [int(d) for d in text.split(",") if d.strip()]
+        else:
+            devices = int(text)
+    if isinstance(devices, int):
+        return (visible if devices == -1 else devices), None
+    indices = [int(d) for d in devices]
+    return len(indices), indices
+
+
+def launcher_detected() -> bool:
+    """A launcher that starts the processes of the other nodes: srun, torchrun, or manual env."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    manual = "NODE_RANK" in os.environ and "MASTER_ADDR" in os.environ
+    return SLURMEnvironment.detect() or TorchElasticEnvironment.detect() or manual
+
+
+def check_devices(accelerator: Any = "auto", devices: Any = "auto", num_nodes: int = 1) -> None:
+    """Refuse, with one clear line, a device request that cannot start.
+
+    GPUs: more requested than visible, or indices that do not exist. CPU: more processes than
+    cores only warns (it runs, slowly). Several nodes need a launcher on every node.
+    """
+    kind = accelerator_kind(accelerator)
+    visible = visible_devices(kind)
+    count, indices = requested_devices(devices, kind, visible)
+    where = f"CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r}" if (
+        "CUDA_VISIBLE_DEVICES" in os.environ) else "all devices visible"
+    if kind in ("cuda", "mps") and visible == 0:
+        raise ValueError(
+            f"trainer.accelerator={accelerator} but no {kind.upper()} device is visible ({where}); "
+            "use --trainer.accelerator cpu (with configs/cluster/ddp_cpu.yaml for several processes)"
+        )
+    if count < 1:
+        raise ValueError(f"trainer.devices={devices!r} asks for no device")
+    if kind in ("cuda", "mps"):
+        if count > visible:
+            raise ValueError(
+                f"trainer.devices={devices!r} asks for {count} {kind.upper()} devices but this machine "
+                f"shows {visible} ({where}); lower trainer.devices or use devices: auto"
+            )
+        bad = [i for i in indices or [] if not 0 <= i < visible]
+        if bad:
+            raise ValueError(f"trainer.devices={devices!r} names devices {bad}; visible are 0..{visible - 1}")
+    elif kind == "cpu" and count > visible:
+        warnings.warn(
+            f"trainer.devices={count} CPU processes on {visible} cores: it runs, but every process "
+            "competes for the same cores", stacklevel=2)
+    if int(num_nodes) > 1 and not launcher_detected():
+        raise ValueError(
+            f"trainer.num_nodes={num_nodes} but no launcher starts the other nodes: run under srun "
+            "(configs/cluster/slurm.sbatch) or torchrun --nnodes (docs/operations.md)"
+        )
+
+
+# ---- seeds ------------------------------------------------------------------------------------
+def rank_seed(seed: int, rank: int, step: int, stream: int = TORCH_STREAM) -> int:
+    """A 63-bit seed for (seed, rank, step, stream): independent streams, random access."""
+    state = np.random.SeedSequence([seed & 0xFFFFFFFF, rank, step, stream]).generate_state(2)
+    return int((int(state[0]) << 31) ^ int(state[1])) & (2**63 - 1)
+
+
+def global_seed(seed: int | None = None) -> int:
+    if seed is not None:
+        return int(seed)
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
+# ---- memory -----------------------------------------------------------------------------------
+def memory_mb(device: torch.device) -> list[float]:
+    """[resident MB, peak resident MB, CUDA allocated MB, CUDA peak allocated MB] of this process."""
+    try:
+        with open("/proc/self/statm") as f:
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        rss = float("nan")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    alloc = cuda_peak = 0.0
+    if device.type == "cuda":
+        alloc = torch.cuda.memory_allocated(device) / 2**20
+        cuda_peak = torch.cuda.max_memory_allocated(device) / 2**20
+    return [rss, peak, alloc, cuda_peak]
+
+
+def gather_rows(trainer: L.Trainer, row: torch.Tensor) -> torch.Tensor:
+    """(world_size, n): every rank's `row` (n,), on the CPU, in rank order."""
+    if trainer.world_size < 2 or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return row.reshape(1, -1).cpu()
+    row = row.to(trainer.strategy.root_device)
+    out = [torch.zeros_like(row) for _ in range(trainer.world_size)]
+    torch.distributed.all_gather(out, row)
+    return torch.stack(out).cpu()
+
+
+def log_to_loggers(trainer: L.Trainer, metrics: dict[str, float]) -> None:
+    """Log values that are identical on every rank (loggers write on rank 0 only)."""
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=trainer.global_step)
+    trainer.callback_metrics.update({k: torch.tensor(float(v)) for k, v in metrics.items()})
+
+
+# ---- the callback -----------------------------------------------------------------------------
+class DistributedTraining(L.Callback):
+    """Effective batch, global tokens/s, per-rank memory, one seed for every stream, global metrics.
+
+    Args:
+        global_batch_size: sequences per optimizer step over all ranks; the datamodule's
+            `batch_size` becomes global_batch_size / (devices x nodes x accumulate_grad_batches),
+            which must divide exactly (None: keep the datamodule's batch_size).
+        seed: the one seed (default: the global seed, $PL_GLOBAL_SEED); every rank must agree.
+        reseed_every_step: reseed torch's global generator from (seed, rank, step) before each
+            training step (dropout differs across ranks and resumes exactly).
+        sync_metrics: all-reduce (mean) metrics logged under `sync_prefixes` outside training
+            steps when there are several ranks.
+        sync_prefixes: metric name prefixes made global.
+        log_every_n_steps: how often tokens/s and memory are measured (default: the trainer's).
+        log_memory: log per-rank memory.
+    """
+
+    def __init__(self, global_batch_size: int | None = None, seed: int | None = None,
+                 reseed_every_step: bool = True, sync_metrics: bool = True,
+                 sync_prefixes: list[str] | None = None, log_every_n_steps: int | None = None,
+                 log_memory: bool = True):
+        if global_batch_size is not None and global_batch_size < 1:
+            raise ValueError(f"global_batch_size must be a positive integer, got {global_batch_size}")
+        if log_every_n_steps is not None and log_every_n_steps < 1:
+            raise ValueError(f"log_every_n_steps must be >= 1, got {log_every_n_steps}")
+        self.global_batch_size, self.seed = global_batch_size, seed
+        self.reseed_every_step, self.sync_metrics = reseed_every_step, sync_metrics
+        self.sync_prefixes = tuple(sync_prefixes if sync_prefixes is not None else SYNC_PREFIXES)
+        self.log_every_n_steps, self.log_memory = log_every_n_steps, log_memory
+        self.layout: dict[str, int] = {}
+        self._base_seed = 0
+        self._logged_step = -1
+        self._unpatch = None
+        self._reset_window()
+
+    # -- set-up and refusals ------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._base_seed = global_seed(self.seed)
+        self.check_seed(trainer)
+        if stage == "fit":
+            self.check_batch(trainer)
+        if self.sync_metrics and trainer.world_size > 1:
+            self._patch_log(pl_module)
+
+    def check_seed(self, trainer: L.Trainer) -> None:
+        if trainer.world_size < 2:
+            return
+        seeds = gather_rows(trainer, torch.tensor([self._base_seed], dtype=torch.long)).reshape(-1).tolist()
+        if len(set(seeds)) > 1:
+            raise ValueError(
+                f"the ranks disagree on the seed ({seeds}); set seed_everything to an integer so "
+                "every stream (windows, alpha, corpus, dropout) derives from one seed"
+            )
+
+    def check_batch(self, trainer: L.Trainer) -> None:
+        world, accumulate = trainer.world_size, trainer.accumulate_grad_batches
+        datamodule = trainer.datamodule
+        if self.global_batch_size is not None:
+            share = world * accumulate
+            if self.global_batch_size % share:
+                raise ValueError(
+                    f"global_batch_size={self.global_batch_size} does not divide by devices x nodes x "
+                    f"accumulate_grad_batches = {trainer.num_devices} x {trainer.num_nodes} x "
+                    f"{accumulate} = {share}; pick a multiple of {share}"
+                )
+            if datamodule is None or not hasattr(datamodule, "batch_size"):
+                raise ValueError("global_batch_size needs a datamodule with a `batch_size`")
+            datamodule.batch_size = self.global_batch_size // share
+        per_device = getattr(datamodule, "batch_size", None)
+        self.layout = {"world_size": world, "num_nodes": trainer.num_nodes,
+                       "devices": trainer.num_devices, "accumulate_grad_batches": accumulate}
+        if per_device is not None:
+            self.layout["per_device_batch"] = int(per_device)
+            self.layout["effective_batch"] = int(per_device) * world * accumulate
+
+    def check_sampler(self, trainer: L.Trainer) -> None:
+        """Under DDP a map-style loader must shard its rows; iterable ones key on the rank."""
+        if trainer.world_size < 2:
+            return
+        loader = trainer.train_dataloader
+        if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
+            return
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        samplers = [loader.sampler, getattr(batch_sampler, "sampler", None)]
+        if not any(isinstance(s, DistributedSampler) for s in samplers):
+            raise ValueError(
+                "the training loader has no DistributedSampler, so every rank would train on the same "
+                "rows; keep trainer.use_distributed_sampler true (the default)"
+            )
+
+    # -- metrics made global --------------------------------------------------------------------
+    def _patch_log(self, pl_module: L.LightningModule) -> None:
+        """Route `pl_module.log` so evaluation-time metrics under `sync_prefixes` are all-reduced."""
+        from torchmetrics import Metric
+
+        original = pl_module.log  # the bound method
+        prefixes = self.sync_prefixes
+
+        def log(name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+            trainer = pl_module._trainer
+            if (not args and name.startswith(prefixes) and not isinstance(value, Metric)
+                    and trainer is not None and not trainer.training):
+                kwargs["sync_dist"] = True
+                if isinstance(kwargs.get("batch_size"), int):
+                    # Lightning keeps the summed batch sizes in an int tensor and averages it over
+                    # ranks in integer arithmetic (525 / 2 -> 262), which biases a weighted mean;
+                    # a float count keeps the token-weighted mean over all ranks exact.
+                    kwargs["batch_size"] = float(kwargs["batch_size"])
+            return original(name, value, *args, **kwargs)
+
+        pl_module.log = log
+
+        def unpatch() -> None:
+            if pl_module.__dict__.get("log") is log:
+                del pl_module.log
+
+        self._unpatch = unpatch
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._unpatch is not None:
+            self._unpatch()
+            self._unpatch = None
+
+    # -- per step -----------------------------------------------------------------------------
+    def _reset_window(self) -> None:
+        self._tokens, self._t0, self._excluded, self._val_t0 = 0, None, 0.0, None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check_sampler(trainer)
+        self._reset_window()
+        if self.layout and trainer.is_global_zero:
+            rank_zero_info(
+                f"DistributedTraining: {self.layout['world_size']} process(es) = "
+                f"{self.layout['devices']} device(s) x {self.layout['num_nodes']} node(s), "
+                f"accumulation {self.layout['accumulate_grad_batches']}, per-device batch "
+                f"{self.layout.get('per_device_batch', '?')} -> effective batch "
+                f"{self.layout.get('effective_batch', '?')}; seed {self._base_seed}"
+            )
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self.reseed_every_step:
+            torch.manual_seed(rank_seed(self._base_seed, trainer.global_rank, trainer.global_step))
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        ids = batch.get("input_ids") if isinstance(batch, dict) else None
+        if ids is not None:
+            self._tokens += ids.numel()
+            if "tokens_per_step" not in self.layout and "effective_batch" in self.layout:
+                self.layout["tokens_per_step"] = self.layout["effective_batch"] * int(ids.size(-1))
+                self._log_layout(trainer)
+        every = self.log_every_n_steps or trainer.log_every_n_steps or 50
+        step = trainer.global_step
+        if step % every == 0 and step != self._logged_step:  # once per optimizer step
+            self._logged_step = step
+            self._log_window(trainer, pl_module)
+
+    def _log_layout(self, trainer: L.Trainer) -> None:
+        hparams = {f"dist/{k}": v for k, v in self.layout.items()}
+        for logger in trainer.loggers:
+            logger.log_hyperparams(hparams)
+        log_to_loggers(trainer, {f"dist/{k}": v for k, v in self.layout.items()
+                                 if k in ("world_size", "effective_batch", "tokens_per_step")})
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._val_t0 = time.perf_counter()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._val_t0 is not None and self._t0 is not None:
+            self._excluded += time.perf_counter() - self._val_t0
+        self._val_t0 = None
+
+    def _log_window(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """One all_gather: tokens, seconds and memory of every rank; rank 0's loggers write them."""
+        if self._t0 is None:
+            return
+        seconds = max(time.perf_counter() - self._t0 - self._excluded, 1e-9)
+        mem = memory_mb(pl_module.device) if self.log_memory else [0.0] * 4
+        rows = gather_rows(trainer, torch.tensor([float(self._tokens), seconds, *mem], dtype=torch.float64))
+        tokens, slowest = float(rows[:, 0].sum()), float(rows[:, 1].max())
+        metrics = {"dist/tokens_per_s": tokens / slowest,
+                   "dist/tokens_per_s_per_device": tokens / slowest / trainer.world_size}
+        if self.log_memory:
+            for rank, row in enumerate(rows.tolist()):
+                metrics[f"dist/rank{rank}/rss_mb"] = row[2]
+                metrics[f"dist/rank{rank}/peak_rss_mb"] = row[3]
+                if pl_module.device.type == "cuda":
+                    metrics[f"dist/rank{rank}/cuda_alloc_mb"] = row[4]
+                    metrics[f"dist/rank{rank}/cuda_peak_mb"] = row[5]
+        log_to_loggers(trainer, metrics)
+        self._reset_window()
+        self._t0 = time.perf_counter()
+
+
+# ---- pre-emption ------------------------------------------------------------------------------
+def last_checkpoint_target(trainer: L.Trainer) -> tuple[str, ModelCheckpoint] | None:
+    """Where `last.ckpt` goes: the `last` ModelCheckpoint's folder (else one with save_last)."""
+    callbacks = [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
+    ordered = ([cb for cb in callbacks if cb.filename == cb.CHECKPOINT_NAME_LAST]
+               + [cb for cb in callbacks if cb.save_last] + callbacks)
+    for cb in ordered:
+        if cb.dirpath:
+            return str(Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"), cb
+    return None
+
+
+class PreemptionCheckpoint(L.Callback):
+    """Write `last.ckpt` of the current step when SIGTERM stops a fit (pre-emption, scancel, SLURM
+    time limit, torchrun shutting down), so `--ckpt_path last` continues as if never stopped.
+
+    Lightning turns SIGTERM into `SIGTERMException` at the end of the running step on every rank
+    (rank 0 broadcasts it), so all ranks save together. Ctrl+C (KeyboardInterrupt) saves too on a
+    single process. Other exceptions save nothing: a crash on one rank must not wait in a barrier.
+    """
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                     exception: BaseException) -> None:
+        interrupted = isinstance(exception, SIGTERMException) or (
+            isinstance(exception, KeyboardInterrupt) and trainer.world_size == 1)
+        if not interrupted or trainer.fast_dev_run or trainer.sanity_checking:
+            return
+        if trainer.state.fn != "fit":
+            return
+        target = last_checkpoint_target(trainer)
+        if target is None:
+            return
+        path, callback = target
+        if getattr(callback, "_last_global_step_saved", None) == trainer.global_step and Path(path).is_file():
+            rank_zero_info(f"{type(exception).__name__}: {path} already holds step {trainer.global_step}")
+            return
+        trainer.save_checkpoint(path, weights_only=False)
+        callback._last_global_step_saved = trainer.global_step
+        callback.last_model_path = path
+        rank_zero_info(f"{type(exception).__name__}: saved {path} at step {trainer.global_step}")

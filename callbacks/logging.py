@@ -1,0 +1,332 @@
+"""Dashboard material: sample generations, the alpha histogram and end-of-fit sweeps.
+
+Every callback here logs through the trainer's loggers, never through wandb: tables go to loggers
+with `log_table` (WandbLogger), images to loggers with `log_image`; the same table is written as
+markdown and every image as a PNG under the run's folder (`trainer.log_dir`), so a CSV-only run
+keeps them too.
+
+    GenerationTable  at every n-th validation, continuations of fixed prompts (the datamodule's
+                     probe prompts, else the heads of its first validation windows), at each alpha
+                     of a gated model: table `samples/generations` (step, prompt, alpha, text).
+    AlphaHistogram   the dial draws of AlphaBetaSampling since the last validation, summed over
+                     DDP ranks, split by the corpus drawn: image `train/alpha_hist`.
+    SweepReport      at the end of fit, the alpha sweep (gated models) or the TT corruption sweep
+                     (SuccuLM) of the final weights: table `sweep/alpha` or `sweep/tt`, image
+                     `sweep/alpha_plot` or `sweep/tt_plot`, plus the CSV/markdown/PNG of
+                     `python -m succu.sweep` under `<log_dir>/sweeps/`.
+
+Generation and sweeps run on rank 0 only (they use the bare module, no collectives); the
+histogram's all-reduce runs on every rank at the same validation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from succu.analysis.trap import markdown_table
+
+GENERATION_COLUMNS = ["step", "prompt", "alpha", "text"]
+
+
+def run_folder(trainer: L.Trainer) -> Path:
+    """`trainer.log_dir` (a collective under DDP: call it on every rank), else default_root_dir."""
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+def log_table(trainer: L.Trainer, key: str, columns: list[str], rows: list[list[Any]]) -> None:
+    for logger in trainer.loggers:
+        if hasattr(logger, "log_table"):
+            logger.log_table(key=key, columns=columns, data=rows, step=trainer.global_step)
+
+
+def log_image(trainer: L.Trainer, key: str, path: Path) -> None:
+    for logger in trainer.loggers:
+        if hasattr(logger, "log_image"):
+            logger.log_image(key=key, images=[str(path)], step=trainer.global_step)
+
+
+def has_dial(pl_module: L.LightningModule) -> bool:
+    return hasattr(pl_module, "set_dial") and hasattr(pl_module.model, "dial")
+
+
+class GenerationTable(L.Callback):
+    """Sample continuations of fixed prompts: a (step, prompt, alpha, text) table per validation.
+
+    Args:
+        every_n_validations: sample after every n-th validation (0: only at the end of fit).
+        prompts: the prompts (None: the datamodule's `probe_prompts`, else the first
+            `prompt_tokens` tokens of its first validation window of each corpus).
+        n_prompts: at most this many default prompts.
+        prompt_tokens: length of prompts cut from validation windows.
+        alphas: dial positions for gated models (None: the module's `eval_alphas`); ignored by
+            models without a dial.
+        max_new_tokens: tokens generated per prompt.
+        temperature: sampling temperature.
+        top_k: sample from the k most likely tokens (None: all).
+        seed: seed of the sampling generator (the same draws at every validation).
+        key: table name.
+    """
+
+    def __init__(self, every_n_validations: int = 1, prompts: list[str] | None = None,
+                 n_prompts: int = 4, prompt_tokens: int = 16, alphas: list[float] | None = None,
+                 max_new_tokens: int = 48, temperature: float = 0.8, top_k: int | None = None,
+                 seed: int = 0, key: str = "samples/generations"):
+        if every_n_validations < 0 or max_new_tokens < 1 or not temperature > 0:
+            raise ValueError("every_n_validations >= 0, max_new_tokens >= 1 and temperature > 0 needed")
+        self.every_n_validations, self.prompts = every_n_validations, prompts
+        self.n_prompts, self.prompt_tokens, self.alphas = n_prompts, prompt_tokens, alphas
+        self.max_new_tokens, self.temperature, self.top_k = max_new_tokens, temperature, top_k
+        self.seed, self.key = seed, key
+        self.validations = 0
+        self.folder: Path | None = None
+        self.last_rows: list[list[Any]] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"validations": self.validations}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.validations = int(state_dict.get("validations", 0))
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.folder = run_folder(trainer) / "samples"
+
+    def default_prompts(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[str]:
+        datamodule = trainer.datamodule
+        probes = list(getattr(datamodule, "probe_prompts", None) or [])
+        if probes:
+            return probes[: self.n_prompts]
+        tok, prompts, seen = pl_module.tokenizer, [], set()
+        for batch in datamodule.val_dataloader():
+            source = int(batch["source"][0]) if "source" in batch else 0
+            if source in seen:
+                continue
+            seen.add(source)
+            ids = [i for i in batch["input_ids"][0, : self.prompt_tokens].tolist()
+                   if i not in set(getattr(tok, "special_ids", ()))]
+            prompts.append(tok.decode(ids))
+            if len(prompts) >= self.n_prompts:
+                break
+        return prompts
+
+    def dial_positions(self, pl_module: L.LightningModule) -> list[float | None]:
+        if not has_dial(pl_module):
+            return [None]
+        alphas = self.alphas if self.alphas is not None else getattr(pl_module, "eval_alphas", [0.0, 1.0])
+        return [float(a) for a in alphas]
+
+    @torch.no_grad()
+    def sample(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[list[Any]]:
+        if self.prompts is None:
+            self.prompts = self.default_prompts(trainer, pl_module)
+        rows = []
+        for alpha in self.dial_positions(pl_module):
+            generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+            kwargs = {} if alpha is None else {"alpha": alpha}
+            texts = pl_module.complete(self.prompts, self.max_new_tokens, temperature=self.temperature,
+                                       top_k=self.top_k, generator=generator, **kwargs)
+            rows += [[trainer.global_step, p, alpha, t] for p, t in zip(self.prompts, texts)]
+        return rows
+
+    def report(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.fast_dev_run:
+            return
+        rows = self.last_rows = self.sample(trainer, pl_module)
+        log_table(trainer, self.key, GENERATION_COLUMNS, rows)
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            body = [[s, p, "" if a is None else f"{a:g}", t.replace("\n", " ")] for s, p, a, t in rows]
+            path = self.folder / f"step{trainer.global_step:06d}.md"
+            path.write_text(markdown_table(GENERATION_COLUMNS, body) + "\n")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.every_n_validations == 0 or trainer.state.fn != "fit":
+            return
+        self.validations += 1
+        if self.validations % self.every_n_validations == 0:
+            self.report(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.every_n_validations == 0:
+            self.report(trainer, pl_module)
+
+
+class AlphaHistogram(L.Callback):
+    """Histogram of the alpha draws since the previous validation, by drawn corpus, over all ranks.
+
+    Needs a gated module trained with AlphaBetaSampling (reads `dial_alpha`, `dial_source` after
+    every step); for other modules it does nothing.
+
+    Args:
+        every_n_validations: plot after every n-th validation.
+        bins: histogram bins over [0, 1].
+        key: image name.
+    """
+
+    def __init__(self, every_n_validations: int = 1, bins: int = 20, key: str = "train/alpha_hist"):
+        if every_n_validations < 1 or bins < 1:
+            raise ValueError("every_n_validations >= 1 and bins >= 1 needed")
+        self.every_n_validations, self.bins, self.key = every_n_validations, bins, key
+        self.alphas: list[float] = []
+        self.sources: list[int] = []
+        self.validations = 0
+        self.first_step = 0
+        self.folder: Path | None = None
+        self.last_counts: np.ndarray | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.folder = run_folder(trainer) / "alpha"
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        alpha, source = getattr(pl_module, "dial_alpha", None), getattr(pl_module, "dial_source", None)
+        if alpha is None or source is None:
+            return
+        alpha = torch.as_tensor(alpha, dtype=torch.float64).reshape(-1).cpu().tolist()
+        source = torch.as_tensor(source).reshape(-1).cpu().tolist()
+        if len(source) == 1 and len(alpha) > 1:
+            source = source * len(alpha)
+        self.alphas += alpha
+        self.sources += [int(s) for s in source]
+
+    def counts(self, trainer: L.Trainer, pl_module: L.LightningModule) -> np.ndarray:
+        """(2, bins) draws per bin for corpus 0 and corpus >= 1, summed over ranks."""
+        edges = np.linspace(0.0, 1.0, self.bins + 1)
+        alphas, sources = np.asarray(self.alphas), np.asarray(self.sources)
+        local = np.stack([np.histogram(alphas[sources == 0], edges)[0],
+                          np.histogram(alphas[sources >= 1], edges)[0]]).astype(np.float64)
+        counts = torch.from_numpy(local)
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            counts = counts.to(trainer.strategy.root_device)
+            torch.distributed.all_reduce(counts)
+        return counts.cpu().numpy()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit" or not has_dial(pl_module):
+            return
+        self.validations += 1
+        if self.validations % self.every_n_validations:
+            return
+        counts = self.last_counts = self.counts(trainer, pl_module)
+        self.alphas, self.sources = [], []
+        first, self.first_step = self.first_step, trainer.global_step
+        if not trainer.is_global_zero or trainer.fast_dev_run or self.folder is None:
+            return
+        names = list(getattr(trainer.datamodule, "corpora", ["corpus 0", "corpus 1"]))
+        path = self.plot(counts, names, first, trainer.global_step)
+        log_image(trainer, self.key, path)
+
+    def plot(self, counts: np.ndarray, names: list[str], first: int, last: int) -> Path:
+        from succu.analysis.plots import plt, save_figure
+
+        edges = np.linspace(0.0, 1.0, self.bins + 1)
+        mids, width = (edges[:-1] + edges[1:]) / 2, 1.0 / self.bins
+        fig, ax = plt.subplots(figsize=(5.5, 3.4))
+        ax.bar(mids, counts[0], width=width * 0.95, label=f"drew {names[0]}")
+        label = names[1] if len(names) > 1 else "corpus 1"
+        ax.bar(mids, counts[1], width=width * 0.95, bottom=counts[0], label=f"drew {label}")
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("alpha")
+        ax.set_ylabel("draws (all ranks)")
+        ax.set_title(f"alpha draws, steps {first}-{last} ({int(counts.sum())} draws)", fontsize=9)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        return save_figure(fig, self.folder / f"alpha_hist_{last:06d}.png")
+
+
+class SweepReport(L.Callback):
+    """Sweep the final weights at the end of fit and log the table and the plot.
+
+    Args:
+        kind: "alpha" (validation loss per corpus along the dial of a gated model) or "tt" (the
+            tensor-train corruption study of a SuccuLM-style model).
+        alphas: alpha grid ("start:stop:step" or a comma list), for kind alpha.
+        max_batches: validation batches per corpus for the alpha sweep (None: all).
+        layers: TT layer sets, blocks by ",", sets by ";" (as `succu.sweep tt --layers`); blocks
+            that TensorTrainCompression compressed at the end of fit (it runs first when listed
+            first) cannot be swept again.
+        bond_dims: TT (out|in) bonds (as `succu.sweep tt --bond_dims`).
+        layout: "mps" or "ttm".
+        seeds: sampling seeds for the trap rates, comma separated.
+        samples: samples per probe prompt and seed.
+        temperature: sampling temperature of the trap probes.
+        baseline: add the low-rank baseline at equal parameters (TT).
+    """
+
+    def __init__(self, kind: str = "alpha", alphas: str = "0:1:0.25", max_batches: int | None = 4,
+                 layers: str = "3", bond_dims: str = "20", layout: str = "mps", seeds: str = "0",
+                 samples: int = 1, temperature: float = 0.6, baseline: bool = False):
+        if kind not in ("alpha", "tt"):
+            raise ValueError(f"kind must be 'alpha' or 'tt', got {kind!r}")
+        self.kind, self.alphas, self.max_batches = kind, alphas, max_batches
+        self.layers, self.bond_dims, self.layout = layers, bond_dims, layout
+        self.seeds, self.samples, self.temperature, self.baseline = seeds, samples, temperature, baseline
+        self.folder: Path | None = None
+        self.rows: list[dict[str, Any]] = []
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.folder = run_folder(trainer) / "sweeps"
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.fast_dev_run or self.folder is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        was_training = pl_module.training
+        if self.kind == "alpha":
+            self.alpha_sweep(trainer, pl_module)
+        else:
+            self.tt_sweep(trainer, pl_module)
+        pl_module.train(was_training)
+
+    def alpha_sweep(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from succu.analysis import alpha_sweep
+
+        if not has_dial(pl_module):
+            raise ValueError(f"SweepReport(kind='alpha') needs a gated model, not {type(pl_module).__name__}")
+        names = list(getattr(trainer.datamodule, "corpora", ["data"]))
+        batches, seen = [], {}
+        for batch in trainer.datamodule.val_dataloader():
+            source = int(batch["source"][0]) if "source" in batch else 0
+            seen[source] = seen.get(source, 0) + 1
+            if self.max_batches is None or seen[source] <= self.max_batches:
+                batches.append(batch)
+        rows = self.rows = alpha_sweep.sweep(pl_module, batches, alpha_sweep.parse_alphas(self.alphas), names)
+        table = [[r["alpha"], *(r[n] for n in names)] for r in rows]
+        log_table(trainer, "sweep/alpha", ["alpha", *names], table)
+        (self.folder / "alpha_sweep.md").write_text(alpha_sweep.markdown(rows, names) + "\n")
+        path = self.folder / "alpha_sweep.png"
+        alpha_sweep.plot(rows, names, path, f"alpha sweep at step {trainer.global_step}")
+        log_image(trainer, "sweep/alpha_plot", path)
+
+    def tt_sweep(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import argparse
+
+        from succu.analysis import tt_sweep
+
+        layer_sets = tt_sweep.parse_layer_sets(self.layers)
+        blocks = pl_module.get_submodule("model.blocks")
+        done = sorted({b for s in layer_sets for b in s if b < len(blocks)
+                       and not isinstance(blocks[b].ffn[0], torch.nn.Linear)})
+        if done:
+            raise ValueError(f"SweepReport(kind='tt'): blocks {done} are compressed already (by "
+                             "TensorTrainCompression at the end of fit); sweep other blocks")
+        args = argparse.Namespace(temperature=self.temperature, seeds=self.seeds, samples=self.samples)
+        probe = tt_sweep.make_probe(trainer.datamodule, args)
+        rows = self.rows = tt_sweep.sweep(
+            pl_module, probe, layer_sets,
+            tt_sweep.parse_bond_specs(self.bond_dims), self.layout, None, baseline=self.baseline,
+            log=lambda *a: None)
+        flat = [tt_sweep.flat_row(r, self.layout) for r in rows]
+        columns = list(tt_sweep.CSV_COLUMNS)
+        log_table(trainer, "sweep/tt", columns,
+                  [[f"{v:.6g}" if isinstance(v, float) else str(v) for v in (f[c] for c in columns)]
+                   for f in flat])
+        tt_sweep.write_csv(rows, self.folder / "tt_sweep.csv", self.layout)
+        (self.folder / "tt_sweep.md").write_text(tt_sweep.markdown_rows(rows) + "\n")
+        path = self.folder / "tt_sweep.png"
+        tt_sweep.plot(rows, path, f"TT corruption study at step {trainer.global_step}")
+        log_image(trainer, "sweep/tt_plot", path)
