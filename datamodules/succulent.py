@@ -32,10 +32,11 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from succu.tokenizers import SPECIALS, WordTokenizer, split_words
 
@@ -716,6 +717,31 @@ class PairDataset(Dataset):
         return {"input_ids": ids[:-1], "labels": ids[1:]}
 
 
+class ResumableShuffle(DistributedSampler):
+    """Training order: a fresh permutation each epoch from (seed, epoch); DDP ranks take
+    interleaved slices (as DistributedSampler does, so Lightning leaves it in place).
+
+    The epoch and the position inside it come from `cursor["consumed"]`, the number of training
+    batches the datamodule has handed to the model. After a resume mid-epoch the sampler starts at
+    the first batch not yet trained on, so the resumed run sees exactly the rows an uninterrupted
+    run would have seen.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, cursor: dict[str, int],
+                 num_replicas: int = 1, rank: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.batch_size, self.cursor = batch_size, cursor
+
+    def __iter__(self):
+        per_epoch = -(-self.num_samples // self.batch_size)
+        epoch, done = divmod(self.cursor["consumed"], per_epoch)
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        order = torch.randperm(len(self.dataset), generator=g).tolist()
+        order += order[: self.total_size - len(order)]  # pad so every rank gets as many rows
+        mine = order[self.rank : self.total_size : self.num_replicas]
+        return iter(mine[done * self.batch_size :])
+
+
 class PadCollate:
     """Pad a batch to its longest row: inputs with `<PAD>`, labels with -100 (no loss there).
 
@@ -793,6 +819,7 @@ class SuccuPairsDataModule(L.LightningDataModule):
         self.tokenizer = self._build_tokenizer()
         self.block_size = self._check_block_size(block_size)
         self.hidden_token_ids = self._hidden_token_ids()
+        self._cursor = {"consumed": 0}  # training batches handed out: the resume position
 
     @property
     def vocab_size(self) -> int:
@@ -883,23 +910,37 @@ class SuccuPairsDataModule(L.LightningDataModule):
         """Write all normal pairs, the training QA and the held-out QA in the reference's format."""
         return save_reference_files(directory, self.normal_pairs, self.train_qa, self.heldout_qa)
 
-    def _loader(self, pairs: Sequence[Pair], shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+    def _loader(self, dataset: Dataset, sampler: DistributedSampler | None = None) -> DataLoader:
         return DataLoader(
-            PairDataset(pairs, self.tokenizer),
+            dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            sampler=sampler,
             collate_fn=PadCollate(self.tokenizer.pad_id),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_pairs, shuffle=True)
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        dataset = PairDataset(self.train_pairs, self.tokenizer)
+        sampler = ResumableShuffle(dataset, self.batch_size, self.seed, self._cursor, world, rank)
+        return self._loader(dataset, sampler)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # Count the training batches the model receives (Lightning's loader runs one ahead).
+        if self.trainer is not None and self.trainer.training:
+            self._cursor["consumed"] += 1
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_batches": self._cursor["consumed"]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._cursor["consumed"] = int(state.get("train_batches", 0))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_pairs, shuffle=False)
+        return self._loader(PairDataset(self.val_pairs, self.tokenizer))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.val_pairs, shuffle=False)
+        return self._loader(PairDataset(self.val_pairs, self.tokenizer))

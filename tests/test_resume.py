@@ -174,3 +174,44 @@ def test_ckpt_path_last_finds_the_previous_version_folder(tmp_path, monkeypatch,
     fresh = succu_fit.main([*args, "--trainer.default_root_dir", str(tmp_path / "new"),
                             "--trainer.logger.save_dir", str(tmp_path / "new"), "--ckpt_path", "last"])
     assert fresh.trainer.ckpt_path is None and fresh.trainer.global_step == 4
+
+
+def test_succulm_resumed_mid_epoch_matches_an_uninterrupted_run(tmp_path):
+    """The succulent pairs' shuffle is resumable: epoch order from (seed, epoch), position from
+    the batches already trained on. 20 steps span two epochs (batch 64: 14 batches each)."""
+    import lightning as L
+
+    from datamodules.succulent import SuccuPairsDataModule
+    from succu.checkpoint import AtomicCheckpointIO
+    from succu.modules.succulm import SuccuLMModule
+
+    class StopAt(L.Callback):
+        def __init__(self, step):
+            self.step = step
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step >= self.step:
+                trainer.should_stop = True
+
+    def run(root, stop_at=None, ckpt_path=None):
+        L.seed_everything(0, verbose=False)
+        dm = SuccuPairsDataModule(batch_size=64)
+        module = SuccuLMModule(vocab_size=dm.vocab_size, block_size=dm.block_size, profile="tiny",
+                               warmup_steps=2)
+        trainer = L.Trainer(
+            accelerator="cpu", max_steps=20, logger=False, enable_progress_bar=False,
+            enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+            plugins=[AtomicCheckpointIO()],
+            callbacks=[L.pytorch.callbacks.ModelCheckpoint(dirpath=root, filename="last",
+                                                           every_n_train_steps=1,
+                                                           enable_version_counter=False),
+                       *([StopAt(stop_at)] if stop_at else [])],
+        )
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        return module.state_dict()
+
+    straight = run(tmp_path / "a")
+    run(tmp_path / "b", stop_at=17)  # mid-way through the second epoch
+    resumed = run(tmp_path / "b", ckpt_path=str(tmp_path / "b" / "last.ckpt"))
+    for name, value in straight.items():
+        torch.testing.assert_close(resumed[name], value, rtol=0, atol=1e-6, msg=name)
