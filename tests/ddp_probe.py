@@ -182,6 +182,17 @@ class Probe(L.Callback):
 
 
 # ---- a logger that records ---------------------------------------------------------------------
+class StopAt(L.Callback):
+    """Interrupt a run after `step` optimizer steps (its schedule still plans for max_steps)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
 class RecordingLogger(Logger):
     """Keeps every call; `RecordingLogger.instances` holds the loggers of this process."""
 

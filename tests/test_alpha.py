@@ -12,6 +12,7 @@ from datamodules.mixture import MixtureDataModule
 from succu import generate, sweep
 from succu.checkpoint import AtomicCheckpointIO
 from succu.modules.gated_gpt import GatedGPTModule
+from tests.ddp_probe import StopAt
 
 TINY = dict(n_layer=1, n_head=2, n_embd=16, warmup_steps=2)
 
@@ -38,17 +39,6 @@ def datamodule(cache_dir):
     """A fresh tiny mixture per use: its window streams start from zero every time."""
     return lambda: MixtureDataModule(block_size=16, batch_size=4, val_windows=8, val_batch_size=4,
                                      batches_per_epoch=4, seed=0, cache_dir=cache_dir)
-
-
-class StopAt(L.Callback):
-    """Interrupt a run after `step` optimizer steps (its schedule still plans for max_steps)."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step >= self.step:
-            trainer.should_stop = True
 
 
 def fit(make_dm, root, steps, ckpt_path=None, per_sample=False, seed=5, stop_at=None):

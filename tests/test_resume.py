@@ -184,14 +184,7 @@ def test_succulm_resumed_mid_epoch_matches_an_uninterrupted_run(tmp_path):
     from datamodules.succulent import SuccuPairsDataModule
     from succu.checkpoint import AtomicCheckpointIO
     from succu.modules.succulm import SuccuLMModule
-
-    class StopAt(L.Callback):
-        def __init__(self, step):
-            self.step = step
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if trainer.global_step >= self.step:
-                trainer.should_stop = True
+    from tests.ddp_probe import StopAt
 
     def run(root, stop_at=None, ckpt_path=None):
         L.seed_everything(0, verbose=False)
