@@ -60,7 +60,7 @@ def test_routed_gate_forward_uses_gate_backward_uses_route():
 
 def test_an_m1_unit_gets_no_gradient_from_a_tinystories_batch():
     torch.manual_seed(0)
-    model = GatedGPT(cfg()).train()
+    model = GatedGPT(cfg(routing=True)).train()
     model.m_mlp[0, :] = 0.5
     model.m_mlp[0, 5] = 1.0  # unit 5 of layer 0's MLP: a pure Shakespeare specialist
     ids = torch.randint(0, 31, (2, 8))
@@ -71,6 +71,17 @@ def test_an_m1_unit_gets_no_gradient_from_a_tinystories_batch():
     assert c_fc[4].abs().sum() > 0
     model.zero_grad()
     model(ids, alpha=0.3, source=1).logsumexp(-1).mean().backward()  # Shakespeare does reach it
+    assert model.transformer.h[0].mlp.c_fc.weight.grad[5].abs().sum() > 0
+
+
+def test_routing_is_off_by_default_and_then_gradients_follow_the_gate():
+    torch.manual_seed(5)
+    model = GatedGPT(cfg()).train()
+    assert not model.cfg.routing
+    model.m_mlp[0, 5] = 1.0
+    model(torch.randint(0, 31, (2, 8)), alpha=1.0, source=0).logsumexp(-1).mean().backward()
+    # At alpha = 1 an m = 1 unit is fully on; unrouted, a TinyStories batch trains it (routed, it
+    # would get nothing: see the test above).
     assert model.transformer.h[0].mlp.c_fc.weight.grad[5].abs().sum() > 0
 
 
@@ -134,7 +145,7 @@ def test_folded_gates_equal_activation_gates_forward_and_backward():
     parameter's (routed) gradient.
     """
     torch.manual_seed(4)
-    model = GatedGPT(cfg(bias=True)).train()
+    model = GatedGPT(cfg(bias=True, routing=True)).train()
     ids = torch.randint(0, 31, (3, 10))
     grads = []
     for alpha, source in ((0.35, 1), (torch.full((3,), 0.35), torch.ones(3, dtype=torch.long))):

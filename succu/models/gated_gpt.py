@@ -13,8 +13,8 @@ buffers (so they travel in the checkpoint):
 At a dial position alpha in [0, 1] each unit is scaled by the tent g(alpha, m) of
 `succu.nn.gates` (1 at alpha = m, falling to exactly 0 at the far end for its span). LayerNorms
 are not gated: LN's renormalisation would undo a gate in front of it. Training draws alpha ~
-Beta(0.5, 0.5) and the corpus ~ Bernoulli(alpha) (callbacks/alpha_sampling.py) and, with
-`routing`, sends each unit the gradient of its own corpus only (m for corpus 1, 1 - m for 0).
+Beta(0.5, 0.5) and the corpus ~ Bernoulli(alpha) (callbacks/alpha_sampling.py). With `routing`
+(off by default) each unit gets the gradient of its own corpus only (m for corpus 1, 1 - m for 0).
 
 alpha may be a float (one dial for the batch) or a (B,) tensor (one per row). With `gating` off,
 or alpha None, the forward pass is exactly the plain GPT's: same module tree, same weights.
@@ -45,7 +45,7 @@ class GatedGPTConfig(GPTConfig):
     mask_seed: int = 1337
     narrowness: float = 1.0
     gating: bool = True
-    routing: bool = True
+    routing: bool = False  # see GatedGPTModule: measured to hurt, and abcGPT never trains with it
 
 
 class GatedGPT(GPT):

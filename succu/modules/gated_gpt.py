@@ -31,7 +31,9 @@ class GatedGPTModule(LanguageModule):
         mask_seed: seed of the frozen specialties m (saved in the checkpoint either way).
         narrowness: tent width factor; < 1 narrows each unit's firing zone on the dial.
         gating: gate units by the dial; off gives the plain GPT.
-        routing: straight-through routing of gradients by corpus (m or 1 - m).
+        routing: straight-through routing of gradients by corpus (m or 1 - m). Off by default:
+            abcGPT's own training loop never activates it, and on it costs 0.7-0.9 nats at each
+            corpus's own end of the dial (bench/alpha_dial.py, README).
         eval_alphas: dial positions evaluated at every validation.
         optimizer: optimizer factory (decay and no-decay parameter groups).
         warmup_steps: linear learning-rate warmup steps before the cosine decay.
@@ -50,7 +52,7 @@ class GatedGPTModule(LanguageModule):
         mask_seed: int = 1337,
         narrowness: float = 1.0,
         gating: bool = True,
-        routing: bool = True,
+        routing: bool = False,
         eval_alphas: tuple[float, ...] = (0.0, 0.5, 1.0),
         optimizer: OptimizerCallable = torch.optim.AdamW,
         warmup_steps: int = 100,
