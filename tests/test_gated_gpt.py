@@ -138,14 +138,15 @@ def test_masks_are_seeded_buffers_saved_with_the_weights():
     assert a.m_mlp.shape == (2, 64) and a.m_head.shape == (2, 4) and a.m_embd.shape == (16,)
 
 
-def test_folded_gates_equal_activation_gates_forward_and_backward():
+@pytest.mark.parametrize("routing", [True, False])
+def test_folded_gates_equal_activation_gates_forward_and_backward(routing):
     """One alpha for the batch folds gates into weights; per-row alphas gate activations.
 
     Given the same alpha and corpus on every row, both paths must agree in logits and in every
     parameter's (routed) gradient.
     """
     torch.manual_seed(4)
-    model = GatedGPT(cfg(bias=True, routing=True)).train()
+    model = GatedGPT(cfg(bias=True, routing=routing)).train()
     ids = torch.randint(0, 31, (3, 10))
     grads = []
     for alpha, source in ((0.35, 1), (torch.full((3,), 0.35), torch.ones(3, dtype=torch.long))):

@@ -113,12 +113,14 @@ class GatedGPT(GPT):
         embd = sites["embd"][0]
         t = self.transformer
         pos = torch.arange(start, end, device=input_ids.device)
-        x = t.drop(apply_gate(t.wte(input_ids) + t.wpe(pos), *embd))
+        x = t.drop(apply_gate(t.wte(input_ids) + t.wpe(pos), *embd, inplace=True))
         for i, block in enumerate(t.h):
             # Heads gate the projection's input, the residual mask its output.
+            # Not consumed: SDPA's output can already be laid out (B, T, H, d), so the merged
+            # heads may be a view of a tensor its backward needs.
             project = partial(gated_linear, block.attn.proj, g_in=sites["head"][i], g_out=embd)
             x = x + block.attn(block.ln_1(x), kv_cache=kv_cache, layer=i, project=project)
             mlp = block.mlp
             h = mlp.gelu(mlp.c_fc(block.ln_2(x)))
-            x = x + mlp.dropout(gated_linear(mlp.c_proj, h, g_in=sites["mlp"][i], g_out=embd))
-        return gated_linear(self.lm_head, t.ln_f(x), g_in=embd, g_out=None)
+            x = x + mlp.dropout(gated_linear(mlp.c_proj, h, sites["mlp"][i], embd, consume=True))
+        return gated_linear(self.lm_head, t.ln_f(x), g_in=embd, g_out=None, consume=True)

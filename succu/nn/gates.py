@@ -68,10 +68,16 @@ class RoutedGate(torch.autograd.Function):
         return grad * route, None, None
 
 
-def apply_gate(x: torch.Tensor, gate: torch.Tensor, route: torch.Tensor | None) -> torch.Tensor:
-    """Gate x (broadcasting); with a route and autograd on, through the straight-through path."""
+def apply_gate(
+    x: torch.Tensor, gate: torch.Tensor, route: torch.Tensor | None, inplace: bool = False
+) -> torch.Tensor:
+    """Gate x (broadcasting); with a route and autograd on, through the straight-through path.
+
+    `inplace` is for activations the caller owns (a fresh Linear output): it saves allocating and
+    writing a second tensor of the activation's size, which is most of a per-row gate's cost.
+    """
     if route is None or not torch.is_grad_enabled():
-        return x * gate
+        return x.mul_(gate) if inplace else x * gate
     return RoutedGate.apply(x, gate, route)
 
 
@@ -108,19 +114,23 @@ class RoutedGatedLinear(torch.autograd.Function):
         return dh, dw, db, None, None, None, None
 
 
-def gated_linear(linear: torch.nn.Linear, h: torch.Tensor, g_in: Gate | None, g_out: Gate | None) -> torch.Tensor:
+def gated_linear(
+    linear: torch.nn.Linear, h: torch.Tensor, g_in: Gate | None, g_out: Gate | None,
+    consume: bool = False,
+) -> torch.Tensor:
     """`linear` with its input gated by g_in and its output by g_out (either may be None).
 
     One dial for the batch (vector gates) folds the gates into the weight; per-row gates
-    ((B, 1, n)) multiply the activations.
+    ((B, 1, n)) multiply the activations, in place on `h` when the caller hands it over
+    (`consume`: h is a fresh activation nothing else reads).
     """
     ones_in = torch.ones(linear.in_features, device=h.device, dtype=h.dtype)
     ones_out = torch.ones(linear.out_features, device=h.device, dtype=h.dtype)
     gi, ri = g_in if g_in is not None else (ones_in, None)
     go, ro = g_out if g_out is not None else (ones_out, None)
     if gi.dim() > 1 or go.dim() > 1:  # per-row dial
-        y = linear(apply_gate(h, gi, ri) if g_in is not None else h)
-        return apply_gate(y, go, ro) if g_out is not None else y
+        y = linear(apply_gate(h, gi, ri, inplace=consume) if g_in is not None else h)
+        return apply_gate(y, go, ro, inplace=True) if g_out is not None else y
     if (ri is None and ro is None) or not torch.is_grad_enabled():
         w_eff = linear.weight * go[:, None] * gi[None, :]
         return torch.nn.functional.linear(h, w_eff, None if linear.bias is None else linear.bias * go)
