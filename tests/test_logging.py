@@ -35,16 +35,6 @@ GATED_TINY = ["--model.init_args.n_layer", "1", "--model.init_args.n_embd", "16"
               "--data.init_args.block_size", "16", "--data.init_args.batch_size", "4",
               "--data.init_args.val_windows", "8", "--data.init_args.val_batch_size", "4",
               "--data.init_args.batches_per_epoch", "4"]
-GATED_EXTRAS = """
-trainer:
-  callbacks+:
-    - class_path: callbacks.logging.GenerationTable
-      init_args: {max_new_tokens: 6, n_prompts: 2}
-    - class_path: callbacks.logging.AlphaHistogram
-      init_args: {bins: 5}
-    - class_path: callbacks.logging.SweepReport
-      init_args: {kind: alpha, alphas: "0,0.5,1", max_batches: 1}
-"""
 
 
 @pytest.fixture(scope="session")
@@ -101,10 +91,9 @@ def overlay(tmp_path: Path, text: str, name: str = "extras.yaml") -> str:
 def test_wandb_offline_run_is_complete_and_never_touches_the_network(tmp_path, cache_dir, monkeypatch):
     server = FakeServer()
     monkeypatch.setenv("WANDB_BASE_URL", server.url)
-    extras = overlay(tmp_path, GATED_EXTRAS)
-    try:
+    try:  # the shipped abcgpt config carries the generation table, alpha histogram and sweep
         cli = fit.main(["--config", str(CONFIGS / "abcgpt_char.yaml"), *GATED_TINY, *QUIET,
-                        "--data.init_args.cache_dir", str(cache_dir), "--config", extras,
+                        "--data.init_args.cache_dir", str(cache_dir),
                         "--trainer.max_steps", "4", "--trainer.val_check_interval", "2",
                         "--trainer.log_every_n_steps", "1", "--trainer.default_root_dir", str(tmp_path / "run"),
                         "--trainer.logger", "lightning.pytorch.loggers.WandbLogger",
@@ -206,40 +195,39 @@ def test_succulm_tt_logs_compression_trap_and_the_tt_sweep(tmp_path):
 
 
 def test_abcgpt_logs_the_dial_grid_samples_at_each_alpha_histogram_and_sweep(tmp_path, cache_dir):
-    extras = overlay(tmp_path, GATED_EXTRAS)
+    # No overlay: abcgpt_char.yaml itself ships GenerationTable, AlphaHistogram and SweepReport.
     cli, logger = recorded_fit(tmp_path, "abcgpt_char.yaml", *GATED_TINY,
-                               "--data.init_args.cache_dir", str(cache_dir), "--config", extras,
+                               "--data.init_args.cache_dir", str(cache_dir),
                                "--trainer.max_steps", "4", "--trainer.val_check_interval", "2",
                                "--trainer.log_every_n_steps", "1")
     grid = {f"val/loss/{c}@alpha={a}" for c in ("tinystories", "shakespeare") for a in ("0", "0.5", "1")}
     assert grid | {"train/loss", "val/loss", "train/alpha", "train/corpus1_share"} <= logger.metric_keys
     samples = table(logger, "samples/generations")
     assert sorted({r[2] for r in samples["data"]}) == [0.0, 0.5, 1.0]  # the module's eval_alphas
-    assert len(samples["data"]) == 3 * 2
+    assert len(samples["data"]) == 3 * 2  # 3 alphas x one prompt per corpus
     hist = images(logger, "train/alpha_hist")
     assert len(hist) == 2  # one per validation
     (cb,) = [c for c in cli.trainer.callbacks if isinstance(c, AlphaHistogram)]
-    assert cb.last_counts.sum() == 2  # one dial draw per step since the previous validation
+    # per-row dial: one draw per row (batch 4) and step since the previous validation
+    assert cb.last_counts.sum() == 2 * 4
     sweep = table(logger, "sweep/alpha")
     assert sweep["columns"] == ["alpha", "tinystories", "shakespeare"]
-    assert [r[0] for r in sweep["data"]] == [0.0, 0.5, 1.0]
+    assert [r[0] for r in sweep["data"]] == [round(0.1 * i, 10) for i in range(11)]
     images(logger, "sweep/alpha_plot")
     assert_config_logged(logger, "abcgpt_char.yaml")
 
 
 def test_gpt_baseline_logs_losses_and_samples_from_validation_text(tmp_path, cache_dir):
-    extras = overlay(tmp_path, "trainer:\n  callbacks+:\n"
-                     "    - class_path: callbacks.logging.GenerationTable\n"
-                     "      init_args: {max_new_tokens: 5, n_prompts: 2, prompt_tokens: 8}\n")
+    # No overlay: the GPT configs ship a GenerationTable (prompts cut from validation text).
     cli, logger = recorded_fit(
         tmp_path, "gpt_shakespeare_char.yaml", "--model.init_args.n_layer", "1",
         "--model.init_args.n_embd", "16", "--model.init_args.n_head", "2",
         "--data.init_args.block_size", "16", "--data.init_args.val_windows", "4",
-        "--data.init_args.cache_dir", str(cache_dir), "--config", extras,
+        "--data.init_args.cache_dir", str(cache_dir),
         "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.log_every_n_steps", "1")
     assert {"train/loss", "val/loss", "val/ppl"} <= logger.metric_keys
     samples = table(logger, "samples/generations")
-    assert len(samples["data"]) == 1 and len(samples["data"][0][1]) == 8  # one corpus, 8 chars
+    assert len(samples["data"]) == 1 and len(samples["data"][0][1]) == 16  # one corpus, 16 chars
 
 
 def test_logging_callbacks_refuse_bad_arguments():
