@@ -39,6 +39,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--per_sample", action="store_true", help="one alpha and corpus per row")
+    p.add_argument("--routing", action="store_true", help="straight-through corpus routing on")
     p.add_argument("--n_layer", type=int, default=4)
     p.add_argument("--n_head", type=int, default=4)
     p.add_argument("--n_embd", type=int, default=128)
@@ -48,7 +49,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()}")
     cfg = GatedGPTConfig(vocab_size=80, block_size=args.block_size, n_layer=args.n_layer,
-                         n_head=args.n_head, n_embd=args.n_embd)
+                         n_head=args.n_head, n_embd=args.n_embd, routing=args.routing)
     torch.manual_seed(0)
     gated, plain = GatedGPT(cfg).train(), GPT(cfg).train()
     opts = {m: torch.optim.AdamW(m.parameters(), lr=1e-4) for m in (gated, plain)}
@@ -77,7 +78,7 @@ def main() -> None:
     gated_ms = statistics.median(results["gated"]) * 1e3
     mode = "per-sample alpha" if args.per_sample else "one alpha per batch"
     print(f"config: {args.n_layer} layers, {args.n_head} heads, {args.n_embd} wide, block {T}, "
-          f"batch {B}, {mode}, routing on")
+          f"batch {B}, {mode}, routing {'on' if args.routing else 'off'}")
     print(f"plain GPT step:  {plain_ms:7.2f} ms (median of {len(results['plain'])})")
     print(f"GatedGPT step:   {gated_ms:7.2f} ms (median of {len(results['gated'])})")
     print(f"ratio gated / plain: {gated_ms / plain_ms:.3f}  (target <= 1.10)")
