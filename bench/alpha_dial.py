@@ -18,6 +18,7 @@ change one training choice each:
     sharp        alpha ~ Beta(0.2, 0.2): more of the draws near the two ends of the dial
     sharp_per_sample    Beta(0.2, 0.2), one alpha and one corpus per row
     sharper_per_sample  Beta(0.1, 0.1), one alpha and one corpus per row
+    wide_sharp_per_sample  Beta(0.2, 0.2) per row, narrowness 1.5 (units fire wider)
 
 Prints val loss per corpus at alpha = 0, .25, .5, .75, 1 beside the reference implementation's
 own figures on this machine (given in the issue), and checks the three targets: each corpus is
@@ -55,6 +56,7 @@ VARIANTS = {
     "sharp": dict(routing=False, a=0.2, b=0.2),
     "sharp_per_sample": dict(routing=False, a=0.2, b=0.2, per_sample=True),
     "sharper_per_sample": dict(routing=False, a=0.1, b=0.1, per_sample=True),
+    "wide_sharp_per_sample": dict(routing=False, a=0.2, b=0.2, per_sample=True, narrowness=1.5),
 }
 
 
