@@ -28,7 +28,7 @@ from functools import partial
 import torch
 
 from succu.models.gpt import GPT, GPTConfig
-from succu.nn.attention import KVCache
+from succu.nn.attention import KVCache, positions
 from succu.nn.gates import (
     Gate,
     apply_gate,
@@ -105,14 +105,11 @@ class GatedGPT(GPT):
         if not self.cfg.gating or alpha is None:
             return super().forward(input_ids, kv_cache=kv_cache)
         check_alpha(alpha)
-        start = 0 if kv_cache is None else len(kv_cache)
-        end = start + input_ids.size(1)
-        if end > self.cfg.block_size:
-            raise ValueError(f"sequence of {end} tokens exceeds block_size={self.cfg.block_size}")
+        span = positions(input_ids, kv_cache, self.cfg.block_size)
         sites = self.dial(alpha, source if self.training else None)
         embd = sites["embd"][0]
         t = self.transformer
-        pos = torch.arange(start, end, device=input_ids.device)
+        pos = torch.arange(span.start, span.stop, device=input_ids.device)
         x = t.drop(apply_gate(t.wte(input_ids) + t.wpe(pos), *embd, inplace=True))
         for i, block in enumerate(t.h):
             # Heads gate the projection's input, the residual mask its output.

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from succu.nn.attention import CausalSelfAttention, KVCache
+from succu.nn.attention import CausalSelfAttention, KVCache, positions
 
 INIT_STD = 0.02
 
@@ -115,11 +115,8 @@ class GPT(nn.Module):
 
         alpha and source are part of the shared model contract; the plain GPT ignores them.
         """
-        start = 0 if kv_cache is None else len(kv_cache)
-        end = start + input_ids.size(1)
-        if end > self.cfg.block_size:
-            raise ValueError(f"sequence of {end} tokens exceeds block_size={self.cfg.block_size}")
-        pos = torch.arange(start, end, device=input_ids.device)
+        span = positions(input_ids, kv_cache, self.cfg.block_size)
+        pos = torch.arange(span.start, span.stop, device=input_ids.device)
         t = self.transformer
         x = t.drop(t.wte(input_ids) + t.wpe(pos))
         for i, block in enumerate(t.h):

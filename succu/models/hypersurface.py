@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from succu.models.gpt import INIT_STD, Block
-from succu.nn.attention import KVCache
+from succu.nn.attention import KVCache, positions
 
 VARIANTS = ("film", "lowrank", "orthogonal")
 BASELINES = ("b0", "b1", "b2")
@@ -309,11 +309,8 @@ class HypersurfaceLM(nn.Module):
         return self.hyper(x, kv_cache, first_layer=self.cfg.n_layer)
 
     def positions(self, input_ids: torch.Tensor, kv_cache: KVCache | None) -> torch.Tensor:
-        start = 0 if kv_cache is None else len(kv_cache)
-        end = start + input_ids.size(1)
-        if end > self.cfg.block_size:
-            raise ValueError(f"sequence of {end} tokens exceeds block_size={self.cfg.block_size}")
-        return torch.arange(start, end, device=input_ids.device)
+        span = positions(input_ids, kv_cache, self.cfg.block_size)
+        return torch.arange(span.start, span.stop, device=input_ids.device)
 
     def transform(self, input_ids: torch.Tensor) -> Transform | None:
         """T_t of every position of input_ids (B, T), without running the body (analysis)."""

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from succu.nn.attention import CausalSelfAttention, KVCache
+from succu.nn.attention import CausalSelfAttention, KVCache, positions
 
 PROFILES: dict[str, dict[str, int]] = {
     "tiny": dict(n_layer=1, n_head=1, n_embd=32, ffn_expansion=1),
@@ -120,11 +120,8 @@ class SuccuLM(nn.Module):
         kv_cache: KVCache | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, V) for ids (B, T); with a cache, ids continue the cached prefix."""
-        start = 0 if kv_cache is None else len(kv_cache)
-        end = start + input_ids.size(1)
-        if end > self.cfg.block_size:
-            raise ValueError(f"sequence of {end} tokens exceeds block_size={self.cfg.block_size}")
-        x = self.drop(self.embed(input_ids) + self.pe[start:end])
+        span = positions(input_ids, kv_cache, self.cfg.block_size)
+        x = self.drop(self.embed(input_ids) + self.pe[span.start : span.stop])
         for i, block in enumerate(self.blocks):
             x = block(x, kv_cache=kv_cache, layer=i)
         return self.ln_f(x) @ self.embed.weight.t()

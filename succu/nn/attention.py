@@ -36,6 +36,18 @@ class KVCache:
         return k, v
 
 
+def positions(input_ids: torch.Tensor, kv_cache: KVCache | None, block_size: int) -> range:
+    """Absolute positions of `input_ids` (B, T): they continue the cached prefix, if any.
+
+    A model with a fixed position table cannot go past block_size; callers slide the window.
+    """
+    start = 0 if kv_cache is None else len(kv_cache)
+    end = start + input_ids.size(1)
+    if end > block_size:
+        raise ValueError(f"sequence of {end} tokens exceeds block_size={block_size}")
+    return range(start, end)
+
+
 def causal_mask(t_query: int, t_key: int, device: torch.device) -> torch.Tensor:
     """Boolean (t_query, t_key) mask, True where attention is allowed, bottom-right aligned."""
     past = t_key - t_query
