@@ -34,6 +34,12 @@ PYTHON = sys.executable
 
 
 # ---- child processes ---------------------------------------------------------------------------
+# The shared corpora the tests read: $SUCCU_DATA_DIR, else ../shared/data beside the checkout.
+SHARED_DATA = Path(
+    os.environ.get("SUCCU_DATA_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+).resolve()
+
+
 def child_env(probe_dir: str | Path | None = None, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", WANDB_MODE="offline",

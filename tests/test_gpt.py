@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import lightning as L
 import pytest
@@ -13,10 +11,9 @@ import torch
 from succu.models.gpt import GPT, GPTConfig
 from succu.modules.base import CHECKPOINT_KEY
 from succu.modules.gpt import GPTModule
+from tests.ddp_probe import SHARED_DATA
 
-DATA_DIR = Path(
-    os.environ.get("SUCCU_DATA_DIR") or Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-).resolve()
+DATA_DIR = SHARED_DATA
 
 
 def tiny(**overrides) -> GPT:

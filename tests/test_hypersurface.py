@@ -4,8 +4,6 @@ logits, KV cache, parameter budget, latent measurements, and a fit with per-corp
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import lightning as L
 import pytest
@@ -28,10 +26,9 @@ from succu.models.hypersurface import (
     skew_unit,
 )
 from succu.modules.hypersurface import HypersurfaceModule
+from tests.ddp_probe import SHARED_DATA
 
-DATA_DIR = Path(
-    os.environ.get("SUCCU_DATA_DIR") or Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-).resolve()
+DATA_DIR = SHARED_DATA
 V, D = 40, 32
 
 

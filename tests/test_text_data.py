@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -24,10 +22,9 @@ from datamodules.text import (
 )
 from datamodules.tinystories import TinyStoriesDataModule
 from succu.tokenizers import BPETokenizer, CharTokenizer, fold_ascii, normalize_text
+from tests.ddp_probe import SHARED_DATA
 
-DATA_DIR = Path(
-    os.environ.get("SUCCU_DATA_DIR") or Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-).resolve()
+DATA_DIR = SHARED_DATA
 pytestmark = pytest.mark.skipif(
     not (DATA_DIR / "tinystories.txt").is_file(), reason=f"shared corpora not found in {DATA_DIR}"
 )

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from succu.tokenizers import (
@@ -17,10 +14,9 @@ from succu.tokenizers import (
     normalize_text,
     tokenizer_from_state,
 )
+from tests.ddp_probe import SHARED_DATA
 
-DATA_DIR = Path(
-    os.environ.get("SUCCU_DATA_DIR") or Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-)
+DATA_DIR = SHARED_DATA
 needs_data = pytest.mark.skipif(
     not (DATA_DIR / "tinyshakespeare.txt").is_file(), reason=f"shared corpora not found in {DATA_DIR}"
 )
