@@ -50,10 +50,6 @@ def log_image(trainer: L.Trainer, key: str, path: Path) -> None:
             logger.log_image(key=key, images=[str(path)], step=trainer.global_step)
 
 
-def has_dial(pl_module: L.LightningModule) -> bool:
-    return hasattr(pl_module, "set_dial") and hasattr(pl_module.model, "dial")
-
-
 class GenerationTable(L.Callback):
     """Sample continuations of fixed prompts: a (step, prompt, alpha, text) table per validation.
 
@@ -114,7 +110,7 @@ class GenerationTable(L.Callback):
         return prompts
 
     def dial_positions(self, pl_module: L.LightningModule) -> list[float | None]:
-        if not has_dial(pl_module):
+        if not getattr(pl_module, "has_dial", False):
             return [None]
         alphas = self.alphas if self.alphas is not None else getattr(pl_module, "eval_alphas", [0.0, 1.0])
         return [float(a) for a in alphas]
@@ -206,7 +202,7 @@ class AlphaHistogram(L.Callback):
         return counts.cpu().numpy()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or trainer.state.fn != "fit" or not has_dial(pl_module):
+        if trainer.sanity_checking or trainer.state.fn != "fit" or not getattr(pl_module, "has_dial", False):
             return
         self.validations += 1
         if self.validations % self.every_n_validations:
@@ -285,15 +281,10 @@ class SweepReport(L.Callback):
     def alpha_sweep(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from succu.analysis import alpha_sweep
 
-        if not has_dial(pl_module):
+        if not getattr(pl_module, "has_dial", False):
             raise ValueError(f"SweepReport(kind='alpha') needs a gated model, not {type(pl_module).__name__}")
         names = list(getattr(trainer.datamodule, "corpora", ["data"]))
-        batches, seen = [], {}
-        for batch in trainer.datamodule.val_dataloader():
-            source = int(batch["source"][0]) if "source" in batch else 0
-            seen[source] = seen.get(source, 0) + 1
-            if self.max_batches is None or seen[source] <= self.max_batches:
-                batches.append(batch)
+        batches = alpha_sweep.val_batches(trainer.datamodule, self.max_batches)
         rows = self.rows = alpha_sweep.sweep(pl_module, batches, alpha_sweep.parse_alphas(self.alphas), names)
         table = [[r["alpha"], *(r[n] for n in names)] for r in rows]
         log_table(trainer, "sweep/alpha", ["alpha", *names], table)

@@ -50,8 +50,7 @@ def main(argv: list[str] | None = None) -> list[str]:
         if os.environ.get("SUCCU_DEBUG"):
             raise
         parser.exit(2, f"error: {err}\n")
-    gated = hasattr(module.model, "dial")
-    if (args.alpha is not None or args.alpha_sweep) and not gated:
+    if (args.alpha is not None or args.alpha_sweep) and not module.has_dial:
         parser.exit(2, f"error: --alpha needs a gated model; {args.ckpt} holds {type(module.model).__name__}\n")
     alphas = ALPHA_SWEEP if args.alpha_sweep else [args.alpha]
     outputs = []

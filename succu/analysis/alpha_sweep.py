@@ -41,6 +41,17 @@ def parse_alphas(text: str) -> list[float]:
     return alphas
 
 
+def val_batches(datamodule, max_batches: int | None = None) -> list[dict]:
+    """The datamodule's validation batches, at most `max_batches` of each corpus (`source`)."""
+    kept, seen = [], {}
+    for batch in datamodule.val_dataloader():
+        corpus = int(batch["source"][0]) if "source" in batch else 0
+        seen[corpus] = seen.get(corpus, 0) + 1
+        if max_batches is None or seen[corpus] <= max_batches:
+            kept.append(batch)
+    return kept
+
+
 @torch.no_grad()
 def sweep(module: LanguageModule, batches, alphas: list[float], names: list[str]) -> list[dict]:
     """Token-weighted validation loss per corpus at each alpha; batches hold one corpus each."""
@@ -99,21 +110,12 @@ def run(args: argparse.Namespace) -> list[dict]:
     torch.set_num_threads(args.threads)
     alphas = parse_alphas(args.alphas)
     module = load_module(args.ckpt)
-    if not hasattr(module.model, "dial"):
+    if not module.has_dial:
         raise ValueError(f"{args.ckpt} holds {type(module.model).__name__}, which has no alpha dial")
     datamodule = load_datamodule(args.ckpt, module)
     datamodule.setup("validate")
     names = list(getattr(datamodule, "corpora", ["data"]))
-    batches = list(datamodule.val_dataloader())
-    if args.max_batches is not None:
-        seen: dict[int, int] = {}
-        kept = []
-        for b in batches:
-            s = int(b["source"][0]) if "source" in b else 0
-            seen[s] = seen.get(s, 0) + 1
-            if seen[s] <= args.max_batches:
-                kept.append(b)
-        batches = kept
+    batches = val_batches(datamodule, args.max_batches)
     rows = sweep(module, batches, alphas, names)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -14,17 +14,13 @@ class QAResult:
     rows: list[tuple[str, str, str]]  # (question, expected, answer)
 
 
-def normalise(text: str) -> list[str]:
-    return split_words(text)
-
-
 def qa_exact_match(module: LanguageModule, pairs: list[tuple[str, str]]) -> QAResult:
     """Greedy answers to each question; a hit is a token-for-token match with the expected answer."""
     if not pairs:
         return QAResult(float("nan"), [])
     answers = module.complete([q for q, _ in pairs], greedy=True)
     rows = [(q, a, got) for (q, a), got in zip(pairs, answers)]
-    hits = sum(normalise(a) == normalise(got) for _, a, got in rows)
+    hits = sum(split_words(a) == split_words(got) for _, a, got in rows)
     return QAResult(hits / len(rows), rows)
 
 

@@ -78,6 +78,11 @@ class LanguageModule(L.LightningModule):
         self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
         self.model: torch.nn.Module
 
+    @property
+    def has_dial(self) -> bool:
+        """Whether the model has an alpha dial (GatedGPT): generation and sweeps take `alpha`."""
+        return hasattr(self.model, "dial")
+
     # ---- data and loss -------------------------------------------------------------------
     def model_kwargs(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         """Extra keyword arguments for the model's forward (alpha, source, ...)."""
