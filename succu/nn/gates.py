@@ -124,10 +124,11 @@ def gated_linear(
     ((B, 1, n)) multiply the activations, in place on `h` when the caller hands it over
     (`consume`: h is a fresh activation nothing else reads).
     """
-    ones_in = torch.ones(linear.in_features, device=h.device, dtype=h.dtype)
-    ones_out = torch.ones(linear.out_features, device=h.device, dtype=h.dtype)
-    gi, ri = g_in if g_in is not None else (ones_in, None)
-    go, ro = g_out if g_out is not None else (ones_out, None)
+    def ungated(n: int) -> Gate:  # only built for a missing side (the LM head has no output gate)
+        return torch.ones(n, device=h.device, dtype=h.dtype), None
+
+    gi, ri = g_in if g_in is not None else ungated(linear.in_features)
+    go, ro = g_out if g_out is not None else ungated(linear.out_features)
     if gi.dim() > 1 or go.dim() > 1:  # per-row dial
         y = linear(apply_gate(h, gi, ri, inplace=consume) if g_in is not None else h)
         return apply_gate(y, go, ro, inplace=True) if g_out is not None else y
