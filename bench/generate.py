@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from succu.models.succulm import SuccuLMConfig
 from succu.modules.succulm import SuccuLMModule
 
 
@@ -30,7 +31,7 @@ def main() -> None:
     print(f"torch threads: {torch.get_num_threads()}")
     torch.manual_seed(0)
     block = args.prompt_len + args.new_tokens
-    module = SuccuLMModule(vocab_size=160, block_size=block, profile=args.profile).eval()
+    module = SuccuLMModule(SuccuLMConfig(vocab_size=160, block_size=block, profile=args.profile)).eval()
     prompt = torch.randint(4, 160, (1, args.prompt_len))
 
     times: dict[bool, list[float]] = {True: [], False: []}

@@ -30,6 +30,7 @@ import torch  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 
 from datamodules.shakespeare import ShakespeareDataModule  # noqa: E402
+from succu.models.gpt import GPTConfig  # noqa: E402
 from succu.modules.gpt import GPTModule  # noqa: E402
 
 LR, BETAS, WEIGHT_DECAY, CLIP = 1e-3, (0.9, 0.99), 0.1, 1.0
@@ -40,10 +41,9 @@ def adamw(params):
 
 
 def baby(vocab_size: int) -> GPTModule:
-    return GPTModule(
-        vocab_size=vocab_size, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0,
-        bias=False, optimizer=adamw, warmup_steps=100, min_lr_ratio=0.1,
-    )
+    config = GPTConfig(vocab_size=vocab_size, block_size=64, n_layer=4, n_head=4, n_embd=128,
+                       dropout=0.0, bias=False)
+    return GPTModule(model=config, optimizer=adamw, warmup_steps=100, min_lr_ratio=0.1)
 
 
 def quality(

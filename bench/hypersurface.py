@@ -2,6 +2,7 @@
 
     python bench/hypersurface.py [--threads 1] [--steps 600] [--seeds 0,1,2]
                                  [--train_on tinystories,shakespeare] [--n_embd 64] [--n_layer 3]
+    python bench/hypersurface.py --quick          # smoke test: 20 steps, one seed
 
 Trains the three hypersurface variants (film, lowrank, orthogonal: frozen random latents E and a
 1-block causal hypernetwork emitting T_t) and the baselines B0 (trainable tied E, plain GPT),
@@ -11,14 +12,17 @@ variants and n_layer + 1 for the baselines (the hypernetwork's block moved into 
 trainable parameter counts match within ~2% (printed). Per seed every model sees the same E (the
 frozen latents, or B0's initial E), the same training windows and the same val windows.
 
-Data: MixtureDataModule over [tinystories, shakespeare] with one char tokenizer over both and
-natural surfaces; training rows come only from the `--train_on` corpus (weights one-hot), and the
-fixed val windows (256 x 64 per corpus) of both corpora give the in-domain (ID) and out-of-domain
-(OOD) losses. Each direction in --train_on is one table ("and the reverse").
-
-Recipe: AdamW lr --lr, betas (0.9, 0.99), weight decay 0.1 on matrices, warmup then cosine to
-0.1 x lr, gradient clipping 1.0, batch 12 x 64, dropout 0, a hand-written loop (the Trainer's
-step, without its overhead) timed for tokens/s (training only, on a shared machine: indicative).
+Every model is trained by the product, `succu.fit.main` (what `python -m succu.fit` runs), from
+configs/hypersurface_<corpus>.yaml, or configs/hypersurface_<b0|b1|b2>_<corpus>.yaml where that
+exists, plus command-line overrides: steps, seed (model, latents E and training windows), variant,
+sizes, lr and warmup. Everything else is the config's: MixtureDataModule over [tinystories,
+shakespeare] with one char tokenizer and natural surfaces, training rows only from the home corpus
+(weights one-hot), AdamW betas (0.9, 0.99), weight decay 0.1 on matrices, warmup then cosine to
+0.1 x lr, gradient clipping 1.0, batch 12 x 64, dropout 0. Validation runs once, after the last
+step, on the fixed val windows (256 x 64 per corpus) of both corpora: the module's val/loss/<corpus>
+are the in-domain (ID) and out-of-domain (OOD) losses. Each direction in --train_on is one table.
+tok/s is the Trainer's training time (the Timer callback, validation excluded) on a shared
+machine: indicative.
 
 Columns, mean +- sample sd over seeds:
     ID, OOD       val loss (nats per char) on the training corpus and on the other one
@@ -33,66 +37,78 @@ Then paired differences against B0 (same seed: same data, same initial E) and a 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import logging
 import statistics
+import tempfile
 import time
+import warnings
+from pathlib import Path
 
 from succu.benchmark import add_thread_arg, offline, setup_threads  # noqa: E402
 
 offline()
 
-import lightning as L  # noqa: E402
 import torch  # noqa: E402
+from lightning.pytorch.callbacks import Timer  # noqa: E402
 
-from datamodules.mixture import MixtureDataModule  # noqa: E402
-from succu.analysis.latents import context_average_ablation, corpus_losses, latent_geometry  # noqa: E402
+from succu import fit  # noqa: E402
+from succu.analysis.latents import context_average_ablation, latent_geometry  # noqa: E402
 from succu.models.hypersurface import BASELINES, VARIANTS  # noqa: E402
-from succu.modules.base import warmup_cosine  # noqa: E402
-from succu.modules.hypersurface import HypersurfaceModule  # noqa: E402
 
-CORPORA = ["tinystories", "shakespeare"]
-BLOCK, BATCH, CLIP = 64, 12, 1.0
-
-
-def build(variant: str, vocab: int, args, seed: int) -> HypersurfaceModule:
-    L.seed_everything(seed, verbose=False)
-    extra = 0 if variant in VARIANTS else 1  # the hypernetwork's block, moved into the body
-    return HypersurfaceModule(
-        vocab_size=vocab, block_size=BLOCK, n_layer=args.n_layer + extra, n_head=args.n_head,
-        n_embd=args.n_embd, variant=variant, rank=args.rank, n_hyper_layer=1, latent_seed=seed,
-        diagnostics=False, warmup_steps=args.warmup,
-    )
+CORPORA = ["tinystories", "shakespeare"]  # the configs' MixtureDataModule corpora, in order
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+# A bench run: no loggers or progress output, validation only after the last step (no sanity
+# check), and the Trainer's own clock. Checkpoints go to a temporary folder that is then deleted.
+QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+         "--trainer.enable_model_summary", "false", "--trainer.num_sanity_val_steps", "0",
+         '--trainer.callbacks+={"class_path": "lightning.pytorch.callbacks.Timer", '
+         '"init_args": {"interval": "step", "verbose": false}}']
 
 
-def train(module: HypersurfaceModule, dm: MixtureDataModule, steps: int, lr: float, warmup: int) -> float:
-    """The Trainer's step by hand; returns training tokens/s."""
-    model = module.model.train()
-    opt = torch.optim.AdamW(module.param_groups(), lr=lr, betas=(0.9, 0.99), weight_decay=0.1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warmup, steps, 0.1))
-    sampler = dm.sampler()
-    start = time.perf_counter()
-    for k in range(steps):
-        batch = sampler.batch(k)
-        loss = module.loss(model(batch["input_ids"]), batch["labels"])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sched.step()
-    return steps * BATCH * BLOCK / (time.perf_counter() - start)
+def config_for(model: str, home: str) -> Path:
+    """The shipped config of this model and training corpus (baselines have their own files)."""
+    own = CONFIGS / f"hypersurface_{model}_{home}.yaml"
+    return own if own.is_file() else CONFIGS / f"hypersurface_{home}.yaml"
 
 
-def evaluate(module: HypersurfaceModule, dm: MixtureDataModule, home: int) -> dict[str, float]:
-    model = module.model.eval()
-    val = dm.val_batches()
-    losses = corpus_losses(model, val)
-    own = [b for b in val if int(b["source"][0]) == home]
-    ids = torch.cat([b["input_ids"] for b in own[:8]])
-    geo = latent_geometry(model, ids, max_contexts=256)
-    ablation = context_average_ablation(model, own)
+def fit_args(model: str, home: str, seed: int, args) -> list[str]:
+    """`python -m succu.fit` arguments for one run; all that differs from the config is here."""
+    extra = 0 if model in VARIANTS else 1  # the hypernetwork's block, moved into the body
+    net = {"variant": model, "n_layer": args.n_layer + extra, "n_head": args.n_head,
+           "n_embd": args.n_embd, "rank": args.rank, "n_hyper_layer": 1, "latent_seed": seed}
+    out = ["--config", str(config_for(model, home)), "--seed_everything", str(seed),
+           "--trainer.max_steps", str(args.steps), "--trainer.val_check_interval", str(args.steps),
+           "--model.init_args.diagnostics", "false",  # measured below, on more contexts
+           "--model.init_args.warmup_steps", str(args.warmup),
+           "--model.init_args.optimizer.init_args.lr", str(args.lr),
+           "--data.init_args.seed", str(seed)]
+    for key, value in net.items():
+        out += [f"--model.init_args.model.{key}", str(value)]
+    return out + (["--data.init_args.cache_dir", args.cache_dir] if args.cache_dir else [])
+
+
+def run_fit(argv: list[str]):
+    """Fit through the product; returns the LightningCLI and the seconds spent training."""
+    # stdout is silenced: the CLI's end-of-fit talk session is for users, not for this table.
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        cli = fit.main([*argv, *QUIET, "--trainer.default_root_dir", tmp])
+    timer = next(c for c in cli.trainer.callbacks if isinstance(c, Timer))
+    return cli, timer.time_elapsed("train") - timer.time_elapsed("validate")
+
+
+def evaluate(cli, home: int) -> dict[str, float]:
+    """ID and OOD loss from the Trainer's validation; geometry and the ablation on home val windows."""
+    metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
+    loss_id, loss_ood = (metrics[f"val/loss/{CORPORA[i]}"] for i in (home, 1 - home))
+    model = cli.model.model.eval()
+    own = [b for b in cli.datamodule.val_batches() if int(b["source"][0]) == home]
+    geo = latent_geometry(model, torch.cat([b["input_ids"] for b in own[:8]]), max_contexts=256)
     return {
-        "id": losses[home], "ood": losses[1 - home], "ratio": losses[1 - home] / losses[home],
+        "id": loss_id, "ood": loss_ood, "ratio": loss_ood / loss_id,
         "coh_E": geo["coherence/E"], "coh_TE": geo["coherence/TE"], "gram_TE": geo["gram/TE"],
-        "ctx": ablation["delta"],
+        "ctx": context_average_ablation(model, own)["delta"],
     }
 
 
@@ -106,14 +122,13 @@ def paired(a: list[float], b: list[float]) -> str:
     return f"{statistics.mean(d):+.3f} [{min(d):+.3f}, {max(d):+.3f}]"
 
 
-def report(home: str, models: list[str], results: dict, params: dict, args) -> None:
+def report(home: str, models: list[str], results: dict, params: dict, args, shape: str) -> None:
     other = CORPORA[1 - CORPORA.index(home)]
-    print(f"\ntrain on {home}, OOD = {other}: {args.steps} steps x {BATCH} x {BLOCK} chars, "
+    print(f"\ntrain on {home}, OOD = {other}: {args.steps} steps x {shape} chars, "
           f"d={args.n_embd}, seeds {args.seeds} (mean+-sd over seeds)")
     head = (f"{'model':<11}{'params':>8}{'vs b0':>7}  {'ID loss':>13}  {'OOD loss':>13}  {'OOD/ID':>13}"
             f"  {'coh E':>6} {'coh TE':>6} {'gram TE':>7}  {'ctx-avg dL':>14}  {'tok/s':>6}")
     print(head)
-    r0 = results.get("b0")
     for m in models:
         r = results[m]
         ctx = ms(r["ctx"], "+.3f") if m in VARIANTS else "-"
@@ -121,8 +136,12 @@ def report(home: str, models: list[str], results: dict, params: dict, args) -> N
               f"  {ms(r['ood']):>13}  {ms(r['ratio']):>13}  {statistics.mean(r['coh_E']):6.3f}"
               f" {statistics.mean(r['coh_TE']):6.3f} {statistics.mean(r['gram_TE']):7.3f}  {ctx:>14}"
               f"  {statistics.mean(r['tps']):6.0f}")
-    if r0 is None:
-        return
+    if "b0" in results:
+        report_paired(models, results)
+
+
+def report_paired(models: list[str], results: dict) -> None:
+    r0 = results["b0"]
     print("paired vs b0 (model - b0, mean [min, max] over seeds; negative = better than b0):")
     for m in models:
         if m != "b0":
@@ -135,6 +154,26 @@ def report(home: str, models: list[str], results: dict, params: dict, args) -> N
         wins_ratio = sum(x < y for x, y in zip(r["ratio"], r0["ratio"]))
         print(f"  {m}: lower ID loss than b0 on {wins_id}/{len(r['id'])} seeds, "
               f"lower OOD/ID on {wins_ratio}/{len(r['id'])} seeds")
+
+
+def direction(home: str, models: list[str], seeds: list[int], args, started: float):
+    """Train every model on every seed with `home` as the training corpus; print its table."""
+    results: dict[str, dict[str, list[float]]] = {m: {} for m in models}
+    params: dict[str, int] = {}
+    for seed in seeds:
+        for m in models:
+            cli, secs = run_fit(fit_args(m, home, seed, args))
+            dm = cli.datamodule
+            params[m] = cli.model.model.num_params()
+            tps = args.steps * dm.batch_size * dm.block_size / secs
+            row = {**evaluate(cli, CORPORA.index(home)), "tps": tps}
+            for k, v in row.items():
+                results[m].setdefault(k, []).append(v)
+            print(f"  [{time.perf_counter() - started:5.0f}s] {home} seed {seed} {m:<10} "
+                  f"ID {row['id']:.3f} OOD {row['ood']:.3f} ctx {row['ctx']:+.4f} {tps:.0f} tok/s",
+                  flush=True)
+    report(home, models, results, params, args, f"{dm.batch_size} x {dm.block_size}")
+    return dm
 
 
 def main() -> None:
@@ -150,31 +189,19 @@ def main() -> None:
     p.add_argument("--rank", type=int, default=1)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=60)
+    p.add_argument("--cache_dir", default=None, help="token cache (default: the datamodule's)")
+    p.add_argument("--quick", action="store_true", help="smoke test: 20 steps, warmup 5, seed 0")
     args = p.parse_args()
+    if args.quick:
+        args.steps, args.warmup, args.seeds = 20, 5, "0"
     setup_threads(args.threads)
+    for name in ("lightning.pytorch", "lightning.fabric"):  # per-run banners
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # torch/Lightning, once per run
     seeds = [int(s) for s in args.seeds.split(",")]
-    models = args.models.split(",")
     started = time.perf_counter()
     for home in args.train_on.split(","):
-        weights = [1.0 if c == home else 0.0 for c in CORPORA]
-        dm = MixtureDataModule(corpora=CORPORA, weights=weights, abc_style=[], block_size=BLOCK,
-                               batch_size=BATCH, val_windows=256)
-        dm.setup()
-        results: dict[str, dict[str, list[float]]] = {m: {} for m in models}
-        params: dict[str, int] = {}
-        for seed in seeds:
-            dm.seed = seed  # training windows: the same for every model of this seed
-            for m in models:
-                module = build(m, dm.vocab_size, args, seed)
-                params[m] = module.model.num_params()
-                tps = train(module, dm, args.steps, args.lr, args.warmup)
-                row = {**evaluate(module, dm, CORPORA.index(home)), "tps": tps}
-                for k, v in row.items():
-                    results[m].setdefault(k, []).append(v)
-                print(f"  [{time.perf_counter() - started:5.0f}s] {home} seed {seed} {m:<10} "
-                      f"ID {row['id']:.3f} OOD {row['ood']:.3f} ctx {row['ctx']:+.4f} {tps:.0f} tok/s",
-                      flush=True)
-        report(home, models, results, params, args)
+        dm = direction(home, args.models.split(","), seeds, args, started)
     print(f"\ntotal {time.perf_counter() - started:.0f} s, vocab {dm.vocab_size} chars")
 
 

@@ -1,26 +1,40 @@
-"""NoiseLM (issue #7) against a same-size softmax transformer, with one ablation per idea.
+"""NoiseLM against a same-size softmax transformer, with one ablation per idea.
 
     python bench/noiselm.py [--threads 1] [--succ_steps 1000] [--seeds 0 1] [--ts_steps 300]
                             [--parts succulent,stop,tinystories,lookup]
+    python bench/noiselm.py --quick          # smoke test: a few steps of everything
 
 Everything is measured in this run, on one thread by default. Steps are few (CPU budget): the
-TinyStories numbers are early-training numbers.
+TinyStories numbers are early-training numbers. Every model is trained by the product,
+`succu.fit.main` (what `python -m succu.fit` runs), from a shipped config plus command-line
+overrides (steps, seeds, the variant's fields), so the recipe is the config's: AdamW betas
+(0.9, 0.99), warmup then cosine to 0.1 x lr, clip 1.0. The K = 1 row of part 1, seed 0, is
 
-1. Succulent QA (answers of different lengths), word tokens. Baselines: GPT (learned token
-   embedding, tied softmax head) and the softmax-head control (NoiseLM's inputs and encoder, a
-   softmax head, K = 1), both the same encoder size as NoiseLM (2 layers, 4 heads, 64 wide; codes
-   d = 64). All train the same steps on the same batches (AdamW, warmup then cosine, clip 1.0),
-   for each of two model seeds (the val set is small, so seed spread is printed). Printed: val
-   loss (exact NLL per token on the held-out pairs), greedy answer exact match on the training and
-   held-out questions (EOS stop), parameters, seconds; and how the full model uses its states.
+    python -m succu.fit --config configs/noiselm_succulent.yaml --trainer.max_steps 1000 \
+        --seed_everything 0 --model.init_args.model.n_noise 1
+
+Validation runs once, after the last step; its val/loss is the module's own (token-weighted NLL;
+NoiseLM's outputs are log-probabilities, so it is exact). Seconds are the Trainer's training time
+(validation excluded).
+
+1. Succulent QA (answers of different lengths), word tokens: configs/noiselm_succulent.yaml and
+   its GPT control configs/noiselm_gpt_succulent.yaml (learned token embedding, tied softmax
+   head); the softmax-head control is NoiseLM's inputs and encoder with a softmax head and K = 1.
+   All have the same encoder size (2 layers, 4 heads, 64 wide; codes d = 64), train the same steps
+   on the same data stream (batch 32, lr 3e-3, weight decay 0.01), for each of two model seeds
+   (the val set is small, so seed spread is printed). Printed: val loss (exact NLL per token on
+   the held-out pairs), greedy answer exact match on the training and held-out questions (EOS
+   stop), parameters, seconds; and how the full model uses its states.
    Variants: full (K = 4 noise states, 3 stride-1 levels, 4 scattershot subsets, fixed
    Uniform(0, 1) codes); K = 1; no hierarchy (no levels, no subsets); trainable C; centred codes.
 2. Stop rule, on the full NoiseLM of part 1: the tolerance is calibrated teacher-forced on the
    training questions; then EOS, the key rule (greedy, EOS banned) and the stub search (B = 4)
    answer the training and held-out questions. Printed: mean absolute length error (tokens),
    exact-stop rate (length equals the reference answer's) and answer exact match.
-3. TinyStories characters at baby size (4 layers, 4 heads, 128 wide, block 64, batch 12; codes
-   d = 128): the same models, the same (few, stated) steps; val loss on 256 fixed windows.
+3. TinyStories characters at baby size: configs/noiselm_tinystories.yaml and its GPT control
+   configs/gpt_tinystories_char.yaml (4 layers, 4 heads, 128 wide, block 64, batch 12, lr 1e-3;
+   codes d = 128), the same variants, the same (few, stated) steps with warmup min(100, steps / 5);
+   val loss on 256 fixed windows.
 4. Lookup: recall@1 against the exact nearest code and microseconds per query (batches of
    `--queries`, 1 thread) of every backend at V = 10^3, 10^4, 10^5, d = 128; queries are codes plus
    N(0, `--query_noise`^2) noise. faiss rows need `pip install faiss-cpu` (skipped without it).
@@ -29,25 +43,31 @@ TinyStories numbers are early-training numbers.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import itertools
+import logging
 import math
+import tempfile
 import time
+import warnings
+from pathlib import Path
 
 from succu.benchmark import add_thread_arg, offline, setup_threads  # noqa: E402
 
 offline()
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+from lightning.pytorch.callbacks import Timer  # noqa: E402
 
 from datamodules.succulent import SuccuPairsDataModule  # noqa: E402
+from succu import fit  # noqa: E402
 from succu.analysis.qa import qa_exact_match  # noqa: E402
-from succu.modules.base import IGNORE_INDEX, LanguageModule, warmup_cosine  # noqa: E402
-from succu.modules.gpt import GPTModule  # noqa: E402
+from succu.modules.base import IGNORE_INDEX, LanguageModule  # noqa: E402
 from succu.modules.noise_lm import NoiseLMModule  # noqa: E402
 from succu.nn.lookup import available_backends, make_lookup  # noqa: E402
 
-VARIANTS: dict[str, dict] = {
+VARIANTS: dict[str, dict] = {  # overrides of the NoiseLM config's model fields
     "full": {},
     "K=1": {"n_noise": 1},
     "no hierarchy": {"n_levels": 0, "n_scatter": 0},
@@ -56,65 +76,44 @@ VARIANTS: dict[str, dict] = {
     "softmax head, same in": {"head": "softmax", "n_noise": 1},
 }
 MODELS = ["GPT softmax", *VARIANTS]
-SUCC_SIZE = dict(n_layer=2, n_head=4, n_embd=64)
-BABY_SIZE = dict(n_layer=4, n_head=4, n_embd=128)
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SUCC_CONFIGS = {"GPT softmax": "noiselm_gpt_succulent.yaml", "NoiseLM": "noiselm_succulent.yaml"}
+TS_CONFIGS = {"GPT softmax": "gpt_tinystories_char.yaml", "NoiseLM": "noiselm_tinystories.yaml"}
+# A bench run: no loggers or progress output, validation only after the last step (no sanity
+# check), and the Trainer's own clock. Checkpoints go to a temporary folder that is then deleted.
+QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+         "--trainer.enable_model_summary", "false", "--trainer.num_sanity_val_steps", "0",
+         '--trainer.callbacks+={"class_path": "lightning.pytorch.callbacks.Timer", '
+         '"init_args": {"interval": "step", "verbose": false}}']
 
 
-# ---- training and evaluation -----------------------------------------------------------------
-def build(kind: str, vocab: int, block: int, size: dict, seed: int) -> LanguageModule:
-    torch.manual_seed(seed)
-    if kind == "GPT softmax":
-        return GPTModule(vocab_size=vocab, block_size=block, **size)
-    return NoiseLMModule(
-        vocab_size=vocab, block_size=block, code_dim=size["n_embd"], **size, **VARIANTS[kind]
-    )
+# ---- training through the product and evaluation ----------------------------------------------
+def fit_args(configs: dict[str, str], kind: str, steps: int, extra: list[str]) -> list[str]:
+    """`python -m succu.fit` arguments: the model's config, steps, the variant's fields, `extra`."""
+    config = configs.get(kind, configs["NoiseLM"])
+    out = ["--config", str(CONFIGS / config), "--trainer.max_steps", str(steps),
+           "--trainer.val_check_interval", str(steps)]
+    for key, value in VARIANTS.get(kind, {}).items():
+        out += [f"--model.init_args.model.{key}", str(value).lower()]
+    return out + extra
 
 
-def batch_loss(module: LanguageModule, batch: dict) -> torch.Tensor:
-    if isinstance(module, NoiseLMModule):
-        return module.losses(batch)["loss"]
-    return module.loss(module(batch["input_ids"]), batch["labels"])
+def run_fit(argv: list[str]):
+    """Fit through the product; returns the LightningCLI and the seconds spent training."""
+    # stdout is silenced: the CLI's end-of-fit talk session is for users (EM is measured below).
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        cli = fit.main([*argv, *QUIET, "--trainer.default_root_dir", tmp])
+    timer = next(c for c in cli.trainer.callbacks if isinstance(c, Timer))
+    return cli, timer.time_elapsed("train") - timer.time_elapsed("validate")
 
 
-def train(module: LanguageModule, batches, steps: int, lr: float, wd: float, warmup: int) -> float:
-    """The Trainer's recipe by hand (AdamW groups, warmup + cosine to 0.1, clip 1.0); seconds."""
-    module.train()
-    opt = torch.optim.AdamW(module.param_groups(), lr=lr, betas=(0.9, 0.99), weight_decay=wd)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warmup, steps, 0.1))
-    start = time.perf_counter()
-    for batch in itertools.islice(batches, steps):
-        loss = batch_loss(module, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
-        opt.step()
-        sched.step()
-    module.eval()
-    return time.perf_counter() - start
+def val_loss(cli) -> float:
+    """The module's val/loss of the validation after the last step."""
+    return float(cli.trainer.callback_metrics["val/loss"])
 
 
-@torch.no_grad()
-def val_loss(module: LanguageModule, loader) -> float:
-    """Token-weighted mean NLL; NoiseLM's outputs are log-probabilities, so this is exact."""
-    total, count = 0.0, 0
-    for batch in loader:
-        logits = module(batch["input_ids"])
-        total += float(
-            F.cross_entropy(
-                logits.flatten(0, 1),
-                batch["labels"].flatten(),
-                ignore_index=IGNORE_INDEX,
-                reduction="sum",
-            )
-        )
-        count += int((batch["labels"] != IGNORE_INDEX).sum())
-    return total / count
-
-
-def forever(dm):
-    loader = dm.train_dataloader()
-    while True:
-        yield from loader
+def learning_rate(cli) -> float:
+    return cli.config["fit"]["model"]["init_args"]["optimizer"]["init_args"]["lr"]
 
 
 def n_params(module: LanguageModule) -> int:
@@ -142,37 +141,21 @@ def hmm_usage(module: NoiseLMModule, loader) -> str:
     )
 
 
-def succulent(steps: int, seeds: list[int]) -> tuple[dict, NoiseLMModule, SuccuPairsDataModule]:
-    """{(kind, seed): row} for every model and seed; the full NoiseLM of the first seed."""
-    dm = SuccuPairsDataModule(seed=42, batch_size=32)
+def succulent_header(cli, steps: int, seeds: list[int]) -> None:
+    dm = cli.datamodule
     print(
         f"\n== 1. succulent QA: vocab {dm.vocab_size}, block {dm.block_size}, "
         f"{len(dm.train_pairs)} train pairs ({len(dm.train_qa)} QA), {len(dm.val_pairs)} val "
-        f"pairs ({len(dm.heldout_qa)} held-out QA); {steps} steps, batch 32, lr 3e-3; "
-        f"model seeds {seeds} =="
+        f"pairs ({len(dm.heldout_qa)} held-out QA); {steps} steps, batch {dm.batch_size}, "
+        f"lr {learning_rate(cli):g}; model seeds {seeds} =="
     )
     print(
         f"{'model':22s} {'seed':>4s} {'params':>8s} {'val loss':>9s} {'train EM':>9s} "
         f"{'held EM':>8s} {'s':>6s}"
     )
-    results, full = {}, None
-    for seed, kind in itertools.product(seeds, MODELS):
-        module = build(kind, dm.vocab_size, dm.block_size, SUCC_SIZE, seed)
-        module.tokenizer = dm.tokenizer
-        secs = train(module, forever(dm), steps, lr=3e-3, wd=0.01, warmup=100)
-        row = {
-            "val": val_loss(module, dm.val_dataloader()),
-            "train_em": qa_exact_match(module, dm.train_qa).exact_match,
-            "held_em": qa_exact_match(module, dm.heldout_qa).exact_match,
-        }
-        results[(kind, seed)] = row
-        print(
-            f"{kind:22s} {seed:4d} {n_params(module):8,d} {row['val']:9.4f} "
-            f"{row['train_em']:9.1%} {row['held_em']:8.1%} {secs:6.1f}",
-            flush=True,
-        )
-        if kind == "full" and full is None:
-            full = module
+
+
+def succulent_means(results: dict, seeds: list[int]) -> None:
     print(f"{'mean over seeds':22s}")
     for kind in MODELS:
         rows = [results[(kind, s)] for s in seeds]
@@ -183,8 +166,33 @@ def succulent(steps: int, seeds: list[int]) -> tuple[dict, NoiseLMModule, SuccuP
         print(
             f"  {kind:20s} val {val:.4f} (spread {spread:.4f})  train EM {tr:.1%}  held EM {he:.1%}"
         )
-    print(f"HMM of the full NoiseLM (seed {seeds[0]}): {hmm_usage(full, dm.val_dataloader())}")
-    return results, full, dm
+
+
+def succulent(steps: int, seeds: list[int]) -> tuple[dict, NoiseLMModule, SuccuPairsDataModule]:
+    """{(kind, seed): row} for every model and seed; the full NoiseLM of the first seed."""
+    results, full = {}, None
+    for seed, kind in itertools.product(seeds, MODELS):
+        # The model seed is the run's seed_everything; the world and its shuffle stay the config's.
+        cli, secs = run_fit(fit_args(SUCC_CONFIGS, kind, steps, ["--seed_everything", str(seed)]))
+        module, dm = cli.model, cli.datamodule
+        if not results:
+            succulent_header(cli, steps, seeds)
+        row = {
+            "val": val_loss(cli),
+            "train_em": qa_exact_match(module, dm.train_qa).exact_match,
+            "held_em": qa_exact_match(module, dm.heldout_qa).exact_match,
+        }
+        results[(kind, seed)] = row
+        print(
+            f"{kind:22s} {seed:4d} {n_params(module):8,d} {row['val']:9.4f} "
+            f"{row['train_em']:9.1%} {row['held_em']:8.1%} {secs:6.1f}",
+            flush=True,
+        )
+        if kind == "full" and full is None:
+            full, full_dm = module, dm
+    succulent_means(results, seeds)
+    print(f"HMM of the full NoiseLM (seed {seeds[0]}): {hmm_usage(full, full_dm.val_dataloader())}")
+    return results, full, full_dm
 
 
 # ---- 2. stop rule -----------------------------------------------------------------------------
@@ -228,28 +236,24 @@ def stop_rule(module: NoiseLMModule, dm: SuccuPairsDataModule, beams: int) -> di
 
 
 # ---- 3. TinyStories ---------------------------------------------------------------------------
-def tinystories(steps: int, seed: int) -> dict:
-    from datamodules.tinystories import TinyStoriesDataModule
-
-    dm = TinyStoriesDataModule(
-        block_size=64, batch_size=12, tokenizer_kind="char", seed=seed, val_windows=256
-    )
-    dm.prepare_data()
-    dm.setup("fit")
-    print(
-        f"\n== 3. TinyStories chars, baby size (4x4x128, block 64, batch 12): vocab "
-        f"{dm.vocab_size}, {steps} steps, lr 1e-3, val on 256 fixed windows =="
-    )
-    print(f"{'model':22s} {'params':>9s} {'val loss':>9s} {'s':>6s}")
+def tinystories(steps: int, seed: int, cache_dir: str | None) -> dict:
+    """Every model on TinyStories chars, one seed (model and training windows)."""
+    extra = ["--seed_everything", str(seed), "--data.init_args.seed", str(seed),
+             "--model.init_args.warmup_steps", str(min(100, steps // 5))]
+    extra += ["--data.init_args.cache_dir", cache_dir] if cache_dir else []
     results = {}
     for kind in MODELS:
-        module = build(kind, dm.vocab_size, 64, BABY_SIZE, seed)
-        module.tokenizer = dm.tokenizer
-        secs = train(module, forever(dm), steps, lr=1e-3, wd=0.1, warmup=min(100, steps // 5))
-        results[kind] = {"val": val_loss(module, dm.val_dataloader())}
-        print(
-            f"{kind:22s} {n_params(module):9,d} {results[kind]['val']:9.4f} {secs:6.1f}", flush=True
-        )
+        cli, secs = run_fit(fit_args(TS_CONFIGS, kind, steps, extra))
+        if not results:
+            dm = cli.datamodule
+            print(
+                f"\n== 3. TinyStories chars, baby size (4x4x128, block {dm.block_size}, batch "
+                f"{dm.batch_size}): vocab {dm.vocab_size}, {steps} steps, lr "
+                f"{learning_rate(cli):g}, val on {dm.val_windows} fixed windows =="
+            )
+            print(f"{'model':22s} {'params':>9s} {'val loss':>9s} {'s':>6s}")
+        results[kind] = {"val": val_loss(cli)}
+        print(f"{kind:22s} {n_params(cli.model):9,d} {results[kind]['val']:9.4f} {secs:6.1f}", flush=True)
     return results
 
 
@@ -361,7 +365,7 @@ def summary(succ: dict, seeds: list[int], ts: dict, margin: float) -> None:
         print(f"{idea:40s} {shown:>18s} {t_shown:>12s}  {'; '.join(parts)}")
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_thread_arg(p)
     p.add_argument("--succ_steps", type=int, default=1000)
@@ -375,9 +379,21 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--margin", type=float, default=0.02)
     p.add_argument("--ts_seed", type=int, default=0)
+    p.add_argument("--cache_dir", default=None, help="TinyStories token cache (default: the datamodule's)")
     p.add_argument("--parts", default="all", help="comma list of succulent,stop,tinystories,lookup")
+    p.add_argument("--quick", action="store_true", help="smoke test: a few steps, one seed, V = 10^3")
     args = p.parse_args()
+    if args.quick:
+        args.succ_steps, args.seeds, args.ts_steps, args.sizes, args.reps = 30, [0], 20, [1000], 1
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     setup_threads(args.threads)
+    for name in ("lightning.pytorch", "lightning.fabric"):  # per-run banners
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # torch/Lightning, once per run
     every = {"succulent", "stop", "tinystories", "lookup"}
     parts = every if args.parts == "all" else set(args.parts.split(","))
     start = time.perf_counter()
@@ -387,7 +403,7 @@ def main() -> None:
         if "stop" in parts:
             stop_rule(full, dm, args.beams)
     if "tinystories" in parts:
-        ts = tinystories(args.ts_steps, args.ts_seed)
+        ts = tinystories(args.ts_steps, args.ts_seed, args.cache_dir)
     if "lookup" in parts:
         lookup_bench(args.sizes, args.dim, args.queries, args.query_noise, args.reps)
     if succ or ts:

@@ -22,6 +22,7 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 
 from datamodules.succulent import SuccuPairsDataModule  # noqa: E402
+from succu.models.succulm import SuccuLMConfig  # noqa: E402
 from succu.modules.succulm import SuccuLMModule  # noqa: E402
 
 
@@ -41,8 +42,8 @@ def main() -> None:
     setup_threads(args.threads)
     L.seed_everything(0, verbose=False)
     dm = SuccuPairsDataModule(seed=0, batch_size=args.batch_size)
-    base = SuccuLMModule(vocab_size=dm.vocab_size, block_size=dm.block_size, profile=args.profile,
-                         optimizer=adamw)
+    config = SuccuLMConfig(vocab_size=dm.vocab_size, block_size=dm.block_size, profile=args.profile)
+    base = SuccuLMModule(model=config, optimizer=adamw)
     rounds = [lockstep(base, dm, adamw, args.steps, args.warmup) for _ in range(args.rounds)]
     print(f"SuccuLM {args.profile}, batch {args.batch_size}, {args.steps} timed steps x "
           f"{args.rounds} rounds, step by step")

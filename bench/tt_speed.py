@@ -12,8 +12,8 @@ median of each is reported with
     params ratio = TT params / dense params    (< 1: TT is smaller; biases counted in both)
     flops ratio  = TT FLOPs (auto) / dense FLOPs
 
-"mps" bonds are the (out|in) bond with the outer bonds exact (the write-up's layer); "ttm" bonds
-are the single bond between the two (m_k, n_k) cores.
+"mps" bonds are the (out|in) bond with the outer bonds exact (the layer of the SuccuLM
+tensor-network article); "ttm" bonds are the single bond between the two (m_k, n_k) cores.
 """
 
 from __future__ import annotations

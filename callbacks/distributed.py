@@ -17,10 +17,10 @@
                differ across ranks and a resumed run draws the ones an uninterrupted run draws. A
                map-style training loader without a DistributedSampler (every rank would train on
                the same rows) is refused.
-    metrics    under DDP every value logged through `pl_module.log` outside training steps under
-               the prefixes `sync_prefixes` (val/, test/, trap/, diag/) is all-reduced (mean over
-               ranks, weighted by `batch_size` where one is given, e.g. tokens for val/loss), so
-               the numbers on the dashboard are global, whoever logged them.
+
+Evaluation metrics are global because whoever logs them makes them so (the modules reduce their
+validation losses over ranks, and log `diag/` and `trap/` values with `sync_dist`); this callback
+does not touch `pl_module.log`.
 
 `check_devices` refuses, before the Trainer is built, configurations that cannot start: more
 accelerators than visible, an accelerator that is not there, several nodes without a launcher
@@ -45,7 +45,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
 
-SYNC_PREFIXES = ("val/", "test/", "trap/", "diag/")
+from succu.contracts import BatchSized, require
+from succu.loggers import log_metrics
+
 TORCH_STREAM = 3  # stream id of the per-step torch seed (0: windows, 1: batch_from, see text.py)
 
 
@@ -57,8 +59,7 @@ def accelerator_kind(accelerator: Any) -> str:
     if name == "auto":
         if torch.cuda.is_available():
             return "cuda"
-        mps = getattr(torch.backends, "mps", None)
-        return "mps" if mps is not None and mps.is_available() else "cpu"
+        return "mps" if torch.backends.mps.is_available() else "cpu"
     return "cuda" if name == "gpu" else name
 
 
@@ -66,8 +67,7 @@ def visible_devices(kind: str) -> int:
     if kind == "cuda":
         return torch.cuda.device_count()
     if kind == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        return int(mps is not None and mps.is_available())
+        return int(torch.backends.mps.is_available())
     if kind == "cpu":
         return os.cpu_count() or 1
     return -1  # unknown: leave it to Lightning
@@ -174,16 +174,9 @@ def gather_rows(trainer: L.Trainer, row: torch.Tensor) -> torch.Tensor:
     return torch.stack(out).cpu()
 
 
-def log_to_loggers(trainer: L.Trainer, metrics: dict[str, float]) -> None:
-    """Log values that are identical on every rank (loggers write on rank 0 only)."""
-    for logger in trainer.loggers:
-        logger.log_metrics(metrics, step=trainer.global_step)
-    trainer.callback_metrics.update({k: torch.tensor(float(v)) for k, v in metrics.items()})
-
-
 # ---- the callback -----------------------------------------------------------------------------
 class DistributedTraining(L.Callback):
-    """Effective batch, global tokens/s, per-rank memory, one seed for every stream, global metrics.
+    """Effective batch, global tokens/s, per-rank memory, one seed for every stream.
 
     Args:
         global_batch_size: sequences per optimizer step over all ranks; the datamodule's
@@ -192,29 +185,23 @@ class DistributedTraining(L.Callback):
         seed: the one seed (default: the global seed, $PL_GLOBAL_SEED); every rank must agree.
         reseed_every_step: reseed torch's global generator from (seed, rank, step) before each
             training step (dropout differs across ranks and resumes exactly).
-        sync_metrics: all-reduce (mean) metrics logged under `sync_prefixes` outside training
-            steps when there are several ranks.
-        sync_prefixes: metric name prefixes made global.
         log_every_n_steps: how often tokens/s and memory are measured (default: the trainer's).
         log_memory: log per-rank memory.
     """
 
     def __init__(self, global_batch_size: int | None = None, seed: int | None = None,
-                 reseed_every_step: bool = True, sync_metrics: bool = True,
-                 sync_prefixes: list[str] | None = None, log_every_n_steps: int | None = None,
+                 reseed_every_step: bool = True, log_every_n_steps: int | None = None,
                  log_memory: bool = True):
         if global_batch_size is not None and global_batch_size < 1:
             raise ValueError(f"global_batch_size must be a positive integer, got {global_batch_size}")
         if log_every_n_steps is not None and log_every_n_steps < 1:
             raise ValueError(f"log_every_n_steps must be >= 1, got {log_every_n_steps}")
         self.global_batch_size, self.seed = global_batch_size, seed
-        self.reseed_every_step, self.sync_metrics = reseed_every_step, sync_metrics
-        self.sync_prefixes = tuple(sync_prefixes if sync_prefixes is not None else SYNC_PREFIXES)
+        self.reseed_every_step = reseed_every_step
         self.log_every_n_steps, self.log_memory = log_every_n_steps, log_memory
         self.layout: dict[str, int] = {}
         self._base_seed = 0
         self._logged_step = -1
-        self._unpatch = None
         self._reset_window()
 
     # -- set-up and refusals ------------------------------------------------------------------
@@ -223,8 +210,6 @@ class DistributedTraining(L.Callback):
         self.check_seed(trainer)
         if stage == "fit":
             self.check_batch(trainer)
-        if self.sync_metrics and trainer.world_size > 1:
-            self._patch_log(pl_module)
 
     def check_seed(self, trainer: L.Trainer) -> None:
         if trainer.world_size < 2:
@@ -247,10 +232,9 @@ class DistributedTraining(L.Callback):
                     f"accumulate_grad_batches = {trainer.num_devices} x {trainer.num_nodes} x "
                     f"{accumulate} = {share}; pick a multiple of {share}"
                 )
-            if datamodule is None or not hasattr(datamodule, "batch_size"):
-                raise ValueError("global_batch_size needs a datamodule with a `batch_size`")
-            datamodule.batch_size = self.global_batch_size // share
-        per_device = getattr(datamodule, "batch_size", None)
+            require(datamodule, BatchSized, "global_batch_size").batch_size = (
+                self.global_batch_size // share)
+        per_device = datamodule.batch_size if isinstance(datamodule, BatchSized) else None
         self.layout = {"world_size": world, "num_nodes": trainer.num_nodes,
                        "devices": trainer.num_devices, "accumulate_grad_batches": accumulate}
         if per_device is not None:
@@ -264,46 +248,12 @@ class DistributedTraining(L.Callback):
         loader = trainer.train_dataloader
         if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
             return
-        batch_sampler = getattr(loader, "batch_sampler", None)
-        samplers = [loader.sampler, getattr(batch_sampler, "sampler", None)]
+        samplers = [loader.sampler, loader.batch_sampler and loader.batch_sampler.sampler]
         if not any(isinstance(s, DistributedSampler) for s in samplers):
             raise ValueError(
                 "the training loader has no DistributedSampler, so every rank would train on the same "
                 "rows; keep trainer.use_distributed_sampler true (the default)"
             )
-
-    # -- metrics made global --------------------------------------------------------------------
-    def _patch_log(self, pl_module: L.LightningModule) -> None:
-        """Route `pl_module.log` so evaluation-time metrics under `sync_prefixes` are all-reduced."""
-        from torchmetrics import Metric
-
-        original = pl_module.log  # the bound method
-        prefixes = self.sync_prefixes
-
-        def log(name: str, value: Any, *args: Any, **kwargs: Any) -> None:
-            trainer = pl_module._trainer
-            if (not args and name.startswith(prefixes) and not isinstance(value, Metric)
-                    and trainer is not None and not trainer.training):
-                kwargs["sync_dist"] = True
-                if isinstance(kwargs.get("batch_size"), int):
-                    # Lightning keeps the summed batch sizes in an int tensor and averages it over
-                    # ranks in integer arithmetic (525 / 2 -> 262), which biases a weighted mean;
-                    # a float count keeps the token-weighted mean over all ranks exact.
-                    kwargs["batch_size"] = float(kwargs["batch_size"])
-            return original(name, value, *args, **kwargs)
-
-        pl_module.log = log
-
-        def unpatch() -> None:
-            if pl_module.__dict__.get("log") is log:
-                del pl_module.log
-
-        self._unpatch = unpatch
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self._unpatch is not None:
-            self._unpatch()
-            self._unpatch = None
 
     # -- per step -----------------------------------------------------------------------------
     def _reset_window(self) -> None:
@@ -346,8 +296,8 @@ class DistributedTraining(L.Callback):
         hparams = {f"dist/{k}": v for k, v in self.layout.items()}
         for logger in trainer.loggers:
             logger.log_hyperparams(hparams)
-        log_to_loggers(trainer, {f"dist/{k}": v for k, v in self.layout.items()
-                                 if k in ("world_size", "effective_batch", "tokens_per_step")})
+        log_metrics(trainer, {f"dist/{k}": v for k, v in self.layout.items()
+                              if k in ("world_size", "effective_batch", "tokens_per_step")})
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._val_t0 = time.perf_counter()
@@ -374,7 +324,7 @@ class DistributedTraining(L.Callback):
                 if pl_module.device.type == "cuda":
                     metrics[f"dist/rank{rank}/cuda_alloc_mb"] = row[4]
                     metrics[f"dist/rank{rank}/cuda_peak_mb"] = row[5]
-        log_to_loggers(trainer, metrics)
+        log_metrics(trainer, metrics)
         self._reset_window()
         self._t0 = time.perf_counter()
 
@@ -412,7 +362,7 @@ class PreemptionCheckpoint(L.Callback):
         if target is None:
             return
         path, callback = target
-        if getattr(callback, "_last_global_step_saved", None) == trainer.global_step and Path(path).is_file():
+        if callback._last_global_step_saved == trainer.global_step and Path(path).is_file():
             rank_zero_info(f"{type(exception).__name__}: {path} already holds step {trainer.global_step}")
             return
         trainer.save_checkpoint(path, weights_only=False)

@@ -1,9 +1,9 @@
 """Dashboard material: sample generations, the alpha histogram and end-of-fit sweeps.
 
-Every callback here logs through the trainer's loggers, never through wandb: tables go to loggers
-with `log_table` (WandbLogger), images to loggers with `log_image`; the same table is written as
-markdown and every image as a PNG under the run's folder (`trainer.log_dir`), so a CSV-only run
-keeps them too.
+Every callback here logs through the trainer's loggers, never through wandb: tables and images go
+to the loggers that take them (`succu.loggers.takes_media`, e.g. WandbLogger); the same table is
+written as markdown and every image as a PNG under the run's folder (`trainer.log_dir`), so a
+CSV-only run keeps them too.
 
     GenerationTable  at every n-th validation, continuations of fixed prompts (the datamodule's
                      probe prompts, else the heads of its first validation windows), at each alpha
@@ -28,7 +28,11 @@ import lightning as L
 import numpy as np
 import torch
 
+from callbacks.alpha_sampling import dial_batch_alpha
 from succu.analysis.trap import markdown_table
+from succu.contracts import NamedCorpora, QAProbes
+from succu.loggers import log_image, log_table
+from succu.nn.utils import eval_mode
 
 GENERATION_COLUMNS = ["step", "prompt", "alpha", "text"]
 
@@ -38,16 +42,8 @@ def run_folder(trainer: L.Trainer) -> Path:
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
-def log_table(trainer: L.Trainer, key: str, columns: list[str], rows: list[list[Any]]) -> None:
-    for logger in trainer.loggers:
-        if hasattr(logger, "log_table"):
-            logger.log_table(key=key, columns=columns, data=rows, step=trainer.global_step)
-
-
-def log_image(trainer: L.Trainer, key: str, path: Path) -> None:
-    for logger in trainer.loggers:
-        if hasattr(logger, "log_image"):
-            logger.log_image(key=key, images=[str(path)], step=trainer.global_step)
+def corpus_names(datamodule: L.LightningDataModule, default: list[str]) -> list[str]:
+    return list(datamodule.corpora) if isinstance(datamodule, NamedCorpora) else default
 
 
 class GenerationTable(L.Callback):
@@ -93,9 +89,8 @@ class GenerationTable(L.Callback):
 
     def default_prompts(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[str]:
         datamodule = trainer.datamodule
-        probes = list(getattr(datamodule, "probe_prompts", None) or [])
-        if probes:
-            return probes[: self.n_prompts]
+        if isinstance(datamodule, QAProbes) and datamodule.probe_prompts:
+            return list(datamodule.probe_prompts)[: self.n_prompts]
         tok, prompts, seen = pl_module.tokenizer, [], set()
         for batch in datamodule.val_dataloader():
             source = int(batch["source"][0]) if "source" in batch else 0
@@ -103,16 +98,16 @@ class GenerationTable(L.Callback):
                 continue
             seen.add(source)
             ids = [i for i in batch["input_ids"][0, : self.prompt_tokens].tolist()
-                   if i not in set(getattr(tok, "special_ids", ()))]
+                   if i not in set(tok.special_ids)]
             prompts.append(tok.decode(ids))
             if len(prompts) >= self.n_prompts:
                 break
         return prompts
 
     def dial_positions(self, pl_module: L.LightningModule) -> list[float | None]:
-        if not getattr(pl_module, "has_dial", False):
+        if not pl_module.has_dial:
             return [None]
-        alphas = self.alphas if self.alphas is not None else getattr(pl_module, "eval_alphas", [0.0, 1.0])
+        alphas = self.alphas if self.alphas is not None else pl_module.eval_alphas
         return [float(a) for a in alphas]
 
     @torch.no_grad()
@@ -132,7 +127,7 @@ class GenerationTable(L.Callback):
         if not trainer.is_global_zero or trainer.fast_dev_run:
             return
         rows = self.last_rows = self.sample(trainer, pl_module)
-        log_table(trainer, self.key, GENERATION_COLUMNS, rows)
+        log_table(trainer.loggers, self.key, GENERATION_COLUMNS, rows, trainer.global_step)
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
             body = [[s, p, "" if a is None else f"{a:g}", t.replace("\n", " ")] for s, p, a, t in rows]
@@ -154,8 +149,8 @@ class GenerationTable(L.Callback):
 class AlphaHistogram(L.Callback):
     """Histogram of the alpha draws since the previous validation, by drawn corpus, over all ranks.
 
-    Needs a gated module trained with AlphaBetaSampling (reads `dial_alpha`, `dial_source` after
-    every step); for other modules it does nothing.
+    Reads `alpha` and `source` of every training batch (AlphaBetaSampling makes the data carry
+    them); for batches without a dial it does nothing.
 
     Args:
         every_n_validations: plot after every n-th validation.
@@ -179,15 +174,10 @@ class AlphaHistogram(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
-        alpha, source = getattr(pl_module, "dial_alpha", None), getattr(pl_module, "dial_source", None)
-        if alpha is None or source is None:
+        if "alpha" not in batch:
             return
-        alpha = torch.as_tensor(alpha, dtype=torch.float64).reshape(-1).cpu().tolist()
-        source = torch.as_tensor(source).reshape(-1).cpu().tolist()
-        if len(source) == 1 and len(alpha) > 1:
-            source = source * len(alpha)
-        self.alphas += alpha
-        self.sources += [int(s) for s in source]
+        self.alphas += dial_batch_alpha(batch).double().cpu().tolist()
+        self.sources += batch["source"].cpu().tolist()
 
     def counts(self, trainer: L.Trainer, pl_module: L.LightningModule) -> np.ndarray:
         """(2, bins) draws per bin for corpus 0 and corpus >= 1, summed over ranks."""
@@ -202,7 +192,7 @@ class AlphaHistogram(L.Callback):
         return counts.cpu().numpy()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or trainer.state.fn != "fit" or not getattr(pl_module, "has_dial", False):
+        if trainer.sanity_checking or trainer.state.fn != "fit" or not pl_module.has_dial:
             return
         self.validations += 1
         if self.validations % self.every_n_validations:
@@ -212,9 +202,9 @@ class AlphaHistogram(L.Callback):
         first, self.first_step = self.first_step, trainer.global_step
         if not trainer.is_global_zero or trainer.fast_dev_run or self.folder is None:
             return
-        names = list(getattr(trainer.datamodule, "corpora", ["corpus 0", "corpus 1"]))
+        names = corpus_names(trainer.datamodule, ["corpus 0", "corpus 1"])
         path = self.plot(counts, names, first, trainer.global_step)
-        log_image(trainer, self.key, path)
+        log_image(trainer.loggers, self.key, path, trainer.global_step)
 
     def plot(self, counts: np.ndarray, names: list[str], first: int, last: int) -> Path:
         from succu.analysis.plots import plt, save_figure
@@ -271,27 +261,26 @@ class SweepReport(L.Callback):
         if not trainer.is_global_zero or trainer.fast_dev_run or self.folder is None:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        was_training = pl_module.training
-        if self.kind == "alpha":
-            self.alpha_sweep(trainer, pl_module)
-        else:
-            self.tt_sweep(trainer, pl_module)
-        pl_module.train(was_training)
+        with eval_mode(pl_module):
+            if self.kind == "alpha":
+                self.alpha_sweep(trainer, pl_module)
+            else:
+                self.tt_sweep(trainer, pl_module)
 
     def alpha_sweep(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from succu.analysis import alpha_sweep
 
-        if not getattr(pl_module, "has_dial", False):
+        if not pl_module.has_dial:
             raise ValueError(f"SweepReport(kind='alpha') needs a gated model, not {type(pl_module).__name__}")
-        names = list(getattr(trainer.datamodule, "corpora", ["data"]))
+        names = corpus_names(trainer.datamodule, ["data"])
         batches = alpha_sweep.val_batches(trainer.datamodule, self.max_batches)
         rows = self.rows = alpha_sweep.sweep(pl_module, batches, alpha_sweep.parse_alphas(self.alphas), names)
         table = [[r["alpha"], *(r[n] for n in names)] for r in rows]
-        log_table(trainer, "sweep/alpha", ["alpha", *names], table)
+        log_table(trainer.loggers, "sweep/alpha", ["alpha", *names], table, trainer.global_step)
         (self.folder / "alpha_sweep.md").write_text(alpha_sweep.markdown(rows, names) + "\n")
         path = self.folder / "alpha_sweep.png"
         alpha_sweep.plot(rows, names, path, f"alpha sweep at step {trainer.global_step}")
-        log_image(trainer, "sweep/alpha_plot", path)
+        log_image(trainer.loggers, "sweep/alpha_plot", path, trainer.global_step)
 
     def tt_sweep(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         import argparse
@@ -313,11 +302,11 @@ class SweepReport(L.Callback):
             log=lambda *a: None)
         flat = [tt_sweep.flat_row(r, self.layout) for r in rows]
         columns = list(tt_sweep.CSV_COLUMNS)
-        log_table(trainer, "sweep/tt", columns,
+        log_table(trainer.loggers, "sweep/tt", columns,
                   [[f"{v:.6g}" if isinstance(v, float) else str(v) for v in (f[c] for c in columns)]
-                   for f in flat])
+                   for f in flat], trainer.global_step)
         tt_sweep.write_csv(rows, self.folder / "tt_sweep.csv", self.layout)
         (self.folder / "tt_sweep.md").write_text(tt_sweep.markdown_rows(rows) + "\n")
         path = self.folder / "tt_sweep.png"
         tt_sweep.plot(rows, path, f"TT corruption study at step {trainer.global_step}")
-        log_image(trainer, "sweep/tt_plot", path)
+        log_image(trainer.loggers, "sweep/tt_plot", path, trainer.global_step)

@@ -2,8 +2,8 @@
 
 Every `every_n_validations` validations (and whenever a compression callback reports a compressed
 model through `on_model_compressed`), the callback samples continuations of a fixed probe set (the
-datamodule's `probe_prompts`: the write-up's training and unseen questions) at a set temperature
-from seeded generators, counts on the raw ids (see `succu.analysis.trap`):
+datamodule's `probe_prompts`: the SuccuLM articles' training and unseen questions) at a set
+temperature from seeded generators, counts on the raw ids (see `succu.analysis.trap`):
 
     trap/hidden_rate        generations containing a hidden token (never a training target)
     trap/hidden_token_rate  hidden tokens per generated token
@@ -11,7 +11,7 @@ from seeded generators, counts on the raw ids (see `succu.analysis.trap`):
     trap/special_token_rate those tokens per generated token
     trap/qa_exact           greedy exact match on the training QA (and trap/qa_exact_heldout)
 
-and logs them, with the offending generations as a table (loggers with `log_table`, e.g. wandb) and
+and logs them, with the offending generations as a table (loggers that take tables, e.g. wandb) and
 as a markdown file under `<default_root_dir>/trap/`. With `max_hidden_rate` / `max_special_rate`
 set, crossing either warns, or stops the fit when `action: stop`.
 """
@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from callbacks.tensor_train import CompressionProbe
 from succu.analysis.trap import (
     OFFENDER_COLUMNS,
     TrapCounts,
@@ -34,23 +34,18 @@ from succu.analysis.trap import (
     probe_trap,
     qa_metrics,
 )
+from succu.contracts import QAProbes, require
+from succu.loggers import log_metrics, log_table
 
 ACTIONS = ("warn", "stop")
 
 
-def log_to_loggers(trainer: L.Trainer, metrics: dict[str, float]) -> None:
-    """Log outside the hooks where `pl_module.log` is allowed (e.g. at the end of fit)."""
-    for logger in trainer.loggers:
-        logger.log_metrics(metrics, step=trainer.global_step)
-    trainer.callback_metrics.update({k: torch.tensor(float(v)) for k, v in metrics.items()})
-
-
-class SophiaTrapDetection(L.Callback):
+class SophiaTrapDetection(L.Callback, CompressionProbe):
     """Count hidden-token and special-token emissions of a model on a fixed probe set.
 
     Args:
         every_n_validations: check after every n-th validation (0: only after compression).
-        temperature: sampling temperature (the write-up uses 0.6).
+        temperature: sampling temperature (the SuccuLM tensor-network article uses 0.6).
         seeds: one seeded generator per seed; the rates pool all of them.
         samples: samples per prompt and seed.
         max_new_tokens: generation budget (None: up to the model's block_size).
@@ -93,7 +88,8 @@ class SophiaTrapDetection(L.Callback):
             raise ValueError("SophiaTrapDetection needs a datamodule (hidden tokens, probes, QA)")
         self.hidden_ids = hidden_token_ids(datamodule)
         if self.prompts is None:
-            self.prompts = list(getattr(datamodule, "probe_prompts", []))
+            self.prompts = list(require(datamodule, QAProbes, "SophiaTrapDetection without "
+                                                                  "`prompts`").probe_prompts)
         if not self.prompts:
             raise ValueError("SophiaTrapDetection has no probe prompts; pass `prompts`")
 
@@ -105,13 +101,13 @@ class SophiaTrapDetection(L.Callback):
         if self.validations % self.every_n_validations == 0:
             metrics = self.check(trainer, pl_module, tag=f"step{trainer.global_step}")
             for name, value in metrics.items():
-                pl_module.log(name, value)
+                pl_module.log(name, value, sync_dist=True)
 
     def on_model_compressed(self, trainer: L.Trainer, pl_module: L.LightningModule,
                             stage: str = "compressed") -> None:
         """Called by TensorTrainCompression after it swapped layers (and after fine-tuning)."""
         metrics = self.check(trainer, pl_module, tag=f"step{trainer.global_step}-{stage}")
-        log_to_loggers(trainer, metrics)
+        log_metrics(trainer, metrics)
 
     # -- what -------------------------------------------------------------------------------------
     def measure(self, trainer: L.Trainer, pl_module) -> tuple[dict[str, float], TrapCounts]:
@@ -122,9 +118,8 @@ class SophiaTrapDetection(L.Callback):
         counts = sum(per_seed, TrapCounts())
         metrics = counts.rates()
         datamodule = trainer.datamodule
-        if self.qa and datamodule is not None:
-            metrics.update(qa_metrics(pl_module, getattr(datamodule, "train_qa", []),
-                                      getattr(datamodule, "heldout_qa", [])))
+        if self.qa and isinstance(datamodule, QAProbes):
+            metrics.update(qa_metrics(pl_module, datamodule.train_qa, datamodule.heldout_qa))
         return metrics, counts
 
     def check(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str) -> dict[str, float]:
@@ -138,9 +133,8 @@ class SophiaTrapDetection(L.Callback):
     def report(self, trainer: L.Trainer, counts: TrapCounts, tag: str) -> None:
         """The offending generations: a logger table where supported, and a markdown file."""
         rows = offender_rows(counts, self.table_rows)
-        for logger in trainer.loggers:
-            if rows and hasattr(logger, "log_table"):
-                logger.log_table(key="trap/offenders", columns=OFFENDER_COLUMNS, data=rows)
+        if rows:
+            log_table(trainer.loggers, "trap/offenders", OFFENDER_COLUMNS, rows, trainer.global_step)
         if trainer.fast_dev_run:
             return  # a smoke test leaves no files behind
         path = Path(trainer.default_root_dir) / "trap" / f"{tag}.md"

@@ -36,11 +36,20 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
-from callbacks.sophia_trap import log_to_loggers
 from succu.analysis.tt_sweep import evaluate_loss, ffn_specs
+from succu.loggers import log_metrics
 from succu.nn.tt import TTLinear, compress_linears
+
+
+class CompressionProbe:
+    """A callback that looks at the model each time TensorTrainCompression has changed it."""
+
+    def on_model_compressed(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                            stage: str = "compressed") -> None:
+        raise NotImplementedError
 
 
 class TensorTrainCompression(L.Callback):
@@ -49,7 +58,7 @@ class TensorTrainCompression(L.Callback):
     Args:
         blocks: blocks whose ffn[0] and ffn[2] are compressed (None: every block).
         bond_dims: (out|in) bond per block (a list) or for all (an int); None is exact.
-        layout: "mps" (the write-up's) or "ttm".
+        layout: "mps" (the SuccuLM tensor-network article's) or "ttm".
         modes: {feature count: modes}, e.g. {50: [5, 10], 200: [10, 20]} (None: automatic).
         layers: explicit per-Linear specs (overrides blocks/bond_dims/modes).
         at_epoch: compress at the start of this epoch (None: at the end of fit).
@@ -133,7 +142,7 @@ class TensorTrainCompression(L.Callback):
                  "tt/rel_error": math.sqrt(sum(t.discarded_sq_sum() for t in layers.values()) / w_sq)}
         after["tt/compression_ratio"] = before["tt/ffn_params_before"] / after["tt/ffn_params_after"]
         self.results = {**before, **after}
-        log_to_loggers(trainer, self.results)
+        log_metrics(trainer, self.results)
         rank_zero_info(
             f"TensorTrainCompression: {len(layers)} Linears -> TTLinear, params "
             f"{before['tt/params_before']} -> {after['tt/params_after']}, val loss "
@@ -169,13 +178,13 @@ class TensorTrainCompression(L.Callback):
             pl_module.zero_grad(set_to_none=True)
             pl_module.eval()
         self.results["tt/val_loss_finetuned"] = evaluate_loss(pl_module, self._val_loader(trainer))
-        log_to_loggers(trainer, {"tt/val_loss_finetuned": self.results["tt/val_loss_finetuned"]})
+        log_metrics(trainer, {"tt/val_loss_finetuned": self.results["tt/val_loss_finetuned"]})
         self._notify(trainer, pl_module, "finetuned")
 
     def _notify(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Let probing callbacks (SophiaTrapDetection) look at the model as it is now."""
         for callback in trainer.callbacks:
-            if callback is not self and hasattr(callback, "on_model_compressed"):
+            if callback is not self and isinstance(callback, CompressionProbe):
                 callback.on_model_compressed(trainer, pl_module, stage=stage)
 
     def save(self, trainer: L.Trainer) -> None:
@@ -183,7 +192,8 @@ class TensorTrainCompression(L.Callback):
             path = Path(self.save_path)
         else:
             ckpt_cb = trainer.checkpoint_callback
-            folder = getattr(ckpt_cb, "dirpath", None) or Path(trainer.default_root_dir) / "checkpoints"
+            folder = (ckpt_cb.dirpath if isinstance(ckpt_cb, ModelCheckpoint) else None) or (
+                Path(trainer.default_root_dir) / "checkpoints")
             path = Path(folder) / "tt.ckpt"
         trainer.save_checkpoint(path)
         self.saved_path = str(path)

@@ -32,12 +32,14 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from succu.contracts import BatchSized, InitialEmbeddings, QAProbes
+from succu.data import ResumableTraining
+from succu.embeddings import load_json, read_embeddings_json
 from succu.tokenizers import SPECIALS, WordTokenizer, split_words
 
 NORMAL_FILE = "succulm_normal_sentence_pairs.json"
@@ -595,20 +597,11 @@ def split_normal_pairs(
 # ----------------------------------------------------------------------------- files
 
 
-def _load_json(path: Path, expected: str):
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found; expected {expected}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); expected {expected}") from None
-
-
 def read_pairs_json(path: str | Path) -> list[Pair]:
     """A reference pair file: a JSON list of [s1, s2] string pairs."""
     path = Path(path)
     expected = "a JSON list of [s1, s2] string pairs"
-    data = _load_json(path, expected)
+    data = load_json(path, expected)
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected {expected}, got {type(data).__name__}")
     pairs = []
@@ -651,39 +644,6 @@ def save_reference_files(
     if heldout_qa:
         paths.append(_write_pairs_json(directory / HELDOUT_QA_FILE, heldout_qa))
     return paths
-
-
-def write_embeddings_json(path: str | Path, tokenizer: WordTokenizer, weight: torch.Tensor) -> Path:
-    """Write an embedding matrix as the reference's `{word: [floats]}` file (row i = token id i)."""
-    if weight.dim() != 2 or weight.shape[0] != len(tokenizer):
-        raise ValueError(
-            f"weight must be ({len(tokenizer)}, d) for this tokenizer, got {tuple(weight.shape)}"
-        )
-    rows = weight.detach().float().cpu().tolist()
-    path = Path(path)
-    path.write_text(json.dumps(dict(zip(tokenizer.vocab, rows))) + "\n", encoding="utf-8")
-    return path
-
-
-def read_embeddings_json(path: str | Path) -> dict[str, list[float]]:
-    """Read a `{word: [floats]}` file; all vectors must be non-empty and share one width."""
-    path = Path(path)
-    expected = "a JSON object {word: [float, ...]} with vectors of one width"
-    data = _load_json(path, expected)
-    if not isinstance(data, dict) or not data:
-        raise ValueError(f"{path}: expected {expected}")
-    widths = set()
-    for word, vec in data.items():
-        if not (
-            isinstance(vec, list)
-            and vec
-            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in vec)
-        ):
-            raise ValueError(f"{path}: expected {expected}; the entry for {word!r} is not")
-        widths.add(len(vec))
-    if len(widths) > 1:
-        raise ValueError(f"{path}: vectors have different widths {sorted(widths)}; expected one")
-    return {word: [float(x) for x in vec] for word, vec in data.items()}
 
 
 def embedding_matrix(embeddings: dict[str, list[float]], tokenizer: WordTokenizer) -> torch.Tensor:
@@ -765,7 +725,8 @@ class PadCollate:
 # ----------------------------------------------------------------------------- the DataModule
 
 
-class SuccuPairsDataModule(L.LightningDataModule):
+class SuccuPairsDataModule(ResumableTraining, L.LightningDataModule, QAProbes, InitialEmbeddings,
+                           BatchSized):
     """Sentence pairs of the succulent world (or of the reference's JSON files) as LM batches.
 
     Each pair becomes `<BOS> s1 s2 <EOS>`; a batch is `{"input_ids", "labels"}` padded to its
@@ -819,7 +780,6 @@ class SuccuPairsDataModule(L.LightningDataModule):
         self.tokenizer = self._build_tokenizer()
         self.block_size = self._check_block_size(block_size)
         self.hidden_token_ids = self._hidden_token_ids()
-        self._cursor = {"consumed": 0}  # training batches handed out: the resume position
 
     @property
     def vocab_size(self) -> int:
@@ -924,20 +884,8 @@ class SuccuPairsDataModule(L.LightningDataModule):
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
         dataset = PairDataset(self.train_pairs, self.tokenizer)
-        sampler = ResumableShuffle(dataset, self.batch_size, self.seed, self._cursor, world, rank)
+        sampler = ResumableShuffle(dataset, self.batch_size, self.seed, self.train_cursor, world, rank)
         return self._loader(dataset, sampler)
-
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        # Count the training batches the model receives (Lightning's loader runs one ahead).
-        if self.trainer is not None and self.trainer.training:
-            self._cursor["consumed"] += 1
-        return batch
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"train_batches": self._cursor["consumed"]}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._cursor["consumed"] = int(state.get("train_batches", 0))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(PairDataset(self.val_pairs, self.tokenizer))

@@ -27,11 +27,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import numbers
 import os
 import re
-import tempfile
-import warnings
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +40,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
+from succu.contracts import BatchSized, DialSampler, NamedCorpora
+from succu.data import ResumableTraining
+from succu.io import atomic_write
 from succu.tokenizers import (
     BPETokenizer,
     CharTokenizer,
@@ -54,12 +54,11 @@ from succu.tokenizers import (
 
 EOS = "<EOS>"
 TRUTHY = {"1", "on", "yes", "true"}
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# Looked in, in order, when neither a data path nor data_dir / $SUCCU_DATA_DIR is given.
-DEFAULT_DATA_DIRS = (REPO_ROOT / "data", REPO_ROOT.parent / "shared" / "data")
+# Looked in, in order, when neither a data path nor data_dir / $SUCCU_DATA_DIR is given; relative
+# to the working directory (a checkout's root, with the shared corpora beside it), never to where
+# the package is installed.
+DEFAULT_DATA_DIRS = (Path("data"), Path("..") / "shared" / "data")
 TOKENIZER_KINDS = ("char", "bpe")
-# RandomWindows shards batches across DataLoader workers itself, so its __len__ is exact.
-warnings.filterwarnings("ignore", message=r".*Your `IterableDataset` has `__len__` defined.*")
 
 
 class CorpusError(FileNotFoundError):
@@ -101,13 +100,22 @@ def register_corpus(spec: CorpusSpec) -> CorpusSpec:
     return spec
 
 
+def import_failure(module: str, err: ImportError) -> ImportError:
+    """One line: which corpus module failed to import, and why."""
+    return ImportError(f"importing {module} failed: {type(err).__name__}: {' '.join(str(err).split())}")
+
+
 def corpus_spec(name: str) -> CorpusSpec:
     """The registered spec; `datamodules.<name>` is imported on first use to register it."""
     if name not in CORPORA:
+        module = f"datamodules.{name}"
         try:
-            importlib.import_module(f"datamodules.{name}")
-        except ImportError:
-            pass
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if not (module + ".").startswith(f"{err.name}."):  # it is there; what it imports is not
+                raise import_failure(module, err) from err
+        except ImportError as err:
+            raise import_failure(module, err) from err
     if name not in CORPORA:
         raise ValueError(f"unknown corpus {name!r}; known corpora: {sorted(CORPORA)}")
     return CORPORA[name]
@@ -241,25 +249,6 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def atomic_write_bytes(path: Path, data: bytes, exclusive: bool = False) -> bool:
-    """Write via a temp file and rename. exclusive: keep an existing file (first writer wins)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        if exclusive:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                return False
-            return True
-        os.replace(tmp, path)
-        return True
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def token_dtype(vocab_size: int) -> type[np.unsignedinteger]:
     return np.uint16 if vocab_size <= 2**16 else np.uint32
 
@@ -302,7 +291,11 @@ def tokenize_documents(ds: Any, tokenizer: CorpusTokenizer, documents: bool, rul
     return pc.list_flatten(column).to_numpy().astype(dtype, copy=False)
 
 
-def window_seed(seed: int, rank: int, index: int, stream: int = 0) -> int:
+# Independent random streams of one batch index (distributed.py's per-step torch seed uses 3).
+WINDOW_STREAM, DIAL_STREAM = 0, 2
+
+
+def window_seed(seed: int, rank: int, index: int, stream: int = WINDOW_STREAM) -> int:
     """A 63-bit seed for batch `index` of `stream` on `rank`: independent draws, random access."""
     state = np.random.SeedSequence([seed & 0xFFFFFFFF, rank, index, stream]).generate_state(2)
     return int((int(state[0]) << 31) ^ int(state[1])) & (2**63 - 1)
@@ -358,16 +351,16 @@ class WindowSampler:
     rank: int
     weights: torch.Tensor
     labelled: bool
+    dial: DialSampler | None = None
 
-    def batch(
-        self, index: int, stream: int = 0, sources: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
-        """Batch `index` of `stream`; `sources` (B,) pins each row's corpus (and labels the rows)."""
-        g = torch.Generator().manual_seed(window_seed(self.seed, self.rank, index, stream))
-        n = self.batch_size if sources is None else len(sources)
-        pinned = sources is not None
-        if pinned:
-            sources = sources.long()
+    def batch(self, index: int) -> dict[str, torch.Tensor]:
+        """Training batch `index`: rows of corpora drawn by `weights`, or by the dial when one is
+        installed (then the batch carries `alpha`: (B,), or (1,) for one position per batch)."""
+        g = torch.Generator().manual_seed(window_seed(self.seed, self.rank, index, WINDOW_STREAM))
+        n, alpha = self.batch_size, None
+        if self.dial is not None:
+            alpha, sources = self.dial.draw(window_seed(self.seed, self.rank, index, DIAL_STREAM), n)
+            alpha = alpha if self.dial.per_sample else alpha[:1]
         elif len(self.arrays) == 1:
             sources = torch.zeros(n, dtype=torch.long)
         else:
@@ -375,7 +368,10 @@ class WindowSampler:
         spans = torch.tensor([len(a) - self.block_size for a in self.arrays], dtype=torch.float64)
         offsets = (torch.rand(n, generator=g, dtype=torch.float64) * spans[sources]).long()
         rows = cut_windows(self.arrays, sources, offsets, self.block_size)
-        return as_batch(rows, sources if self.labelled or pinned else None)
+        batch = as_batch(rows, sources if self.labelled or alpha is not None else None)
+        if alpha is not None:
+            batch["alpha"] = alpha
+        return batch
 
 
 def fixed_batches(
@@ -405,7 +401,7 @@ class BatchList(Dataset):
 
 
 # ---- the datamodule --------------------------------------------------------------------------
-class TextDataModule(L.LightningDataModule):
+class TextDataModule(ResumableTraining, L.LightningDataModule, NamedCorpora, BatchSized):
     """K named text corpora, one shared tokenizer, random training windows, fixed val windows.
 
     Args:
@@ -500,7 +496,7 @@ class TextDataModule(L.LightningDataModule):
         self._sampler: WindowSampler | None = None
         self._tokenizer_digest: str | None = None
         self._tokenizer_digest_of: CorpusTokenizer | None = None
-        self._cursor = {"consumed": 0, "batch_from": 0}
+        self._dial: DialSampler | None = None
 
     @staticmethod
     def check_arguments(corpora, kind, val_fraction, weights, per_corpus: dict[str, Any]) -> None:
@@ -580,7 +576,7 @@ class TextDataModule(L.LightningDataModule):
         if not path.is_file():
             tok = self.build_tokenizer()
             # First writer wins, and everyone reads the file: DDP ranks agree on one tokenizer.
-            atomic_write_bytes(path, json.dumps(tok.state_dict()).encode(), exclusive=True)
+            atomic_write(path, json.dumps(tok.state_dict()).encode(), exclusive=True)
         return tokenizer_from_state(json.loads(path.read_text()))
 
     def build_tokenizer(self) -> CorpusTokenizer:
@@ -615,10 +611,10 @@ class TextDataModule(L.LightningDataModule):
                 ids = tokenize_documents(
                     self.splits(spec.name)[side], self.tokenizer, spec.documents, self.rules(spec.name)
                 )
-                atomic_write_bytes(folder / f"{side}.bin", ids.tobytes())
+                atomic_write(folder / f"{side}.bin", ids.tobytes())
                 meta[side] = int(len(ids))
             meta["key"] = {"corpus": self.corpus_key(spec.name), "tokenizer": self.tokenizer.kind}
-            atomic_write_bytes(folder / "meta.json", json.dumps(meta, indent=1).encode())
+            atomic_write(folder / "meta.json", json.dumps(meta, indent=1).encode())
         self._splits.clear()  # the texts are on disk as ids now
 
     def load_arrays(self, side: str) -> list[np.ndarray]:
@@ -655,16 +651,18 @@ class TextDataModule(L.LightningDataModule):
     def sampler(self) -> WindowSampler:
         """The training window sampler for the current seed and rank (rebuilt when they change)."""
         seed, rank = self.window_seed_base(), self.rank
-        if self._sampler is None or (self._sampler.seed, self._sampler.rank) != (seed, rank):
+        if self._sampler is None or (self._sampler.seed, self._sampler.rank, self._sampler.dial) != (
+            seed, rank, self._dial
+        ):
             self.setup()
             self._sampler = WindowSampler(
                 self.train_arrays, self.block_size, self.batch_size, seed, rank, self.weights,
-                self.label_source,
+                self.label_source, self._dial,
             )
         return self._sampler
 
     def train_dataloader(self) -> DataLoader:
-        data = RandomWindows(self.sampler(), self.batches_per_epoch, self._cursor)
+        data = RandomWindows(self.sampler(), self.batches_per_epoch, self.train_cursor)
         return DataLoader(data, batch_size=None, num_workers=self.num_workers)
 
     def val_batches(self) -> list[dict[str, torch.Tensor]]:
@@ -681,45 +679,15 @@ class TextDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
 
-    def corpus_index(self, name_or_index: str | int) -> int:
-        if isinstance(name_or_index, numbers.Integral) and 0 <= name_or_index < len(self.corpora):
-            return int(name_or_index)
-        if isinstance(name_or_index, str) and name_or_index in self.corpora:
-            return self.corpora.index(name_or_index)
-        raise ValueError(f"unknown corpus {name_or_index!r}; this datamodule has {self.corpora}")
+    @property
+    def corpus_weights(self) -> list[float]:
+        return self.weights.tolist()
 
-    def batch_from(
-        self, corpus: str | int | Sequence[int] | torch.Tensor, batch_size: int | None = None
-    ) -> dict[str, torch.Tensor]:
-        """A training batch of chosen corpora, on CPU, rows labelled with `source`.
-
-        `corpus` is a name or index (every row from that corpus; batch_size rows, default the
-        datamodule's) or one index per row (a sequence or LongTensor; batch_size, if given, must
-        match). Draws come from their own seeded stream (counted in `state_dict`), independent of
-        the dataloader's, so a callback choosing corpora per step stays reproducible on resume.
-        """
-        if isinstance(corpus, (str, numbers.Integral)) or (torch.is_tensor(corpus) and corpus.dim() == 0):
-            index = self.corpus_index(corpus.item() if torch.is_tensor(corpus) else corpus)
-            sources = torch.full((batch_size or self.batch_size,), index, dtype=torch.long)
-        else:
-            values = corpus.tolist() if torch.is_tensor(corpus) else list(corpus)
-            sources = torch.tensor([self.corpus_index(c) for c in values], dtype=torch.long)
-            if batch_size is not None and batch_size != len(sources):
-                raise ValueError(f"batch_size={batch_size} but {len(sources)} per-row corpora were given")
-        batch = self.sampler().batch(self._cursor["batch_from"], stream=1, sources=sources)
-        self._cursor["batch_from"] += 1
-        return batch
-
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        # Count the training batches the model actually receives (the loader runs one ahead).
-        if self.trainer is not None and self.trainer.training:
-            self._cursor["consumed"] += 1
-        return batch
-
-    # ---- resume --------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {"train_batches": self._cursor["consumed"], "batch_from": self._cursor["batch_from"]}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._cursor["consumed"] = int(state.get("train_batches", 0))
-        self._cursor["batch_from"] = int(state.get("batch_from", 0))
+    def install_dial(self, sampler: DialSampler | None) -> None:
+        """Draw each training row's corpus (and its `alpha`) from `sampler` (None: by weights)."""
+        if sampler is not None and sampler.n_sources != len(self.corpora):
+            raise ValueError(
+                f"the dial spans {sampler.n_sources} sources but the data has {len(self.corpora)} "
+                f"corpora: {self.corpora}"
+            )
+        self._dial = sampler

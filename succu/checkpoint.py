@@ -9,14 +9,13 @@ evaluate or compress a model.
 from __future__ import annotations
 
 import importlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from succu.io import atomic_write
 from succu.modules.base import CHECKPOINT_KEY, LanguageModule
 
 
@@ -28,22 +27,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Write to a temporary file in the target folder, fsync, then rename over the target.
 
     `os.replace` is atomic on POSIX, so a run killed at any instant leaves either the previous
-    complete file or the new complete file at `path`, never a truncated one.
+    complete file or the new complete file at `path`, never a truncated one (`succu.io.atomic_write`).
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -72,9 +60,16 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> L
         cls = getattr(importlib.import_module(module_name), cls_name)
     except (ImportError, AttributeError, ValueError):
         raise CheckpointError(f"{path} names an unknown module class {target!r}") from None
+    if not (isinstance(cls, type) and issubclass(cls, LanguageModule)):
+        raise CheckpointError(f"{path} names {target!r}, which is not a succu LanguageModule")
     # LightningCLI stores bookkeeping entries such as `_class_path` beside the real arguments.
     hparams = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if not k.startswith("_")}
-    module = cls(**hparams)
+    if not isinstance(hparams.get("model"), dict):
+        raise CheckpointError(f"{path} has no model config (written before configs were objects?)")
+    try:
+        module = cls(**hparams)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: its hyperparameters do not build {target}: {err}") from None
     module.on_load_checkpoint(ckpt)
     try:
         module.load_state_dict(ckpt["state_dict"])

@@ -2,14 +2,24 @@
 
     python -m succu.fit                                   # fit configs/succulm.yaml, then talk
     python -m succu.fit --config configs/X.yaml           # fit is implied
-    python -m succu.fit --config configs/X.yaml --trainer.max_steps 10 --model.init_args.dropout 0.1
+    python -m succu.fit --config configs/X.yaml --trainer.max_steps 10 --model.init_args.model.dropout 0.1
     python -m succu.fit validate --config configs/X.yaml --ckpt_path runs/.../last.ckpt
     python -m succu.fit --config configs/X.yaml --print_config
     python -m succu.fit --config configs/X.yaml --config configs/cluster/ddp.yaml   # DDP
     python -m succu.fit --config configs/X.yaml --ckpt_path last    # continue the newest last.ckpt
 
-Model and data are chosen in subclass mode (`class_path` + `init_args`); the datamodule's
-`vocab_size` and `block_size` are linked into the model when both are instantiated.
+Model and data are chosen in subclass mode (`class_path` + `init_args`); a module takes its
+network's Config dataclass whole (`--model.init_args.model.n_layer 6`), and the datamodule's
+`vocab_size` and `block_size` are linked into that config when both are instantiated.
+
+This is the one place that composes a run. An experiment YAML names its run folder once
+(`trainer.default_root_dir: runs/<name>`) and lists what differs; unless it sets its own, every
+run gets the same loggers (CSV in the run folder, W&B offline under the same folder and name) and
+the same two checkpoints (`last.ckpt` rewritten at every validation, `best-step=<N>.ckpt` by
+lowest `val/loss`), atomic checkpoint writes and a SIGTERM checkpoint.
+
+Errors: bad configuration or input found before training starts is one `error:` line (exit 2);
+an error once batches run is re-raised with its traceback.
 
 Runs (docs/operations.md): device requests that cannot start are refused before the Trainer is
 built; `precision: bf16-mixed` with `accelerator: auto` falls back to 32-true on a CPU-only
@@ -28,17 +38,21 @@ import warnings
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from callbacks.distributed import PreemptionCheckpoint, accelerator_kind, check_devices
 from succu.checkpoint import AtomicCheckpointIO
+from succu.contracts import QAProbes
 from succu.modules.base import LanguageModule
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "succulm.yaml"
+DEFAULT_CONFIG = Path("configs") / "succulm.yaml"  # relative to the working directory
+WANDB_PROJECT = "succu"
 SIGTERM_EXIT = 143  # 128 + SIGTERM: stopped by a signal, last.ckpt written, resume with --ckpt_path last
 LAST_PATTERNS = ("last*.ckpt", "hpc_ckpt_*.ckpt")
 
@@ -72,18 +86,57 @@ def find_last_checkpoint(roots: list[str | Path]) -> str | None:
 def checkpoint_roots(trainer: L.Trainer) -> list[str]:
     """Folders a run writes checkpoints under: default_root_dir, logger save_dirs, explicit dirpaths."""
     roots = [trainer.default_root_dir]
-    roots += [logger.save_dir for logger in trainer.loggers if getattr(logger, "save_dir", None)]
-    roots += [cb.dirpath for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
+    roots += [logger.save_dir for logger in trainer.loggers if logger.save_dir]
+    roots += [cb.dirpath for cb in trainer.checkpoint_callbacks
+              if isinstance(cb, ModelCheckpoint) and cb.dirpath]
     return list(dict.fromkeys(str(r) for r in roots))
+
+
+def default_loggers(root: str) -> list[Logger]:
+    """CSV in `root` (version_N folders) and W&B under the same folder, named after it: offline
+    unless WANDB_MODE=online is set (`main` sets offline when WANDB_MODE is unset)."""
+    online = os.environ.get("WANDB_MODE", "offline") == "online"
+    return [
+        CSVLogger(save_dir=root, name=""),
+        WandbLogger(save_dir=root, project=WANDB_PROJECT, name=Path(root).name, offline=not online),
+    ]
+
+
+def default_checkpoints() -> list[ModelCheckpoint]:
+    """`last.ckpt`, rewritten at every validation, and the best by `val/loss` so far."""
+    return [
+        ModelCheckpoint(filename="last", enable_version_counter=False),
+        ModelCheckpoint(monitor="val/loss", filename="best-{step}", save_top_k=1),
+    ]
+
+
+class RunStarted(L.Callback):
+    """Marks the moment batches start to run: errors after it are not configuration errors."""
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def mark(self, *args) -> None:
+        self.started = True
+
+    on_train_start = on_validation_start = on_test_start = on_predict_start = mark
+
+
+class TrainingError(RuntimeError):
+    """An error raised while batches ran; its cause keeps the full traceback."""
+
+
+def as_list(value) -> list:
+    return [] if value is None else value if isinstance(value, list) else [value]
 
 
 class SuccuCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
-        for name in ("vocab_size", "block_size"):
-            parser.link_arguments(
-                "data", f"model.init_args.{name}", compute_fn=lambda dm, n=name: getattr(dm, n),
-                apply_on="instantiate",
-            )
+        # Sizes the data decides, linked into the network's config (checked in tests/test_cli.py).
+        parser.link_arguments("data", "model.init_args.model.vocab_size",
+                              compute_fn=lambda dm: dm.vocab_size, apply_on="instantiate")
+        parser.link_arguments("data", "model.init_args.model.block_size",
+                              compute_fn=lambda dm: dm.block_size, apply_on="instantiate")
 
     def instantiate_trainer(self, **kwargs):
         """Checkpoints are written atomically unless the config names its own CheckpointIO;
@@ -95,15 +148,27 @@ class SuccuCLI(LightningCLI):
                 and accelerator_kind(accelerator) == "cpu"):
             rank_zero_info("precision bf16-mixed is for GPUs; no GPU here, so 32-true")
             kwargs["precision"] = "32-true"
-        plugins = config.get("plugins") or []
-        plugins = plugins if isinstance(plugins, list) else [plugins]
+        plugins = as_list(config.get("plugins"))
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
-        callbacks = config.get("callbacks") or []
-        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        if config.get("logger") in (None, True):
+            kwargs["logger"] = default_loggers(config.get("default_root_dir") or "runs/succu")
+        callbacks = as_list(config.get("callbacks"))
+        if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+            callbacks += default_checkpoints()
         if not any(isinstance(c, PreemptionCheckpoint) for c in callbacks):
-            kwargs["callbacks"] = [*callbacks, PreemptionCheckpoint()]
+            callbacks.append(PreemptionCheckpoint())
+        self.run_started = RunStarted()
+        kwargs["callbacks"] = [*callbacks, self.run_started]
         return super().instantiate_trainer(**kwargs)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except Exception as err:
+            if self.run_started.started:
+                raise TrainingError(f"{subcommand} failed while running: {err}") from err
+            raise
 
     def before_fit(self) -> None:
         """`--ckpt_path last`: the newest last.ckpt of earlier runs under this run's folders.
@@ -126,7 +191,7 @@ class SuccuCLI(LightningCLI):
     def after_fit(self) -> None:
         """Talk to the freshly fitted model when its data has probe prompts (rank 0 only)."""
         smoke_test = bool(self.trainer.fast_dev_run)
-        if self.trainer.is_global_zero and not smoke_test and hasattr(self.datamodule, "probe_prompts"):
+        if self.trainer.is_global_zero and not smoke_test and isinstance(self.datamodule, QAProbes):
             from succu.analysis.qa import report
 
             print(report(self.model, self.datamodule), flush=True)
@@ -140,6 +205,11 @@ def default_args(argv: list[str]) -> list[str]:
         argv = ["fit", *argv]
     # Overrides alone (`--trainer.max_steps 10`) apply to the default SuccuLM config.
     if argv[0] == "fit" and not any(a == "--config" or a.startswith("--config=") for a in argv):
+        if not DEFAULT_CONFIG.is_file():
+            raise FileNotFoundError(
+                f"no --config given and the default {DEFAULT_CONFIG} is not under {Path.cwd()}; "
+                "run from the succu checkout or pass --config FILE"
+            )
         argv = ["fit", "--config", str(DEFAULT_CONFIG), *argv[1:]]
     return argv
 
@@ -172,12 +242,21 @@ def user_message(err: BaseException) -> str | None:
     return " ".join(message.split())
 
 
-def main(argv: list[str] | None = None) -> SuccuCLI | None:
-    os.environ.setdefault("WANDB_MODE", "offline")  # never touch the network unless asked to
+def quiet_known_warnings() -> None:
+    """Silence warnings about choices succu makes on purpose (set by the CLI, not on import)."""
     # We hand LightningCLI the command line ourselves (with fit and the default config filled in).
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    args = default_args(list(sys.argv[1:] if argv is None else argv))
+    # LanguageModule.transfer_batch_to_device is deliberate (flat dict batches, no collection walk).
+    warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
+    # RandomWindows shards batches across DataLoader workers itself, so its __len__ is exact.
+    warnings.filterwarnings("ignore", message=r".*Your `IterableDataset` has `__len__` defined.*")
+
+
+def main(argv: list[str] | None = None) -> SuccuCLI | None:
+    os.environ.setdefault("WANDB_MODE", "offline")  # never touch the network unless asked to
+    quiet_known_warnings()
     try:
+        args = default_args(list(sys.argv[1:] if argv is None else argv))
         return SuccuCLI(
             LanguageModule,
             L.LightningDataModule,
@@ -193,6 +272,8 @@ def main(argv: list[str] | None = None) -> SuccuCLI | None:
         print("stopped by SIGTERM; last.ckpt holds the last finished step: rerun with "
               "--ckpt_path last to continue", file=sys.stderr, flush=True)
         sys.exit(SIGTERM_EXIT)
+    except TrainingError:
+        raise  # the traceback of what failed while batches ran
     except Exception as err:
         message = user_message(err)
         if message is None or os.environ.get("SUCCU_DEBUG"):

@@ -9,7 +9,9 @@ Importable as `tests.ddp_probe` by a child started from the repository root, so 
                      in final_rank<r>.pt.
     RecordingLogger  a Lightning logger that keeps every call (metrics, hyperparameters, tables,
                      images) in memory and, with $SUCCU_RECORD_DIR, in record_<pid>.json.
-    read_wandb       the records of an offline `.wandb` file (its LevelDB-style log of protobufs).
+
+The shared corpora folder is `tests.paths.SHARED_DATA`; offline W&B runs are read by
+`tests.wandb_log`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 import subprocess
 import sys
 import time
@@ -29,15 +30,13 @@ import torch
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
-REPO = Path(__file__).resolve().parents[1]
+from succu.loggers import register_media_logger
+from tests.paths import REPO
+
 PYTHON = sys.executable
 
 
 # ---- child processes ---------------------------------------------------------------------------
-# The shared corpora the tests read: $SUCCU_DATA_DIR, else ../shared/data beside the checkout.
-SHARED_DATA = Path(
-    os.environ.get("SUCCU_DATA_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "data"
-).resolve()
 
 
 def child_env(probe_dir: str | Path | None = None, **extra: str) -> dict[str, str]:
@@ -73,8 +72,8 @@ def gated_args(root: str | Path, cache: str | Path, steps: int = 6, val_every: i
         "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false", "--trainer.num_sanity_val_steps", "0",
         "--trainer.default_root_dir", str(root), "--trainer.log_every_n_steps", "2",
-        "--model.init_args.n_layer", "1", "--model.init_args.n_embd", "16",
-        "--model.init_args.n_head", "2", "--model.init_args.warmup_steps", "2",
+        "--model.init_args.model.n_layer", "1", "--model.init_args.model.n_embd", "16",
+        "--model.init_args.model.n_head", "2", "--model.init_args.warmup_steps", "2",
         "--data.init_args.block_size", "16", "--data.init_args.batch_size", "4",
         "--data.init_args.val_windows", "8", "--data.init_args.val_batch_size", "4",
         "--data.init_args.batches_per_epoch", "4", "--data.init_args.cache_dir", str(cache),
@@ -89,7 +88,7 @@ def succulm_args(root: str | Path, steps: int = 4, val_every: int = 2) -> list[s
         "--trainer.limit_val_batches", "2", "--trainer.logger", "false",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         "--trainer.num_sanity_val_steps", "0", "--trainer.default_root_dir", str(root),
-        "--model.init_args.profile", "tiny", "--data.init_args.batch_size", "8",
+        "--model.init_args.model.profile", "tiny", "--data.init_args.batch_size", "8",
     ]
 
 
@@ -138,8 +137,8 @@ class Probe(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._write(trainer, {
             "kind": "batch", "step": trainer.global_step, "rows": batch["input_ids"][:, :8].tolist(),
-            "alpha": _plain(getattr(pl_module, "dial_alpha", None)),
-            "source": _plain(getattr(pl_module, "dial_source", None)),
+            "alpha": _plain(batch.get("alpha")),
+            "source": _plain(batch.get("source")),
             "dropout_draw": torch.rand(1).item(),
         })
 
@@ -161,10 +160,11 @@ class Probe(L.Callback):
             self._val[1] += n
 
     def on_validation_epoch_end(self, trainer, pl_module):
-        # Callbacks run before the module's hook: GatedGPT's own-end sums are complete here.
-        own_end = getattr(pl_module, "own_end", None)
-        if own_end:
-            per_corpus = [total / count for total, count in own_end.values()]
+        # Callbacks run before the module's hook: GatedGPT's own-end sums are complete here
+        # (keys (corpus, alpha); corpus c's own end is alpha = c).
+        if pl_module.has_dial:
+            local = pl_module.local_losses()
+            per_corpus = [loss for (c, a), (loss, _) in local.items() if a == float(c >= 1)]
             own = sum(per_corpus) / len(per_corpus)
             self._own_tokens = None
         else:
@@ -199,6 +199,7 @@ class StopAt(L.Callback):
             trainer.should_stop = True
 
 
+@register_media_logger  # takes tables and images like WandbLogger
 class RecordingLogger(Logger):
     """Keeps every call; `RecordingLogger.instances` holds the loggers of this process."""
 
@@ -255,55 +256,3 @@ class RecordingLogger(Logger):
             record = {"metrics": self.metrics, "hparams": self.hparams, "tables": self.tables,
                       "images": self.images, "status": status}
             (Path(out) / f"record_{os.getpid()}.json").write_text(json.dumps(record, default=str))
-
-
-# ---- offline W&B runs --------------------------------------------------------------------------
-WANDB_BLOCK = 32768
-WANDB_HEADER = 7  # ":W&B", magic 0xBEE1 (2 bytes), version 0 (1 byte)
-
-
-def read_wandb(path: str | Path) -> list[Any]:
-    """The protobuf `Record`s of an offline `run-*.wandb` file (what `wandb sync` uploads)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data = Path(path).read_bytes()
-    if data[:4] != b":W&B":
-        raise ValueError(f"{path} is not a W&B transaction log")
-    records, pos, parts = [], WANDB_HEADER, b""
-    while pos + 7 <= len(data):
-        left = WANDB_BLOCK - pos % WANDB_BLOCK
-        if left < 7:  # a block's tail too short for a header is zero padding
-            pos += left
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        pos += 7
-        chunk, pos = data[pos:pos + length], pos + length
-        if kind == 0 and length == 0:
-            continue
-        parts += chunk
-        if kind in (1, 4):  # FULL or LAST
-            record = pb.Record()
-            record.ParseFromString(parts)
-            records.append(record)
-            parts = b""
-    return records
-
-
-def wandb_summary(records: list[Any]) -> dict[str, Any]:
-    """History keys, config values (JSON), file names and record kinds of an offline run.
-
-    Media (tables, images) are logged as nested items; their key is the first part."""
-    history, config, files, summary = set(), {}, set(), set()
-    for r in records:
-        kind = r.WhichOneof("record_type")
-        if kind == "history":
-            history |= {item.key or item.nested_key[0] for item in r.history.item}
-        elif kind == "config":
-            for item in r.config.update:
-                config[item.key or item.nested_key[0]] = item.value_json
-        elif kind == "files":
-            files |= {f.path for f in r.files.files}
-        elif kind == "summary":
-            summary |= {item.key or item.nested_key[0] for item in r.summary.update}
-    return {"history": history, "config": config, "files": files, "summary": summary,
-            "kinds": {r.WhichOneof("record_type") for r in records}}

@@ -10,7 +10,7 @@ from succu import fit, generate
 from succu.checkpoint import AtomicCheckpointIO, CheckpointError, load_module, read_checkpoint
 
 SUCCULM = str(Path(__file__).resolve().parents[1] / "configs" / "succulm.yaml")
-TINY = ["--model.init_args.profile", "tiny", "--data.init_args.batch_size", "8"]
+TINY = ["--model.init_args.model.profile", "tiny", "--data.init_args.batch_size", "8"]
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +29,8 @@ def run_fit(*extra: str):
     return fit.main(["--config", SUCCULM, *TINY, *extra])
 
 
-def test_default_args_imply_fit_and_the_default_config():
+def test_default_args_imply_fit_and_the_default_config(monkeypatch):
+    monkeypatch.chdir(Path(SUCCULM).parents[1])  # the default config is found from a checkout
     assert fit.default_args([]) == ["fit", "--config", str(fit.DEFAULT_CONFIG)]
     assert fit.default_args(["--config", "x.yaml"]) == ["fit", "--config", "x.yaml"]
     assert fit.default_args(["validate", "--config", "x.yaml"])[0] == "validate"
@@ -49,12 +50,12 @@ def test_data_sizes_are_linked_into_the_model():
     assert cfg.vocab_size == dm.vocab_size == len(dm.tokenizer) and cfg.vocab_size > 100
     assert cfg.block_size == dm.block_size
     # The YAML's 0/32 defaults were really replaced, not left in place.
-    assert cli.model.hparams.vocab_size == dm.vocab_size
+    assert cli.model.hparams.model["vocab_size"] == dm.vocab_size
 
 
 def test_dotted_overrides_reach_the_model(tmp_path):
-    cli = run_fit("--trainer.fast_dev_run", "1", "--model.init_args.n_embd", "16",
-                  "--model.init_args.n_head", "4", "--model.init_args.optimizer.init_args.lr", "0.01")
+    cli = run_fit("--trainer.fast_dev_run", "1", "--model.init_args.model.n_embd", "16",
+                  "--model.init_args.model.n_head", "4", "--model.init_args.optimizer.init_args.lr", "0.01")
     assert cli.model.model.cfg.n_embd == 16 and cli.model.model.cfg.n_head == 4
     assert cli.trainer.optimizers[0].defaults["lr"] == 0.01
 
@@ -214,3 +215,32 @@ def test_missing_corpus_file_is_one_line_error(tmp_path, capsys):
                   "--data.init_args.data_path", str(tmp_path / "missing.txt")])
     err = error_line(capsys.readouterr().err)
     assert exc.value.code == 2 and "missing.txt" in err
+
+
+def test_an_error_while_training_keeps_its_traceback(monkeypatch):
+    """Bad configuration is one line (exit 2); a bug once batches run is raised with its cause."""
+    from succu.modules.succulm import SuccuLMModule
+
+    def broken(self, batch, batch_idx):
+        raise ValueError("a bug inside training_step")
+
+    monkeypatch.setattr(SuccuLMModule, "training_step", broken)
+    with pytest.raises(fit.TrainingError, match="fit failed while running") as err:
+        run_fit("--trainer.max_steps", "2", "--trainer.logger", "false")
+    assert isinstance(err.value.__cause__, ValueError)
+    assert "inside training_step" in str(err.value.__cause__)
+
+
+def test_composed_run_gets_the_shared_loggers_and_checkpoints(tmp_path):
+    cli = run_fit("--trainer.max_steps", "1", "--trainer.limit_val_batches", "0",
+                  "--trainer.default_root_dir", str(tmp_path / "r"))
+    loggers = {type(logger).__name__: logger for logger in cli.trainer.loggers}
+    assert set(loggers) == {"CSVLogger", "WandbLogger"}
+    assert loggers["CSVLogger"].save_dir == str(tmp_path / "r")
+    assert loggers["WandbLogger"]._wandb_init["name"] == "r"
+    checkpoints = [cb for cb in cli.trainer.callbacks if isinstance(cb, fit.ModelCheckpoint)]
+    assert [cb.filename for cb in checkpoints] == ["last", "best-{step}"]
+    assert checkpoints[1].monitor == "val/loss"
+    off = run_fit("--trainer.max_steps", "1", "--trainer.limit_val_batches", "0",
+                  "--trainer.logger", "false")
+    assert off.trainer.loggers == []

@@ -182,7 +182,7 @@ def test_several_nodes_need_a_launcher(monkeypatch):
 
 
 SUCCULM = str(REPO / "configs" / "succulm.yaml")
-TINY = ["--model.init_args.profile", "tiny", "--data.init_args.batch_size", "8",
+TINY = ["--model.init_args.model.profile", "tiny", "--data.init_args.batch_size", "8",
         "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
 
 
@@ -236,29 +236,6 @@ def test_rank_seeds_differ_by_rank_and_step_and_repeat():
     seeds = {rank_seed(7, r, s) for r in range(4) for s in range(50)}
     assert len(seeds) == 200
     assert rank_seed(7, 1, 3) == rank_seed(7, 1, 3) and rank_seed(7, 1, 3) != rank_seed(8, 1, 3)
-
-
-def test_metrics_sync_only_outside_training_and_only_for_chosen_prefixes():
-    calls = []
-
-    class Module:
-        _trainer = types.SimpleNamespace(training=False)
-
-        def log(self, name, value, *args, **kwargs):
-            calls.append((name, kwargs.get("sync_dist", False)))
-
-    module = Module()
-    cb = DistributedTraining()
-    cb._patch_log(module)
-    module.log("val/loss", 1.0)
-    module.log("trap/hidden_rate", 0.5)
-    module.log("train/alpha", 0.3)
-    module._trainer.training = True
-    module.log("val/loss", 1.0)
-    cb.teardown(None, module, "fit")
-    module.log("val/loss", 1.0)
-    assert calls == [("val/loss", True), ("trap/hidden_rate", True), ("train/alpha", False),
-                     ("val/loss", False), ("val/loss", False)]
 
 
 # ---- the cluster configs --------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import lightning as L
@@ -11,9 +12,7 @@ import torch
 from succu.models.gpt import GPT, GPTConfig
 from succu.modules.base import CHECKPOINT_KEY
 from succu.modules.gpt import GPTModule
-from tests.ddp_probe import SHARED_DATA
-
-DATA_DIR = SHARED_DATA
+from tests.tiny import tiny_module
 
 
 def tiny(**overrides) -> GPT:
@@ -74,10 +73,11 @@ def test_kv_cache_gives_the_same_logits_as_full_recompute():
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-4)
 
 
-def test_alpha_and_source_are_ignored_and_overlong_input_is_refused():
+def test_a_plain_model_takes_no_dial_and_overlong_input_is_refused():
     model = tiny()
     ids = torch.randint(0, 40, (2, 8))
-    torch.testing.assert_close(model(ids, alpha=0.3, source=torch.tensor([0, 1])), model(ids))
+    with pytest.raises(TypeError, match="alpha"):  # only models that declare a dial take one
+        model(ids, alpha=0.3)
     with pytest.raises(ValueError, match="block_size"):
         model(torch.zeros(1, 17, dtype=torch.long))
     cache = model.new_kv_cache()
@@ -95,7 +95,7 @@ def test_dropout_only_in_training():
 
 
 def test_generation_with_cache_matches_recompute_past_the_block():
-    module = GPTModule(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=32)
+    module = tiny_module(GPTModule, vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=32)
     prompt = torch.randint(0, 40, (2, 5))
     cached = module.generate(prompt, 30, greedy=True)  # 35 > block_size: the window slides
     plain = module.generate(prompt, 30, greedy=True, use_cache=False)
@@ -107,22 +107,20 @@ def test_generation_with_cache_matches_recompute_past_the_block():
 
 
 def test_module_hyperparameters_mirror_the_config():
-    module = GPTModule(vocab_size=50, block_size=32, n_layer=1, n_head=2, n_embd=16, dropout=0.1, bias=True)
+    module = tiny_module(GPTModule, vocab_size=50, block_size=32, n_layer=1, n_head=2, n_embd=16, dropout=0.1, bias=True)
     assert module.model.cfg == GPTConfig(50, 32, 1, 2, 16, 0.1, True)
-    assert {"vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout", "bias",
-            "warmup_steps", "min_lr_ratio"} <= set(module.hparams)
-    assert "optimizer" not in module.hparams
+    assert module.hparams["model"] == dataclasses.asdict(module.model.cfg)
+    assert {"model", "warmup_steps", "min_lr_ratio"} == set(module.hparams)
 
 
-@pytest.mark.skipif(not (DATA_DIR / "tinyshakespeare.txt").is_file(), reason="shared corpora missing")
-def test_fit_on_shakespeare_learns_and_checkpoints_the_tokenizer(tmp_path, monkeypatch):
+def test_fit_on_shakespeare_learns_and_checkpoints_the_tokenizer(tmp_path, monkeypatch, shared_data):
     from datamodules.shakespeare import ShakespeareDataModule
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("SUCCU_DATA_DIR", str(DATA_DIR))
+    monkeypatch.setenv("SUCCU_DATA_DIR", str(shared_data))
     L.seed_everything(0, verbose=False)
     dm = ShakespeareDataModule(block_size=32, batch_size=16, val_windows=32, cache_dir=str(tmp_path / "cache"))
-    module = GPTModule(
+    module = tiny_module(GPTModule,
         vocab_size=dm.vocab_size, block_size=dm.block_size, n_layer=1, n_head=2, n_embd=32,
         warmup_steps=5, optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2),
     )

@@ -3,6 +3,7 @@ logits, KV cache, parameter budget, latent measurements, and a fit with per-corp
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import lightning as L
@@ -26,9 +27,8 @@ from succu.models.hypersurface import (
     skew_unit,
 )
 from succu.modules.hypersurface import HypersurfaceModule
-from tests.ddp_probe import SHARED_DATA
+from tests.tiny import tiny_module
 
-DATA_DIR = SHARED_DATA
 V, D = 40, 32
 
 
@@ -134,7 +134,7 @@ def test_latents_receive_no_gradient_except_in_b0(variant):
     assert not model.latents.requires_grad and model.latents.grad is None
     assert "latents" in model.state_dict()  # frozen, but it travels in the checkpoint
     before = model.latents.clone()
-    module = HypersurfaceModule(vocab_size=V, block_size=16, n_layer=2, n_head=2, n_embd=D, variant=variant)
+    module = tiny_module(HypersurfaceModule, vocab_size=V, block_size=16, n_layer=2, n_head=2, n_embd=D, variant=variant)
     opt = torch.optim.AdamW(module.param_groups(), lr=0.1)
     module.model(torch.randint(0, V, (2, 16))).logsumexp(-1).mean().backward()
     opt.step()
@@ -174,7 +174,7 @@ def test_kv_cache_gives_the_same_logits_as_full_recompute(variant):
 
 @pytest.mark.parametrize("variant", ["orthogonal", "b1"])
 def test_generation_with_cache_matches_recompute_past_the_block(variant):
-    module = HypersurfaceModule(vocab_size=V, block_size=16, n_layer=2, n_head=2, n_embd=D, variant=variant)
+    module = tiny_module(HypersurfaceModule, vocab_size=V, block_size=16, n_layer=2, n_head=2, n_embd=D, variant=variant)
     if module.model.hyper is not None:
         torch.nn.init.normal_(module.model.hyper.emit.weight, std=0.1)
     prompt = torch.randint(0, V, (2, 5))
@@ -192,7 +192,7 @@ def test_baselines_with_the_hypernetworks_blocks_match_the_parameter_budget():
         assert abs(n / variants["film"] - 1) < 0.03
 
 
-def test_config_is_checked_and_alpha_source_are_ignored():
+def test_config_is_checked_and_a_dial_is_refused():
     with pytest.raises(ValueError, match="variant"):
         HypersurfaceConfig(vocab_size=5, variant="nope")
     with pytest.raises(ValueError, match="rank"):
@@ -201,7 +201,8 @@ def test_config_is_checked_and_alpha_source_are_ignored():
         HypersurfaceConfig(vocab_size=5, variant="film", n_hyper_layer=0)
     model = tiny("film")
     ids = torch.randint(0, V, (2, 8))
-    torch.testing.assert_close(model(ids, alpha=0.3, source=torch.tensor([0, 1])), model(ids))
+    with pytest.raises(TypeError, match="alpha"):  # only models that declare a dial take one
+        model(ids, alpha=0.3)
 
 
 def test_geometry_measures():
@@ -238,25 +239,23 @@ def test_context_average_ablation():
 
 
 def test_module_hyperparameters_mirror_the_config():
-    module = HypersurfaceModule(vocab_size=50, block_size=32, n_layer=1, n_head=2, n_embd=16, variant="lowrank", rank=2)
+    module = tiny_module(HypersurfaceModule, vocab_size=50, block_size=32, n_layer=1, n_head=2, n_embd=16, variant="lowrank", rank=2)
     assert module.model.cfg == HypersurfaceConfig(50, 32, 1, 2, 16, 0.0, False, "lowrank", 2, 1, 0)
-    assert {"vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout", "bias", "variant",
-            "rank", "n_hyper_layer", "latent_seed"} <= set(module.hparams)
-    assert "optimizer" not in module.hparams
+    assert module.hparams["model"] == dataclasses.asdict(module.model.cfg)
+    assert {"model", "diagnostics", "warmup_steps", "min_lr_ratio"} == set(module.hparams)
 
 
-@pytest.mark.skipif(not (DATA_DIR / "tinystories.txt").is_file(), reason="shared corpora missing")
-def test_fit_logs_in_and_out_of_domain_losses_and_diagnostics(tmp_path, monkeypatch):
+def test_fit_logs_in_and_out_of_domain_losses_and_diagnostics(tmp_path, monkeypatch, shared_data):
     from datamodules.mixture import MixtureDataModule
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("SUCCU_DATA_DIR", str(DATA_DIR))
+    monkeypatch.setenv("SUCCU_DATA_DIR", str(shared_data))
     L.seed_everything(0, verbose=False)
     dm = MixtureDataModule(
         corpora=["tinystories", "shakespeare"], weights=[1, 0], abc_style=[], block_size=32,
         batch_size=8, val_windows=16,
     )
-    module = HypersurfaceModule(
+    module = tiny_module(HypersurfaceModule,
         vocab_size=dm.vocab_size, block_size=dm.block_size, n_layer=1, n_head=2, n_embd=32,
         variant="orthogonal", warmup_steps=2, optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2),
     )

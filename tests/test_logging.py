@@ -25,13 +25,14 @@ import pytest
 
 from callbacks.logging import AlphaHistogram, GenerationTable, SweepReport  # noqa: E402
 from succu import fit  # noqa: E402
-from tests.ddp_probe import REPO, RecordingLogger, read_wandb, wandb_summary  # noqa: E402
+from tests.ddp_probe import REPO, RecordingLogger  # noqa: E402
+from tests.wandb_log import read_wandb, wandb_summary  # noqa: E402
 
 CONFIGS = REPO / "configs"
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
          "--trainer.num_sanity_val_steps", "0"]
-GATED_TINY = ["--model.init_args.n_layer", "1", "--model.init_args.n_embd", "16",
-              "--model.init_args.n_head", "2", "--model.init_args.warmup_steps", "2",
+GATED_TINY = ["--model.init_args.model.n_layer", "1", "--model.init_args.model.n_embd", "16",
+              "--model.init_args.model.n_head", "2", "--model.init_args.warmup_steps", "2",
               "--data.init_args.block_size", "16", "--data.init_args.batch_size", "4",
               "--data.init_args.val_windows", "8", "--data.init_args.val_batch_size", "4",
               "--data.init_args.batches_per_epoch", "4"]
@@ -112,7 +113,8 @@ def test_wandb_offline_run_is_complete_and_never_touches_the_network(tmp_path, c
     assert {"train/loss", "val/loss", "train/alpha", "val/loss/tinystories@alpha=0",
             "val/loss/shakespeare@alpha=1", "samples/generations", "train/alpha_hist",
             "sweep/alpha", "sweep/alpha_plot"} <= seen["history"]
-    assert "config" in seen["config"] and "n_layer" in seen["config"]  # resolved config + hparams
+    assert "config" in seen["config"] and "model" in seen["config"]  # resolved config + hparams
+    assert json.loads(seen["config"]["model"])["n_layer"] == 1  # the model's config, as plain data
     resolved = json.loads(seen["config"]["config"])
     assert resolved["trainer"]["max_steps"] == 4 and resolved["model"]["class_path"].endswith("GatedGPTModule")
     assert any(f.startswith("media/table") for f in seen["files"])
@@ -162,7 +164,7 @@ def test_succulm_logs_losses_diagnostics_attention_and_samples(tmp_path):
     extras = overlay(tmp_path, "trainer:\n  callbacks+:\n"
                      "    - class_path: callbacks.logging.GenerationTable\n"
                      "      init_args: {max_new_tokens: 5, n_prompts: 2}\n")
-    cli, logger = recorded_fit(tmp_path, "succulm.yaml", "--model.init_args.profile", "tiny",
+    cli, logger = recorded_fit(tmp_path, "succulm.yaml", "--model.init_args.model.profile", "tiny",
                                "--model.init_args.diagnostics", "true", "--config", extras,
                                "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
                                "--trainer.limit_val_batches", "1", "--trainer.log_every_n_steps", "1")
@@ -220,8 +222,8 @@ def test_abcgpt_logs_the_dial_grid_samples_at_each_alpha_histogram_and_sweep(tmp
 def test_gpt_baseline_logs_losses_and_samples_from_validation_text(tmp_path, cache_dir):
     # No overlay: the GPT configs ship a GenerationTable (prompts cut from validation text).
     cli, logger = recorded_fit(
-        tmp_path, "gpt_shakespeare_char.yaml", "--model.init_args.n_layer", "1",
-        "--model.init_args.n_embd", "16", "--model.init_args.n_head", "2",
+        tmp_path, "gpt_shakespeare_char.yaml", "--model.init_args.model.n_layer", "1",
+        "--model.init_args.model.n_embd", "16", "--model.init_args.model.n_head", "2",
         "--data.init_args.block_size", "16", "--data.init_args.val_windows", "4",
         "--data.init_args.cache_dir", str(cache_dir),
         "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.log_every_n_steps", "1")

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from succu.contracts import KVCacheModel
 from succu.models.noise_lm import (
     NoiseLM,
     NoiseLMConfig,
@@ -23,6 +24,7 @@ from succu.models.noise_lm import (
 )
 from succu.modules.noise_lm import NoiseLMModule
 from succu.tokenizers import WordTokenizer
+from tests.tiny import tiny_module
 
 V = 17
 
@@ -193,7 +195,7 @@ def test_codes_options():
         small_cfg(level_stride=3)
     with pytest.raises(ValueError, match="exceeds block_size=16"):
         fixed(torch.zeros(1, 17, dtype=torch.long))
-    with pytest.raises(ValueError, match="no KV cache"):
+    with pytest.raises(TypeError, match="kv_cache"):  # no cache declared, none taken
         fixed(torch.zeros(1, 3, dtype=torch.long), kv_cache=object())
 
 
@@ -268,7 +270,7 @@ def test_calibrated_tolerance_separates_true_ends_from_earlier_prefixes():
 # ---- the Lightning module ----------------------------------------------------------------------
 def make_module(**kw) -> NoiseLMModule:
     torch.manual_seed(8)
-    module = NoiseLMModule(
+    module = tiny_module(NoiseLMModule,
         vocab_size=V + 6, block_size=16, n_layer=2, n_head=2, n_embd=16, code_dim=8, n_noise=2, **kw
     )
     module.tokenizer = WordTokenizer.from_words([f"w{i}" for i in range(V)])
@@ -294,7 +296,7 @@ def test_module_losses_and_param_groups():
 
 def test_module_generates_and_stops_by_either_rule():
     module = make_module().eval()
-    assert not hasattr(module.model, "new_kv_cache")  # base.generate recomputes
+    assert not isinstance(module.model, KVCacheModel)  # base.generate recomputes
     out = module.generate(torch.tensor([[1, 5, 6]]), 4, greedy=True)
     assert out.shape == (1, 7)
     for rule, beams in (("eos", 1), ("key", 1), ("key", 2)):

@@ -29,6 +29,7 @@ from tests.ddp_probe import (  # noqa: E402
     read_probe,
     run_fit,
 )
+from tests.tiny import tiny_module
 
 STEPS = 12
 RUN = ["--trainer.callbacks+=callbacks.distributed.DistributedTraining", *WITH_PROBE]
@@ -189,7 +190,7 @@ def test_succulm_resumed_mid_epoch_matches_an_uninterrupted_run(tmp_path):
     def run(root, stop_at=None, ckpt_path=None):
         L.seed_everything(0, verbose=False)
         dm = SuccuPairsDataModule(batch_size=64)
-        module = SuccuLMModule(vocab_size=dm.vocab_size, block_size=dm.block_size, profile="tiny",
+        module = tiny_module(SuccuLMModule, vocab_size=dm.vocab_size, block_size=dm.block_size, profile="tiny",
                                warmup_steps=2)
         trainer = L.Trainer(
             accelerator="cpu", max_steps=20, logger=False, enable_progress_bar=False,

@@ -18,9 +18,8 @@ from datamodules.succulent import (
     embedding_matrix,
     encode_pair,
     generate_world,
-    read_embeddings_json,
-    write_embeddings_json,
 )
+from succu.embeddings import read_embeddings_json, write_embeddings_json
 from succu.tokenizers import split_words
 
 

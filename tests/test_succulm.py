@@ -7,6 +7,7 @@ from succu.models.succulm import PROFILES, SuccuLM, SuccuLMConfig, sinusoidal_po
 from succu.modules.base import warmup_cosine
 from succu.modules.succulm import SuccuLMModule
 from succu.tokenizers import WordTokenizer
+from tests.tiny import tiny_module
 
 
 def tiny_cfg(**kw) -> SuccuLMConfig:
@@ -77,13 +78,17 @@ def test_sinusoidal_positions_match_formula():
 
 
 def test_upper_middle_profile_has_the_reference_shapes():
-    model = SuccuLM(SuccuLMConfig.from_profile("upper_middle", vocab_size=160, block_size=29))
+    model = SuccuLM(SuccuLMConfig(profile="upper_middle", vocab_size=160, block_size=29))
     assert len(model.blocks) == 4
     assert model.blocks[0].ffn[0].weight.shape == (200, 50)
     assert model.blocks[0].ffn[2].weight.shape == (50, 200)
     with pytest.raises(ValueError, match="unknown SuccuLM profile 'huge'"):
-        SuccuLMConfig.from_profile("huge")
+        SuccuLMConfig(profile="huge")
     assert set(PROFILES) >= {"tiny", "upper_middle"}
+    # A single field overrides the profile; the config keeps its None fields for a later profile.
+    small = SuccuLMConfig(profile="tiny", n_embd=40)
+    assert small.n_layer is None and small.resolved().n_layer == PROFILES["tiny"]["n_layer"]
+    assert small.resolved().n_embd == 40
 
 
 def test_kv_cache_logits_equal_full_recompute():
@@ -100,7 +105,7 @@ def test_kv_cache_logits_equal_full_recompute():
 def make_module(**kw) -> SuccuLMModule:
     torch.manual_seed(4)
     words = [f"w{i}" for i in range(19)]
-    module = SuccuLMModule(vocab_size=23, block_size=24, n_layer=2, n_head=2, n_embd=12,
+    module = tiny_module(SuccuLMModule, vocab_size=23, block_size=24, n_layer=2, n_head=2, n_embd=12,
                            ffn_expansion=2, **kw)
     module.tokenizer = WordTokenizer.from_words(words)
     return module.eval()

@@ -22,19 +22,15 @@ from datamodules.text import (
 )
 from datamodules.tinystories import TinyStoriesDataModule
 from succu.tokenizers import BPETokenizer, CharTokenizer, fold_ascii, normalize_text
-from tests.ddp_probe import SHARED_DATA
-
-DATA_DIR = SHARED_DATA
-pytestmark = pytest.mark.skipif(
-    not (DATA_DIR / "tinystories.txt").is_file(), reason=f"shared corpora not found in {DATA_DIR}"
-)
+from tests.paths import SHARED_DATA as DATA_DIR
+from tests.tiny import tiny_module
 
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch):
+def offline(monkeypatch, shared_data):  # every test here reads the shared corpora
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("SUCCU_DATA_DIR", str(DATA_DIR))
+    monkeypatch.setenv("SUCCU_DATA_DIR", str(shared_data))
     monkeypatch.delenv("RANK", raising=False)
     monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
 
@@ -228,7 +224,7 @@ def test_resume_continues_the_window_stream_exactly(cache, tmp_path):
     stream = ready(ShakespeareDataModule(seed=3, batches_per_epoch=100, cache_dir=cache))
     reference = [b["input_ids"] for b in first_batches(stream, 7)]
     dm = ShakespeareDataModule(seed=3, batches_per_epoch=4, cache_dir=cache)
-    model = GPTModule(vocab_size=dm.vocab_size, block_size=64, n_layer=1, n_head=1, n_embd=16)
+    model = tiny_module(GPTModule, vocab_size=dm.vocab_size, block_size=64, n_layer=1, n_head=1, n_embd=16)
     recorder = Recorder()
     trainer = L.Trainer(
         max_steps=6, accelerator="cpu", logger=False, enable_checkpointing=False,
@@ -285,37 +281,6 @@ def test_mixture_shares_one_tokenizer_and_applies_abc_to_shakespeare(mixture):
     assert shakespeare.startswith("first citizen :\nbefore we proceed")
 
 
-def test_batch_from_a_named_corpus(mixture):
-    state = mixture.state_dict()
-    batch = mixture.batch_from("shakespeare")
-    assert batch["source"].tolist() == [1] * 16
-    for row, label in zip(batch["input_ids"], batch["labels"]):
-        assert contains(mixture.train_arrays[1], torch.cat([row, label[-1:]]))
-    small = mixture.batch_from(0, batch_size=4)
-    assert small["input_ids"].shape == (4, 64) and small["source"].tolist() == [0] * 4
-    assert mixture.state_dict()["batch_from"] == state["batch_from"] + 2
-    # Reproducible on resume: the same counter gives the same batch.
-    mixture.load_state_dict(state)
-    assert torch.equal(mixture.batch_from("shakespeare")["input_ids"], batch["input_ids"])
-    with pytest.raises(ValueError, match="unknown corpus"):
-        mixture.batch_from("wikipedia")
-
-
-def test_batch_from_per_row_corpora(mixture):
-    """The alpha callback's per-sample mode: one corpus index per row (a LongTensor or a list)."""
-    wanted = torch.tensor([1, 0, 0, 1, 1])
-    batch = mixture.batch_from(wanted)
-    assert torch.equal(batch["source"], wanted) and batch["input_ids"].shape == (5, 64)
-    for row, label, src in zip(batch["input_ids"], batch["labels"], wanted.tolist()):
-        assert contains(mixture.train_arrays[src], torch.cat([row, label[-1:]]))
-    assert mixture.batch_from([0, 1], batch_size=2)["source"].tolist() == [0, 1]
-    assert mixture.batch_from(torch.tensor(1), batch_size=3)["source"].tolist() == [1, 1, 1]
-    with pytest.raises(ValueError, match="batch_size"):
-        mixture.batch_from([0, 1], batch_size=3)
-    with pytest.raises(ValueError, match="unknown corpus"):
-        mixture.batch_from([0, 2])
-
-
 def test_mixture_validation_batches_are_per_corpus(mixture):
     batches = list(mixture.val_dataloader())
     per_source = [b["source"].unique().tolist() for b in batches]
@@ -354,6 +319,34 @@ def test_unknown_names_are_rejected():
         ShakespeareDataModule(tokenizer_kind="word")
     with pytest.raises(ValueError, match="source"):
         resolve_source(corpus_spec("shakespeare"), source="web")
+
+
+def test_unknown_corpus_lists_the_known_ones():
+    corpus_spec("shakespeare")
+    corpus_spec("tinystories")
+    with pytest.raises(ValueError, match=r"unknown corpus 'klingon'; known corpora: \[.*'shakespeare'"):
+        corpus_spec("klingon")
+    with pytest.raises(ValueError, match="unknown corpus 'klingon.opera'"):
+        corpus_spec("klingon.opera")
+
+
+@pytest.mark.parametrize("body, cause", [
+    ("import succu_no_such_dependency\n", "ModuleNotFoundError: No module named 'succu_no_such_dependency'"),
+    ("from succu import no_such_name\n", "ImportError: cannot import name 'no_such_name'"),
+])
+def test_corpus_module_that_fails_to_import_says_so(tmp_path, monkeypatch, body, cause):
+    """A corpus module that exists but cannot be imported is an import failure, not an unknown name."""
+    import sys
+
+    import datamodules
+
+    (tmp_path / "brokencorpus.py").write_text(body)
+    monkeypatch.setattr(datamodules, "__path__", [*datamodules.__path__, str(tmp_path)])
+    monkeypatch.delitem(sys.modules, "datamodules.brokencorpus", raising=False)
+    with pytest.raises(ImportError, match="importing datamodules.brokencorpus failed") as err:
+        corpus_spec("brokencorpus")
+    assert cause in str(err.value) and "\n" not in str(err.value)
+    sys.modules.pop("datamodules.brokencorpus", None)
 
 
 def test_hub_path_loads_through_datasets_when_online(tmp_path, monkeypatch):

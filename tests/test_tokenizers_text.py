@@ -14,22 +14,16 @@ from succu.tokenizers import (
     normalize_text,
     tokenizer_from_state,
 )
-from tests.ddp_probe import SHARED_DATA
-
-DATA_DIR = SHARED_DATA
-needs_data = pytest.mark.skipif(
-    not (DATA_DIR / "tinyshakespeare.txt").is_file(), reason=f"shared corpora not found in {DATA_DIR}"
-)
 
 
 @pytest.fixture(scope="module")
-def shakespeare() -> str:
-    return (DATA_DIR / "tinyshakespeare.txt").read_text(encoding="utf-8")
+def shakespeare(shared_data) -> str:
+    return (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
-def stories() -> list[str]:
-    text = (DATA_DIR / "tinystories.txt").read_text(encoding="utf-8")
+def stories(shared_data) -> list[str]:
+    text = (shared_data / "tinystories.txt").read_text(encoding="utf-8")
     return [s.strip() for s in text.split("<|endoftext|>") if s.strip()]
 
 
@@ -62,7 +56,6 @@ def test_abc_style_is_idempotent_and_rules_apply_in_canonical_order():
 
 
 # ---- character tokenizer ------------------------------------------------------------------------
-@needs_data
 def test_char_round_trip_on_shakespeare_is_nanogpt_vocabulary(shakespeare):
     tok = CharTokenizer.from_texts([shakespeare])
     assert tok.vocab_size == 65 and tok.vocab == sorted(set(shakespeare))
@@ -72,7 +65,6 @@ def test_char_round_trip_on_shakespeare_is_nanogpt_vocabulary(shakespeare):
     assert tok.eos_id is None
 
 
-@needs_data
 def test_char_round_trip_on_stories_with_eos_and_folding(stories):
     folded = [fold_ascii(s) for s in stories]
     tok = CharTokenizer.from_texts(folded, specials=["<EOS>"], normalizers=["fold_ascii"])
@@ -102,7 +94,6 @@ def test_char_state_round_trip():
 
 
 # ---- BPE -----------------------------------------------------------------------------------------
-@needs_data
 def test_bpe_trained_on_train_split_round_trips_val(shakespeare):
     cut = int(len(shakespeare) * 0.9)
     train, val = shakespeare[:cut], shakespeare[cut:]

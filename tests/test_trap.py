@@ -44,8 +44,10 @@ class ScriptedModel(nn.Module):
 
 
 class Forced(LanguageModule):
+    config_class = SuccuLMConfig
+
     def __init__(self, table: dict[str, str], first: str):
-        super().__init__()
+        super().__init__(SuccuLMConfig(vocab_size=len(TOKENIZER), block_size=24))
         ids = TOKENIZER.stoi
         self.model = ScriptedModel(len(TOKENIZER), {ids[a]: ids[b] for a, b in table.items()},
                                    ids[first])
@@ -93,7 +95,7 @@ def test_leaks_after_eos_do_not_count_and_clean_models_count_zero():
 
 def test_seeded_sampling_is_reproducible():
     torch.manual_seed(0)
-    module = SuccuLMModule(vocab_size=len(TOKENIZER), block_size=16, profile="tiny")
+    module = SuccuLMModule(SuccuLMConfig(vocab_size=len(TOKENIZER), block_size=16, profile="tiny"))
     module.tokenizer = TOKENIZER
     a = sample_generations(module, PROMPTS, temperature=20.0, seed=5, samples=2)
     b = sample_generations(module, PROMPTS, temperature=20.0, seed=5, samples=2)

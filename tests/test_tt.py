@@ -78,7 +78,7 @@ def test_reference_example_core_shapes_and_param_formula():
         assert [tuple(w.shape) for w in tt.tt_W] == [(10, 10), (10, 20, mid), (mid, 5, 10), (10, 10)]
         assert tt.num_params() == 200 + 250 * mid + 200  # cores + bias
         assert sum(w.numel() for w in tt.tt_W) == 200 + 250 * mid
-    # the write-up's break-even: below the dense 10,000 weights up to mid = 39
+    # the SuccuLM tensor-network article's break-even: below the dense 10,000 weights up to mid = 39
     assert (200 + 250 * 39 < 10_000) and (200 + 250 * 40 > 10_000)
     tt = TTLinear.from_linear(lin, (5, 10), (10, 20), [10, 39, 10])
     assert tt.compression_ratio() == pytest.approx((10_000 + 200) / (200 + 250 * 39 + 200))

@@ -14,7 +14,7 @@ from succu.nn.tt import TTLinear
 
 torch.set_num_threads(1)
 TT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "succulm_tt.yaml"
-TINY = ["--model.init_args.profile", "tiny", "--data.init_args.batch_size", "8",
+TINY = ["--model.init_args.model.profile", "tiny", "--data.init_args.batch_size", "8",
         "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
         "--trainer.limit_val_batches", "2"]
 

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import torch
 
+from succu.contracts import NamedCorpora
 from succu.modules.base import LanguageModule, token_count
 from succu.nn.gates import check_alpha
+from succu.nn.utils import eval_mode
 
 HELP = "validation loss per corpus across the alpha dial of a gated model (CSV, markdown, PNG)"
 
@@ -55,19 +57,19 @@ def val_batches(datamodule, max_batches: int | None = None) -> list[dict]:
 @torch.no_grad()
 def sweep(module: LanguageModule, batches, alphas: list[float], names: list[str]) -> list[dict]:
     """Token-weighted validation loss per corpus at each alpha; batches hold one corpus each."""
-    module.eval()
     rows = []
-    for alpha in alphas:
-        totals: dict[str, list[float]] = {}
-        for batch in batches:
-            corpus = names[int(batch["source"][0])] if "source" in batch else names[0]
-            logits = module(batch["input_ids"].to(module.device), alpha=alpha)
-            labels = batch["labels"].to(module.device)
-            n = token_count(labels)
-            acc = totals.setdefault(corpus, [0.0, 0])
-            acc[0] += float(module.loss(logits, labels)) * n
-            acc[1] += n
-        rows.append({"alpha": alpha, **{c: t / n for c, (t, n) in totals.items()}})
+    with eval_mode(module):
+        for alpha in alphas:
+            totals: dict[str, list[float]] = {}
+            for batch in batches:
+                corpus = names[int(batch["source"][0])] if "source" in batch else names[0]
+                logits = module(batch["input_ids"].to(module.device), alpha=alpha)
+                labels = batch["labels"].to(module.device)
+                n = token_count(labels)
+                acc = totals.setdefault(corpus, [0.0, 0])
+                acc[0] += float(module.loss(logits, labels)) * n
+                acc[1] += n
+            rows.append({"alpha": alpha, **{c: t / n for c, (t, n) in totals.items()}})
     return rows
 
 
@@ -114,7 +116,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         raise ValueError(f"{args.ckpt} holds {type(module.model).__name__}, which has no alpha dial")
     datamodule = load_datamodule(args.ckpt, module)
     datamodule.setup("validate")
-    names = list(getattr(datamodule, "corpora", ["data"]))
+    names = list(datamodule.corpora) if isinstance(datamodule, NamedCorpora) else ["data"]
     batches = val_batches(datamodule, args.max_batches)
     rows = sweep(module, batches, alphas, names)
     out = Path(args.out)

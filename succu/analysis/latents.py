@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from succu.models.hypersurface import HypersurfaceLM, Transform
+from succu.nn.utils import eval_mode
 
 IGNORE_INDEX = -100
 
@@ -108,18 +109,16 @@ def context_average_ablation(model: HypersurfaceLM, batches: Sequence[dict[str, 
 
     Models without a context-dependent transform (b0, b1, b2) give a change of exactly 0.
     """
-    was_training = model.training
-    model.eval()
-    t_bar = mean_transform(model, batches) if model.cfg.context_dependent else None
-    sums = {"loss": [0.0, 0], "loss_ctx_avg": [0.0, 0]}
-    for batch in batches:
-        for key, override in (("loss", None), ("loss_ctx_avg", t_bar)):
-            if key == "loss_ctx_avg" and t_bar is None:
-                continue
-            s, n = token_loss_sum(model(batch["input_ids"], transform=override), batch["labels"])
-            sums[key][0] += s
-            sums[key][1] += n
-    model.train(was_training)
+    with eval_mode(model):
+        t_bar = mean_transform(model, batches) if model.cfg.context_dependent else None
+        sums = {"loss": [0.0, 0], "loss_ctx_avg": [0.0, 0]}
+        for batch in batches:
+            for key, override in (("loss", None), ("loss_ctx_avg", t_bar)):
+                if key == "loss_ctx_avg" and t_bar is None:
+                    continue
+                s, n = token_loss_sum(model(batch["input_ids"], transform=override), batch["labels"])
+                sums[key][0] += s
+                sums[key][1] += n
     loss = sums["loss"][0] / max(1, sums["loss"][1])
     avg = sums["loss_ctx_avg"][0] / sums["loss_ctx_avg"][1] if t_bar is not None else loss
     return {"loss": loss, "loss_ctx_avg": avg, "delta": avg - loss}
@@ -128,27 +127,23 @@ def context_average_ablation(model: HypersurfaceLM, batches: Sequence[dict[str, 
 @torch.no_grad()
 def corpus_losses(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict[int, float]:
     """Mean next-token loss per corpus index (rows' `source`, 0 when unlabelled), token-weighted."""
-    was_training = model.training
-    model.eval()
     sums: dict[int, list[float]] = {}
-    for batch in batches:
-        corpus = int(batch["source"][0]) if "source" in batch else 0
-        s, n = token_loss_sum(model(batch["input_ids"]), batch["labels"])
-        acc = sums.setdefault(corpus, [0.0, 0])
-        acc[0] += s
-        acc[1] += n
-    model.train(was_training)
+    with eval_mode(model):
+        for batch in batches:
+            corpus = int(batch["source"][0]) if "source" in batch else 0
+            s, n = token_loss_sum(model(batch["input_ids"]), batch["labels"])
+            acc = sums.setdefault(corpus, [0.0, 0])
+            acc[0] += s
+            acc[1] += n
     return {k: s / n for k, (s, n) in sorted(sums.items())}
 
 
 @torch.no_grad()
 def validation_diagnostics(model: HypersurfaceLM, batch: dict[str, torch.Tensor], max_contexts: int = 64) -> dict[str, float]:
     """The `diag/` numbers of one in-domain val batch: geometry and the context-average ablation."""
-    was_training = model.training
-    model.eval()
-    mask = batch["labels"] != IGNORE_INDEX
-    out = latent_geometry(model, batch["input_ids"], mask, max_contexts)
-    ablation = context_average_ablation(model, [batch])
+    with eval_mode(model):
+        mask = batch["labels"] != IGNORE_INDEX
+        out = latent_geometry(model, batch["input_ids"], mask, max_contexts)
+        ablation = context_average_ablation(model, [batch])
     out["ctx_avg/loss_delta"] = ablation["delta"]
-    model.train(was_training)
     return out

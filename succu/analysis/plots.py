@@ -1,4 +1,4 @@
-"""PNG plots written next to a run and handed to loggers that take images."""
+"""PNG plots written next to a run (`succu.loggers.log_image` hands them to loggers)."""
 
 from __future__ import annotations
 
@@ -38,10 +38,3 @@ def save_figure(fig: plt.Figure, path: str | Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-
-
-def log_image(loggers, key: str, path: Path, step: int) -> None:
-    """Hand a PNG to every logger that takes images (W&B does; CSV does not)."""
-    for logger in loggers:
-        if hasattr(logger, "log_image"):
-            logger.log_image(key=key, images=[str(path)], step=step)

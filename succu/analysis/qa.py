@@ -1,9 +1,10 @@
-"""Question answering probes: greedy exact match and the write-up's "talk" session."""
+"""Question answering probes: greedy exact match and the "talk" session of the SuccuLM articles."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from succu.contracts import QAProbes, require
 from succu.modules.base import LanguageModule
 from succu.tokenizers import split_words
 
@@ -32,11 +33,12 @@ def talk(module: LanguageModule, prompts: list[str], **sampling) -> list[tuple[s
 
 def report(module: LanguageModule, datamodule) -> str:
     """The end-of-fit talk session: probe prompts, then train and held-out QA exact match."""
+    datamodule = require(datamodule, QAProbes, "the talk session")
     lines = ["", "== talk (greedy) =="]
-    for prompt, answer in talk(module, list(getattr(datamodule, "probe_prompts", []))):
+    for prompt, answer in talk(module, list(datamodule.probe_prompts)):
         lines.append(f"  {prompt!r:45} -> {answer!r}")
-    for name in ("train_qa", "heldout_qa"):
-        pairs = list(getattr(datamodule, name, []))
+    for name, pairs in (("train_qa", datamodule.train_qa), ("heldout_qa", datamodule.heldout_qa)):
+        pairs = list(pairs)
         if pairs:
             result = qa_exact_match(module, pairs)
             hits = round(result.exact_match * len(pairs))

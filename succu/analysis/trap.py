@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import torch
 
 from succu.analysis.qa import qa_exact_match
+from succu.contracts import QAProbes
 from succu.modules.base import IGNORE_INDEX, LanguageModule
 
 LEAK_TOKENS = ("<BOS>", "<PAD>", "<UNK>")
@@ -100,12 +101,11 @@ def leak_token_ids(tokenizer) -> list[int]:
 def hidden_token_ids(datamodule) -> list[int]:
     """Vocabulary ids never seen as a training target (specials excluded).
 
-    Uses the datamodule's own `hidden_token_ids` when it has them (SuccuPairsDataModule), else one
-    pass over its training labels.
+    Uses the datamodule's own `hidden_token_ids` when it has QA probes (SuccuPairsDataModule),
+    else one pass over its training labels.
     """
-    known = getattr(datamodule, "hidden_token_ids", None)
-    if known is not None:
-        return sorted(int(i) for i in known)
+    if isinstance(datamodule, QAProbes):
+        return sorted(int(i) for i in datamodule.hidden_token_ids)
     seen = torch.zeros(datamodule.vocab_size, dtype=torch.bool)
     for batch in datamodule.train_dataloader():
         labels = batch["labels"]

@@ -4,7 +4,8 @@
     --bond_dims 47,42,39,27,20`
 
 For every layer set L (blocks whose FFN is squeezed) and every bond spec b, both FFN Linears of
-each block in L become TTLinears (default layout "mps", the write-up's): W (out, in) is reshaped to
+each block in L become TTLinears (default layout "mps", the one of the article "Growing SuccuLM
+(2) — Model Compression with Tensor Networks Revisited"): W (out, in) is reshaped to
 (out modes, in modes), e.g. a 200x50 weight to (10, 20, 5, 10), and decomposed by TT-SVD with the
 outer bonds exact and the (out | in) bond set to b. A bond spec is an int (the same b in every
 block of L) or a bracketed per-block list `[39,42,46,47]` (used only with layer sets of that size).
@@ -50,8 +51,10 @@ from succu.analysis.trap import (
     probe_trap,
     qa_metrics,
 )
+from succu.contracts import QAProbes, require
 from succu.modules.base import IGNORE_INDEX, LanguageModule
 from succu.nn.tt import TTLinear, compress_linears, tt_dims
+from succu.nn.utils import eval_mode
 
 HELP = "tensor-train corruption study of FFN layers, with a low-rank baseline"
 
@@ -110,21 +113,19 @@ def val_metrics(module: LanguageModule, loader, hidden_ids: Sequence[int] = (),
     The masses are the seedless, continuous side of the trap: sampled rates stay 0 until a
     token's probability is large enough to be drawn from a few hundred samples.
     """
-    was_training = module.training
-    module.eval()
     total = hidden = leak = 0.0
     tokens = 0
-    for batch in loader:
-        batch = {k: v.to(module.device) for k, v in batch.items()}
-        logits = module(batch["input_ids"], **module.model_kwargs(batch))
-        mask = batch["labels"] != IGNORE_INDEX
-        n = int(mask.sum())
-        total += float(module.loss(logits, batch["labels"])) * n
-        probs = logits.float().softmax(-1)[mask]
-        hidden += float(probs[:, list(hidden_ids)].sum()) if hidden_ids else 0.0
-        leak += float(probs[:, list(leak_ids)].sum()) if leak_ids else 0.0
-        tokens += n
-    module.train(was_training)
+    with eval_mode(module):
+        for batch in loader:
+            batch = {k: v.to(module.device) for k, v in batch.items()}
+            logits = module(batch["input_ids"], **module.model_kwargs(batch))
+            mask = batch["labels"] != IGNORE_INDEX
+            n = int(mask.sum())
+            total += float(module.loss(logits, batch["labels"])) * n
+            probs = logits.float().softmax(-1)[mask]
+            hidden += float(probs[:, list(hidden_ids)].sum()) if hidden_ids else 0.0
+            leak += float(probs[:, list(leak_ids)].sum()) if leak_ids else 0.0
+            tokens += n
     tokens = max(tokens, 1)
     return {"val_loss": total / tokens, "hidden_mass": hidden / tokens, "special_mass": leak / tokens}
 
@@ -255,7 +256,8 @@ def parse_modes(text: str | None) -> dict[int, tuple[int, ...]]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, help="a succu checkpoint (e.g. last.ckpt)")
     parser.add_argument("--layers", default="0;1;2;3;0,1;1,2;2,3;0,1,2,3",
-                        help="layer sets separated by ';', blocks by ',' (default: the write-up's)")
+                        help="layer sets separated by ';', blocks by ',' (default: those of the "
+                             "SuccuLM tensor-network article)")
     parser.add_argument("--bond_dims", default="47,42,39,27,20",
                         help="(out|in) bonds to sweep: ints, or [a,b,..] lists per block of a set")
     parser.add_argument("--layout", default="mps", choices=["mps", "ttm"])
@@ -269,10 +271,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def make_probe(datamodule, args: argparse.Namespace) -> Probe:
+    datamodule = require(datamodule, QAProbes, "the TT corruption study")
     return Probe(
         val_loader=datamodule.val_dataloader(), prompts=list(datamodule.probe_prompts),
         hidden_ids=hidden_token_ids(datamodule), train_qa=list(datamodule.train_qa),
-        heldout_qa=list(getattr(datamodule, "heldout_qa", [])), temperature=args.temperature,
+        heldout_qa=list(datamodule.heldout_qa), temperature=args.temperature,
         seeds=tuple(int(s) for s in args.seeds.split(",")), samples=args.samples,
     )
 

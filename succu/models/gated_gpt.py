@@ -27,6 +27,7 @@ from functools import partial
 
 import torch
 
+from succu.contracts import DialModel
 from succu.models.gpt import GPT, GPTConfig
 from succu.nn.attention import KVCache, positions
 from succu.nn.gates import (
@@ -42,13 +43,24 @@ from succu.nn.gates import (
 
 @dataclass
 class GatedGPTConfig(GPTConfig):
+    """GPTConfig plus the dial: frozen specialties, tent width, gating and routing switches.
+
+    Attributes:
+        mask_seed: seed of the frozen specialties m (saved in the checkpoint either way).
+        narrowness: tent width factor; < 1 narrows each unit's firing zone on the dial.
+        gating: gate units by the dial; off gives the plain GPT.
+        routing: straight-through routing of gradients by corpus (m or 1 - m). Off by default:
+            abcGPT's own training loop never activates it, and on it costs 0.7-0.9 nats at each
+            corpus's own end of the dial (bench/alpha_dial.py, README).
+    """
+
     mask_seed: int = 1337
     narrowness: float = 1.0
     gating: bool = True
     routing: bool = False  # see GatedGPTModule: measured to hurt, and abcGPT never trains with it
 
 
-class GatedGPT(GPT):
+class GatedGPT(GPT, DialModel):
     def __init__(self, cfg: GatedGPTConfig):
         super().__init__(cfg)
         if not cfg.narrowness > 0:
@@ -58,6 +70,10 @@ class GatedGPT(GPT):
         self.register_buffer("m_embd", sample_specialties(C, g))
         self.register_buffer("m_mlp", sample_specialties(L * 4 * C, g).view(L, 4 * C))
         self.register_buffer("m_head", sample_specialties(L * H, g).view(L, H))
+
+    @property
+    def n_sources(self) -> int:
+        return 2  # the tent dial spans two corpora: m ~ 0 and m ~ 1
 
     def specialties(self) -> torch.Tensor:
         """Every unit's m in one vector: embd, then mlp by layer, then heads by layer."""

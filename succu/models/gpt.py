@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from succu.contracts import KVCacheModel
 from succu.nn.attention import CausalSelfAttention, KVCache, positions
 
 INIT_STD = 0.02
@@ -30,6 +31,18 @@ INIT_STD = 0.02
 
 @dataclass
 class GPTConfig:
+    """The GPT's sizes; the names every succu model shares.
+
+    Attributes:
+        vocab_size: vocabulary size (linked from the datamodule).
+        block_size: context length (linked from the datamodule).
+        n_layer: transformer blocks.
+        n_head: attention heads per block.
+        n_embd: model width d.
+        dropout: dropout on embeddings, attention weights, attention output and MLP output.
+        bias: biases in the Linear and LayerNorm layers (nanoGPT trains without).
+    """
+
     vocab_size: int = 0
     block_size: int = 64
     n_layer: int = 4
@@ -64,7 +77,7 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-class GPT(nn.Module):
+class GPT(nn.Module, KVCacheModel):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         if cfg.vocab_size <= 0:
@@ -107,14 +120,9 @@ class GPT(nn.Module):
         self,
         input_ids: torch.Tensor,
         *,
-        alpha: torch.Tensor | float | None = None,
-        source: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
     ) -> torch.Tensor:
-        """Logits (B, T, V) for ids (B, T); with a cache, ids continue the cached prefix.
-
-        alpha and source are part of the shared model contract; the plain GPT ignores them.
-        """
+        """Logits (B, T, V) for ids (B, T); with a cache, ids continue the cached prefix."""
         span = positions(input_ids, kv_cache, self.cfg.block_size)
         pos = torch.arange(span.start, span.stop, device=input_ids.device)
         t = self.transformer

@@ -1,6 +1,7 @@
 """HypersurfaceLM: frozen random token latents, adapted per context by a generated transform.
 
-The "adaptive latent hypersurfaces" write-up, made measurable. The token latents are never trained:
+The idea of the "Adaptive Latent Hypersurfaces" post, made measurable. The token latents are never
+trained:
 
     E      (V, d) ~ N(0, 1/d), drawn once from `latent_seed`, a buffer (no gradient, in the
            checkpoint). Rows have norm ~1 and are nearly orthogonal: |cos| ~ 1/sqrt(d).
@@ -55,7 +56,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from succu.models.gpt import INIT_STD, Block
+from succu.contracts import KVCacheModel
+from succu.models.gpt import INIT_STD, Block, GPTConfig
 from succu.nn.attention import KVCache, positions
 
 VARIANTS = ("film", "lowrank", "orthogonal")
@@ -63,14 +65,19 @@ BASELINES = ("b0", "b1", "b2")
 
 
 @dataclass
-class HypersurfaceConfig:
-    vocab_size: int = 0
-    block_size: int = 64
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    dropout: float = 0.0
-    bias: bool = False
+class HypersurfaceConfig(GPTConfig):
+    """GPTConfig's sizes (n_layer: blocks of the body; n_embd: also the latents' dimension), the
+    variant and the hypernetwork's shape.
+
+    Attributes:
+        variant: film, lowrank, orthogonal (hypersurface variants) or b0 (trainable tied E),
+            b1 (frozen E, trainable head), b2 (frozen E, one learned context-free T).
+        rank: r of lowrank (I + U V^T) and orthogonal (Cayley of a rank-2r skew matrix).
+        n_hyper_layer: causal blocks of the hypernetwork (variants only; give the baselines as
+            many extra body layers to match the parameter count).
+        latent_seed: seed of the frozen latents E (b0: of E's initial value).
+    """
+
     variant: str = "film"
     rank: int = 1
     n_hyper_layer: int = 1
@@ -226,7 +233,7 @@ class HyperNetwork(nn.Module):
     def __init__(self, cfg: HypersurfaceConfig):
         super().__init__()
         self.cfg = cfg
-        self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_hyper_layer))  # type: ignore[arg-type]
+        self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_hyper_layer))
         self.ln = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         # A bias on the emitter: the context-free part of T_t (what B2 learns) comes for free.
         self.emit = nn.Linear(cfg.n_embd, n_emitted(cfg), bias=True)
@@ -245,7 +252,7 @@ class HyperNetwork(nn.Module):
         return emitted_transform(self.cfg.variant, raw, self.cfg.n_embd, self.cfg.rank)
 
 
-class HypersurfaceLM(nn.Module):
+class HypersurfaceLM(nn.Module, KVCacheModel):
     def __init__(self, cfg: HypersurfaceConfig):
         super().__init__()
         if cfg.vocab_size <= 0:
@@ -260,7 +267,7 @@ class HypersurfaceLM(nn.Module):
             dict(
                 wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
                 drop=nn.Dropout(cfg.dropout),
-                h=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer)),  # type: ignore[arg-type]
+                h=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer)),
                 ln_f=nn.LayerNorm(cfg.n_embd, bias=cfg.bias),
             )
         )
@@ -357,15 +364,13 @@ class HypersurfaceLM(nn.Module):
         self,
         input_ids: torch.Tensor,
         *,
-        alpha: torch.Tensor | float | None = None,
-        source: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
         transform: Transform | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, V) for ids (B, T); with a cache, ids continue the cached prefix.
 
         `transform`, when given, replaces T_t at every position (a context-free Transform for the
-        context-average ablation). alpha and source belong to the shared contract and are ignored.
+        context-average ablation).
         """
         q, transform = self.features(input_ids, kv_cache, transform)
         return self.readout(q, transform)

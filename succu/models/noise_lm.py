@@ -1,31 +1,31 @@
-"""NoiseLM: the write-up "noise embedding LM" (shared/seeds/noise-embedding-lm.txt), made precise.
+"""NoiseLM: the idea of the "noise embedding LM" post (a public Pastebin note), made precise.
 
-The write-up is loose; this docstring is the spec. Notation: V tokens, n = n_embd, d = code_dim,
+The post is loose; this docstring is the spec. Notation: V tokens, n = n_embd, d = code_dim,
 K noise states, inputs x_0..x_{T-1}; position t predicts y_t = x_{t+1}, from x_0..x_t only.
 
-1. Codes (the write-up's random "weights"). C in R^(V x d), rows c_y ~ Uniform(0, 1)^d, drawn once
+1. Codes (the post's random "weights"). C in R^(V x d), rows c_y ~ Uniform(0, 1)^d, drawn once
    from a generator seeded by `code_seed` and kept as a buffer (so they travel in the checkpoint).
    `centred_codes`: c_y ~ Uniform(-1/2, 1/2)^d. `trainable_codes`: C is a parameter (ablation).
 
 2. Scattershot context: fixed (parameter-free) causal features of the codes c_{x_0}..c_{x_t}.
    Levels:  L^0_t = c_{x_t},   L^(k+1)_t = (L^k_t + L^k_(t-s_k)) / 2,   k = 0..n_levels-1, with
-     stride 1: s_k = 1, the write-up's overlapping pair means (f0 = mean(w, x), g0 = mean(f0, f1));
+     stride 1: s_k = 1, the post's overlapping pair means (f0 = mean(w, x), g0 = mean(f0, f1));
                L^2_t = (c_{t-2} + 2 c_{t-1} + c_t) / 4: binomial weights over k + 1 tokens;
      stride 2: s_k = 2^k, non-overlapping pairs of pairs (mean(w, x), mean(y, z) -> L^2), taken
                at every phase: L^k_t = mean of the 2^k codes ending at t (dilated, as WaveNet).
-   The write-up put mean(w, x) between w and x; we store it at the later token, which is what makes
+   The post put mean(w, x) between w and x; we store it at the later token, which is what makes
    every level causal. Where t - s_k < 0 the partner does not exist and L^(k+1)_t = L^k_t.
    Scattershot subsets: j = 1..n_scatter, each a set O_j = {0} + (scatter_size - 1) lags drawn
    without replacement from {1..scatter_window-1} by a generator seeded with `scatter_seed`;
      S^j_t = mean over {o in O_j : o <= t} of c_{x_(t-o)}       (lags are >= 0: causal; lag 0 is
-   always in, so the mean is never empty; it is the write-up's [w, y, z] chain ending at now).
+   always in, so the mean is never empty; it is the post's [w, y, z] chain ending at now).
 
 3. Encoder. u_t = [L^0_t, .., L^n_t, S^1_t, .., S^m_t] in R^((1+n+m) d);
    h^0_t = W_in u_t + p_t (learned positions); h^l = GPT pre-LN causal blocks; h_t = LN_f(h^L_t).
    The key layer is h^kappa, the output of block kappa = `key_layer` (default L // 2, at least 1).
 
 4. Noise embeddings. q_t = P h_t + b in R^d; K learned noise embeddings N_k in R^d; candidates
-     mu_(t,k) = q_t - N_k                 (the write-up: subtract the noise from the embedding).
+     mu_(t,k) = q_t - N_k                 (the post: subtract the noise from the embedding).
 
 5. Snap. Emission of state k: e_t(k, y) = softmax_y(-||mu_(t,k) - c_y||^2 / (2 sigma^2))
                                         = softmax_y((mu_(t,k) . c_y - ||c_y||^2 / 2) / sigma^2),
@@ -33,10 +33,10 @@ K noise states, inputs x_0..x_{T-1}; position t predicts y_t = x_{t+1}, from x_0
    snaps it to the nearest code, argmax_y (q . c_y - ||c_y||^2 / 2): one matmul (succu.nn.lookup
    has the backends), which is also argmax_y e_t(k, y) because softmax is monotone.
 
-6. The single node. The write-up's node A, its self-link B (a transition matrix) and link C (a
+6. The single node. The post's node A, its self-link B (a transition matrix) and link C (a
    noise embedding) become a hidden Markov chain over which noise embedding is used: z_t in
    {1..K}, z_0 ~ pi_0 = softmax(a_0), z_(t+1) | z_t ~ A[z_t, :], A = softmax_rows(A_hat), and
-   y_t | z_t ~ e_t(z_t, .). The write-up's "do both and measure which is closest" is the sum over
+   y_t | z_t ~ e_t(z_t, .). The post's "do both and measure which is closest" is the sum over
    states, weighted by the forward recursion (predictive state before y_t is seen):
      pi_0,    phi_t(i) = pi_t(i) e_t(i, y_t) / sum_k pi_t(k) e_t(k, y_t),    pi_(t+1) = phi_t A.
    phi_t uses y_t = x_(t+1), an input of position t + 1, so pi_t depends on x_0..x_t: causal. Then
@@ -49,9 +49,9 @@ K noise states, inputs x_0..x_{T-1}; position t predicts y_t = x_{t+1}, from x_0
    subsets the model is a plain distance-softmax LM: log_softmax_y(-||q_t - N_1 - c_y||^2 / 2 s^2).
 
 7. Loss (in the Lightning module): NLL + lambda sum_k r_t(k) ||mu_(t,k) - c_(y_t)||^2 / d, with
-   r_t = phi_t detached (which candidate explains y_t: the write-up's "closest" candidate).
+   r_t = phi_t detached (which candidate explains y_t: the post's "closest" candidate).
 
-8. Stop rule (the write-up's key, query and value). Key statistics at t: the running mean and
+8. Stop rule (the post's key, query and value). Key statistics at t: the running mean and
    variance of the key layer over positions s = 0..t, m_t = mean_s h^kappa_s and
    v_t = mean_s (h^kappa_s)^2 - m_t^2. A head g (LN, MLP) maps [m_t, v_t] to the predicted mean
    mu_hat_t and variance v_hat_t = softplus(.), both in R^d, of the codes of the output that
@@ -89,14 +89,32 @@ from succu.nn.lookup import Lookup, make_lookup
 
 
 @dataclass
-class NoiseLMConfig:
-    vocab_size: int = 0
-    block_size: int = 64
-    n_layer: int = 2
-    n_head: int = 4
+class NoiseLMConfig(GPTConfig):
+    """GPTConfig's sizes for the encoder (smaller by default), then the codes, the context
+    hierarchy, the noise states and the snap.
+
+    Attributes:
+        code_dim: code width d.
+        centred_codes: codes ~ Uniform(-1/2, 1/2) instead of Uniform(0, 1).
+        trainable_codes: learn the codes (ablation; the design keeps them fixed).
+        code_seed: seed of the codes.
+        n_levels: pair-mean hierarchy levels above L^0 (0: no hierarchy).
+        level_stride: 1 (overlapping pairs) or 2 (dilated, dyadic windows).
+        n_scatter: scattershot subsets (0: none).
+        scatter_window: subsets draw their lags from the last scatter_window tokens.
+        scatter_size: tokens per subset (lag 0 included).
+        scatter_seed: seed of the subsets.
+        n_noise: K noise embeddings (states of the HMM).
+        init_sigma: initial sigma of the distance softmax (learned).
+        key_layer: the block whose running statistics feed the stop rule (None: n_layer // 2).
+        stop_detach: the stop head reads the key layer without sending gradients into it.
+        lookup: snap backend (matmul, faiss_flat, faiss_hnsw, digit_hash).
+        head: "snap" (the model) or "softmax" (the control: same inputs and encoder, a softmax
+            head, n_noise must be 1).
+    """
+
+    n_layer: int = 2  # a smaller encoder than GPTConfig's default
     n_embd: int = 64
-    dropout: float = 0.0
-    bias: bool = False
     code_dim: int = 64
     centred_codes: bool = False
     trainable_codes: bool = False
@@ -301,19 +319,10 @@ class NoiseLM(nn.Module):
             self.register_buffer("codes", codes)
         member = scatter_lags(cfg.n_scatter, cfg.scatter_window, cfg.scatter_size, cfg.scatter_seed)
         self.register_buffer("scatter_member", member)
-        gcfg = GPTConfig(
-            vocab_size=cfg.vocab_size,
-            block_size=cfg.block_size,
-            n_layer=cfg.n_layer,
-            n_head=cfg.n_head,
-            n_embd=cfg.n_embd,
-            dropout=cfg.dropout,
-            bias=cfg.bias,
-        )
         self.w_in = nn.Linear(cfg.n_features * cfg.code_dim, cfg.n_embd, bias=cfg.bias)
         self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(gcfg) for _ in range(cfg.n_layer))
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))  # a GPTConfig
         self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.proj = nn.Linear(cfg.n_embd, cfg.code_dim)  # P, b
         self.noise = nn.Parameter(torch.randn(cfg.n_noise, cfg.code_dim) * 0.1)  # N_k
@@ -395,17 +404,11 @@ class NoiseLM(nn.Module):
     def forward(
         self,
         input_ids: torch.Tensor,
-        *,
-        alpha: torch.Tensor | float | None = None,
-        source: torch.Tensor | None = None,
-        kv_cache: object | None = None,
     ) -> torch.Tensor:
         """log p(y | x_<=t), (B, T, V): normalised log-probabilities, used as the logits.
 
-        alpha and source are part of the shared contract and ignored; there is no KV cache.
+        There is no KV cache (the HMM state spans the prefix): generation recomputes.
         """
-        if kv_cache is not None:
-            raise ValueError("NoiseLM has no KV cache (its HMM state spans the prefix); pass None")
         return self.outputs(input_ids).log_probs
 
     # ---- snapping -----------------------------------------------------------------------------
@@ -425,7 +428,7 @@ class NoiseLM(nn.Module):
 
     @torch.no_grad()
     def snap_decode(self, input_ids: torch.Tensor, kind: str | None = None) -> torch.Tensor:
-        """Next token of each row by the write-up's rule: snap the most probable candidate, (B,)."""
+        """Next token of each row by the post's rule: snap the most probable candidate, (B,)."""
         out = self.outputs(input_ids)
         best = out.log_pi[:, -1].argmax(-1)  # (B,)
         mu = out.mu[:, -1].gather(1, best.view(-1, 1, 1).expand(-1, 1, out.mu.size(-1)))

@@ -1,6 +1,7 @@
 """SuccuLM: a tiny pre-LN transformer for the succulent world.
 
-The model of the "Growing SuccuLM" write-up, made batched and cache-aware:
+The model of the article "Growing SuccuLM (2) — Model Compression with Tensor Networks Revisited"
+(and its part 1, "Growing a Succulent LM"), made batched and cache-aware:
 
     x_0 = E[ids] + PE                      E: (V, d) token embedding, PE: sinusoidal positions
     x'  = x + MHA(LN_1(x))                 causal multi-head self-attention, all heads in one matmul
@@ -9,14 +10,15 @@ The model of the "Growing SuccuLM" write-up, made batched and cache-aware:
 
 Tying matters for the "sophia trap": the hidden word `sophia` has a row in E that training never
 targets, so the only way it can be emitted is when a hidden state drifts towards that row, which is
-what corrupting (compressing) the last FFN does in the write-up.
+what corrupting (compressing) the last FFN does in the article.
 
-Size profiles mirror the write-up's presets; `upper_middle` (4 layers, d = 50, FFN 200 wide) is the
+Size profiles mirror the article's presets; `upper_middle` (4 layers, d = 50, FFN 200 wide) is the
 one whose 200x50 FFN weights the tensor-train example factors as (5 x 10) x (10 x 20).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -24,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from succu.contracts import KVCacheModel
 from succu.nn.attention import CausalSelfAttention, KVCache, positions
 
 PROFILES: dict[str, dict[str, int]] = {
@@ -37,21 +40,42 @@ PROFILES: dict[str, dict[str, int]] = {
 
 @dataclass
 class SuccuLMConfig:
+    """SuccuLM's sizes: a profile, with single fields overriding it.
+
+    Attributes:
+        vocab_size: vocabulary size (linked from the datamodule).
+        block_size: longest sequence (linked from the datamodule).
+        profile: size preset (tiny, small, middle, upper_middle, large); the size fields below
+            override single values of it.
+        n_layer: transformer blocks (None: from the profile).
+        n_head: attention heads (None: from the profile).
+        n_embd: model width d (None: from the profile).
+        ffn_expansion: FFN hidden width as a multiple of d (None: from the profile).
+        dropout: dropout on embeddings, attention output and FFN output.
+        bias: biases in the linear layers (the reference code has them).
+    """
+
     vocab_size: int = 0
     block_size: int = 32
-    n_layer: int = 4
-    n_head: int = 5
-    n_embd: int = 50
-    ffn_expansion: int = 4
+    profile: str = "upper_middle"
+    n_layer: int | None = None
+    n_head: int | None = None
+    n_embd: int | None = None
+    ffn_expansion: int | None = None
     dropout: float = 0.0
     bias: bool = True
 
-    @classmethod
-    def from_profile(cls, profile: str, **overrides) -> SuccuLMConfig:
-        if profile not in PROFILES:
-            raise ValueError(f"unknown SuccuLM profile {profile!r}; choose one of {sorted(PROFILES)}")
-        fields = {**PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None}}
-        return cls(**fields)
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"unknown SuccuLM profile {self.profile!r}; choose one of {sorted(PROFILES)}")
+
+    def resolved(self) -> SuccuLMConfig:
+        """A copy with every size set: the profile's, where this config leaves a field None.
+
+        The config itself keeps its None fields, so a changed profile still applies to them.
+        """
+        given = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return SuccuLMConfig(**{**PROFILES[self.profile], **given})
 
 
 def sinusoidal_positions(n_pos: int, d: int) -> torch.Tensor:
@@ -65,7 +89,7 @@ def sinusoidal_positions(n_pos: int, d: int) -> torch.Tensor:
 
 
 class Block(nn.Module):
-    """Pre-LN block. With `record` set it keeps the write-up's diagnostics of the last call."""
+    """Pre-LN block. With `record` set it keeps the article's diagnostics of the last call."""
 
     def __init__(self, cfg: SuccuLMConfig):
         super().__init__()
@@ -87,7 +111,7 @@ class Block(nn.Module):
         x = x + self.attn(self.ln1(x), kv_cache=kv_cache, layer=layer)
         ffn_out = self.drop(self.ffn(self.ln2(x)))
         if self.record:
-            # How much the FFN moves the residual stream: the write-up's corruption lens.
+            # How much the FFN moves the residual stream: the article's corruption lens.
             self.stats = {
                 "resid_norm": x.detach().norm(dim=-1),
                 "ffn_norm": ffn_out.detach().norm(dim=-1),
@@ -96,12 +120,12 @@ class Block(nn.Module):
         return x + ffn_out
 
 
-class SuccuLM(nn.Module):
+class SuccuLM(nn.Module, KVCacheModel):
     def __init__(self, cfg: SuccuLMConfig):
         super().__init__()
         if cfg.vocab_size <= 0:
             raise ValueError(f"vocab_size must be positive, got {cfg.vocab_size}")
-        self.cfg = cfg
+        self.cfg = cfg = cfg.resolved()
         self.embed = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.register_buffer("pe", sinusoidal_positions(cfg.block_size, cfg.n_embd), persistent=False)
         self.drop = nn.Dropout(cfg.dropout)
@@ -115,8 +139,6 @@ class SuccuLM(nn.Module):
         self,
         input_ids: torch.Tensor,
         *,
-        alpha: torch.Tensor | float | None = None,
-        source: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, V) for ids (B, T); with a cache, ids continue the cached prefix."""

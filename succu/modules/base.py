@@ -1,17 +1,21 @@
 """LanguageModule: what every succu architecture shares in Lightning.
 
-A subclass builds `self.model` (a plain torch module with the contract
-`forward(input_ids, *, alpha=None, source=None, kv_cache=None) -> logits`) and may override
-`model_kwargs(batch)` to pass extra conditioning. Everything else lives here once: the next-token
-loss and perplexity, AdamW with decay/no-decay groups and warmup-then-cosine, generation with the
-KV cache, and the tokenizer carried inside every checkpoint.
+A subclass names its model's Config dataclass (`config_class`) and builds `self.model` from it:
+a plain torch module with the contract `forward(input_ids, *, kv_cache=None) -> logits`, plus
+`alpha=` and `source=` for models that declare a dial (`succu.contracts.DialModel`). The module
+takes that config whole as its `model` argument (YAML: `model.init_args.model.n_layer`), so every
+hyperparameter of the network is declared once, in the dataclass, with its docstring. Everything
+else lives here once: the next-token loss and perplexity, AdamW with decay/no-decay groups and
+warmup-then-cosine, per-corpus validation losses, generation with the KV cache, and the tokenizer
+carried inside every checkpoint.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import warnings
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -19,14 +23,12 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torchmetrics.text import Perplexity
 
+from succu.contracts import DialModel, KVCacheModel, NamedCorpora
+from succu.nn.utils import eval_mode
 from succu.tokenizers import Tokenizer, tokenizer_from_state
 
 IGNORE_INDEX = -100
 CHECKPOINT_KEY = "succu"
-
-# Lightning warns whenever a module overrides transfer_batch_to_device and a datamodule is used;
-# ours is deliberate (see LanguageModule.transfer_batch_to_device), so the warning is noise.
-warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
 
 
 def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -58,34 +60,56 @@ class LanguageModule(L.LightningModule):
     """Base of every succu LightningModule.
 
     Args:
+        model: the network's Config dataclass (or the dict of its fields a checkpoint stores);
+            data-derived sizes (vocab_size, block_size) are linked into it from the datamodule by
+            `python -m succu.fit`.
         optimizer: optimizer factory; parameters arrive as two groups, matrices (decayed with the
             optimizer's own weight_decay) and vectors/gains (weight_decay 0).
         warmup_steps: linear learning-rate warmup steps before the cosine decay.
         min_lr_ratio: the cosine ends at this fraction of the peak learning rate.
     """
 
+    config_class: ClassVar[type]  # the model's Config dataclass
+
     def __init__(
         self,
+        model: Any,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         warmup_steps: int = 100,
         min_lr_ratio: float = 0.1,
     ):
         super().__init__()
+        if isinstance(model, Mapping):  # the plain-data form a checkpoint stores
+            model = self.config_class(**model)
+        if not isinstance(model, self.config_class):
+            raise TypeError(
+                f"{type(self).__name__} takes model: {self.config_class.__name__}, "
+                f"got {type(model).__name__}"
+            )
+        # Hyperparameters as plain data: the config as a dict (checkpoints load without pickles,
+        # and loggers show its fields). The second call adds it to what loggers receive too.
+        self.save_hyperparameters(ignore=["optimizer", "model"])
+        self.save_hyperparameters({"model": dataclasses.asdict(model)})
+        self.model_config = model  # what the subclass builds its network from
         self.optimizer_factory = optimizer
         self.warmup_steps = warmup_steps
         self.min_lr_ratio = min_lr_ratio
         self.tokenizer: Tokenizer | None = None
         self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
+        self.corpus_names: list[str] = []
         self.model: torch.nn.Module
 
     @property
     def has_dial(self) -> bool:
-        """Whether the model has an alpha dial (GatedGPT): generation and sweeps take `alpha`."""
-        return hasattr(self.model, "dial")
+        """Whether the model declares a dial (GatedGPT): generation and sweeps take `alpha`."""
+        return isinstance(self.model, DialModel)
+
+    def corpus_name(self, index: int) -> str:
+        return self.corpus_names[index] if index < len(self.corpus_names) else f"corpus{index}"
 
     # ---- data and loss -------------------------------------------------------------------
     def model_kwargs(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """Extra keyword arguments for the model's forward (alpha, source, ...)."""
+        """Extra keyword arguments for the model's forward (a dial model's alpha and source)."""
         return {}
 
     def forward(self, input_ids: torch.Tensor, **kwargs: Any) -> torch.Tensor:
@@ -125,6 +149,35 @@ class LanguageModule(L.LightningModule):
         self.log("test/loss", loss, batch_size=n_tokens, sync_dist=True)
         return loss
 
+    # ---- per-corpus validation losses ---------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._loss_sums: dict[Any, list[float]] = {}
+
+    def accumulate_loss(self, key: Any, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add a batch's summed token loss and token count under `key` (e.g. a corpus)."""
+        total = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
+                                ignore_index=IGNORE_INDEX, reduction="sum")
+        acc = self._loss_sums.setdefault(key, [0.0, 0.0])
+        acc[0] += float(total)
+        acc[1] += token_count(labels)
+
+    def local_losses(self) -> dict[Any, tuple[float, float]]:
+        """(mean loss, tokens) of each key seen so far this epoch, on this rank only."""
+        return {k: (s / n, n) for k, (s, n) in self._loss_sums.items() if n > 0}
+
+    def reduced_losses(self, keys: list[Any]) -> dict[Any, tuple[float, float]]:
+        """(token-weighted mean loss, tokens) of each key over the epoch and every DDP rank (keys
+        with no tokens anywhere are left out). Every rank must pass the same keys in order."""
+        sums = torch.tensor([self._loss_sums.get(k, (0.0, 0.0)) for k in keys],
+                            dtype=torch.float64, device=self.device).reshape(-1, 2)
+        if self._trainer is not None:
+            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        return {k: (s / n, n) for k, (s, n) in zip(keys, sums.tolist()) if n > 0}
+
+    def corpus_indices(self) -> list[int]:
+        """Every corpus of the datamodule (one unnamed corpus without NamedCorpora)."""
+        return list(range(max(1, len(self.corpus_names))))
+
     # ---- optimisation ----------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:
         """Matrices decay, vectors (biases, LayerNorm gains) do not, as in nanoGPT."""
@@ -144,9 +197,12 @@ class LanguageModule(L.LightningModule):
 
     # ---- tokenizer in the checkpoint ---------------------------------------------------------
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        if datamodule is not None and getattr(datamodule, "tokenizer", None) is not None:
+        # Every datamodule exposes `tokenizer` (the data contract); a Trainer may have none.
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        if datamodule is not None and datamodule.tokenizer is not None:
             self.tokenizer = datamodule.tokenizer
+        if isinstance(datamodule, NamedCorpora):
+            self.corpus_names = list(datamodule.corpora)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         cls = type(self)
@@ -202,10 +258,15 @@ class LanguageModule(L.LightningModule):
         slides (the last block_size tokens), exactly as full recomputation does.
         """
         check_sampling(temperature, top_k, max_new_tokens)
-        was_training = self.model.training
-        self.model.eval()
+        with eval_mode(self.model):
+            return self._generate(input_ids, max_new_tokens, temperature, top_k, greedy, eos_id,
+                                  use_cache, generator, model_kwargs)
+
+    def _generate(self, input_ids, max_new_tokens, temperature, top_k, greedy, eos_id, use_cache,
+                  generator, model_kwargs) -> torch.Tensor:
         block = self.model.cfg.block_size
-        cached = use_cache and hasattr(self.model, "new_kv_cache")
+        cached = use_cache and isinstance(self.model, KVCacheModel)
+        kv = {}  # a model without a cache takes no kv_cache argument at all
         seq, cache, fresh = input_ids, None, input_ids
         done = torch.zeros(input_ids.size(0), dtype=torch.bool, device=input_ids.device)
         for _ in range(max_new_tokens):
@@ -214,7 +275,8 @@ class LanguageModule(L.LightningModule):
                 # once at the start and then only when the window has to slide.
                 fresh = seq[:, -block:]
                 cache = self.model.new_kv_cache() if cached else None
-            logits = self.model(fresh, kv_cache=cache, **model_kwargs)[:, -1, :].float()
+                kv = {"kv_cache": cache} if cached else {}
+            logits = self.model(fresh, **kv, **model_kwargs)[:, -1, :].float()
             nxt = self.pick(logits, temperature, top_k, greedy, generator)
             if eos_id is not None:
                 nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
@@ -223,7 +285,6 @@ class LanguageModule(L.LightningModule):
             fresh = nxt[:, None]
             if eos_id is not None and bool(done.all()):
                 break
-        self.model.train(was_training)
         return seq
 
     @staticmethod

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
-from lightning.pytorch.cli import OptimizerCallable
 
-from datamodules.succulent import read_embeddings_json
-from succu.analysis.plots import attention_figure, log_image, save_figure
+from succu.analysis.plots import attention_figure, save_figure
+from succu.contracts import InitialEmbeddings
+from succu.embeddings import read_embeddings_json
+from succu.loggers import log_image
 from succu.models.succulm import SuccuLM, SuccuLMConfig
 from succu.modules.base import LanguageModule
 
@@ -17,55 +19,26 @@ class SuccuLMModule(LanguageModule):
     """SuccuLM: a tiny pre-LN transformer with tied output and sinusoidal positions.
 
     Args:
-        vocab_size: vocabulary size (linked from the datamodule).
-        block_size: longest sequence (linked from the datamodule).
-        profile: size preset (tiny, small, middle, upper_middle, large); the size fields below
-            override single values of it.
-        n_layer: transformer blocks (None: from the profile).
-        n_head: attention heads (None: from the profile).
-        n_embd: model width d (None: from the profile).
-        ffn_expansion: FFN hidden width as a multiple of d (None: from the profile).
-        dropout: dropout on embeddings, attention output and FFN output.
-        bias: biases in the linear layers (the reference has them).
+        model: the network's sizes (SuccuLMConfig: a profile and single-field overrides).
         init_embeddings: a JSON file {word: [floats]} (the reference's succulm_embeddings.json)
             whose vectors initialise the matching rows of the token embedding. Without it, a
-            datamodule that read such a file from its data_dir initialises the embedding.
+            datamodule that brings initial embeddings (succulent data_dir) initialises them.
         diagnostics: at every validation, log per-block residual norms, FFN-output norms and
             cos(x, x + ffn(x)) under `diag/`, and write the attention maps (every block and head)
             of the first validation sequence to `<run>/diag/attention_<step>.png`.
     """
 
+    config_class = SuccuLMConfig
+
     def __init__(
         self,
-        vocab_size: int = 0,
-        block_size: int = 32,
-        profile: str = "upper_middle",
-        n_layer: int | None = None,
-        n_head: int | None = None,
-        n_embd: int | None = None,
-        ffn_expansion: int | None = None,
-        dropout: float = 0.0,
-        bias: bool = True,
+        model: SuccuLMConfig = SuccuLMConfig(),  # noqa: B008
         init_embeddings: str | None = None,
         diagnostics: bool = False,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        warmup_steps: int = 100,
-        min_lr_ratio: float = 0.1,
+        **kwargs: Any,
     ):
-        super().__init__(optimizer=optimizer, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio)
-        self.save_hyperparameters(ignore=["optimizer"])
-        cfg = SuccuLMConfig.from_profile(
-            profile,
-            vocab_size=vocab_size,
-            block_size=block_size,
-            n_layer=n_layer,
-            n_head=n_head,
-            n_embd=n_embd,
-            ffn_expansion=ffn_expansion,
-            dropout=dropout,
-            bias=bias,
-        )
-        self.model = SuccuLM(cfg)
+        super().__init__(model, **kwargs)
+        self.model = SuccuLM(self.model_config)
         self.init_embeddings = init_embeddings
         self.diagnostics = diagnostics
 
@@ -83,8 +56,8 @@ class SuccuLMModule(LanguageModule):
             if self.model.load_embeddings(vectors, self.tokenizer.vocab) == 0:
                 raise ValueError(f"no word of the vocabulary is in {self.init_embeddings}")
             return
-        datamodule = getattr(self.trainer, "datamodule", None)
-        weight = datamodule.embedding_weight() if hasattr(datamodule, "embedding_weight") else None
+        datamodule = self.trainer.datamodule
+        weight = datamodule.embedding_weight() if isinstance(datamodule, InitialEmbeddings) else None
         if weight is not None:
             if weight.shape != self.model.embed.weight.shape:
                 raise ValueError(
@@ -100,7 +73,7 @@ class SuccuLMModule(LanguageModule):
             stats = self.model.diagnostics(batch["input_ids"], batch["labels"] != -100)
             for name, value in stats.items():
                 if name != "attention":
-                    self.log(f"diag/{name}", value, batch_size=batch["input_ids"].size(0))
+                    self.log(f"diag/{name}", value, batch_size=1, sync_dist=True)
             self.save_attention(batch["input_ids"][0], [a[0] for a in stats["attention"]])
         return loss
 

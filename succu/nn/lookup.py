@@ -9,13 +9,14 @@ returned, so backends differ only in which ids they find.
                 per-row cdist.
     faiss_flat  exact, faiss `IndexFlatL2` (needs `pip install faiss-cpu`; imported lazily).
     faiss_hnsw  approximate, faiss `IndexHNSWFlat` (M links per node, efSearch candidates).
-    digit_hash  approximate, the write-up's digit-weighted locality hash (ablation, below).
+    digit_hash  approximate, the digit-weighted locality hash of the noise-embedding LM post
+                (ablation, below).
 
 The digit hash, made precise. Coordinates are rescaled to u in [0, 1) by the table's range and
-read as `n_digits` digits in base `base` (default decimal, as in the write-up):
+read as `n_digits` digits in base `base` (default decimal, as in the post):
 digit_j(u) = floor(u base^(j+1)) mod base, j = 0 (most significant), 1, ...
 
-* Score (the write-up's "hamming distance with each digit from left to right penalised by a
+* Score (the post's "hamming distance with each digit from left to right penalised by a
   factor f, rewarding numeric closeness of each digit"):
       S(q, c) = sum_i sum_j f^(-j) |digit_j(q_i) - digit_j(c_i)|,       f = `digit_factor`.
   With f = base it is an L1 distance that ignores carries: 0.19 and 0.20 are 0.01 apart but score
@@ -28,7 +29,7 @@ digit_j(u) = floor(u base^(j+1)) mod base, j = 0 (most significant), 1, ...
   neighbour search needs every near key, not one exact key.
 * Multi-probe: with `probes=1` a query also visits, for each hashed coordinate, the bucket whose
   digit differs by one towards the query's second digit (the numerically nearest neighbour cell).
-* Candidates (the union over tables and probes) are ranked by S (`rerank="digits"`, the write-up)
+* Candidates (the union over tables and probes) are ranked by S (`rerank="digits"`, as in the post)
   or by exact L2 (`rerank="l2"`); a query whose buckets are all empty is answered by a full scan.
 `n_coords` defaults to the number that makes the mean bucket hold about `bucket_size` codes.
 """
@@ -188,11 +189,11 @@ class FaissHNSWLookup(FaissLookup):
 
 
 class DigitHashLookup(Lookup):
-    """The write-up's digit-weighted locality hash (see the module docstring for the maths).
+    """The noise-embedding LM post's digit-weighted locality hash (maths: the module docstring).
 
     Args:
         codes: the (V, d) code table.
-        base: digit base (10: the write-up's decimal digits).
+        base: digit base (10: the post's decimal digits).
         n_digits: digits per coordinate read by the score.
         digit_factor: f; digit j weighs f^-j.
         n_tables: hash functions (2: cuckoo hashing's two), each probed by every query.

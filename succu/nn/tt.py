@@ -4,7 +4,8 @@ The weight W (out, in) of a Linear with out = prod(out_modes) = m_1...m_M and
 in = prod(in_modes) = n_1...n_N is viewed as a tensor and factored into a chain of small cores.
 
 Layouts
-    "mps"  the reference's (`ttz.TTLayer.from_linear_layer`): W is reshaped to
+    "mps"  the layout of the SuccuLM tensor-network article's code
+           (`ttz.TTLayer.from_linear_layer`): W is reshaped to
            (m_1, ..., m_M, n_1, ..., n_N), output modes first, and split into a plain tensor train
            over all D = M + N modes,
                W[o_1..o_M, i_1..i_N] = G_1[o_1] G_2[o_2] ... G_M[o_M] H_1[i_1] ... H_N[i_N],

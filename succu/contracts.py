@@ -1,0 +1,142 @@
+"""What a model or a datamodule offers, declared by inheritance and checked with `isinstance`.
+
+A feature is never guessed from an attribute's presence: a model that keeps a KV cache subclasses
+`KVCacheModel`, a model with a dial subclasses `DialModel`, and so on. A renamed method then fails
+loudly (the base raises NotImplementedError) instead of silently switching a feature off, and a
+tool asked for a capability that a checkpoint lacks says which one in one line (`require`).
+
+These are plain mixins with no state of their own, so models (pure torch) and datamodules
+(Lightning) can both inherit them; nothing here imports Lightning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+T = TypeVar("T")
+
+
+class CapabilityError(ValueError):
+    """A tool asked an object for something it does not declare (one line, names both)."""
+
+
+def require(obj: Any, capability: type[T], what: str) -> T:
+    """`obj` as a `capability`, or a CapabilityError saying that `what` needs it."""
+    if not isinstance(obj, capability):
+        summary = capability.__doc__.splitlines()[0].rstrip(".")
+        raise CapabilityError(
+            f"{what} needs {summary[0].lower()}{summary[1:]}; {type(obj).__name__} has none"
+        )
+    return obj
+
+
+# ---- models ---------------------------------------------------------------------------------
+class KVCacheModel:
+    """A model with a key/value cache for incremental decoding.
+
+    `forward(input_ids, kv_cache=cache)` reads and extends the cache; generation feeds one token
+    per step after the prompt.
+    """
+
+    def new_kv_cache(self) -> Any:
+        raise NotImplementedError
+
+
+class DialModel:
+    """A model with a dial over named sources (the corpora of its training mixture).
+
+    `forward(input_ids, alpha=..., source=...)` takes the dial position (a float, or one per row)
+    and, in training, the source of each row. `n_sources` is the number of corpora the dial spans.
+    """
+
+    @property
+    def n_sources(self) -> int:
+        raise NotImplementedError
+
+
+# ---- datamodules ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DialSampler:
+    """How a dial's training positions and corpora are drawn, row by row, in the data pipeline.
+
+    For two sources: alpha ~ Beta(a, b) (or U(0, 1)), then source ~ Bernoulli(alpha), so rows of
+    corpus 1 tend to come with a high alpha. `per_sample` False gives the whole batch one alpha
+    and one source. Draws for batch k on rank r come from a generator seeded by (seed, r, k):
+    any batch can be recomputed, resume needs only the batch index, and ranks differ.
+    """
+
+    a: float = 0.5
+    b: float = 0.5
+    distribution: str = "beta"
+    per_sample: bool = False
+    n_sources: int = 2
+
+    def __post_init__(self) -> None:
+        if self.distribution not in ("beta", "uniform"):
+            raise ValueError(f"distribution must be 'beta' or 'uniform', got {self.distribution!r}")
+        if not (self.a > 0 and self.b > 0):
+            raise ValueError(f"Beta parameters must be positive, got a={self.a}, b={self.b}")
+        if self.n_sources != 2:
+            raise ValueError(f"the Beta dial spans 2 sources, got n_sources={self.n_sources}")
+
+    def draw(self, seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(alpha (n,) float32, source (n,) int64) from the generator seeded by `seed`."""
+        rng = np.random.default_rng(seed)
+        k = n if self.per_sample else 1
+        alpha = rng.random(k) if self.distribution == "uniform" else rng.beta(self.a, self.b, k)
+        source = (rng.random(k) < alpha).astype(np.int64)
+        alpha, source = torch.from_numpy(alpha).float(), torch.from_numpy(source)
+        return alpha.expand(n).clone(), source.expand(n).clone()
+
+
+class NamedCorpora:
+    """A datamodule over named corpora whose batches label each row's corpus with `source`.
+
+    `corpora` names them in index order; `corpus_weights` is the training share of each (zero for
+    a corpus used only out of domain); `install_dial` makes training batches carry `alpha` and
+    draw each row's corpus from the dial.
+    """
+
+    corpora: list[str]
+
+    @property
+    def corpus_weights(self) -> list[float]:
+        raise NotImplementedError
+
+    def install_dial(self, sampler: DialSampler | None) -> None:
+        raise NotImplementedError
+
+
+class QAProbes:
+    """A datamodule with question-answer probes: prompts to talk to and scored QA pairs.
+
+    `probe_prompts` are what a trained model is shown after fit; `train_qa` and `heldout_qa` are
+    (question, answer) pairs scored by exact match; `hidden_token_ids` are vocabulary ids never
+    used as a training target (the sophia trap).
+    """
+
+    probe_prompts: Sequence[str]
+    train_qa: Sequence[tuple[str, str]]
+    heldout_qa: Sequence[tuple[str, str]]
+    hidden_token_ids: Sequence[int]
+
+
+class BatchSized:
+    """A datamodule whose training batch size (rows per device) is the attribute `batch_size`.
+
+    Scale-out tools may set it (a global batch split over devices) before the loaders are built.
+    """
+
+    batch_size: int
+
+
+class InitialEmbeddings:
+    """A datamodule that brings token vectors to initialise a model's embedding."""
+
+    def embedding_weight(self) -> torch.Tensor | None:
+        raise NotImplementedError

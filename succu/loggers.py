@@ -1,0 +1,64 @@
+"""Logging outside `LightningModule.log`: metrics, tables and images handed to loggers directly.
+
+A LightningModule passes `self.loggers`, a callback `trainer.loggers`. Tables and images go only to
+loggers known to take them (`takes_media`): Lightning's WandbLogger, plus any class registered with
+`register_media_logger` (e.g. a test logger that records calls); a CSV or TensorBoard logger gets
+none, and the caller writes its own markdown/PNG copy under the run folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    import lightning as L
+    from lightning.pytorch.loggers import Logger
+
+_MEDIA_LOGGERS: list[type] = []  # registered beside WandbLogger
+
+
+def register_media_logger(cls: type) -> type:
+    """Declare that instances of `cls` take `log_table(key, columns, data, step)` and
+    `log_image(key, images, step)` like WandbLogger; usable as a class decorator."""
+    if cls not in _MEDIA_LOGGERS:
+        _MEDIA_LOGGERS.append(cls)
+    return cls
+
+
+def media_logger_classes() -> tuple[type, ...]:
+    from lightning.pytorch.loggers import WandbLogger
+
+    return (WandbLogger, *_MEDIA_LOGGERS)
+
+
+def takes_media(logger: Logger) -> bool:
+    """Whether `logger` takes tables and images."""
+    return isinstance(logger, media_logger_classes())
+
+
+def log_metrics(trainer: L.Trainer, metrics: dict[str, float]) -> None:
+    """Log values that are identical on every rank, outside the hooks where `pl_module.log` is
+    allowed (e.g. at the end of fit); loggers write on rank 0 only. The values also land in
+    `trainer.callback_metrics`, where checkpoint and early-stopping callbacks look."""
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=trainer.global_step)
+    trainer.callback_metrics.update({k: torch.tensor(float(v)) for k, v in metrics.items()})
+
+
+def log_table(loggers: Iterable[Logger], key: str, columns: list[str], rows: list[list[Any]],
+              step: int | None) -> None:
+    """Hand a table to every logger that takes tables."""
+    for logger in loggers:
+        if takes_media(logger):
+            logger.log_table(key=key, columns=columns, data=rows, step=step)
+
+
+def log_image(loggers: Iterable[Logger], key: str, path: str | Path, step: int | None) -> None:
+    """Hand a PNG to every logger that takes images."""
+    for logger in loggers:
+        if takes_media(logger):
+            logger.log_image(key=key, images=[str(path)], step=step)
