@@ -2,10 +2,10 @@
 
 The pipeline, per corpus (see `CorpusSpec`; shakespeare.py and tinystories.py register theirs):
 
-    source   a local file (`data_paths`, `$SUCCU_DATA_DIR`, or the default data folders) or, when
-             none is there and the network is, the hub (`datasets.load_dataset(hub_id)`; a URL
-             loads as a raw text file). Nothing touches the network when HF_DATASETS_OFFLINE or
-             HF_HUB_OFFLINE is set.
+    source   a local file (`data_paths`, `$SUCCU_DATA_DIR`, or the default data folders) by
+             default; the hub (`datasets.load_dataset(hub_id)`; a URL loads as a raw text file)
+             only when asked: `source="hub"`, or `"auto"` (the hub when no local file is found).
+             Even then nothing touches the network when HF_DATASETS_OFFLINE or HF_HUB_OFFLINE is set.
     split    deterministic. Document corpora (TinyStories) go to val by a salted CRC32 of each
              story, so no story (nor any duplicate of it) is on both sides; running text
              (Shakespeare) keeps a contiguous tail, nanoGPT's 90/10.
@@ -59,6 +59,7 @@ TRUTHY = {"1", "on", "yes", "true"}
 # the package is installed.
 DEFAULT_DATA_DIRS = (Path("data"), Path("..") / "shared" / "data")
 TOKENIZER_KINDS = ("char", "bpe")
+SOURCES = ("local", "hub", "auto")
 
 
 class CorpusError(FileNotFoundError):
@@ -146,14 +147,18 @@ def resolve_source(
     spec: CorpusSpec,
     data_path: str | None = None,
     data_dir: str | None = None,
-    source: str = "auto",
+    source: str = "local",
     hub_id: str | None = None,
     setting: str = "data_path",
     hub_split: str | None = None,
 ) -> Source:
-    """Pick the local file or the hub. `setting` is the config key named in errors."""
-    if source not in ("auto", "local", "hub"):
-        raise ValueError(f"source must be 'auto', 'local' or 'hub', got {source!r}")
+    """Pick the local file or the hub. `setting` is the config key named in errors.
+
+    "local" (the default) never touches the network: a run downloads only when its config asks
+    for the hub (`source: hub`, or `auto` to fall back to it when no local file is found).
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
     hint = f"set {setting}=/path/to/{spec.filenames[0]} (or $SUCCU_DATA_DIR)"
     if data_path:
         path = Path(data_path).expanduser()
@@ -170,7 +175,8 @@ def resolve_source(
     where = ", ".join(str(d) for d in dirs)
     hub = hub_id or spec.hub_id
     if source == "local" or hub is None:
-        raise CorpusError(f"{spec.name}: no {'/'.join(spec.filenames)} in {where}; {hint}")
+        hub_hint = f", or source=hub to download {hub}" if hub else ""
+        raise CorpusError(f"{spec.name}: no {'/'.join(spec.filenames)} in {where}; {hint}{hub_hint}")
     if hub_offline():
         raise CorpusError(
             f"{spec.name}: the hub ({hub}) is offline (HF_DATASETS_OFFLINE/HF_HUB_OFFLINE) and no "
@@ -414,7 +420,8 @@ class TextDataModule(ResumableTraining, L.LightningDataModule, NamedCorpora, Bat
         data_paths: local file per corpus name; overrides the folder search and the hub.
         data_dir: folder with the corpus files (default: $SUCCU_DATA_DIR, else ./data and
             ../shared/data beside the repository).
-        source: "auto" (a local file if found, else the hub), "local" or "hub".
+        source: "local" (default: never the network), "hub" (download from `hub_ids`), or "auto"
+            (a local file if found, else the hub).
         hub_ids: hub dataset id (or raw-text URL) per corpus name, overriding the defaults.
         hub_splits: hub split per corpus name (e.g. "train[:50000]"), overriding the defaults.
         val_fraction: share held out: the tail of running text, a hashed share of documents.
@@ -441,7 +448,7 @@ class TextDataModule(ResumableTraining, L.LightningDataModule, NamedCorpora, Bat
         bpe_vocab_size: int = 1024,
         data_paths: dict[str, str] | None = None,
         data_dir: str | None = None,
-        source: str = "auto",
+        source: str = "local",
         hub_ids: dict[str, str] | None = None,
         hub_splits: dict[str, str] | None = None,
         val_fraction: float = 0.1,

@@ -4,23 +4,81 @@ A checkpoint written by Lightning is a dict with `state_dict` and `hyper_paramet
 `checkpoint["succu"] = {"module": "<import path of the LightningModule>", "tokenizer": {...}}`
 (see `LanguageModule.on_save_checkpoint`), which is what makes a checkpoint alone enough to talk to,
 evaluate or compress a model.
+
+A checkpoint is data, never code (a file may come from anyone): it is read with
+`torch.load(weights_only=True)`, the classes it names are looked up in succu's own allow-lists
+(`MODULES`, `DATAMODULES`), and the files and network locations it records are not reused unless
+the user passes them again.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
+import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from succu.io import atomic_write
 from succu.modules.base import CHECKPOINT_KEY, LanguageModule
+from succu.modules.gated_gpt import GatedGPTModule
+from succu.modules.gpt import GPTModule
+from succu.modules.hypersurface import HypersurfaceModule
+from succu.modules.noise_lm import NoiseLMModule
+from succu.modules.succulm import SuccuLMModule
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: missing, corrupt, or not written by succu."""
+
+
+def class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# The only module classes a checkpoint may name: the file picks a key, never what is imported.
+# A project with its own LanguageModule adds it here (MODULES[class_path(cls)] = cls).
+MODULES: dict[str, type[LanguageModule]] = {
+    class_path(cls): cls
+    for cls in (SuccuLMModule, GPTModule, GatedGPTModule, HypersurfaceModule, NoiseLMModule)
+}
+
+# The only datamodule classes a checkpoint may name. Imported by name, lazily and only from this
+# list: succu's core does not import the `datamodules` package (tests/test_contracts.py).
+DATAMODULES: tuple[str, ...] = (
+    "datamodules.succulent.SuccuPairsDataModule",
+    "datamodules.text.TextDataModule",
+    "datamodules.shakespeare.ShakespeareDataModule",
+    "datamodules.tinystories.TinyStoriesDataModule",
+    "datamodules.mixture.MixtureDataModule",
+)
+
+# Settings that say where files are read or written, or where the network is reached. A hostile
+# checkpoint could point them anywhere, so they are dropped on load and their defaults apply
+# ($SUCCU_DATA_DIR and the default folders, the default cache, local data only) unless the user
+# passes them again (`python -m succu.sweep ... --data_dir DIR --cache_dir DIR`).
+LOCATION_SETTINGS = frozenset({"cache_dir", "data_dir", "data_path", "data_paths", "init_embeddings",
+                               "source", "hub_id", "hub_ids"})
+LOCATION_SUFFIXES = ("_dir", "_dirs", "_path", "_paths", "_file", "_files", "_url", "_urls")
+
+
+def is_location(key: str) -> bool:
+    return key in LOCATION_SETTINGS or key.endswith(LOCATION_SUFFIXES)
+
+
+def plain_arguments(hparams: Any) -> dict[str, Any]:
+    """Init arguments recorded in a checkpoint, without LightningCLI's `_class_path`-style
+    bookkeeping and without locations (`is_location`)."""
+    if not isinstance(hparams, dict):
+        return {}
+    return {k: v for k, v in hparams.items()
+            if isinstance(k, str) and not k.startswith("_") and not is_location(k)}
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -28,49 +86,86 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     `os.replace` is atomic on POSIX, so a run killed at any instant leaves either the previous
     complete file or the new complete file at `path`, never a truncated one (`succu.io.atomic_write`).
+    Reading (Lightning's resume) is plain data only, as in `read_checkpoint`.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         atomic_write(path, lambda f: torch.save(checkpoint, f))
 
+    def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None):
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+
+
+def load_error(path: Path, err: Exception) -> CheckpointError:
+    """One line for a failed torch.load: refused code, or a damaged file."""
+    message = str(err)
+    code = re.search(r"GLOBAL ([\w.]+)", message)
+    if isinstance(err, pickle.UnpicklingError) and code:
+        return CheckpointError(
+            f"refused {path}: it asks to run {code.group(1)} while loading; succu reads checkpoints "
+            "as plain data only (torch.load weights_only=True)"
+        )
+    detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", message)
+    first = detail.group(1) if detail else (message.strip().splitlines() or [""])[0]
+    return CheckpointError(f"corrupt checkpoint {path}: {type(err).__name__}: {first}")
+
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint dict, turning every failure into one clear line."""
+    """Load a checkpoint dict as plain data (no code from the file runs), every failure one line."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        # weights_only=False: the checkpoint holds hyperparameters and the tokenizer state too.
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing them
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged file
-        raise CheckpointError(f"corrupt checkpoint {path}: {type(err).__name__}: {err}") from None
-    if not isinstance(ckpt, dict) or CHECKPOINT_KEY not in ckpt or "state_dict" not in ckpt:
+        raise load_error(path, err) from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get(CHECKPOINT_KEY), dict) or "state_dict" not in ckpt:
         raise CheckpointError(
             f"{path} is not a succu checkpoint (expected a Lightning checkpoint with a '{CHECKPOINT_KEY}' entry)"
         )
     return ckpt
 
 
-def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> LanguageModule:
-    """Rebuild the LightningModule of a succu checkpoint, with its weights and tokenizer, in eval mode."""
-    ckpt = read_checkpoint(path)
-    target = ckpt[CHECKPOINT_KEY].get("module", "")
+def module_class(path: Path, target: Any) -> type[LanguageModule]:
+    if not isinstance(target, str) or target not in MODULES:
+        known = ", ".join(cls.__name__ for cls in MODULES.values())
+        raise CheckpointError(f"{path} names module class {target!r}, which is not one of succu's ({known})")
+    return MODULES[target]
+
+
+def datamodule_class(path: Path, target: Any) -> type[L.LightningDataModule]:
+    """The allow-listed datamodule class `target` names; only names on `DATAMODULES` are imported."""
+    if not isinstance(target, str) or target not in DATAMODULES or not target.startswith("datamodules."):
+        known = ", ".join(name.rpartition(".")[2] for name in DATAMODULES)
+        raise CheckpointError(f"{path} names datamodule class {target!r}, which is not one of succu's ({known})")
     module_name, _, cls_name = target.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), cls_name)
-    except (ImportError, AttributeError, ValueError):
-        raise CheckpointError(f"{path} names an unknown module class {target!r}") from None
-    if not (isinstance(cls, type) and issubclass(cls, LanguageModule)):
-        raise CheckpointError(f"{path} names {target!r}, which is not a succu LanguageModule")
-    # LightningCLI stores bookkeeping entries such as `_class_path` beside the real arguments.
-    hparams = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if not k.startswith("_")}
+    except (ImportError, AttributeError) as err:
+        raise CheckpointError(f"{path}: cannot import the datamodule {target}: {err}") from None
+    if not (isinstance(cls, type) and issubclass(cls, L.LightningDataModule)):
+        raise CheckpointError(f"{target} is not a LightningDataModule")
+    return cls
+
+
+def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> LanguageModule:
+    """Rebuild the LightningModule of a succu checkpoint, with its weights and tokenizer, in eval mode."""
+    ckpt = read_checkpoint(path)
+    cls = module_class(Path(path), ckpt[CHECKPOINT_KEY].get("module"))
+    target = cls.__name__
+    hparams = plain_arguments(ckpt.get("hyper_parameters"))
     if not isinstance(hparams.get("model"), dict):
         raise CheckpointError(f"{path} has no model config (written before configs were objects?)")
     try:
         module = cls(**hparams)
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: its hyperparameters do not build {target}: {err}") from None
-    module.on_load_checkpoint(ckpt)
+    try:
+        module.on_load_checkpoint(ckpt)
+    except (TypeError, ValueError, KeyError) as err:  # tokenizer state or TT structure of another shape
+        raise CheckpointError(f"{path}: its tokenizer or layer structure is unusable: {err}") from None
     try:
         module.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
@@ -79,22 +174,31 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> L
     return module.to(map_location).eval()
 
 
-def load_datamodule(path: str | Path, module: LanguageModule | None = None):
+def accepts(cls: type, name: str) -> bool:
+    params = inspect.signature(cls.__init__).parameters
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def load_datamodule(path: str | Path, module: LanguageModule | None = None, **locations: str | None):
     """Rebuild the datamodule a checkpoint was trained on (LightningCLI saves its class and args).
 
-    With `module`, the rebuilt tokenizer must equal the checkpoint's: evaluating on differently
-    tokenised data would give meaningless numbers.
+    Locations the checkpoint records (data and cache folders, corpus files, hub ids) are dropped;
+    `locations` (e.g. data_dir=..., cache_dir=...) are the user's own, passed to classes that take
+    them. With `module`, the rebuilt tokenizer must equal the checkpoint's: evaluating on
+    differently tokenised data would give meaningless numbers.
     """
-    hparams = dict(read_checkpoint(path).get("datamodule_hyper_parameters") or {})
-    target = hparams.get("_class_path", "")
-    if not target:
+    hparams = read_checkpoint(path).get("datamodule_hyper_parameters")
+    if not isinstance(hparams, dict) or not hparams.get("_class_path"):
         raise CheckpointError(f"{path} records no datamodule; write it with `python -m succu.fit`")
-    module_name, _, cls_name = target.rpartition(".")
+    cls = datamodule_class(Path(path), hparams["_class_path"])
+    given = {k: v for k, v in locations.items() if v is not None and accepts(cls, k)}
     try:
-        cls = getattr(importlib.import_module(module_name), cls_name)
-    except (ImportError, AttributeError, ValueError):
-        raise CheckpointError(f"{path} names an unknown datamodule class {target!r}") from None
-    datamodule = cls(**{k: v for k, v in hparams.items() if not k.startswith("_")})
+        datamodule = cls(**plain_arguments(hparams), **given)
+    except TypeError as err:
+        raise CheckpointError(f"{path}: its datamodule arguments do not build {cls.__name__}: {err}") from None
     if module is not None and module.tokenizer is not None and datamodule.tokenizer != module.tokenizer:
-        raise CheckpointError(f"the datamodule rebuilt from {path} has a different tokenizer")
+        raise CheckpointError(
+            f"the datamodule rebuilt from {path} has a different tokenizer (the data and cache "
+            "folders it records are not reused: pass --data_dir / --cache_dir)"
+        )
     return datamodule

@@ -23,8 +23,9 @@ an error once batches run is re-raised with its traceback.
 
 Runs (docs/operations.md): device requests that cannot start are refused before the Trainer is
 built; `precision: bf16-mixed` with `accelerator: auto` falls back to 32-true on a CPU-only
-machine; `--ckpt_path last` is the newest `last*.ckpt` (or SLURM `hpc_ckpt_*.ckpt`) anywhere
-under the run's root folders, not only in the new version folder; SIGTERM writes `last.ckpt` of
+machine; `--ckpt_path last` is the newest `last*.ckpt` (or SLURM `hpc_ckpt_*.ckpt`) in the run's
+own checkpoint folders (every `version_*/checkpoints`, not only the new one's; never a file
+elsewhere under the run folder); SIGTERM writes `last.ckpt` of
 the current step and exits with status 143; the resolved config is logged to every logger.
 """
 
@@ -69,27 +70,44 @@ class LoggedConfigCallback(SaveConfigCallback):
             logger.log_hyperparams({"config": config})
 
 
-def find_last_checkpoint(roots: list[str | Path]) -> str | None:
-    """The newest `last*.ckpt` or `hpc_ckpt_*.ckpt` under any of `roots` (recursively)."""
+def checkpoint_folders(root: str | Path) -> list[tuple[Path, tuple[str, ...]]]:
+    """A run root's own checkpoint folders and what may resume from each: SLURM's
+    `hpc_ckpt_*.ckpt` in the root itself (where Lightning writes them), `last*.ckpt` in
+    `<root>/checkpoints` (a run without loggers) and `<root>/version_*/checkpoints` (logged runs)."""
+    root = Path(root)
+    folders = [root / "checkpoints", *sorted(root.glob("version_*/checkpoints"))]
+    return [(root, ("hpc_ckpt_*.ckpt",)), *((folder, ("last*.ckpt",)) for folder in folders)]
+
+
+def find_last_checkpoint(roots: list[str | Path], dirpaths: list[str | Path] = ()) -> str | None:
+    """The newest `last*.ckpt` or `hpc_ckpt_*.ckpt` in the run's own checkpoint folders: those of
+    each root (`checkpoint_folders`) and each explicit ModelCheckpoint `dirpath`. Nothing deeper:
+    any other file under a root (a download, a copied-in run) is not this run's checkpoint."""
+    places = [place for root in roots for place in checkpoint_folders(root)]
+    places += [(Path(d), LAST_PATTERNS) for d in dirpaths]
     found: dict[str, float] = {}
-    for root in roots:
-        root = Path(root)
-        if not root.is_dir():
-            continue
-        for pattern in LAST_PATTERNS:
-            for path in root.rglob(pattern):
+    for folder, patterns in places:
+        for pattern in patterns:
+            for path in folder.glob(pattern):
                 if path.is_file():
                     found[str(path)] = path.stat().st_mtime
     return max(found, key=found.get) if found else None
 
 
 def checkpoint_roots(trainer: L.Trainer) -> list[str]:
-    """Folders a run writes checkpoints under: default_root_dir, logger save_dirs, explicit dirpaths."""
+    """Where a run's version folders live: default_root_dir, and each logger's save_dir and
+    save_dir/name (Lightning's `<save_dir>/<name>/version_N/checkpoints`)."""
     roots = [trainer.default_root_dir]
-    roots += [logger.save_dir for logger in trainer.loggers if logger.save_dir]
-    roots += [cb.dirpath for cb in trainer.checkpoint_callbacks
-              if isinstance(cb, ModelCheckpoint) and cb.dirpath]
-    return list(dict.fromkeys(str(r) for r in roots))
+    for logger in trainer.loggers:
+        if logger.save_dir:
+            roots += [logger.save_dir, str(Path(logger.save_dir, str(logger.name or "")))]
+    return list(dict.fromkeys(str(Path(r)) for r in roots))
+
+
+def checkpoint_dirpaths(trainer: L.Trainer) -> list[str]:
+    """The folders the config names for its ModelCheckpoints (None until resolved at setup)."""
+    return list(dict.fromkeys(str(cb.dirpath) for cb in trainer.checkpoint_callbacks
+                              if isinstance(cb, ModelCheckpoint) and cb.dirpath))
 
 
 def default_loggers(root: str) -> list[Logger]:
@@ -139,8 +157,9 @@ class SuccuCLI(LightningCLI):
                               compute_fn=lambda dm: dm.block_size, apply_on="instantiate")
 
     def instantiate_trainer(self, **kwargs):
-        """Checkpoints are written atomically unless the config names its own CheckpointIO;
-        impossible device requests are refused; SIGTERM saves last.ckpt (PreemptionCheckpoint)."""
+        """Compose the run: the shared loggers and checkpoints unless the config names its own,
+        atomic checkpoint writes unless it names a CheckpointIO, last.ckpt on SIGTERM
+        (PreemptionCheckpoint); impossible device requests are refused before anything starts."""
         config = self._get(self.config_init, "trainer", default={})
         accelerator = config.get("accelerator", "auto")
         check_devices(accelerator, config.get("devices", "auto"), config.get("num_nodes", 1))
@@ -153,8 +172,9 @@ class SuccuCLI(LightningCLI):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
         if config.get("logger") in (None, True):
             kwargs["logger"] = default_loggers(config.get("default_root_dir") or "runs/succu")
-        callbacks = as_list(config.get("callbacks"))
-        if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+        callbacks = list(as_list(config.get("callbacks")))
+        checkpointing = config.get("enable_checkpointing") is not False
+        if checkpointing and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
             callbacks += default_checkpoints()
         if not any(isinstance(c, PreemptionCheckpoint) for c in callbacks):
             callbacks.append(PreemptionCheckpoint())
@@ -171,7 +191,7 @@ class SuccuCLI(LightningCLI):
             raise
 
     def before_fit(self) -> None:
-        """`--ckpt_path last`: the newest last.ckpt of earlier runs under this run's folders.
+        """`--ckpt_path last`: the newest last.ckpt of earlier runs in this run's checkpoint folders.
 
         Lightning looks only in the new run's own checkpoint folder (a fresh version_N), which is
         empty; with nothing found, the fit starts from scratch (so `last` can be set and forgotten
@@ -180,10 +200,11 @@ class SuccuCLI(LightningCLI):
         config = self.config_init[self.subcommand]
         if config.get("ckpt_path") != "last":
             return
-        path = find_last_checkpoint(checkpoint_roots(self.trainer))
+        roots, dirpaths = checkpoint_roots(self.trainer), checkpoint_dirpaths(self.trainer)
+        path = find_last_checkpoint(roots, dirpaths)
         if path is None:
-            rank_zero_warn("--ckpt_path last: no last*.ckpt under "
-                           f"{', '.join(checkpoint_roots(self.trainer))}; starting from scratch")
+            rank_zero_warn("--ckpt_path last: no last*.ckpt in the checkpoint folders of "
+                           f"{', '.join(roots + dirpaths)}; starting from scratch")
         else:
             rank_zero_info(f"--ckpt_path last: resuming from {path}")
         config["ckpt_path"] = path

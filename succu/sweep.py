@@ -5,7 +5,8 @@
     python -m succu.sweep alpha --ckpt runs/abcgpt_char/version_0/checkpoints/last.ckpt --alphas 0:1:0.1
 
 Each kind lives in its own module that exposes `HELP` (one line), `add_arguments(parser)` and
-`run(args)`; registering a new kind is one entry in SWEEPS.
+`run(args)`; registering a new kind is one entry in SWEEPS. Every kind also gets `--data_dir` and
+`--cache_dir`: the paths a checkpoint records are not reused.
 """
 
 from __future__ import annotations
@@ -22,6 +23,16 @@ SWEEPS: dict[str, str] = {
 }
 
 
+def add_location_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every sweep rebuilds its data from a checkpoint, whose own paths are never reused
+    (succu.checkpoint.load_datamodule): the user names them here."""
+    parser.add_argument("--data_dir", default=None,
+                        help="folder with the data files (default: $SUCCU_DATA_DIR, else ./data and "
+                             "../shared/data; the succulent world is generated)")
+    parser.add_argument("--cache_dir", default=None,
+                        help="token cache of text corpora (default: $SUCCU_CACHE_DIR or ~/.cache/succu)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m succu.sweep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="kind", required=True, metavar="{" + ",".join(SWEEPS) + "}")
@@ -29,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         child = sub.add_parser(kind, help=module.HELP, description=module.HELP)
         module.add_arguments(child)
+        add_location_arguments(child)
         child.set_defaults(_run=module.run)
     return parser
 

@@ -167,7 +167,7 @@ def test_sweep_and_generation_at_alpha(datamodule, tmp_path, capsys, monkeypatch
     ])
     ckpt = cli.trainer.checkpoint_callback.best_model_path
     rows = sweep.main(["alpha", "--ckpt", ckpt, "--alphas", "0:1:0.5", "--max_batches", "1",
-                       "--out", str(tmp_path / "sweep")])
+                       "--out", str(tmp_path / "sweep"), "--cache_dir", str(datamodule().cache_dir)])
     assert [r["alpha"] for r in rows] == [0.0, 0.5, 1.0]
     assert set(rows[0]) == {"alpha", "tinystories", "shakespeare"}
     assert (tmp_path / "sweep" / "alpha_sweep.png").read_bytes()[:4] == b"\x89PNG"

@@ -301,12 +301,12 @@ def test_offline_hub_without_a_local_file_names_the_setting(tmp_path, monkeypatc
 
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("hub touched offline"))
     monkeypatch.setenv("SUCCU_DATA_DIR", str(tmp_path))  # an empty folder: no local copy
-    for dm, setting in (
-        (TinyStoriesDataModule(cache_dir=str(tmp_path)), "data_path"),
-        (TinyStoriesDataModule(source="hub", cache_dir=str(tmp_path)), "data_path"),
-        (MixtureDataModule(cache_dir=str(tmp_path)), "data_paths.tinystories"),
+    for dm, setting, says in (  # local by default: the error offers the hub, which is opt-in
+        (TinyStoriesDataModule(cache_dir=str(tmp_path)), "data_path", "or source=hub to download"),
+        (TinyStoriesDataModule(source="hub", cache_dir=str(tmp_path)), "data_path", "is offline"),
+        (MixtureDataModule(source="auto", cache_dir=str(tmp_path)), "data_paths.tinystories", "is offline"),
     ):
-        with pytest.raises(CorpusError, match="offline") as err:
+        with pytest.raises(CorpusError, match=says) as err:
             _ = dm.vocab_size
         message = str(err.value)
         assert setting in message and "roneneldan/TinyStories" in message and "\n" not in message
@@ -366,7 +366,7 @@ def test_hub_path_loads_through_datasets_when_online(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setenv("SUCCU_DATA_DIR", str(tmp_path))
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
-    dm = ready(MixtureDataModule(hub_splits={"tinystories": "train[:300]"}, cache_dir=str(tmp_path)))
+    dm = ready(MixtureDataModule(source="hub", hub_splits={"tinystories": "train[:300]"}, cache_dir=str(tmp_path)))
     assert calls[0] == ("roneneldan/TinyStories", {"split": "train[:300]"})
     assert calls[1] == ("text", {"data_files": SHAKESPEARE_URL, "sample_by": "document", "split": "train"})
     tok = dm.tokenizer

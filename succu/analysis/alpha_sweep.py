@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     module = load_module(args.ckpt)
     if not module.has_dial:
         raise ValueError(f"{args.ckpt} holds {type(module.model).__name__}, which has no alpha dial")
-    datamodule = load_datamodule(args.ckpt, module)
+    datamodule = load_datamodule(args.ckpt, module, data_dir=args.data_dir, cache_dir=args.cache_dir)
     datamodule.setup("validate")
     names = list(datamodule.corpora) if isinstance(datamodule, NamedCorpora) else ["data"]
     batches = val_batches(datamodule, args.max_batches)

@@ -412,7 +412,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     torch.set_num_threads(args.threads)
     module = load_module(args.ckpt)
-    probe = make_probe(load_datamodule(args.ckpt, module), args)
+    datamodule = load_datamodule(args.ckpt, module, data_dir=args.data_dir, cache_dir=args.cache_dir)
+    probe = make_probe(datamodule, args)
     rows = sweep(module, probe, parse_layer_sets(args.layers), parse_bond_specs(args.bond_dims),
                  args.layout, parse_modes(args.modes), baseline=not args.no_baseline)
     out = Path(args.out)
