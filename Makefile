@@ -28,7 +28,7 @@ install: $(VENV)/.installed  ## create .venv and install succu (torch pinned fir
 fit: install  ## train the default SuccuLM (configs/succulm.yaml) and talk to it
 	$(PY) -m succu.fit
 
-test: install  ## the default test suite (no slow tests), under 10 minutes on 2 cores
+test: lint  ## ruff, then the default test suite (no slow tests), under 10 minutes on 2 cores
 	$(PY) -m pytest -q
 
 test-all: install  ## every test, slow ones included

@@ -25,7 +25,8 @@ does not touch `pl_module.log`.
 `check_devices` refuses, before the Trainer is built, configurations that cannot start: more
 accelerators than visible, an accelerator that is not there, several nodes without a launcher
 (`succu.fit` calls it). `PreemptionCheckpoint` (added to every `succu.fit` trainer) writes
-`last.ckpt` of the current step when SIGTERM stops a fit, so `--ckpt_path last` continues exactly.
+`last.ckpt` of the last step when a fit ends or is stopped (max_steps, SIGTERM, Ctrl+C, an
+exception on one process) and flushes the loggers, so `--ckpt_path last` continues exactly.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
 
@@ -329,7 +330,7 @@ class DistributedTraining(L.Callback):
         self._t0 = time.perf_counter()
 
 
-# ---- pre-emption ------------------------------------------------------------------------------
+# ---- the end of every fit ----------------------------------------------------------------------
 def last_checkpoint_target(trainer: L.Trainer) -> tuple[str, ModelCheckpoint] | None:
     """Where `last.ckpt` goes: the `last` ModelCheckpoint's folder (else one with save_last)."""
     callbacks = [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
@@ -342,30 +343,74 @@ def last_checkpoint_target(trainer: L.Trainer) -> tuple[str, ModelCheckpoint] | 
 
 
 class PreemptionCheckpoint(L.Callback):
-    """Write `last.ckpt` of the current step when SIGTERM stops a fit (pre-emption, scancel, SLURM
-    time limit, torchrun shutting down), so `--ckpt_path last` continues as if never stopped.
+    """Every fit ends with `last.ckpt` of its last step and flushed metrics, whatever stops it.
 
-    Lightning turns SIGTERM into `SIGTERMException` at the end of the running step on every rank
-    (rank 0 broadcasts it), so all ranks save together. Ctrl+C (KeyboardInterrupt) saves too on a
-    single process. Other exceptions save nothing: a crash on one rank must not wait in a barrier.
+    - the end of training (max_steps, max_epochs, early stopping): saved unless the last
+      validation already wrote this step, so a fit shorter than the validation interval keeps it;
+    - SIGTERM (pre-emption, scancel, SLURM time limit, torchrun shutting down): Lightning raises
+      `SIGTERMException` at the end of the running step on every rank (rank 0 broadcasts it), so
+      all ranks save together and `--ckpt_path last` continues as if never stopped;
+    - Ctrl+C or any other exception: saved on a single process only (under DDP a crash on one
+      rank must not leave the others waiting in the save's barrier).
+    Nothing is saved when this fit trained no step (a failed start, a finished run resumed) or in
+    fast_dev_run. The metrics of the last step, when log_every_n_steps skipped it, are logged at
+    the end, and every logger is saved.
     """
+
+    def __init__(self) -> None:
+        self._start_step: int | None = None
+        self._unlogged: tuple[int, dict] | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start_step, self._unlogged = trainer.global_step, None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        # Lightning sends one step in log_every_n_steps to the loggers (at this step index, right
+        # after this hook); keep a skipped step's metrics so the end of the fit can send them.
+        connector = trainer._logger_connector
+        if not trainer.loggers or trainer.fit_loop._should_accumulate():
+            return
+        self._unlogged = None if connector.should_update_logs else (
+            trainer.fit_loop.epoch_loop._batches_that_stepped, dict(connector.metrics["log"]))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.save_last(trainer, "end of training")
+        self.flush(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
                      exception: BaseException) -> None:
-        interrupted = isinstance(exception, SIGTERMException) or (
-            isinstance(exception, KeyboardInterrupt) and trainer.world_size == 1)
-        if not interrupted or trainer.fast_dev_run or trainer.sanity_checking:
-            return
         if trainer.state.fn != "fit":
+            return
+        if isinstance(exception, SIGTERMException) or trainer.world_size == 1:
+            try:
+                self.save_last(trainer, type(exception).__name__)
+            except Exception as err:  # never hide the exception that stopped the fit
+                rank_zero_warn(f"could not save last.ckpt after {type(exception).__name__}: {err}")
+        self.flush(trainer)
+
+    def save_last(self, trainer: L.Trainer, why: str) -> None:
+        if trainer.fast_dev_run or self._start_step is None or trainer.global_step <= self._start_step:
             return
         target = last_checkpoint_target(trainer)
         if target is None:
             return
         path, callback = target
-        if callback._last_global_step_saved == trainer.global_step and Path(path).is_file():
-            rank_zero_info(f"{type(exception).__name__}: {path} already holds step {trainer.global_step}")
+        done = callback._last_global_step_saved == trainer.global_step and Path(path).is_file()
+        # Every rank must take the same branch: saving is collective (a barrier).
+        if trainer.strategy.broadcast(done):
+            if why != "end of training":
+                rank_zero_info(f"{why}: {path} already holds step {trainer.global_step}")
             return
         trainer.save_checkpoint(path, weights_only=False)
         callback._last_global_step_saved = trainer.global_step
         callback.last_model_path = path
-        rank_zero_info(f"{type(exception).__name__}: saved {path} at step {trainer.global_step}")
+        rank_zero_info(f"{why}: saved {path} at step {trainer.global_step}")
+
+    def flush(self, trainer: L.Trainer) -> None:
+        """Send the last step's skipped metrics, then write every logger's buffer to disk."""
+        unlogged, self._unlogged = self._unlogged, None
+        if unlogged and unlogged[1]:
+            trainer._logger_connector.log_metrics(unlogged[1], step=unlogged[0])  # saves each logger
+        for logger in trainer.loggers:
+            logger.save()

@@ -33,7 +33,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -576,6 +575,13 @@ def generate_world(seed: int = 42) -> SuccuWorld:
     return world
 
 
+def left_out_normal_pairs(world: SuccuWorld) -> list[Pair]:
+    """The normal candidates `world`'s seed did not keep (about 10%): made by the same rules but
+    never trained or validated on, so they are the generated world's test split."""
+    kept = {s1 for s1, _ in world.normal_pairs}
+    return [p for p in normal_candidates() if p[0] not in kept]
+
+
 def split_normal_pairs(
     pairs: Sequence[Pair], val_fraction: float, seed: int, keep_in_train: Iterable[str] = ()
 ) -> tuple[list[Pair], list[Pair]]:
@@ -597,13 +603,16 @@ def split_normal_pairs(
 # ----------------------------------------------------------------------------- files
 
 
-def read_pairs_json(path: str | Path) -> list[Pair]:
-    """A reference pair file: a JSON list of [s1, s2] string pairs."""
+def read_pairs_json(path: str | Path, allow_empty: bool = False) -> list[Pair]:
+    """A reference pair file: a JSON list of [s1, s2] string pairs (non-empty unless allowed:
+    an empty training file would fail later without naming it)."""
     path = Path(path)
     expected = "a JSON list of [s1, s2] string pairs"
     data = load_json(path, expected)
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected {expected}, got {type(data).__name__}")
+    if not data and not allow_empty:
+        raise ValueError(f"{path}: holds no pairs; expected {expected}, at least one")
     pairs = []
     for k, item in enumerate(data):
         if not (
@@ -725,13 +734,16 @@ class PadCollate:
 # ----------------------------------------------------------------------------- the DataModule
 
 
-class SuccuPairsDataModule(ResumableTraining, L.LightningDataModule, QAProbes, InitialEmbeddings,
+class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
                            BatchSized):
     """Sentence pairs of the succulent world (or of the reference's JSON files) as LM batches.
 
     Each pair becomes `<BOS> s1 s2 <EOS>`; a batch is `{"input_ids", "labels"}` padded to its
     longest row, labels -100 on padding. Training: the training QA and the training normal pairs.
-    Validation and test: the held-out normal pairs and the held-out QA.
+    Validation: the held-out normal pairs and the held-out QA. Test (generated world only): the
+    normal pairs the seed left out of the world, seen by neither; there is no QA test set (every
+    fact's held-out phrasings are validation's), and the reference's files hold no test split, so
+    `test` on them is a one-line error.
 
     Args:
         data_dir: Folder with the reference's succulm_normal_sentence_pairs.json and
@@ -807,7 +819,8 @@ class SuccuPairsDataModule(ResumableTraining, L.LightningDataModule, QAProbes, I
         normal = read_pairs_json(root / NORMAL_FILE)
         qa = read_pairs_json(root / QA_FILE)
         heldout = (
-            read_pairs_json(root / HELDOUT_QA_FILE) if (root / HELDOUT_QA_FILE).exists() else []
+            read_pairs_json(root / HELDOUT_QA_FILE, allow_empty=True)
+            if (root / HELDOUT_QA_FILE).exists() else []
         )
         if (root / EMBEDDINGS_FILE).exists():
             self.embeddings = read_embeddings_json(root / EMBEDDINGS_FILE)
@@ -890,5 +903,18 @@ class SuccuPairsDataModule(ResumableTraining, L.LightningDataModule, QAProbes, I
     def val_dataloader(self) -> DataLoader:
         return self._loader(PairDataset(self.val_pairs, self.tokenizer))
 
+    @property
+    def test_pairs(self) -> list[Pair]:
+        """The generated world's left-out normal pairs that this vocabulary and block fit."""
+        if self.data_dir is not None:
+            raise ValueError(f"the pair files in {self.data_dir} hold no test split (only training "
+                             "and validation); use validate, or data_dir: null for the generated world")
+        tok, fits = self.tokenizer, []
+        for s1, s2 in left_out_normal_pairs(generate_world(self.seed)):
+            ids = encode_pair(tok, s1, s2)
+            if tok.unk_id not in ids and len(ids) - 1 <= self.block_size:  # all do for seeds 0, 1, 42
+                fits.append((s1, s2))
+        return fits
+
     def test_dataloader(self) -> DataLoader:
-        return self._loader(PairDataset(self.val_pairs, self.tokenizer))
+        return self._loader(PairDataset(self.test_pairs, self.tokenizer))

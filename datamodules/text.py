@@ -6,9 +6,11 @@ The pipeline, per corpus (see `CorpusSpec`; shakespeare.py and tinystories.py re
              default; the hub (`datasets.load_dataset(hub_id)`; a URL loads as a raw text file)
              only when asked: `source="hub"`, or `"auto"` (the hub when no local file is found).
              Even then nothing touches the network when HF_DATASETS_OFFLINE or HF_HUB_OFFLINE is set.
-    split    deterministic. Document corpora (TinyStories) go to val by a salted CRC32 of each
-             story, so no story (nor any duplicate of it) is on both sides; running text
-             (Shakespeare) keeps a contiguous tail, nanoGPT's 90/10.
+    split    deterministic, three ways: train, val, test. Document corpora (TinyStories) split by
+             a salted CRC32 of each story, so no story (nor any duplicate of it) is on two sides;
+             running text (Shakespeare) keeps a contiguous tail for val, nanoGPT's 90/10, and the
+             test share just before it. The test share comes out of training, never out of val:
+             validation windows are the same as before test splits existed.
     surface  `fold_ascii` (curly quotes, dashes, ellipses to ASCII) and `abc_style` (abcGPT's
              lowercase form with spaced punctuation), each switchable.
     tokens   one tokenizer shared by every corpus in use (char over all their text, or BPE trained
@@ -19,7 +21,8 @@ The pipeline, per corpus (see `CorpusSpec`; shakespeare.py and tinystories.py re
              r is drawn from a `torch.Generator` seeded by (seed, r, k), so a run is reproducible,
              ranks differ, and resuming needs only the count of batches consumed (the datamodule's
              `state_dict`). Validation uses fixed, evenly spaced windows: val loss is comparable
-             across runs and models. With several corpora each row is labelled with `source`.
+             across runs and models; test uses as many windows, over the test share. With several
+             corpora each row is labelled with `source`.
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
@@ -185,12 +187,26 @@ def resolve_source(
     return Source("hub", hub, hub_split or spec.hub_split)
 
 
+def read_corpus_file(spec: CorpusSpec, path: Path, setting: str) -> str:
+    """A local corpus file's text; an empty or non-UTF-8 (binary) file is one error naming it
+    (otherwise: "vocab_size must be positive, got 0" or a codec error without the file)."""
+    hint = f"set {setting}=/path/to/{spec.filenames[0]} (UTF-8 text)"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise CorpusError(f"{spec.name}: {path} is not UTF-8 text (byte {err.start} cannot be "
+                          f"decoded: binary or another encoding?); {hint}") from None
+    if not text.strip():
+        raise CorpusError(f"{spec.name}: {path} is empty; {hint}")
+    return text
+
+
 def load_documents(spec: CorpusSpec, src: Source, setting: str = "data_path") -> Any:
     """The corpus as a `datasets.Dataset` with one `text` row per document (running text: one row)."""
     import datasets
 
     if src.kind == "file":
-        text = Path(src.location).read_text(encoding="utf-8")
+        text = read_corpus_file(spec, Path(src.location), setting)
         rows = text.split(spec.separator) if spec.documents else [text]
         return datasets.Dataset.from_dict({"text": rows})
     try:
@@ -211,21 +227,26 @@ def load_documents(spec: CorpusSpec, src: Source, setting: str = "data_path") ->
     return ds.select_columns(["text"])
 
 
-def in_validation(text: str, val_fraction: float, salt: int) -> bool:
-    """Document-level split: a salted CRC32 of the (stripped) text, uniform in [0, 1)."""
-    return zlib.crc32(text.encode("utf-8"), salt & 0xFFFFFFFF) / 2**32 < val_fraction
+def split_side(text: str, val_fraction: float, salt: int, test_fraction: float = 0.0) -> str:
+    """Document-level split by a salted CRC32 of the (stripped) text, uniform u in [0, 1): val
+    below val_fraction (as before test splits existed), test in the next test_fraction, else train."""
+    u = zlib.crc32(text.encode("utf-8"), salt & 0xFFFFFFFF) / 2**32
+    return "val" if u < val_fraction else "test" if u < val_fraction + test_fraction else "train"
 
 
 def split_corpus(
-    spec: CorpusSpec, docs: Any, val_fraction: float, split_seed: int, rules: Sequence[str]
+    spec: CorpusSpec, docs: Any, val_fraction: float, split_seed: int, rules: Sequence[str],
+    test_fraction: float = 0.0,
 ) -> dict[str, Any]:
-    """{"train": Dataset, "val": Dataset} of normalised texts (documents stripped)."""
+    """{"train", "val", "test"} Datasets of normalised texts (documents stripped); val is the
+    same whatever test_fraction is: the test share is carved from what would be training."""
     import datasets
 
     if not spec.documents:
         text = "".join(docs["text"])
         cut = int(len(text) * (1.0 - val_fraction))
-        parts = {"train": text[:cut], "val": text[cut:]}
+        test_cut = int(len(text) * (1.0 - val_fraction - test_fraction))
+        parts = {"train": text[:test_cut], "test": text[test_cut:cut], "val": text[cut:]}
         # Paragraph chunks (split after blank lines) so `map` batches; they concatenate exactly.
         return {
             name: datasets.Dataset.from_dict(
@@ -233,13 +254,12 @@ def split_corpus(
             )
             for name, part in parts.items()
         }
-    idx: dict[str, list[int]] = {"train": [], "val": []}
+    idx: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     for start, batch in zip(range(0, len(docs), 4096), docs.iter(batch_size=4096)):
         for i, text in enumerate(batch["text"]):
             text = text.strip()
             if text:
-                side = "val" if in_validation(text, val_fraction, split_seed) else "train"
-                idx[side].append(start + i)
+                idx[split_side(text, val_fraction, split_seed, test_fraction)].append(start + i)
     return {name: docs.select(rows) for name, rows in idx.items()}
 
 
@@ -407,7 +427,7 @@ class BatchList(Dataset):
 
 
 # ---- the datamodule --------------------------------------------------------------------------
-class TextDataModule(ResumableTraining, L.LightningDataModule, NamedCorpora, BatchSized):
+class TextDataModule(ResumableTraining, NamedCorpora, BatchSized):
     """K named text corpora, one shared tokenizer, random training windows, fixed val windows.
 
     Args:
@@ -425,6 +445,9 @@ class TextDataModule(ResumableTraining, L.LightningDataModule, NamedCorpora, Bat
         hub_ids: hub dataset id (or raw-text URL) per corpus name, overriding the defaults.
         hub_splits: hub split per corpus name (e.g. "train[:50000]"), overriding the defaults.
         val_fraction: share held out: the tail of running text, a hashed share of documents.
+        test_fraction: share held out for test (`fit test`, `python -m succu.evaluate --corpus`),
+            taken from training: the stretch of running text just before the val tail, the next
+            hashed share of documents. 0 means no test split.
         split_seed: salt of the document split hash.
         abc_style: corpora given abcGPT's surface form (lowercase, spaced punctuation).
         fold_ascii: fold curly quotes, dashes and ellipses to ASCII in every corpus.
@@ -452,6 +475,7 @@ class TextDataModule(ResumableTraining, L.LightningDataModule, NamedCorpora, Bat
         hub_ids: dict[str, str] | None = None,
         hub_splits: dict[str, str] | None = None,
         val_fraction: float = 0.1,
+        test_fraction: float = 0.05,
         split_seed: int = 0,
         abc_style: list[str] | None = None,
         fold_ascii: bool = True,
@@ -467,7 +491,7 @@ class TextDataModule(ResumableTraining, L.LightningDataModule, NamedCorpora, Bat
         super().__init__()
         self.specs = [corpus_spec(name) for name in corpora]
         self.check_arguments(
-            corpora, tokenizer_kind, val_fraction, weights,
+            corpora, tokenizer_kind, (val_fraction, test_fraction), weights,
             {"abc_style": abc_style, "data_paths": data_paths, "hub_ids": hub_ids, "hub_splits": hub_splits},
         )
         self.corpora = list(corpora)
@@ -481,6 +505,7 @@ class TextDataModule(ResumableTraining, L.LightningDataModule, NamedCorpora, Bat
         self.hub_ids = dict(hub_ids or {})
         self.hub_splits = dict(hub_splits or {})
         self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
         self.split_seed = split_seed
         self.abc_style = list(abc_style or [])
         self.fold_ascii = fold_ascii
@@ -500,19 +525,24 @@ class TextDataModule(ResumableTraining, L.LightningDataModule, NamedCorpora, Bat
         self.train_arrays: list[np.ndarray] = []
         self.val_arrays: list[np.ndarray] = []
         self._val_batches: list[dict[str, torch.Tensor]] | None = None
+        self._test_batches: list[dict[str, torch.Tensor]] | None = None
         self._sampler: WindowSampler | None = None
         self._tokenizer_digest: str | None = None
         self._tokenizer_digest_of: CorpusTokenizer | None = None
         self._dial: DialSampler | None = None
 
     @staticmethod
-    def check_arguments(corpora, kind, val_fraction, weights, per_corpus: dict[str, Any]) -> None:
+    def check_arguments(corpora, kind, fractions, weights, per_corpus: dict[str, Any]) -> None:
         if not corpora or len(set(corpora)) != len(corpora):
             raise ValueError(f"corpora must be a non-empty list of distinct names, got {corpora}")
         if kind not in TOKENIZER_KINDS:
             raise ValueError(f"tokenizer_kind must be one of {TOKENIZER_KINDS}, got {kind!r}")
+        val_fraction, test_fraction = fractions
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        if not (0.0 <= test_fraction and val_fraction + test_fraction < 1.0):
+            raise ValueError(f"test_fraction must be >= 0 and leave training data beside "
+                             f"val_fraction={val_fraction}, got {test_fraction}")
         if weights is not None and (len(weights) != len(corpora) or min(weights) < 0 or sum(weights) <= 0):
             raise ValueError(f"weights must be {len(corpora)} non-negative numbers, got {weights}")
         for what, names in per_corpus.items():
@@ -548,15 +578,16 @@ class TextDataModule(ResumableTraining, L.LightningDataModule, NamedCorpora, Bat
     def corpus_key(self, name: str) -> dict[str, Any]:
         return {
             "corpus": name, "source": self.source_of(name).fingerprint(), "val_fraction": self.val_fraction,
-            "split_seed": self.split_seed, "rules": self.rules(name),
+            "test_fraction": self.test_fraction, "split_seed": self.split_seed, "rules": self.rules(name),
         }
 
     def splits(self, name: str) -> dict[str, Any]:
-        """{"train", "val"} datasets of a corpus, loaded once per datamodule until tokenised."""
+        """{"train", "val", "test"} datasets of a corpus, loaded once per datamodule until tokenised."""
         if name not in self._splits:
             spec = corpus_spec(name)
             docs = load_documents(spec, self.source_of(name), self.setting(name))
-            self._splits[name] = split_corpus(spec, docs, self.val_fraction, self.split_seed, self.rules(name))
+            self._splits[name] = split_corpus(spec, docs, self.val_fraction, self.split_seed,
+                                              self.rules(name), self.test_fraction)
         return self._splits[name]
 
     # ---- tokenizer -----------------------------------------------------------------------------
@@ -595,8 +626,8 @@ class TextDataModule(ResumableTraining, L.LightningDataModule, NamedCorpora, Bat
                 for side in sides:
                     yield from document_texts(self.splits(spec.name)[side], spec.documents, self.rules(spec.name))
 
-        if self.tokenizer_kind == "char":
-            return CharTokenizer.from_texts(texts(("train", "val")), specials, rules)
+        if self.tokenizer_kind == "char":  # every character of the corpus, as before test splits
+            return CharTokenizer.from_texts(texts(("train", "val", "test")), specials, rules)
         return BPETokenizer.train(texts(("train",)), self.bpe_vocab_size, specials, rules)
 
     # ---- token cache -----------------------------------------------------------------------------
@@ -614,7 +645,7 @@ class TextDataModule(ResumableTraining, L.LightningDataModule, NamedCorpora, Bat
             if (folder / "meta.json").is_file():
                 continue
             meta: dict[str, Any] = {"dtype": np.dtype(token_dtype(self.vocab_size)).name}
-            for side in ("train", "val"):
+            for side in self.sides():
                 ids = tokenize_documents(
                     self.splits(spec.name)[side], self.tokenizer, spec.documents, self.rules(spec.name)
                 )
@@ -623,6 +654,9 @@ class TextDataModule(ResumableTraining, L.LightningDataModule, NamedCorpora, Bat
             meta["key"] = {"corpus": self.corpus_key(spec.name), "tokenizer": self.tokenizer.kind}
             atomic_write(folder / "meta.json", json.dumps(meta, indent=1).encode())
         self._splits.clear()  # the texts are on disk as ids now
+
+    def sides(self) -> tuple[str, ...]:
+        return ("train", "val", "test") if self.test_fraction > 0 else ("train", "val")
 
     def load_arrays(self, side: str) -> list[np.ndarray]:
         arrays = []
@@ -683,8 +717,21 @@ class TextDataModule(ResumableTraining, L.LightningDataModule, NamedCorpora, Bat
     def val_dataloader(self) -> DataLoader:
         return DataLoader(BatchList(self.val_batches()), batch_size=None, num_workers=0)
 
+    def test_batches(self) -> list[dict[str, torch.Tensor]]:
+        """As many fixed windows as validation (val_windows per corpus), over the test share."""
+        if self.test_fraction <= 0:
+            raise ValueError(f"{'/'.join(self.corpora)} has no test split (test_fraction=0); set "
+                             "data.init_args.test_fraction, or use validate for the val split")
+        if self._test_batches is None:
+            self.setup()
+            self._test_batches = fixed_batches(
+                self.load_arrays("test"), self.block_size, self.val_windows, self.val_batch_size,
+                self.label_source,
+            )
+        return self._test_batches
+
     def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+        return DataLoader(BatchList(self.test_batches()), batch_size=None, num_workers=0)
 
     @property
     def corpus_weights(self) -> list[float]:

@@ -86,14 +86,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     `os.replace` is atomic on POSIX, so a run killed at any instant leaves either the previous
     complete file or the new complete file at `path`, never a truncated one (`succu.io.atomic_write`).
-    Reading (Lightning's resume) is plain data only, as in `read_checkpoint`.
+    A killed write leaves `.<name>.<host>.<pid>.<random>.tmp`, which the next fit on the run folder
+    removes (`succu.fit`, `succu.io.remove_orphans`). Reading (Lightning's resume) is plain data
+    only, as in `read_checkpoint`.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         atomic_write(path, lambda f: torch.save(checkpoint, f))
 
     def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None):
-        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        # `read_checkpoint` (onto the CPU, as Lightning's default map_location): a missing,
+        # damaged or foreign file is one CheckpointError naming it, where Lightning's own load
+        # fails with a bare RuntimeError, UnpicklingError or KeyError deep inside its resume.
+        return read_checkpoint(path)
 
 
 def load_error(path: Path, err: Exception) -> CheckpointError:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import lightning as L
 
-class ResumableTraining:
-    """Mixin for a LightningDataModule whose training stream is a pure function of how many
-    training batches the model has received: it counts them and checkpoints the count.
+
+class ResumableTraining(L.LightningDataModule):
+    """A LightningDataModule whose training stream is a pure function of how many training
+    batches the model has received: it counts them and checkpoints the count.
 
     `train_cursor` is a dict of named counters, `{"consumed": n}`, shared with the training
     dataset or sampler, which starts at batch `n`: a resumed run sees exactly the batches an
     uninterrupted run would have seen. The count lives in the checkpoint as `train_batches`.
-    List this class before `L.LightningDataModule` among the bases, so its hooks take precedence.
     """
 
     @property
@@ -24,8 +25,7 @@ class ResumableTraining:
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         # Count the training batches the model actually receives (the loader runs one ahead).
-        trainer = getattr(self, "trainer", None)
-        if trainer is not None and trainer.training:
+        if self.trainer is not None and self.trainer.training:
             self.train_cursor["consumed"] += 1
         return batch
 

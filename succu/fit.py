@@ -16,7 +16,10 @@ This is the one place that composes a run. An experiment YAML names its run fold
 (`trainer.default_root_dir: runs/<name>`) and lists what differs; unless it sets its own, every
 run gets the same loggers (CSV in the run folder, W&B offline under the same folder and name) and
 the same two checkpoints (`last.ckpt` rewritten at every validation, `best-step=<N>.ckpt` by
-lowest `val/loss`), atomic checkpoint writes and a SIGTERM checkpoint.
+lowest `val/loss`), atomic checkpoint writes, and `last.ckpt` plus flushed metrics at the end of
+every fit whatever stops it (PreemptionCheckpoint). Each fit claims its own `version_N` folder
+(`os.mkdir`, so concurrent fits never share one); validate/test get no loggers unless the config
+names them; a fit that fails before training a step removes the folder and offline W&B run it made.
 
 Errors: bad configuration or input found before training starts is one `error:` line (exit 2);
 an error once batches run is re-raised with its traceback.
@@ -25,15 +28,18 @@ Runs (docs/operations.md): device requests that cannot start are refused before 
 built; `precision: bf16-mixed` with `accelerator: auto` falls back to 32-true on a CPU-only
 machine; `--ckpt_path last` is the newest `last*.ckpt` (or SLURM `hpc_ckpt_*.ckpt`) in the run's
 own checkpoint folders (every `version_*/checkpoints`, not only the new one's; never a file
-elsewhere under the run folder); SIGTERM writes `last.ckpt` of
-the current step and exits with status 143; the resolved config is logged to every logger.
+elsewhere under the run folder); orphan `.*.tmp` files of killed writes there are removed at the
+start of a fit; SIGTERM writes `last.ckpt` of the current step and exits with status 143; the
+resolved config is logged to every logger.
 """
 
 from __future__ import annotations
 
-import argparse
+import importlib.util
+import logging
 import os
 import re
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -41,17 +47,20 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from callbacks.distributed import PreemptionCheckpoint, accelerator_kind, check_devices
-from succu.checkpoint import AtomicCheckpointIO
+from succu.checkpoint import AtomicCheckpointIO, read_checkpoint
 from succu.contracts import QAProbes
+from succu.errors import TrainingError, exception_chain, run_cli, user_message  # noqa: F401
+from succu.io import remove_orphans
 from succu.modules.base import LanguageModule
 
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
+# No `predict`: a LanguageModule has no predict_step (prompts in, text out is succu.generate).
+SUBCOMMANDS = ("fit", "validate", "test")
 DEFAULT_CONFIG = Path("configs") / "succulm.yaml"  # relative to the working directory
 WANDB_PROJECT = "succu"
 SIGTERM_EXIT = 143  # 128 + SIGTERM: stopped by a signal, last.ckpt written, resume with --ckpt_path last
@@ -60,7 +69,13 @@ LAST_PATTERNS = ("last*.ckpt", "hpc_ckpt_*.ckpt")
 
 class LoggedConfigCallback(SaveConfigCallback):
     """Lightning's config.yaml in the log dir, and the resolved config to every logger (W&B's
-    run config, CSV's hparams.yaml) under the key `config`."""
+    run config, CSV's hparams.yaml) under the key `config`. validate/test/predict without a
+    logger write nothing: their log dir would be the run folder itself."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" and not trainer.loggers:
+            return
+        super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         import yaml
@@ -110,6 +125,38 @@ def checkpoint_dirpaths(trainer: L.Trainer) -> list[str]:
                               if isinstance(cb, ModelCheckpoint) and cb.dirpath))
 
 
+def launched_as_rank_zero() -> bool:
+    """Before the Trainer exists, a process knows its rank only from its launcher's environment:
+    Lightning's DDP children get LOCAL_RANK, torchrun RANK, srun SLURM_PROCID, other nodes NODE_RANK."""
+    return all(os.environ.get(key, "0") == "0" for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "NODE_RANK"))
+
+
+def claim_version(root: str | Path) -> int:
+    """Create the first free `<root>/version_N` and return N. `os.mkdir` is atomic: of two fits
+    started together on one run folder, each gets its own (Lightning only lists the folder)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    taken = [int(m.group(1)) for p in root.iterdir() if (m := re.fullmatch(r"version_(\d+)", p.name))]
+    version = max(taken, default=-1) + 1
+    while True:
+        try:
+            (root / f"version_{version}").mkdir()
+            return version
+        except FileExistsError:
+            version += 1
+
+
+def claim_versions(loggers: list[Logger]) -> list[Path]:
+    """Give each CSV/TensorBoard logger without a fixed version a folder of its own (rank 0 only:
+    Lightning broadcasts rank 0's log dir and checkpoint folder to the other ranks)."""
+    claimed = []
+    for logger in loggers:
+        if isinstance(logger, (CSVLogger, TensorBoardLogger)) and logger._version is None:
+            logger._version = claim_version(logger.root_dir)
+            claimed.append(Path(logger.log_dir))
+    return claimed
+
+
 def default_loggers(root: str) -> list[Logger]:
     """CSV in `root` (version_N folders) and W&B under the same folder, named after it: offline
     unless WANDB_MODE=online is set (`main` sets offline when WANDB_MODE is unset)."""
@@ -129,19 +176,50 @@ def default_checkpoints() -> list[ModelCheckpoint]:
 
 
 class RunStarted(L.Callback):
-    """Marks the moment batches start to run: errors after it are not configuration errors."""
+    """Marks the moment batches start to run: errors after it are not configuration errors.
+    `start_step` is the global step training started from (None before training starts)."""
 
     def __init__(self) -> None:
         self.started = False
+        self.start_step: int | None = None
 
     def mark(self, *args) -> None:
         self.started = True
 
-    on_train_start = on_validation_start = on_test_start = on_predict_start = mark
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started, self.start_step = True, trainer.global_step
+
+    on_validation_start = on_test_start = on_predict_start = mark
 
 
-class TrainingError(RuntimeError):
-    """An error raised while batches ran; its cause keeps the full traceback."""
+def current_wandb_run():
+    """The W&B run of this process, if any: a new WandbLogger joins it instead of starting one."""
+    return getattr(sys.modules.get("wandb"), "run", None)
+
+
+def discard_wandb_run(logger: WandbLogger, joined) -> None:
+    """Finish an offline W&B run this fit started and delete its folder (not a run it `joined`,
+    which an earlier fit in this process started; an online run exists on the server already)."""
+    run = logger._experiment  # None when the run was never started
+    if run is None or run is joined or not run.offline:
+        return
+    folder = Path(run.dir).parent  # <save_dir>/wandb/offline-run-<date>-<id>
+    run.finish(exit_code=1)
+    latest = folder.parent / "latest-run"
+    if latest.is_symlink() and latest.resolve() == folder.resolve():
+        latest.unlink()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def discard_run(trainer: L.Trainer, claimed: list[Path], joined) -> None:
+    """What a run that trained no step created: its claimed version folders (unless a checkpoint
+    is in them) and its offline W&B run, so failed starts do not pile up empty versions."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            discard_wandb_run(logger, joined)
+    for folder in claimed:
+        if not any(folder.rglob("*.ckpt")):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def as_list(value) -> list:
@@ -149,6 +227,11 @@ def as_list(value) -> list:
 
 
 class SuccuCLI(LightningCLI):
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """Lightning's subcommands that succu supports (SUBCOMMANDS): --help offers only these."""
+        return {k: v for k, v in LightningCLI.subcommands().items() if k in SUBCOMMANDS}
+
     def add_arguments_to_parser(self, parser) -> None:
         # Sizes the data decides, linked into the network's config (checked in tests/test_cli.py).
         parser.link_arguments("data", "model.init_args.model.vocab_size",
@@ -156,10 +239,20 @@ class SuccuCLI(LightningCLI):
         parser.link_arguments("data", "model.init_args.model.block_size",
                               compute_fn=lambda dm: dm.block_size, apply_on="instantiate")
 
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads `--ckpt_path`'s hyperparameters with a bare torch.load before anything
+        else: check the file first, so a damaged or foreign one is one line naming it."""
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path and Path(path).is_file():
+            read_checkpoint(path)
+        super()._parse_ckpt_path()
+
     def instantiate_trainer(self, **kwargs):
         """Compose the run: the shared loggers and checkpoints unless the config names its own,
-        atomic checkpoint writes unless it names a CheckpointIO, last.ckpt on SIGTERM
-        (PreemptionCheckpoint); impossible device requests are refused before anything starts."""
+        atomic checkpoint writes unless it names a CheckpointIO, last.ckpt at the end and on
+        interruption (PreemptionCheckpoint); impossible device requests are refused before
+        anything starts."""
         config = self._get(self.config_init, "trainer", default={})
         accelerator = config.get("accelerator", "auto")
         check_devices(accelerator, config.get("devices", "auto"), config.get("num_nodes", 1))
@@ -170,8 +263,7 @@ class SuccuCLI(LightningCLI):
         plugins = as_list(config.get("plugins"))
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
-        if config.get("logger") in (None, True):
-            kwargs["logger"] = default_loggers(config.get("default_root_dir") or "runs/succu")
+        kwargs["logger"] = self.compose_loggers(config)
         callbacks = list(as_list(config.get("callbacks")))
         checkpointing = config.get("enable_checkpointing") is not False
         if checkpointing and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
@@ -182,25 +274,45 @@ class SuccuCLI(LightningCLI):
         kwargs["callbacks"] = [*callbacks, self.run_started]
         return super().instantiate_trainer(**kwargs)
 
+    def compose_loggers(self, config: dict) -> list[Logger] | bool:
+        """The shared loggers for a fit whose config names none; none for validate/test/predict
+        (an evaluation is no new run: no version folder, no W&B run). Rank 0 claims each logger's
+        version folder now, exclusively (`claim_versions`)."""
+        logger = config.get("logger")
+        if logger in (None, True):
+            if self.subcommand not in (None, "fit"):
+                return False
+            logger = default_loggers(config.get("default_root_dir") or "runs/succu")
+        loggers = [] if logger is False else as_list(logger)
+        self.claimed = claim_versions(loggers) if launched_as_rank_zero() else []
+        self.joined_wandb_run = current_wandb_run()
+        return loggers or False
+
     def _run_subcommand(self, subcommand: str) -> None:
         try:
             super()._run_subcommand(subcommand)
-        except Exception as err:
-            if self.run_started.started:
+        except BaseException as err:  # SystemExit and Ctrl+C too: nothing to keep of a failed start
+            start = self.run_started.start_step
+            if start is None or self.trainer.global_step <= start:
+                discard_run(self.trainer, self.claimed, self.joined_wandb_run)
+            if self.run_started.started and isinstance(err, Exception):
                 raise TrainingError(f"{subcommand} failed while running: {err}") from err
             raise
 
     def before_fit(self) -> None:
-        """`--ckpt_path last`: the newest last.ckpt of earlier runs in this run's checkpoint folders.
+        """Remove orphan temporary files from the run's checkpoint folders; then `--ckpt_path
+        last`: the newest last.ckpt of earlier runs in this run's checkpoint folders.
 
         Lightning looks only in the new run's own checkpoint folder (a fresh version_N), which is
         empty; with nothing found, the fit starts from scratch (so `last` can be set and forgotten
         in a requeued job script).
         """
         config = self.config_init[self.subcommand]
+        roots, dirpaths = checkpoint_roots(self.trainer), checkpoint_dirpaths(self.trainer)
+        if launched_as_rank_zero():
+            self.remove_orphans(roots, dirpaths)
         if config.get("ckpt_path") != "last":
             return
-        roots, dirpaths = checkpoint_roots(self.trainer), checkpoint_dirpaths(self.trainer)
         path = find_last_checkpoint(roots, dirpaths)
         if path is None:
             rank_zero_warn("--ckpt_path last: no last*.ckpt in the checkpoint folders of "
@@ -208,6 +320,14 @@ class SuccuCLI(LightningCLI):
         else:
             rank_zero_info(f"--ckpt_path last: resuming from {path}")
         config["ckpt_path"] = path
+
+    @staticmethod
+    def remove_orphans(roots: list[str], dirpaths: list[str]) -> None:
+        """Temporary files that killed checkpoint writes left in the run's checkpoint folders
+        (`succu.io.remove_orphans`: only those whose writer is gone)."""
+        folders = [folder for root in roots for folder, _ in checkpoint_folders(root)] + dirpaths
+        for path in remove_orphans(folders):
+            rank_zero_info(f"removed {path}, left by a write that was killed")
 
     def after_fit(self) -> None:
         """Talk to the freshly fitted model when its data has probe prompts (rank 0 only)."""
@@ -222,6 +342,9 @@ def default_args(argv: list[str]) -> list[str]:
     """Fit is implied; without `--config`, fit configs/succulm.yaml (plus any overrides)."""
     if argv and argv[0] in ("-h", "--help", "--version"):
         return argv
+    if argv and argv[0] == "predict":
+        raise ValueError("predict is not offered; to continue prompts use python -m succu.generate "
+                         "--ckpt CKPT --prompt TEXT, to score text python -m succu.evaluate --ckpt CKPT")
     if not argv or argv[0] not in SUBCOMMANDS:
         argv = ["fit", *argv]
     # Overrides alone (`--trainer.max_steps 10`) apply to the default SuccuLM config.
@@ -235,72 +358,82 @@ def default_args(argv: list[str]) -> list[str]:
     return argv
 
 
-USER_ERRORS = (argparse.ArgumentError, ValueError, FileNotFoundError)  # CheckpointError: ValueError
-
-
-def exception_chain(err: BaseException | None) -> list[BaseException]:
-    """err, its cause, the cause's cause, ... (jsonargparse wraps errors raised while instantiating
-    in layers of "Does not validate against any of the Union subtypes")."""
-    chain: list[BaseException] = []
-    while err is not None and all(err is not e for e in chain):
-        chain.append(err)
-        err = err.__cause__ or err.__context__
-    return chain
-
-
-def user_message(err: BaseException) -> str | None:
-    """One line for the innermost user-facing error of the chain (the layer that names the bad
-    value), with the class it concerns when jsonargparse says so; None for anything else."""
-    chain = exception_chain(err)
-    user = [e for e in chain if isinstance(e, USER_ERRORS)]
-    if not user:
-        return None
-    cause = user[-1]
-    message = str(cause.message if isinstance(cause, argparse.ArgumentError) else cause)
-    context = re.search(r"Problem with given class_path '([\w.]+)'", "\n".join(map(str, chain)))
-    if context and context.group(1) not in message:
-        message = f"{context.group(1)}: {message} (--help lists the accepted options)"
-    return " ".join(message.split())
-
-
 def quiet_known_warnings() -> None:
-    """Silence warnings about choices succu makes on purpose (set by the CLI, not on import)."""
+    """Silence warnings about choices succu makes on purpose, and third-party noise that would
+    fill every log (`make fit > log`); set by the CLI, not on import."""
     # We hand LightningCLI the command line ourselves (with fit and the default config filled in).
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     # LanguageModule.transfer_batch_to_device is deliberate (flat dict batches, no collection walk).
     warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
     # RandomWindows shards batches across DataLoader workers itself, so its __len__ is exact.
     warnings.filterwarnings("ignore", message=r".*Your `IterableDataset` has `__len__` defined.*")
+    # Lightning's own _pytree still uses torch's deprecated LeafSpec; nothing for us to change.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning)
+    # Lightning advertises its cloud logger at every Trainer: a filter on its info logger.
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(NO_LITLOGGER_TIP)
+    if os.environ.get("WANDB_MODE") == "offline":
+        quiet_offline_wandb()
+
+
+def quiet_offline_wandb() -> None:
+    """An offline W&B run only prints set-up chatter (git root, sync hints: the run folder is in
+    the README). WANDB_SILENT applies once wandb sets itself up, after Lightning's WandbLogger has
+    passed it a deprecated `anonymous` setting, hence its terminal is made quiet now as well."""
+    os.environ.setdefault("WANDB_SILENT", "true")
+    if os.environ["WANDB_SILENT"].lower() == "true" and importlib.util.find_spec("wandb"):
+        import wandb
+
+        wandb.termsetup(wandb.Settings(silent=True), None)
+
+
+def no_litlogger_tip(record: logging.LogRecord) -> bool:
+    return "litlogger" not in str(record.msg)
+
+
+NO_LITLOGGER_TIP = no_litlogger_tip  # one object, so adding it again is a no-op
+
+
+def trainer_defaults() -> dict:
+    """What every run gets beside its config: `lr` logged (LearningRate), and a one-line summary
+    every log_every_n_steps when no progress bar draws (ProgressLog). With stdout not a terminal
+    (a log file, a batch job, W&B's console capture) the bar is off by default, since each of its
+    redraws would land in the log; a config or command line that sets enable_progress_bar wins."""
+    from callbacks.logging import LearningRate, ProgressLog
+
+    defaults: dict = {"callbacks": [LearningRate(), ProgressLog()]}
+    if not sys.stdout.isatty():
+        defaults["enable_progress_bar"] = False
+    return defaults
+
+
+def build_cli(argv: list[str] | None) -> SuccuCLI:
+    args = default_args(list(sys.argv[1:] if argv is None else argv))
+    return SuccuCLI(
+        LanguageModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,
+        save_config_callback=LoggedConfigCallback,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults=trainer_defaults(),
+        parser_kwargs={"exit_on_error": False},
+        args=args,
+    )
 
 
 def main(argv: list[str] | None = None) -> SuccuCLI | None:
     os.environ.setdefault("WANDB_MODE", "offline")  # never touch the network unless asked to
     quiet_known_warnings()
     try:
-        args = default_args(list(sys.argv[1:] if argv is None else argv))
-        return SuccuCLI(
-            LanguageModule,
-            L.LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            auto_configure_optimizers=False,
-            save_config_callback=LoggedConfigCallback,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"exit_on_error": False},
-            args=args,
-        )
+        # Bad input: one `error:` line, exit 2; a TrainingError keeps its traceback (succu.errors).
+        return run_cli(lambda: build_cli(argv))
     except SIGTERMException:  # a SystemExit: PreemptionCheckpoint has written last.ckpt
         print("stopped by SIGTERM; last.ckpt holds the last finished step: rerun with "
               "--ckpt_path last to continue", file=sys.stderr, flush=True)
         sys.exit(SIGTERM_EXIT)
-    except TrainingError:
-        raise  # the traceback of what failed while batches ran
-    except Exception as err:
-        message = user_message(err)
-        if message is None or os.environ.get("SUCCU_DEBUG"):
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,76 +1,145 @@
 """`python -m succu.generate --ckpt PATH --prompt "is ruby a boy?"`: talk to any succu checkpoint.
 
 The checkpoint carries the module class, hyperparameters and tokenizer, so nothing else is needed.
-Prompt words the vocabulary lacks become `<UNK>`. Sampling is seeded (`--seed`) and reproducible.
+Text is printed as it is generated. Prompt words a word vocabulary lacks become `<UNK>` (a note
+names them); characters a character vocabulary lacks are an error naming them, or are dropped
+with `--drop_unknown`. A gated model (GatedGPT) without `--alpha` runs at the middle of its dial,
+alpha = 0.5, and says so. Sampling is seeded (`--seed`) and reproducible; tiny temperatures
+approach greedy decoding.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import math
 import sys
 
 import torch
 
-from succu.checkpoint import CheckpointError, load_module
-from succu.modules.base import check_sampling
+from succu.checkpoint import load_module
+from succu.errors import check_device, fail, run_cli
+from succu.modules.base import DEFAULT_ALPHA, LanguageModule, check_sampling
 from succu.nn.gates import check_alpha
 
 ALPHA_SWEEP = [0.0, 0.25, 0.5, 0.75, 1.0]
+# New tokens per prompt at most: far beyond any block_size here, and at CPU speeds (~10^3 tokens/s)
+# minutes of output; a larger request is a typo (1e20), refused rather than left running.
+MAX_NEW_TOKENS = 10_000
+
+
+def note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr, flush=True)
+
+
+def token_budget(value: str) -> int:
+    """--max_new_tokens: a whole number, written plainly or as 1e3, at most MAX_NEW_TOKENS."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if not math.isfinite(number) or number != int(number):
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}")
+    if number > MAX_NEW_TOKENS:
+        raise argparse.ArgumentTypeError(
+            f"{value} is above the cap of {MAX_NEW_TOKENS} new tokens per prompt")
+    return int(number)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m succu.generate", description=__doc__.splitlines()[0])
     p.add_argument("--ckpt", required=True, help="path to a succu checkpoint (.ckpt)")
     p.add_argument("--prompt", action="append", required=True, help="prompt text; repeat for several")
-    p.add_argument("--max_new_tokens", type=int, default=None,
-                   help="tokens to add (default: up to the model's block_size)")
-    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature, > 0")
+    p.add_argument("--max_new_tokens", type=token_budget, default=None,
+                   help=f"tokens to add per prompt, at most {MAX_NEW_TOKENS} (default: up to the "
+                        "model's block_size); printed as they come")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="softmax temperature, > 0; tiny values approach --greedy")
     p.add_argument("--top_k", type=int, default=None, help="sample among the k most likely tokens")
     p.add_argument("--greedy", action="store_true", help="argmax decoding (ignores temperature/top_k)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling generator")
     p.add_argument("--no_cache", action="store_true", help="recompute the full context every step")
     p.add_argument("--device", default="cpu", help="torch device to run on")
     p.add_argument("--alpha", type=float, default=None,
-                   help="dial position in [0, 1] for gated models (GatedGPT)")
+                   help=f"dial position in [0, 1] for gated models (GatedGPT); default {DEFAULT_ALPHA:g}, "
+                        "the middle")
     p.add_argument("--alpha_sweep", action="store_true",
                    help="gated models: continue each prompt at alpha = 0, 0.25, 0.5, 0.75, 1")
+    p.add_argument("--drop_unknown", action="store_true",
+                   help="drop prompt characters the model's vocabulary lacks (default: refuse them)")
     return p
 
 
-def main(argv: list[str] | None = None) -> list[str]:
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """Arguments, with every bad value (including argparse's own) as one `error:` line."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        check_sampling(args.temperature, args.top_k, args.max_new_tokens or 0)
-        if args.alpha is not None:
-            check_alpha(args.alpha)
-        module = load_module(args.ckpt, map_location=args.device)
-    except (CheckpointError, ValueError) as err:
-        if os.environ.get("SUCCU_DEBUG"):
-            raise
-        parser.exit(2, f"error: {err}\n")
+    parser.error = fail  # type: ignore[method-assign]  # argparse would print its usage first
+    return parser.parse_args(argv)
+
+
+def unknown_summary(counts) -> str:
+    """`'é' x2, 'ü' x1` — the pieces a vocabulary lacks, most frequent first, ten at most."""
+    shown = ", ".join(f"{piece!r} x{n}" for piece, n in counts.most_common(10))
+    return shown + (f" and {len(counts) - 10} more" if len(counts) > 10 else "")
+
+
+def prepare_prompts(module: LanguageModule, prompts: list[str], drop: bool) -> list[str]:
+    """Prompts the tokenizer can encode: unknown words noted (they read as <UNK>), unknown
+    characters refused or, with `drop`, removed (noted either way)."""
+    tok = module.tokenizer
+    out = []
+    for prompt in prompts:
+        counts = tok.unknown(prompt)
+        if counts and tok.unk_id is not None:
+            note(f"prompt {prompt!r}: {unknown_summary(counts)} not in the vocabulary, read as <UNK>")
+        elif counts and not drop:
+            fail(f"prompt {prompt!r} has characters the checkpoint's vocabulary lacks: "
+                 f"{unknown_summary(counts)} (--drop_unknown leaves them out)")
+        elif counts:
+            note(f"prompt {prompt!r}: dropped {unknown_summary(counts)} (not in the vocabulary)")
+            prompt = tok.without_unknown(prompt)
+        out.append(prompt)
+    return out
+
+
+def load(args: argparse.Namespace) -> LanguageModule:
+    check_sampling(args.temperature, args.top_k, args.max_new_tokens or 0)
+    if args.alpha is not None:
+        check_alpha(args.alpha)
+    module = load_module(args.ckpt, map_location=check_device(args.device))
     if (args.alpha is not None or args.alpha_sweep) and not module.has_dial:
-        parser.exit(2, f"error: --alpha needs a gated model; {args.ckpt} holds {type(module.model).__name__}\n")
+        fail(f"--alpha needs a gated model; {args.ckpt} holds {type(module.model).__name__}")
+    if module.has_dial and args.alpha is None and not args.alpha_sweep:
+        note(f"{type(module.model).__name__} has a dial and no --alpha was given: generating at "
+             f"alpha={DEFAULT_ALPHA:g}, the middle (--alpha 0 or 1 for either corpus's end)")
+    return module
+
+
+def main(argv: list[str] | None = None) -> list[str]:
+    return run_cli(lambda: generate_main(argv))
+
+
+def generate_main(argv: list[str] | None) -> list[str]:
+    args = parse(argv)
+    module = load(args)
+    prompts = prepare_prompts(module, args.prompt, args.drop_unknown)
     alphas = ALPHA_SWEEP if args.alpha_sweep else [args.alpha]
     outputs = []
     for alpha in alphas:
         # The same seed at every alpha, so the dial is the only thing that changes.
         generator = torch.Generator(device=args.device).manual_seed(args.seed)
-        texts = module.complete(
-            args.prompt,
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            greedy=args.greedy,
-            use_cache=not args.no_cache,
-            generator=generator,
-            **({} if alpha is None else {"alpha": alpha}),
-        )
-        for prompt, text in zip(args.prompt, texts):
+        for shown, prompt in zip(args.prompt, prompts):
             tag = "" if alpha is None else f"[alpha={alpha:g}] "
-            print(f"{tag}{prompt} -> {text}")
-        outputs += texts
+            print(f"{tag}{shown} -> ", end="", flush=True)
+            pieces = []
+            for piece in module.stream(
+                prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                top_k=args.top_k, greedy=args.greedy, use_cache=not args.no_cache,
+                generator=generator, **({} if alpha is None else {"alpha": alpha}),
+            ):
+                print(piece, end="", flush=True)
+                pieces.append(piece)
+            print(flush=True)
+            outputs.append("".join(pieces))
     return outputs
 
 

@@ -1,12 +1,28 @@
-"""Atomic file writes: a run killed at any instant leaves the old file or the new one, never half."""
+"""Atomic file writes: a run killed at any instant leaves the old file or the new one, never half.
+
+Temporary files are named `.<target name>.<host>.<pid>.<random>.tmp` in the target's folder, so a
+later start can tell which ones a dead process left behind (`remove_orphans`).
+"""
 
 from __future__ import annotations
 
+import io
 import os
+import re
+import socket
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
+
+TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # every temporary name atomic_write has ever used
+OWNED_TEMP = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[a-z0-9_]{8}\.tmp$")
+STALE_SECONDS = 3600  # a temporary file untouched this long is no write in progress
+
+
+def host_tag() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
 
 
 def atomic_write(path: str | Path, data: bytes | Callable[[BinaryIO], None], exclusive: bool = False) -> bool:
@@ -19,7 +35,8 @@ def atomic_write(path: str | Path, data: bytes | Callable[[BinaryIO], None], exc
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    prefix = f".{path.name}.{host_tag()}.{os.getpid()}."
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             if callable(data):
@@ -38,3 +55,77 @@ def atomic_write(path: str | Path, data: bytes | Callable[[BinaryIO], None], exc
         return True
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def is_orphan(path: Path, now: float) -> bool:
+    """A temporary file nobody is writing: its writer (this host, named in the file name) is dead,
+    or (another host, an older name) it has not been touched for STALE_SECONDS."""
+    owned = OWNED_TEMP.match(path.name)
+    if owned and owned["host"] == host_tag():
+        return not process_alive(int(owned["pid"]))
+    try:
+        return now - path.stat().st_mtime > STALE_SECONDS
+    except FileNotFoundError:  # renamed into place meanwhile
+        return False
+
+
+def remove_orphans(folders: Iterable[str | Path]) -> list[Path]:
+    """Delete the temporary files killed writes left in `folders` (not their subfolders);
+    files that do not match the temporary-name pattern are never touched."""
+    removed, now = [], time.time()
+    for folder in dict.fromkeys(Path(f) for f in folders):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if TEMP.match(path.name) and path.is_file() and is_orphan(path, now):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+def writable_folder(path: str | Path, flag: str = "--out") -> Path:
+    """`path` as a folder this process can write into, created if missing; checked before any
+    work so a long job never fails at its last step. One-line ValueError naming it otherwise."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):  # the permission bits do not tell (ACLs, read-only mounts)
+            pass
+    except FileExistsError:
+        raise ValueError(f"{flag} {path}: exists and is not a folder") from None
+    except OSError as err:
+        raise ValueError(f"{flag} {path}: not a writable folder ({err.strerror or err})") from None
+    return path
+
+
+def figure_bytes(fig, dpi: int = 100) -> bytes:
+    """A matplotlib figure as PNG bytes (then closed), to be written with `atomic_write`."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
+
+
+def write_outputs(folder: str | Path, files: dict[str, bytes | str]) -> list[Path]:
+    """Write each of `files` (name -> content) into `folder` atomically; all contents are built
+    before the first write, so a failure leaves every old file as it was or replaced whole."""
+    paths = []
+    for name, content in files.items():
+        path = Path(folder) / name
+        atomic_write(path, content.encode() if isinstance(content, str) else content)
+        paths.append(path)
+    return paths

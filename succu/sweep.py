@@ -7,14 +7,19 @@
 Each kind lives in its own module that exposes `HELP` (one line), `add_arguments(parser)` and
 `run(args)`; registering a new kind is one entry in SWEEPS. Every kind also gets `--data_dir` and
 `--cache_dir`: the paths a checkpoint records are not reused.
+
+Outputs: each kind checks that `--out` is a folder it can create and write before it loads
+anything (else one `error:` line naming it, exit 2), removes temporary files that killed writes
+left there, and writes every output (CSV, markdown, PNG) atomically: temporary file, fsync,
+rename (`succu.io.write_outputs`). Sweeps create no run version folder and no W&B run.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import os
-import sys
+
+from succu.errors import run_cli
 
 # kind -> module implementing it
 SWEEPS: dict[str, str] = {
@@ -47,13 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None):
     args = build_parser().parse_args(argv)
-    try:
-        return args._run(args)
-    except (ValueError, FileNotFoundError) as err:  # CheckpointError is a ValueError
-        if os.environ.get("SUCCU_DEBUG"):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    return run_cli(lambda: args._run(args))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ The corpus tokenizers, `CharTokenizer` and `BPETokenizer` (byte-level, trained l
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -78,6 +79,15 @@ class Tokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         raise NotImplementedError
 
+    def unknown(self, text: str) -> Counter[str]:
+        """Pieces of `text` outside the vocabulary, with counts (they encode to `<UNK>` when the
+        tokenizer has one; a CharTokenizer without one refuses them)."""
+        return Counter()
+
+    def without_unknown(self, text: str) -> str:
+        """`text` with the pieces `unknown` names removed (what `--drop_unknown` evaluates)."""
+        return text
+
     def state_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "vocab": list(self.vocab)}
 
@@ -136,6 +146,12 @@ class WordTokenizer(Tokenizer):
     def encode(self, text: str) -> list[int]:
         unk = self.stoi["<UNK>"]
         return [self.stoi.get(w, unk) for w in split_words(text)]
+
+    def unknown(self, text: str) -> Counter[str]:
+        return Counter(w for w in split_words(text) if w not in self.stoi)
+
+    def without_unknown(self, text: str) -> str:
+        return join_words(w for w in split_words(text) if w in self.stoi)
 
     def decode(self, ids: Iterable[int]) -> str:
         return join_words(self.vocab[i] for i in ids)
@@ -219,7 +235,8 @@ class CorpusTokenizer(Tokenizer):
 
 class CharTokenizer(CorpusTokenizer):
     """One id per character: optional specials first (e.g. `<EOS>` between documents), then the
-    sorted characters of every corpus in use. Unknown characters are an error, not `<UNK>`.
+    sorted characters of every corpus in use. Unknown characters are an error, not `<UNK>`: there
+    is no id for them (`unknown` names them; `without_unknown` drops them).
     """
 
     kind = "char"
@@ -260,6 +277,14 @@ class CharTokenizer(CorpusTokenizer):
 
     def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.vocab[i] for i in ids)
+
+    def unknown(self, text: str) -> Counter[str]:
+        # After the surface rules: a curly quote the rules fold to ASCII is not unknown.
+        return Counter(c for c in self.normalize(text) if c not in self.stoi)
+
+    def without_unknown(self, text: str) -> str:
+        # The rules are idempotent, so encode() normalising this again changes nothing.
+        return "".join(c for c in self.normalize(text) if c in self.stoi)
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> CharTokenizer:

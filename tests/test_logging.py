@@ -161,7 +161,8 @@ def assert_config_logged(logger: RecordingLogger, config: str) -> None:
 
 
 def test_succulm_logs_losses_diagnostics_attention_and_samples(tmp_path):
-    extras = overlay(tmp_path, "trainer:\n  callbacks+:\n"
+    # Replaces succulm.yaml's own GenerationTable with a shorter one.
+    extras = overlay(tmp_path, "trainer:\n  callbacks:\n"
                      "    - class_path: callbacks.logging.GenerationTable\n"
                      "      init_args: {max_new_tokens: 5, n_prompts: 2}\n")
     cli, logger = recorded_fit(tmp_path, "succulm.yaml", "--model.init_args.model.profile", "tiny",

@@ -71,7 +71,9 @@ def test_shakespeare_split_is_nanogpts_contiguous_tail(cache):
     text = shakespeare_text()
     cut = int(len(text) * 0.9)
     assert dm.vocab_size == 65
-    assert dm.tokenizer.decode(dm.train_arrays[0].tolist()) == text[:cut]
+    # The test share (test_fraction 0.05) comes out of the training 90%, just before val.
+    train_and_test = [dm.train_arrays[0], dm.load_arrays("test")[0]]
+    assert "".join(dm.tokenizer.decode(a.tolist()) for a in train_and_test) == text[:cut]
     assert dm.tokenizer.decode(dm.val_arrays[0].tolist()) == text[cut:]
 
 
@@ -159,11 +161,11 @@ def test_cache_is_invalidated_when_the_tokenizer_changes(tmp_path, monkeypatch):
     swapped._tokenizer = CharTokenizer([*char.tokenizer.vocab, "<EOS>"])
     assert swapped.token_dir("shakespeare") != char.token_dir("shakespeare")
     ready(swapped)
-    assert calls == [1, 1]  # train and val
+    assert calls == [1, 1, 1]  # train, val and test
     # BPE, and BPE of another size, get their own caches too.
     bpe = ready(ShakespeareDataModule(tokenizer_kind="bpe", bpe_vocab_size=300, cache_dir=str(tmp_path)))
     assert isinstance(bpe.tokenizer, BPETokenizer) and bpe.vocab_size == 300
-    assert len(calls) == 4
+    assert len(calls) == 6
     assert len(bpe.train_arrays[0]) < 0.8 * len(char.train_arrays[0])  # 44 merges already help
     other = ShakespeareDataModule(tokenizer_kind="bpe", bpe_vocab_size=280, cache_dir=str(tmp_path))
     assert other.token_dir("shakespeare") != bpe.token_dir("shakespeare")
@@ -370,7 +372,8 @@ def test_hub_path_loads_through_datasets_when_online(tmp_path, monkeypatch):
     assert calls[0] == ("roneneldan/TinyStories", {"split": "train[:300]"})
     assert calls[1] == ("text", {"data_files": SHAKESPEARE_URL, "sample_by": "document", "split": "train"})
     tok = dm.tokenizer
-    expected = normalize_text(shakespeare_text()[: int(50000 * 0.9)], ["fold_ascii", "abc_style"])
-    assert tok.decode(dm.train_arrays[1].tolist()) == expected
-    n_stories = sum(int((a == tok.eos_id).sum()) for a in (dm.train_arrays[0], dm.val_arrays[0]))
+    expected = normalize_text(shakespeare_text()[: int(50000 * (1.0 - 0.1 - 0.05))], ["fold_ascii", "abc_style"])
+    assert tok.decode(dm.train_arrays[1].tolist()) == expected  # the test share follows it
+    splits = (dm.train_arrays[0], dm.val_arrays[0], dm.load_arrays("test")[0])
+    n_stories = sum(int((a == tok.eos_id).sum()) for a in splits)
     assert n_stories == 300

@@ -4,7 +4,9 @@
         --alphas 0:1:0.1 --out runs/alpha_sweep
 
 Writes alpha_sweep.csv (one row per alpha, one column per corpus), alpha_sweep.md and
-alpha_sweep.png (one panel per corpus, loss against alpha). A working dial puts each corpus's
+alpha_sweep.png (one panel per corpus, loss against alpha). --out is checked (created, writable)
+before the sweep starts; the three files are built in memory, then each is written atomically
+(temporary file + rename), so a failure leaves the old files whole. A working dial puts each corpus's
 minimum at its own end (TinyStories, corpus 0, at alpha = 0; Shakespeare, corpus 1, at alpha = 1).
 """
 
@@ -12,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import sys
 from pathlib import Path
 
 import torch
 
 from succu.contracts import NamedCorpora
+from succu.io import atomic_write, figure_bytes, remove_orphans, writable_folder, write_outputs
 from succu.modules.base import LanguageModule, token_count
 from succu.nn.gates import check_alpha
 from succu.nn.utils import eval_mode
@@ -26,16 +30,19 @@ HELP = "validation loss per corpus across the alpha dial of a gated model (CSV, 
 
 
 def parse_alphas(text: str) -> list[float]:
-    """'0:1:0.1' (start:stop:step, stop included) or '0,0.25,1'."""
+    """'0:1:0.1' (start:stop:step, stop included; '1:0:0.25' counts down) or '0,0.25,1'."""
     try:
         if ":" in text:
             start, stop, step = (float(x) for x in text.split(":"))
             if step <= 0:
                 raise ValueError
-            n = int(round((stop - start) / step))
-            alphas = [round(start + i * step, 10) for i in range(n + 1)]
+            n = int(round(abs(stop - start) / step))
+            sign = 1.0 if stop >= start else -1.0
+            alphas = [round(start + sign * i * step, 10) for i in range(n + 1)]
         else:
             alphas = [float(x) for x in text.split(",") if x.strip()]
+        if not alphas:
+            raise ValueError
     except ValueError:
         raise ValueError(f"--alphas {text!r}: expected start:stop:step (e.g. 0:1:0.1) or a comma list") from None
     for a in alphas:
@@ -82,8 +89,21 @@ def markdown(rows: list[dict], names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def csv_text(rows: list[dict], names: list[str]) -> str:
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=["alpha", *names])
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
+
+
 def plot(rows: list[dict], names: list[str], path: Path, title: str) -> None:
-    from succu.analysis.plots import plt, save_figure
+    """alpha_sweep.png at `path`, written atomically."""
+    atomic_write(path, plot_png(rows, names, title))
+
+
+def plot_png(rows: list[dict], names: list[str], title: str) -> bytes:
+    from succu.analysis.plots import plt
 
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
     alphas = [r["alpha"] for r in rows]
@@ -95,7 +115,7 @@ def plot(rows: list[dict], names: list[str], path: Path, title: str) -> None:
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    save_figure(fig, path)
+    return figure_bytes(fig, dpi=100)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -111,6 +131,8 @@ def run(args: argparse.Namespace) -> list[dict]:
 
     torch.set_num_threads(args.threads)
     alphas = parse_alphas(args.alphas)
+    out = writable_folder(args.out)  # before any work: a bad --out must not cost the sweep
+    remove_orphans([out])
     module = load_module(args.ckpt)
     if not module.has_dial:
         raise ValueError(f"{args.ckpt} holds {type(module.model).__name__}, which has no alpha dial")
@@ -119,15 +141,12 @@ def run(args: argparse.Namespace) -> list[dict]:
     names = list(datamodule.corpora) if isinstance(datamodule, NamedCorpora) else ["data"]
     batches = val_batches(datamodule, args.max_batches)
     rows = sweep(module, batches, alphas, names)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "alpha_sweep.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["alpha", *names])
-        writer.writeheader()
-        writer.writerows(rows)
     table = markdown(rows, names)
-    (out / "alpha_sweep.md").write_text(f"Alpha sweep of `{args.ckpt}` (val loss, nats/token)\n\n{table}\n")
-    plot(rows, names, out / "alpha_sweep.png", f"alpha sweep: {Path(args.ckpt).name}")
+    paths = write_outputs(out, {
+        "alpha_sweep.csv": csv_text(rows, names),
+        "alpha_sweep.md": f"Alpha sweep of `{args.ckpt}` (val loss, nats/token)\n\n{table}\n",
+        "alpha_sweep.png": plot_png(rows, names, f"alpha sweep: {Path(args.ckpt).name}"),
+    })
     print(table)
-    print(f"wrote {out / 'alpha_sweep.csv'}, {out / 'alpha_sweep.md'}, {out / 'alpha_sweep.png'}", file=sys.stderr)
+    print(f"wrote {', '.join(map(str, paths))}", file=sys.stderr)
     return rows

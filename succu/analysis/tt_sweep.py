@@ -23,7 +23,9 @@ The low-rank baseline
     the exact outer cores' overhead: at equal parameters the baseline gets the same or a higher
     rank. Layout "ttm" (Kronecker-structured) is the genuinely different structure to compare.
 
-Outputs in --out: tt_sweep.csv, tt_sweep.md, tt_sweep.png and tt_sweep_offenders.md.
+Outputs in --out: tt_sweep.csv, tt_sweep.md, tt_sweep.png and tt_sweep_offenders.md. --out is
+checked (created, writable) before the sweep starts; the four files are built in memory, then each
+is written atomically (temporary file + rename), so a failure leaves the old files whole.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import io
 import math
 import re
 import statistics
@@ -52,6 +55,7 @@ from succu.analysis.trap import (
     qa_metrics,
 )
 from succu.contracts import QAProbes, require
+from succu.io import atomic_write, figure_bytes, remove_orphans, writable_folder, write_outputs
 from succu.modules.base import IGNORE_INDEX, LanguageModule
 from succu.nn.tt import TTLinear, compress_linears, tt_dims
 from succu.nn.utils import eval_mode
@@ -325,13 +329,18 @@ def flat_row(row: dict[str, Any], layout: str) -> dict[str, Any]:
     return flat
 
 
+def csv_text(rows: list[dict[str, Any]], layout: str) -> str:
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
+                         for k, v in flat_row(row, layout).items()})
+    return text.getvalue()
+
+
 def write_csv(rows: list[dict[str, Any]], path: Path, layout: str) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
-                             for k, v in flat_row(row, layout).items()})
+    atomic_write(path, csv_text(rows, layout).encode())
 
 
 def markdown_rows(rows: list[dict[str, Any]]) -> str:
@@ -360,7 +369,7 @@ def markdown_rows(rows: list[dict[str, Any]]) -> str:
     return markdown_table(columns, body)
 
 
-def write_offenders(rows: list[dict[str, Any]], path: Path, per_row: int = 5) -> None:
+def offenders_text(rows: list[dict[str, Any]], per_row: int = 5) -> str:
     lines = ["# Offending generations (hidden or special tokens), first few per row", ""]
     for row in rows:
         for kind, res in (("TT", row), ("low rank", row.get("lr"))):
@@ -369,10 +378,15 @@ def write_offenders(rows: list[dict[str, Any]], path: Path, per_row: int = 5) ->
                 lines += [f"- `{g.prompt}` (seed {g.seed}) -> `{g.text}`"
                           for g in res["offenders"][:per_row]]
                 lines.append("")
-    path.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    """tt_sweep.png at `path`, written atomically."""
+    atomic_write(path, plot_png(rows, title))
+
+
+def plot_png(rows: list[dict[str, Any]], title: str) -> bytes:
     """Six panels against the mean (out|in) bond: TT solid, low rank dashed, dense dotted."""
     import matplotlib
 
@@ -403,29 +417,31 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     axes.flat[0].legend(fontsize=7, ncol=2)
     fig.suptitle(title + "  (dashed: low rank at equal params)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return figure_bytes(fig, dpi=110)
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     from succu.checkpoint import load_datamodule, load_module
 
     torch.set_num_threads(args.threads)
+    layer_sets, bond_specs = parse_layer_sets(args.layers), parse_bond_specs(args.bond_dims)
+    modes = parse_modes(args.modes)
+    out = writable_folder(args.out)  # before any work: a bad --out must not cost the sweep
+    remove_orphans([out])
     module = load_module(args.ckpt)
     datamodule = load_datamodule(args.ckpt, module, data_dir=args.data_dir, cache_dir=args.cache_dir)
     probe = make_probe(datamodule, args)
-    rows = sweep(module, probe, parse_layer_sets(args.layers), parse_bond_specs(args.bond_dims),
-                 args.layout, parse_modes(args.modes), baseline=not args.no_baseline)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(rows, out / "tt_sweep.csv", args.layout)
+    rows = sweep(module, probe, layer_sets, bond_specs, args.layout, modes,
+                 baseline=not args.no_baseline)
     table = markdown_rows(rows)
     header = (f"TT corruption study of `{args.ckpt}` (layout {args.layout}; rates at T="
               f"{args.temperature}, seeds {args.seeds}, {args.samples} samples per prompt)\n\n")
-    (out / "tt_sweep.md").write_text(header + table + "\n")
-    write_offenders(rows, out / "tt_sweep_offenders.md")
-    plot(rows, out / "tt_sweep.png", f"TT corruption study ({args.layout})")
+    paths = write_outputs(out, {
+        "tt_sweep.csv": csv_text(rows, args.layout),
+        "tt_sweep.md": header + table + "\n",
+        "tt_sweep_offenders.md": offenders_text(rows),
+        "tt_sweep.png": plot_png(rows, f"TT corruption study ({args.layout})"),
+    })
     print(table)
-    print(f"wrote {out / 'tt_sweep.csv'}, {out / 'tt_sweep.md'}, {out / 'tt_sweep.png'}",
-          file=sys.stderr)
+    print(f"wrote {', '.join(map(str, paths))}", file=sys.stderr)
     return rows

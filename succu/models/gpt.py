@@ -51,6 +51,18 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = False
 
+    def __post_init__(self) -> None:
+        check_sizes(self, "block_size", "n_layer", "n_head", "n_embd")
+
+
+def check_sizes(cfg, *names: str) -> None:
+    """Refuse sizes that cannot train (a 0-token context trains to nan, 0 layers to nothing), in
+    one line naming the field; None is a size still to come (a profile's)."""
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+
 
 class MLP(nn.Module):
     def __init__(self, cfg: GPTConfig):

@@ -84,6 +84,7 @@ class HypersurfaceConfig(GPTConfig):
     latent_seed: int = 0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.variant not in VARIANTS + BASELINES:
             raise ValueError(f"variant must be one of {VARIANTS + BASELINES}, got {self.variant!r}")
         if self.rank < 1:

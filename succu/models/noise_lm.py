@@ -133,6 +133,7 @@ class NoiseLMConfig(GPTConfig):
     head: str = "snap"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.head not in ("snap", "softmax"):
             raise ValueError(f"head must be 'snap' or 'softmax', got {self.head!r}")
         if self.head == "softmax" and self.n_noise != 1:

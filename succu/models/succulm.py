@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from succu.contracts import KVCacheModel
+from succu.models.gpt import check_sizes
 from succu.nn.attention import CausalSelfAttention, KVCache, positions
 
 PROFILES: dict[str, dict[str, int]] = {
@@ -68,6 +69,7 @@ class SuccuLMConfig:
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
             raise ValueError(f"unknown SuccuLM profile {self.profile!r}; choose one of {sorted(PROFILES)}")
+        check_sizes(self, "block_size", "n_layer", "n_head", "n_embd", "ffn_expansion")
 
     def resolved(self) -> SuccuLMConfig:
         """A copy with every size set: the profile's, where this config leaves a field None.

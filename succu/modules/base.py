@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 import lightning as L
@@ -47,8 +47,15 @@ def token_count(labels: torch.Tensor) -> float:
     return float((labels != IGNORE_INDEX).sum())
 
 
+# Where a model with a dial generates and evaluates when no alpha is given: the middle, where
+# both corpora's units are half open (never the ungated network, which no dial position equals).
+DEFAULT_ALPHA = 0.5
+
+
 def check_sampling(temperature: float, top_k: int | None, max_new_tokens: int) -> None:
-    if not temperature > 0:
+    """Sampling settings that can run. Any temperature > 0 samples: tiny ones approach greedy
+    decoding (`pick` divides logits already shifted to max 0, so nothing overflows)."""
+    if not (temperature > 0 and math.isfinite(temperature)):
         raise ValueError(f"temperature must be > 0, got {temperature} (use greedy for argmax decoding)")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be a positive integer or None, got {top_k}")
@@ -143,11 +150,21 @@ class LanguageModule(L.LightningModule):
         return loss
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits = self(batch["input_ids"], **self.model_kwargs(batch))
+        logits = self(batch["input_ids"], **self.eval_kwargs(batch))
         loss = self.loss(logits, batch["labels"])
         n_tokens = token_count(batch["labels"])
         self.log("test/loss", loss, batch_size=n_tokens, sync_dist=True)
+        self.log("test/ppl", loss.exp(), batch_size=n_tokens, sync_dist=True)
         return loss
+
+    def eval_kwargs(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Forward arguments that score a held-out batch: none, or for a dial model each corpus at
+        its own end of the dial (corpus k at alpha = k), as `val/loss` is defined (GatedGPTModule).
+        Test batches hold one corpus each, like validation's."""
+        if not self.has_dial:
+            return {}
+        corpus = int(batch["source"][0]) if "source" in batch else 0
+        return {"alpha": float(corpus >= 1)}
 
     # ---- per-corpus validation losses ---------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
@@ -255,15 +272,32 @@ class LanguageModule(L.LightningModule):
 
         Rows that emit `eos_id` are padded with it afterwards; generation stops when every row has.
         With the KV cache each step feeds one token; past the model's block_size the context window
-        slides (the last block_size tokens), exactly as full recomputation does.
+        slides (the last block_size tokens), exactly as full recomputation does. A model with a
+        dial runs at `alpha=` (default `DEFAULT_ALPHA`, the middle of the dial).
+        """
+        steps = self.steps(input_ids, max_new_tokens, temperature=temperature, top_k=top_k,
+                           greedy=greedy, eos_id=eos_id, use_cache=use_cache, generator=generator,
+                           **model_kwargs)
+        return torch.cat([input_ids, *(nxt[:, None] for nxt in steps)], dim=1)
+
+    def dial_kwargs(self, model_kwargs: dict[str, Any]) -> dict[str, Any]:
+        """`model_kwargs` with the default dial position filled in for a model with a dial."""
+        if self.has_dial and model_kwargs.get("alpha") is None:
+            return {**model_kwargs, "alpha": DEFAULT_ALPHA}
+        return model_kwargs
+
+    def steps(self, input_ids: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
+              top_k: int | None = None, greedy: bool = False, eos_id: int | None = None,
+              use_cache: bool = True, generator: torch.Generator | None = None, **model_kwargs: Any):
+        """An iterator over the next token of every row, (B,), one step at a time (what `generate`
+        collects and `stream` prints as it comes). Settings are checked now, not at the first step.
         """
         check_sampling(temperature, top_k, max_new_tokens)
-        with eval_mode(self.model):
-            return self._generate(input_ids, max_new_tokens, temperature, top_k, greedy, eos_id,
-                                  use_cache, generator, model_kwargs)
+        return self._steps(input_ids, max_new_tokens, temperature, top_k, greedy, eos_id,
+                           use_cache, generator, self.dial_kwargs(model_kwargs))
 
-    def _generate(self, input_ids, max_new_tokens, temperature, top_k, greedy, eos_id, use_cache,
-                  generator, model_kwargs) -> torch.Tensor:
+    def _steps(self, input_ids, max_new_tokens, temperature, top_k, greedy, eos_id, use_cache,
+               generator, model_kwargs):
         block = self.model.cfg.block_size
         cached = use_cache and isinstance(self.model, KVCacheModel)
         kv = {}  # a model without a cache takes no kv_cache argument at all
@@ -276,16 +310,18 @@ class LanguageModule(L.LightningModule):
                 fresh = seq[:, -block:]
                 cache = self.model.new_kv_cache() if cached else None
                 kv = {"kv_cache": cache} if cached else {}
-            logits = self.model(fresh, **kv, **model_kwargs)[:, -1, :].float()
+            # Modes are set per step, not held across a yield: the caller's code runs in between.
+            with torch.no_grad(), eval_mode(self.model):
+                logits = self.model(fresh, **kv, **model_kwargs)[:, -1, :].float()
             nxt = self.pick(logits, temperature, top_k, greedy, generator)
             if eos_id is not None:
                 nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
                 done |= nxt == eos_id
             seq = torch.cat([seq, nxt[:, None]], dim=1)
             fresh = nxt[:, None]
+            yield nxt
             if eos_id is not None and bool(done.all()):
                 break
-        return seq
 
     @staticmethod
     def pick(
@@ -297,7 +333,9 @@ class LanguageModule(L.LightningModule):
     ) -> torch.Tensor:
         if greedy:
             return logits.argmax(dim=-1)
-        logits = logits / temperature
+        # Shifted to max 0 first: a tiny temperature then sends the others to -inf (greedy in the
+        # limit) instead of overflowing to inf - inf = NaN, which multinomial refuses.
+        logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
         if top_k is not None and top_k < logits.size(-1):
             kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -314,11 +352,44 @@ class LanguageModule(L.LightningModule):
             by_len.setdefault(len(ids), []).append(i)
         for length, rows in by_len.items():
             batch = torch.tensor([encoded[i] for i in rows], device=self.device)
-            budget = max_new_tokens if max_new_tokens is not None else self.model.cfg.block_size - length
-            seq = self.generate(batch, max(0, budget), eos_id=tok.eos_id, **kwargs)
+            seq = self.generate(batch, self.budget(length, max_new_tokens), eos_id=tok.eos_id, **kwargs)
             for row, i in zip(seq[:, length:].tolist(), rows):
                 out[i] = tok.decode(self.strip_special(row))
         return out
+
+    def budget(self, prompt_length: int, max_new_tokens: int | None) -> int:
+        """New tokens to generate: as asked, else up to the model's block_size."""
+        if max_new_tokens is not None:
+            return max_new_tokens
+        return max(0, self.model.cfg.block_size - prompt_length)
+
+    def stream(self, prompt: str, max_new_tokens: int | None = None, **kwargs: Any) -> Iterator[str]:
+        """Continue one text prompt, yielding the text as it is generated (joined, it is what
+        `complete` returns for the same sampling generator): up to the first EOS, padding dropped.
+
+        Each new piece is decoded after a few already shown tokens and only the difference is
+        yielded, so word spacing and punctuation come out right; a byte-level BPE token that ends
+        inside a character waits for the rest of it.
+        """
+        tok = self.tokenizer
+        ids = self.prompt_ids(prompt)
+        seq = torch.tensor([ids], device=self.device)
+        shown: list[int] = []
+        pending: list[int] = []
+        for nxt in self.steps(seq, self.budget(len(ids), max_new_tokens), eos_id=tok.eos_id, **kwargs):
+            token = int(nxt[0])
+            if token == tok.eos_id:
+                break
+            if token == tok.pad_id:
+                continue
+            pending.append(token)
+            before, text = tok.decode(shown), tok.decode(shown + pending)
+            if text.endswith("\ufffd") or not text.startswith(before):
+                continue
+            yield text[len(before):]
+            shown, pending = (shown + pending)[-4:], []
+        if pending:
+            yield tok.decode(shown + pending)[len(tok.decode(shown)):]
 
     def strip_special(self, ids: list[int]) -> list[int]:
         """Cut at the first EOS and drop padding; other specials stay visible (the sophia trap)."""

@@ -1,4 +1,4 @@
-"""SuccuLMModule: SuccuLM in Lightning, with optional initial embeddings and `diag/` logging."""
+"""SuccuLMModule: SuccuLM in Lightning, with optional initial embeddings, `qa/` and `diag/` logging."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 import torch
 
 from succu.analysis.plots import attention_figure, save_figure
-from succu.contracts import InitialEmbeddings
+from succu.analysis.qa import qa_exact_match
+from succu.contracts import InitialEmbeddings, QAProbes
 from succu.embeddings import read_embeddings_json
 from succu.loggers import log_image
 from succu.models.succulm import SuccuLM, SuccuLMConfig
@@ -26,6 +27,9 @@ class SuccuLMModule(LanguageModule):
         diagnostics: at every validation, log per-block residual norms, FFN-output norms and
             cos(x, x + ffn(x)) under `diag/`, and write the attention maps (every block and head)
             of the first validation sequence to `<run>/diag/attention_<step>.png`.
+        log_qa: at every validation, log greedy exact match on the data's training and held-out
+            questions (`qa/train_exact_match`, `qa/heldout_exact_match`) when it has QA probes
+            (succulent data): the end-of-fit talk's numbers as curves.
     """
 
     config_class = SuccuLMConfig
@@ -35,12 +39,14 @@ class SuccuLMModule(LanguageModule):
         model: SuccuLMConfig = SuccuLMConfig(),  # noqa: B008
         init_embeddings: str | None = None,
         diagnostics: bool = False,
+        log_qa: bool = True,
         **kwargs: Any,
     ):
         super().__init__(model, **kwargs)
         self.model = SuccuLM(self.model_config)
         self.init_embeddings = init_embeddings
         self.diagnostics = diagnostics
+        self.log_qa = log_qa
 
     def on_fit_start(self) -> None:
         """Copy initial vectors into E: from `init_embeddings`, else from the data's own file.
@@ -76,6 +82,17 @@ class SuccuLMModule(LanguageModule):
                     self.log(f"diag/{name}", value, batch_size=1, sync_dist=True)
             self.save_attention(batch["input_ids"][0], [a[0] for a in stats["attention"]])
         return loss
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        datamodule = self.trainer.datamodule
+        if not self.log_qa or self.trainer.sanity_checking or not isinstance(datamodule, QAProbes):
+            return
+        # Every rank scores the same weights on the same questions: the mean is that value.
+        for name, pairs in (("train", datamodule.train_qa), ("heldout", datamodule.heldout_qa)):
+            if pairs:
+                score = qa_exact_match(self, list(pairs)).exact_match
+                self.log(f"qa/{name}_exact_match", score, sync_dist=True)
 
     def save_attention(self, ids: torch.Tensor, maps: list[torch.Tensor]) -> None:
         """Attention maps of the first validation sequence, as a PNG in the run directory."""

@@ -1,0 +1,256 @@
+"""`python -m succu.evaluate --ckpt PATH --text FILE`: score text with a checkpoint alone.
+
+    python -m succu.evaluate --ckpt runs/gpt_shakespeare_char/version_0/checkpoints/last.ckpt --text my.txt
+    python -m succu.evaluate --ckpt CKPT --corpus shakespeare      # the test split of its own data
+    python -m succu.evaluate --ckpt CKPT --corpus                  # every corpus it was trained on
+
+Reports, per text or corpus, the loss (mean nats per scored token), the perplexity (its exp) and
+bits per character (total nats / (ln 2 x characters of the scored text as the tokenizer reads it,
+special tokens counting none but <UNK>, which counts as the word it stands for); for a
+character tokenizer that is loss / ln 2).
+
+--text FILE is read as UTF-8 and tokenised with the checkpoint's own tokenizer. Words a word
+vocabulary lacks are scored as `<UNK>` (a note counts them); characters a character vocabulary
+lacks are an error naming and counting them, or left out with --drop_unknown. The token sequence
+(after `<BOS>` when the tokenizer has one) is cut into windows of the model's block_size that start
+every --stride tokens (default: block_size, i.e. non-overlapping chunks, the context a validation
+window gives); each token is scored exactly once, by the first window that reaches it, so a
+smaller stride gives later tokens more context.
+
+--corpus [NAME] rebuilds the datamodule the checkpoint was trained on
+(`succu.checkpoint.load_datamodule`; its recorded paths are not reused: --data_dir, --cache_dir)
+and scores its test split (--split val for validation), the same batches `fit test` scores. Data
+with no test split is scored on validation, with a note.
+
+A gated model (GatedGPT) runs at --alpha; without it (a note says so) --text runs at 0.5, the
+middle of the dial, and --corpus scores each corpus at its own end, as val/loss and `fit test` do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from succu.checkpoint import load_datamodule, load_module, read_checkpoint
+from succu.contracts import NamedCorpora
+from succu.errors import check_device, fail, run_cli
+from succu.generate import note, unknown_summary
+from succu.modules.base import DEFAULT_ALPHA, IGNORE_INDEX, LanguageModule
+from succu.nn.gates import check_alpha
+from succu.sweep import add_location_arguments
+
+ALL = "*"  # --corpus without a name
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m succu.evaluate", description=__doc__.splitlines()[0],
+                                epilog=__doc__.split("\n\n", 2)[2],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="path to a succu checkpoint (.ckpt)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--text", help="a UTF-8 text file to score")
+    what.add_argument("--corpus", nargs="?", const=ALL, metavar="NAME",
+                      help="score a corpus of the checkpoint's own data (all of them without NAME)")
+    p.add_argument("--split", choices=("test", "val"), default="test", help="--corpus: which split")
+    p.add_argument("--stride", type=int, default=None,
+                   help="--text: tokens between window starts (default: block_size, non-overlapping)")
+    p.add_argument("--drop_unknown", action="store_true",
+                   help="--text: leave out characters the vocabulary lacks (default: refuse them)")
+    p.add_argument("--alpha", type=float, default=None,
+                   help=f"dial position in [0, 1] for gated models (default: {DEFAULT_ALPHA:g}, the middle, "
+                        "for --text; each corpus's own end for --corpus)")
+    p.add_argument("--batch_size", type=int, default=16, help="windows per forward pass")
+    p.add_argument("--device", default="cpu", help="torch device to run on")
+    add_location_arguments(p)
+    return p
+
+
+@dataclass
+class Score:
+    """Summed nats over scored tokens, and the characters those tokens spell."""
+
+    nats: float = 0.0
+    tokens: int = 0
+    characters: int = 0
+
+    def add(self, other: Score) -> None:
+        self.nats += other.nats
+        self.tokens += other.tokens
+        self.characters += other.characters
+
+    def line(self, name: str) -> str:
+        loss = self.nats / max(1, self.tokens)
+        bpc = self.nats / (math.log(2) * self.characters) if self.characters else float("nan")
+        return (f"{name}: loss {loss:.4f} nats/token, perplexity {math.exp(min(loss, 50.0)):.3f}, "
+                f"{bpc:.4f} bits/character ({self.tokens:,} tokens, {self.characters:,} characters)")
+
+    def as_dict(self) -> dict[str, float]:
+        loss = self.nats / max(1, self.tokens)
+        bpc = self.nats / (math.log(2) * self.characters) if self.characters else float("nan")
+        return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "bpc": bpc,
+                "tokens": self.tokens, "characters": self.characters}
+
+
+@torch.no_grad()
+def score_batch(module: LanguageModule, batch: dict[str, torch.Tensor], kwargs: dict[str, Any]) -> Score:
+    """Nats of the batch's labels (-100: not scored) and the characters of its scored tokens."""
+    inputs, labels = batch["input_ids"].to(module.device), batch["labels"].to(module.device)
+    logits = module(inputs, **kwargs).float()
+    nats = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(),
+                                             ignore_index=IGNORE_INDEX, reduction="sum")
+    tok = module.tokenizer
+    special = set(tok.special_ids) - {tok.unk_id}  # <UNK> holds a word's place (evaluate_text)
+    chars = sum(len(tok.decode([i for i in row if i != IGNORE_INDEX and i not in special]))
+                for row in labels.tolist())
+    return Score(float(nats), int((labels != IGNORE_INDEX).sum()), chars)
+
+
+def text_batches(ids: list[int], block: int, stride: int, batch_size: int, pad: int):
+    """Windows of `block` tokens starting every `stride` tokens, batched; each target is scored
+    once, by the first window that holds it (labels -100 elsewhere and on padding)."""
+    rows, scored = [], 0  # scored: targets ids[1:scored] already scored by an earlier window
+    for start in range(0, len(ids) - 1, stride):
+        end = min(start + block, len(ids) - 1)
+        labels = ids[start + 1:end + 1]
+        skip = max(0, scored - start)
+        rows.append((ids[start:end], [IGNORE_INDEX] * skip + labels[skip:]))
+        scored = end
+        if end == len(ids) - 1:
+            break
+    for k in range(0, len(rows), batch_size):
+        chunk = rows[k:k + batch_size]
+        width = max(len(x) for x, _ in chunk)
+        yield {
+            "input_ids": torch.tensor([x + [pad] * (width - len(x)) for x, _ in chunk]),
+            "labels": torch.tensor([y + [IGNORE_INDEX] * (width - len(y)) for _, y in chunk]),
+        }
+
+
+def read_text(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        fail(f"--text {path} does not exist")
+    except IsADirectoryError:
+        fail(f"--text {path} is a folder; give a text file")
+    except UnicodeDecodeError as err:
+        fail(f"--text {path} is not UTF-8 text (byte {err.start}: {err.reason})")
+
+
+def encode_text(module: LanguageModule, text: str, path: str, drop: bool) -> tuple[list[int], int]:
+    """(`<BOS>` (when the tokenizer has one) + the text's ids, characters the words read as <UNK>
+    have beyond the five of "<UNK>"); pieces outside the vocabulary noted (read as <UNK>), refused, or with `drop` left out."""
+    tok = module.tokenizer
+    counts = tok.unknown(text)
+    total = sum(counts.values())
+    if counts and tok.unk_id is not None:
+        note(f"{path}: {total} words not in the vocabulary, scored as <UNK>: {unknown_summary(counts)}")
+        unk_chars = sum((len(word) - len(tok.vocab[tok.unk_id])) * n for word, n in counts.items())
+    elif counts and not drop:
+        fail(f"{path} has {total} characters the checkpoint's vocabulary lacks: "
+             f"{unknown_summary(counts)} (--drop_unknown leaves them out)")
+    elif counts:
+        note(f"{path}: left out {total} characters not in the vocabulary: {unknown_summary(counts)}")
+        text = tok.without_unknown(text)
+    ids = ([] if tok.bos_id is None else [tok.bos_id]) + tok.encode(text)
+    if len(ids) < 2:
+        fail(f"{path} has {len(ids)} token(s) after tokenising; at least 2 are needed to score one")
+    return ids, unk_chars if counts and tok.unk_id is not None else 0
+
+
+def evaluate_text(args: argparse.Namespace, module: LanguageModule, kwargs: dict[str, Any]) -> dict[str, Score]:
+    block = module.model.cfg.block_size
+    stride = block if args.stride is None else args.stride
+    if not 1 <= stride <= block:
+        fail(f"--stride must be between 1 and the model's block_size {block}, got {stride}")
+    ids, unk_chars = encode_text(module, read_text(args.text), args.text, args.drop_unknown)
+    pad = module.tokenizer.pad_id or 0
+    # Characters are counted on decoded ids, where <UNK> spells "<UNK>": count the words it stands
+    # for instead (each is scored: every word follows <BOS> or another word).
+    total = Score(characters=unk_chars)
+    for batch in text_batches(ids, block, stride, args.batch_size, pad):
+        total.add(score_batch(module, batch, kwargs))
+    return {args.text: total}
+
+
+def held_out_batches(args: argparse.Namespace, datamodule) -> tuple[str, list[dict[str, torch.Tensor]]]:
+    """(split, batches): the datamodule's test batches, or validation's with --split val or when
+    it has no test split."""
+    if args.split == "test":
+        try:
+            return "test", list(datamodule.test_dataloader())
+        except ValueError as err:
+            note(f"{err}; scoring the validation split instead")
+    return "val", list(datamodule.val_dataloader())
+
+
+def evaluate_corpus(args: argparse.Namespace, module: LanguageModule, kwargs: dict[str, Any]) -> dict[str, Score]:
+    datamodule = load_datamodule(args.ckpt, module, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                                 **untested_split(args.ckpt))
+    names = list(datamodule.corpora) if isinstance(datamodule, NamedCorpora) else [type(datamodule).__name__]
+    if args.corpus != ALL and args.corpus not in names:
+        fail(f"--corpus {args.corpus}: the checkpoint's data has {', '.join(names)} "
+             "(--corpus alone scores all of them)")
+    scores = {name: Score() for name in names}
+    split, batches = held_out_batches(args, datamodule)
+    for batch in batches:  # held-out batches hold one corpus each, named by `source`
+        name = names[int(batch["source"][0])] if "source" in batch else names[0]
+        if args.corpus in (ALL, name):
+            scores[name].add(score_batch(module, batch, kwargs or module.eval_kwargs(batch)))
+    return {f"{name} ({split})": s for name, s in scores.items() if args.corpus in (ALL, name)}
+
+
+def untested_split(ckpt: str) -> dict[str, float]:
+    """A checkpoint written before text corpora had a test split (no `test_fraction` recorded)
+    trained on what is now the test share: rebuild its data without one (validation is scored)."""
+    hparams = read_checkpoint(ckpt).get("datamodule_hyper_parameters") or {}
+    text_data = "val_fraction" in hparams  # the text datamodules record it; the succulent world not
+    return {"test_fraction": 0.0} if text_data and "test_fraction" not in hparams else {}
+
+
+def dial(args: argparse.Namespace, module: LanguageModule) -> dict[str, Any]:
+    if args.alpha is not None and not module.has_dial:
+        fail(f"--alpha needs a gated model; {args.ckpt} holds {type(module.model).__name__}")
+    if not module.has_dial:
+        return {}
+    name = type(module.model).__name__
+    if args.alpha is None and args.corpus is not None:  # as fit test and val/loss score it
+        note(f"{name} has a dial and no --alpha was given: scoring each corpus at its own end of "
+             "the dial (corpus k at alpha=k), as val/loss and fit test do")
+        return {}  # evaluate_corpus asks module.eval_kwargs per batch
+    if args.alpha is None:
+        note(f"{name} has a dial and no --alpha was given: evaluating at alpha={DEFAULT_ALPHA:g}, "
+             "the middle (--alpha 0 or 1 for either corpus's end)")
+    return {"alpha": DEFAULT_ALPHA if args.alpha is None else args.alpha}
+
+
+def score(args: argparse.Namespace) -> dict[str, Any]:
+    """The scores asked for; bad input raises (run_cli turns it into one line)."""
+    if args.alpha is not None:
+        check_alpha(args.alpha)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
+    module = load_module(args.ckpt, map_location=check_device(args.device))
+    kwargs = dial(args, module)
+    run = evaluate_text if args.text is not None else evaluate_corpus
+    return run(args, module, kwargs)
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    parser = build_parser()
+    parser.error = fail  # type: ignore[method-assign]  # one line, not argparse's usage block
+    args = parser.parse_args(argv)
+    scores = run_cli(lambda: score(args))
+    for name, score in scores.items():
+        print(score.line(name), flush=True)
+    return {name: score.as_dict() for name, score in scores.items()}
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
