@@ -230,7 +230,7 @@ def dial(args: argparse.Namespace, module: LanguageModule) -> dict[str, Any]:
     return {"alpha": DEFAULT_ALPHA if args.alpha is None else args.alpha}
 
 
-def score(args: argparse.Namespace) -> dict[str, Any]:
+def compute_scores(args: argparse.Namespace) -> dict[str, Any]:
     """The scores asked for; bad input raises (run_cli turns it into one line)."""
     if args.alpha is not None:
         check_alpha(args.alpha)
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = build_parser()
     parser.error = fail  # type: ignore[method-assign]  # one line, not argparse's usage block
     args = parser.parse_args(argv)
-    scores = run_cli(lambda: score(args))
+    scores = run_cli(lambda: compute_scores(args))
     for name, score in scores.items():
         print(score.line(name), flush=True)
     return {name: score.as_dict() for name, score in scores.items()}

@@ -244,3 +244,22 @@ def test_composed_run_gets_the_shared_loggers_and_checkpoints(tmp_path):
     off = run_fit("--trainer.max_steps", "1", "--trainer.limit_val_batches", "0",
                   "--trainer.logger", "false")
     assert off.trainer.loggers == []
+
+
+def test_validating_a_checkpoint_on_other_data_is_refused(tmp_path, capsys):
+    """The data's tokenizer must be the checkpoint's: another vocabulary would give meaningless
+    numbers (same size) or a size-mismatch traceback (other size)."""
+    configs = Path(SUCCULM).parent
+    tiny = ["--model.init_args.model.n_layer", "1", "--model.init_args.model.n_embd", "16",
+            "--model.init_args.model.n_head", "2", "--trainer.logger", "false",
+            "--data.init_args.cache_dir", str(tmp_path / "cache")]
+    cli = fit.main(["--config", str(configs / "gpt_shakespeare_char.yaml"), *tiny,
+                    "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1",
+                    "--trainer.default_root_dir", str(tmp_path / "run")])
+    ckpt = cli.trainer.checkpoint_callback.last_model_path or cli.trainer.checkpoint_callbacks[0].last_model_path
+    with pytest.raises(SystemExit) as exc:
+        fit.main(["validate", "--config", str(configs / "gpt_tinystories_char.yaml"), *tiny,
+                  "--ckpt_path", ckpt])
+    assert exc.value.code == 2
+    err = error_line(capsys.readouterr().err)
+    assert "the checkpoint's tokenizer (char, 65 tokens) is not the data's" in err

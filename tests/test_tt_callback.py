@@ -108,6 +108,22 @@ def test_sweep_cli_writes_its_tables(compressed_at_fit_end, tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
+def test_sweep_clamps_impossible_bonds_and_refuses_zero_samples(compressed_at_fit_end, tmp_path,
+                                                                 capsys):
+    cli, root = compressed_at_fit_end
+    ckpt = str(Path(root) / "checkpoints" / "last.ckpt")
+    full = min(load_module(ckpt).model.blocks[0].ffn[0].weight.shape)  # dense in last.ckpt
+    rows = sweep.main(["tt", "--ckpt", ckpt, "--layers", "0", "--bond_dims", "100000",
+                       "--seeds", "0", "--samples", "1", "--no_baseline", "--out", str(tmp_path)])
+    assert rows[1]["bond_dims"] == str(full) and rows[1]["clamped_from"] == "100000"
+    assert f"{full} (clamped from 100000)" in (tmp_path / "tt_sweep.md").read_text()
+    with pytest.raises(SystemExit) as exc:
+        sweep.main(["tt", "--ckpt", ckpt, "--layers", "0", "--samples", "0",
+                    "--out", str(tmp_path / "zero")])
+    assert exc.value.code == 2
+    assert "--samples must be at least 1" in capsys.readouterr().err
+
+
 def test_lightning_resumes_from_the_compressed_checkpoint(compressed_at_fit_end):
     cli, root = compressed_at_fit_end
     path = callback(cli, TensorTrainCompression).saved_path

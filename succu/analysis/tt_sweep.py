@@ -81,6 +81,20 @@ def mid_bonds(in_modes: Sequence[int], out_modes: Sequence[int], mid: int | None
     return bonds
 
 
+def clamp_bonds(module: nn.Module, blocks: Sequence[int], bonds: Sequence[int],
+                prefix: str = "model.") -> list[int]:
+    """Each block's (out | in) bond, at most the full rank min(in, out) of its FFN Linears."""
+    model_blocks = module.get_submodule(prefix + "blocks")
+    out = []
+    for block, bond in zip(blocks, bonds):
+        if not 0 <= block < len(model_blocks):
+            raise ValueError(f"block {block} does not exist; the model has {len(model_blocks)}")
+        ffn = model_blocks[block].ffn
+        full = min(min(ffn[i].in_features, ffn[i].out_features) for i in (0, 2))
+        out.append(min(bond, full))
+    return out
+
+
 def ffn_specs(module: nn.Module, blocks: Sequence[int], bonds: int | Sequence[int | None] | None,
               layout: str = "mps", modes: dict[int, Sequence[int]] | None = None,
               prefix: str = "model.") -> dict[str, dict[str, Any]]:
@@ -276,6 +290,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def make_probe(datamodule, args: argparse.Namespace) -> Probe:
     datamodule = require(datamodule, QAProbes, "the TT corruption study")
+    if args.samples < 1:
+        raise ValueError(f"--samples must be at least 1 (rates need samples), got {args.samples}")
     return Probe(
         val_loader=datamodule.val_dataloader(), prompts=list(datamodule.probe_prompts),
         hidden_ids=hidden_token_ids(datamodule), train_qa=list(datamodule.train_qa),
@@ -295,11 +311,16 @@ def sweep(module: LanguageModule, probe: Probe, layer_sets, bond_specs, layout: 
             if isinstance(bonds, tuple) and len(bonds) != len(blocks):
                 continue  # a per-block list belongs to layer sets of its length only
             start = time.perf_counter()
-            specs = ffn_specs(module, blocks, list(bonds) if isinstance(bonds, tuple) else bonds,
-                              layout, modes)
+            asked = list(bonds) if isinstance(bonds, tuple) else [bonds] * len(blocks)
+            used = clamp_bonds(module, blocks, asked)
+            specs = ffn_specs(module, blocks, used, layout, modes)
             row, layers = compressed_row(module, specs, probe)
             row["layers"] = ",".join(map(str, blocks))
-            row["bond_dims"] = "/".join(map(str, bonds)) if isinstance(bonds, tuple) else str(bonds)
+            row["bond_dims"] = "/".join(map(str, used)) if isinstance(bonds, tuple) else str(used[0])
+            if used != asked:  # a bond past full rank would leave the layer uncompressed
+                row["clamped_from"] = "/".join(map(str, asked))
+                log(f"layers {row['layers']}: bond {'/'.join(map(str, asked))} exceeds full rank; "
+                    f"clamped to {'/'.join(map(str, used))}")
             if baseline:
                 row["lr"] = low_rank_row(module, layers, probe)
             rows.append(row)
@@ -314,7 +335,7 @@ def sweep(module: LanguageModule, probe: Probe, layer_sets, bond_specs, layout: 
 METRICS = ("val_loss", "qa_exact", "qa_exact_heldout", "hidden_rate", "hidden_rate_std",
            "hidden_token_rate", "special_rate", "special_rate_std", "special_token_rate",
            "hidden_mass", "special_mass")
-CSV_COLUMNS = ("layers", "bond_dims", "layout", "params", "dense_params", "model_params",
+CSV_COLUMNS = ("layers", "bond_dims", "clamped_from", "layout", "params", "dense_params", "model_params",
                "rel_error", *METRICS, "lr_rank", "lr_params", "lr_rel_error",
                *(f"lr_{m}" for m in METRICS))
 
@@ -361,7 +382,8 @@ def markdown_rows(rows: list[dict[str, Any]]) -> str:
     columns = ["layers", "bond", "params TT / LR", "rel. err TT / LR", "val loss TT / LR",
                "QA exact TT / LR", "held-out QA TT / LR", "hidden rate TT / LR",
                "special rate TT / LR", "p(hidden) TT / LR"]
-    body = [[r["layers"], r["bond_dims"],
+    body = [[r["layers"], r["bond_dims"] + (f" (clamped from {r['clamped_from']})"
+                                            if r.get("clamped_from") else ""),
              "-" if r["layers"] == "-" else pair(r, "params", num), pair(r, "rel_error", num),
              pair(r, "val_loss", num), pair(r, "qa_exact", num), pair(r, "qa_exact_heldout", num),
              pair(r, "hidden_rate", rate), pair(r, "special_rate", rate),

@@ -238,7 +238,16 @@ class LanguageModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get(CHECKPOINT_KEY, {}).get("tokenizer")
         if state is not None:
-            self.tokenizer = tokenizer_from_state(state)
+            saved = tokenizer_from_state(state)
+            # Under a Trainer the data's tokenizer is already set (setup runs first): weights read
+            # through another vocabulary give plausible but meaningless numbers, so refuse.
+            if self.tokenizer is not None and self.tokenizer != saved:
+                raise ValueError(
+                    f"the checkpoint's tokenizer ({saved.kind}, {saved.vocab_size} tokens) is not "
+                    f"the data's ({self.tokenizer.kind}, {self.tokenizer.vocab_size} tokens); to "
+                    "score other text use `python -m succu.evaluate --ckpt CKPT --text FILE`"
+                )
+            self.tokenizer = saved
         structure = checkpoint.get(CHECKPOINT_KEY, {}).get("tt_layers")
         if structure:
             from succu.nn.tt import apply_tt_structure
