@@ -30,6 +30,9 @@ class ShakespeareDataModule(TextDataModule):
         hub_id: where the hub path loads from (default: the char-rnn input.txt URL).
         abc_style: abcGPT's surface form (lowercase, spaces around . , ! ? ; :), off by default so
             the numbers compare with nanoGPT's.
+        test_fraction: a test share carved from the training text just before the val tail; 0 by
+            default, to keep nanoGPT's 90/10 split (and its val losses comparable), so `fit test`
+            asks for it.
     """
 
     def __init__(
@@ -37,11 +40,13 @@ class ShakespeareDataModule(TextDataModule):
         data_path: str | None = None,
         hub_id: str | None = None,
         abc_style: bool = False,
+        test_fraction: float = 0.0,
         **kwargs: Any,
     ):
         name = SHAKESPEARE.name
         super().__init__(
             corpora=[name],
+            test_fraction=test_fraction,
             data_paths={name: data_path} if data_path else None,
             hub_ids={name: hub_id} if hub_id else None,
             abc_style=[name] if abc_style else [],

@@ -240,13 +240,17 @@ class SuccuCLI(LightningCLI):
                               compute_fn=lambda dm: dm.block_size, apply_on="instantiate")
 
     def _parse_ckpt_path(self) -> None:
-        """Lightning reads `--ckpt_path`'s hyperparameters with a bare torch.load before anything
-        else: check the file first, so a damaged or foreign one is one line naming it."""
+        """Check `--ckpt_path` first, so a damaged or foreign file is one line naming it.
+
+        Lightning would then merge the file's hyperparameters into the config, a class path and
+        any paths included: a checkpoint would choose what is imported and which files are read.
+        succu takes the model from the config the user gives and the weights from the file (they
+        must fit it), so nothing is merged.
+        """
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if path and Path(path).is_file():
             read_checkpoint(path)
-        super()._parse_ckpt_path()
 
     def instantiate_trainer(self, **kwargs):
         """Compose the run: the shared loggers and checkpoints unless the config names its own,

@@ -26,7 +26,8 @@ QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
 CHAR = ["--config", str(CONFIGS / "gpt_shakespeare_char.yaml"), *QUIET,
         "--model.init_args.model.n_layer", "1", "--model.init_args.model.n_embd", "16",
         "--model.init_args.model.n_head", "2", "--data.init_args.block_size", "16",
-        "--data.init_args.val_windows", "8", "--data.init_args.batch_size", "4"]
+        "--data.init_args.val_windows", "8", "--data.init_args.batch_size", "4",
+        "--data.init_args.test_fraction", "0.05"]
 
 
 def error_line(stderr: str) -> str:

@@ -71,10 +71,13 @@ def test_shakespeare_split_is_nanogpts_contiguous_tail(cache):
     text = shakespeare_text()
     cut = int(len(text) * 0.9)
     assert dm.vocab_size == 65
-    # The test share (test_fraction 0.05) comes out of the training 90%, just before val.
-    train_and_test = [dm.train_arrays[0], dm.load_arrays("test")[0]]
-    assert "".join(dm.tokenizer.decode(a.tolist()) for a in train_and_test) == text[:cut]
+    # nanoGPT's 90/10 by default; a test share (test_fraction) comes out of the training 90%.
+    assert dm.tokenizer.decode(dm.train_arrays[0].tolist()) == text[:cut]
     assert dm.tokenizer.decode(dm.val_arrays[0].tolist()) == text[cut:]
+    split = ready(ShakespeareDataModule(test_fraction=0.05, cache_dir=cache))
+    train_and_test = [split.train_arrays[0], split.load_arrays("test")[0]]
+    assert "".join(split.tokenizer.decode(a.tolist()) for a in train_and_test) == text[:cut]
+    assert split.tokenizer.decode(split.val_arrays[0].tolist()) == text[cut:]
 
 
 def test_splits_are_deterministic(tmp_path, cache):
@@ -161,11 +164,11 @@ def test_cache_is_invalidated_when_the_tokenizer_changes(tmp_path, monkeypatch):
     swapped._tokenizer = CharTokenizer([*char.tokenizer.vocab, "<EOS>"])
     assert swapped.token_dir("shakespeare") != char.token_dir("shakespeare")
     ready(swapped)
-    assert calls == [1, 1, 1]  # train, val and test
+    assert calls == [1, 1]  # train and val (no test split by default: nanoGPT's 90/10)
     # BPE, and BPE of another size, get their own caches too.
     bpe = ready(ShakespeareDataModule(tokenizer_kind="bpe", bpe_vocab_size=300, cache_dir=str(tmp_path)))
     assert isinstance(bpe.tokenizer, BPETokenizer) and bpe.vocab_size == 300
-    assert len(calls) == 6
+    assert len(calls) == 4
     assert len(bpe.train_arrays[0]) < 0.8 * len(char.train_arrays[0])  # 44 merges already help
     other = ShakespeareDataModule(tokenizer_kind="bpe", bpe_vocab_size=280, cache_dir=str(tmp_path))
     assert other.token_dir("shakespeare") != bpe.token_dir("shakespeare")

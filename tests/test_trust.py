@@ -250,3 +250,29 @@ def test_ckpt_path_last_looks_only_in_the_runs_checkpoint_folders(tmp_path):
     assert fit.find_last_checkpoint(*folders) == str(own)
     own.unlink()
     assert fit.find_last_checkpoint(*folders) is None
+
+
+def test_ckpt_path_hyperparameters_are_not_merged_into_the_config(tmp_path, monkeypatch):
+    """A checkpoint given to `fit --ckpt_path` cannot choose a class or a file to read."""
+    import torch
+
+    from succu import fit as succu_fit
+    from succu.checkpoint import read_checkpoint
+
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "succulm.yaml")
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--config", config, "--model.init_args.model.profile", "tiny",
+            "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
+    cli = succu_fit.main([*tiny, "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1",
+                          "--trainer.default_root_dir", str(tmp_path / "a")])
+    ckpt = read_checkpoint(cli.trainer.checkpoint_callbacks[0].last_model_path)
+    ckpt["hyper_parameters"]["_class_path"] = "antigravity.Nothing"
+    ckpt["hyper_parameters"]["init_embeddings"] = str(tmp_path / "planted.json")
+    planted = tmp_path / "planted.ckpt"
+    torch.save(ckpt, planted)
+    resumed = succu_fit.main([*tiny, "--trainer.max_steps", "3", "--trainer.limit_val_batches", "1",
+                              "--trainer.default_root_dir", str(tmp_path / "b"),
+                              "--ckpt_path", str(planted)])
+    assert resumed.trainer.global_step == 3
+    assert type(resumed.model).__name__ == "SuccuLMModule"
+    assert resumed.model.init_embeddings is None

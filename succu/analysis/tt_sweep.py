@@ -335,9 +335,9 @@ def sweep(module: LanguageModule, probe: Probe, layer_sets, bond_specs, layout: 
 METRICS = ("val_loss", "qa_exact", "qa_exact_heldout", "hidden_rate", "hidden_rate_std",
            "hidden_token_rate", "special_rate", "special_rate_std", "special_token_rate",
            "hidden_mass", "special_mass")
-CSV_COLUMNS = ("layers", "bond_dims", "clamped_from", "layout", "params", "dense_params", "model_params",
+CSV_COLUMNS = ("layers", "bond_dims", "layout", "params", "dense_params", "model_params",
                "rel_error", *METRICS, "lr_rank", "lr_params", "lr_rel_error",
-               *(f"lr_{m}" for m in METRICS))
+               *(f"lr_{m}" for m in METRICS), "clamped_from")
 
 
 def flat_row(row: dict[str, Any], layout: str) -> dict[str, Any]:
