@@ -40,7 +40,7 @@ import torch
 from succu.checkpoint import load_datamodule, load_module, read_checkpoint
 from succu.contracts import NamedCorpora
 from succu.errors import check_device, fail, run_cli
-from succu.generate import note, unknown_summary
+from succu.generate import note, resolve_unknown
 from succu.modules.base import DEFAULT_ALPHA, IGNORE_INDEX, LanguageModule
 from succu.nn.gates import check_alpha
 from succu.sweep import add_location_arguments
@@ -144,24 +144,17 @@ def read_text(path: str) -> str:
 
 
 def encode_text(module: LanguageModule, text: str, path: str, drop: bool) -> tuple[list[int], int]:
-    """(`<BOS>` (when the tokenizer has one) + the text's ids, characters the words read as <UNK>
-    have beyond the five of "<UNK>"); pieces outside the vocabulary noted (read as <UNK>), refused, or with `drop` left out."""
+    """(`<BOS>` (when the tokenizer has one) + the text's ids, the characters that words read as
+    <UNK> have beyond the five of "<UNK>" (bits per character counts the text as written))."""
     tok = module.tokenizer
-    counts = tok.unknown(text)
-    total = sum(counts.values())
+    text, counts = resolve_unknown(tok, text, str(path), drop)
+    unk_chars = 0
     if counts and tok.unk_id is not None:
-        note(f"{path}: {total} words not in the vocabulary, scored as <UNK>: {unknown_summary(counts)}")
         unk_chars = sum((len(word) - len(tok.vocab[tok.unk_id])) * n for word, n in counts.items())
-    elif counts and not drop:
-        fail(f"{path} has {total} characters the checkpoint's vocabulary lacks: "
-             f"{unknown_summary(counts)} (--drop_unknown leaves them out)")
-    elif counts:
-        note(f"{path}: left out {total} characters not in the vocabulary: {unknown_summary(counts)}")
-        text = tok.without_unknown(text)
     ids = ([] if tok.bos_id is None else [tok.bos_id]) + tok.encode(text)
     if len(ids) < 2:
         fail(f"{path} has {len(ids)} token(s) after tokenising; at least 2 are needed to score one")
-    return ids, unk_chars if counts and tok.unk_id is not None else 0
+    return ids, unk_chars
 
 
 def evaluate_text(args: argparse.Namespace, module: LanguageModule, kwargs: dict[str, Any]) -> dict[str, Score]:

@@ -85,20 +85,23 @@ def unknown_summary(counts) -> str:
 def prepare_prompts(module: LanguageModule, prompts: list[str], drop: bool) -> list[str]:
     """Prompts the tokenizer can encode: unknown words noted (they read as <UNK>), unknown
     characters refused or, with `drop`, removed (noted either way)."""
-    tok = module.tokenizer
-    out = []
-    for prompt in prompts:
-        counts = tok.unknown(prompt)
-        if counts and tok.unk_id is not None:
-            note(f"prompt {prompt!r}: {unknown_summary(counts)} not in the vocabulary, read as <UNK>")
-        elif counts and not drop:
-            fail(f"prompt {prompt!r} has characters the checkpoint's vocabulary lacks: "
-                 f"{unknown_summary(counts)} (--drop_unknown leaves them out)")
-        elif counts:
-            note(f"prompt {prompt!r}: dropped {unknown_summary(counts)} (not in the vocabulary)")
-            prompt = tok.without_unknown(prompt)
-        out.append(prompt)
-    return out
+    return [resolve_unknown(module.tokenizer, p, f"prompt {p!r}", drop)[0] for p in prompts]
+
+
+def resolve_unknown(tok, text: str, what: str, drop: bool) -> tuple[str, dict[str, int]]:
+    """`text` ready to encode, and what it held that the vocabulary lacks: words become `<UNK>`
+    (said in a note); characters without an `<UNK>` are one error line, or left out (`drop`)."""
+    counts = tok.unknown(text)
+    total = sum(counts.values())
+    if counts and tok.unk_id is not None:
+        note(f"{what}: {total} words not in the vocabulary, scored as <UNK>: {unknown_summary(counts)}")
+    elif counts and not drop:
+        fail(f"{what} has {total} characters the checkpoint's vocabulary lacks: "
+             f"{unknown_summary(counts)} (--drop_unknown leaves them out)")
+    elif counts:
+        note(f"{what}: left out {total} characters not in the vocabulary: {unknown_summary(counts)}")
+        text = tok.without_unknown(text)
+    return text, counts
 
 
 def load(args: argparse.Namespace) -> LanguageModule:

@@ -24,3 +24,16 @@ def shared_data() -> Path:
     if problem:
         pytest.fail(problem, pytrace=False)
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> str:
+    """A token cache shared by one test module's datamodules (tokenising once per module)."""
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch, cache):
+    """Run in the test's own folder, with the module's cache as the tools' default cache."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SUCCU_CACHE_DIR", cache)

@@ -43,15 +43,7 @@ def refused(main, argv, capsys) -> str:
     return error_line(capsys.readouterr().err)
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("cache"))
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch, cache):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SUCCU_CACHE_DIR", cache)
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 @pytest.fixture(scope="module")
@@ -266,9 +258,9 @@ def test_a_tiny_temperature_samples_like_greedy(char_ckpt):
 
 def test_prompt_characters_the_vocabulary_lacks_are_an_error_or_dropped(char_ckpt, capsys):
     line = refused(generate.main, ["--ckpt", char_ckpt, "--prompt", "café"], capsys)
-    assert "prompt 'café' has characters the checkpoint's vocabulary lacks: 'é' x1" in line
+    assert "prompt 'café' has 1 characters the checkpoint's vocabulary lacks: 'é' x1" in line
     out = generate.main(["--ckpt", char_ckpt, "--prompt", "café", "--drop_unknown", "--max_new_tokens", "4"])
-    assert len(out) == 1 and "dropped 'é' x1" in capsys.readouterr().err
+    assert len(out) == 1 and "left out 1 characters not in the vocabulary: 'é' x1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("ckpt, prompt", [("char_ckpt", "ROMEO:"), ("word_ckpt", "is ruby a boy?")])

@@ -41,15 +41,7 @@ def error_line(stderr: str) -> str:
     return lines[0]
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("cache"))
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch, cache):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SUCCU_CACHE_DIR", cache)  # the default cache the tools fall back to
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 @pytest.fixture(scope="module")
