@@ -53,9 +53,10 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from callbacks.distributed import PreemptionCheckpoint, accelerator_kind, check_devices
+from callbacks.logging import LearningRate, ProgressLog
 from succu.checkpoint import AtomicCheckpointIO, read_checkpoint
 from succu.contracts import QAProbes
-from succu.errors import TrainingError, exception_chain, run_cli, user_message  # noqa: F401
+from succu.errors import TrainingError, run_cli
 from succu.io import remove_orphans
 from succu.modules.base import LanguageModule
 
@@ -272,8 +273,11 @@ class SuccuCLI(LightningCLI):
         checkpointing = config.get("enable_checkpointing") is not False
         if checkpointing and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
             callbacks += default_checkpoints()
-        if not any(isinstance(c, PreemptionCheckpoint) for c in callbacks):
-            callbacks.append(PreemptionCheckpoint())
+        # One of each for every run unless the config names its own: `lr` logged, a one-line
+        # summary when no progress bar draws, last.ckpt at the end and on interruption.
+        for kind in (LearningRate, ProgressLog, PreemptionCheckpoint):
+            if not any(isinstance(c, kind) for c in callbacks):
+                callbacks.append(kind())
         self.run_started = RunStarted()
         kwargs["callbacks"] = [*callbacks, self.run_started]
         return super().instantiate_trainer(**kwargs)
@@ -400,13 +404,10 @@ NO_LITLOGGER_TIP = no_litlogger_tip  # one object, so adding it again is a no-op
 
 
 def trainer_defaults() -> dict:
-    """What every run gets beside its config: `lr` logged (LearningRate), and a one-line summary
-    every log_every_n_steps when no progress bar draws (ProgressLog). With stdout not a terminal
-    (a log file, a batch job, W&B's console capture) the bar is off by default, since each of its
-    redraws would land in the log; a config or command line that sets enable_progress_bar wins."""
-    from callbacks.logging import LearningRate, ProgressLog
-
-    defaults: dict = {"callbacks": [LearningRate(), ProgressLog()]}
+    """With stdout not a terminal (a log file, a batch job, W&B's console capture) the progress
+    bar is off by default, since each of its redraws would land in the log (ProgressLog prints a
+    summary line instead); a config or command line that sets enable_progress_bar wins."""
+    defaults: dict = {}
     if not sys.stdout.isatty():
         defaults["enable_progress_bar"] = False
     return defaults

@@ -26,3 +26,11 @@ def shared_data_problem(folder: Path = SHARED_DATA, files: tuple[str, ...] = COR
     if missing:
         return f"shared corpora folder {folder} lacks {', '.join(missing)}; {how}"
     return None
+
+
+def touch(path: Path, mtime: float) -> Path:
+    """A one-byte file at `path` (folders created) with the given modification time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    os.utime(path, (mtime, mtime))
+    return path

@@ -29,6 +29,7 @@ from tests.ddp_probe import (  # noqa: E402
     read_probe,
     run_fit,
 )
+from tests.paths import touch
 from tests.tiny import tiny_module
 
 STEPS = 12
@@ -140,13 +141,6 @@ def test_ddp_sigterm_then_resume_matches_an_uninterrupted_ddp_run(tmp_path, cach
 
 
 # ---- `--ckpt_path last` ---------------------------------------------------------------------------
-def touch(path: Path, mtime: float) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"x")
-    os.utime(path, (mtime, mtime))
-    return path
-
-
 def test_last_is_the_newest_last_checkpoint_under_the_run_folders(tmp_path):
     old = touch(tmp_path / "version_0" / "checkpoints" / "last.ckpt", 1000)
     assert succu_fit.find_last_checkpoint([tmp_path]) == str(old)

@@ -6,7 +6,6 @@ Every hostile file below goes through the three tools that read checkpoints (`su
 are ignored, and the marker file its payload would create never appears.
 """
 
-import os
 import socket
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import torch
 
 from succu import fit, generate, sweep
 from succu.checkpoint import AtomicCheckpointIO, CheckpointError, load_datamodule, load_module
+from tests.paths import touch
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
@@ -223,13 +223,6 @@ def test_the_mixture_names_the_per_corpus_setting(online_without_corpora, tmp_pa
 
 
 # ---- `--ckpt_path last` -----------------------------------------------------------------------
-def touch(path: Path, mtime: float) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"x")
-    os.utime(path, (mtime, mtime))
-    return path
-
-
 def test_ckpt_path_last_looks_only_in_the_runs_checkpoint_folders(tmp_path):
     root = tmp_path / "runs" / "succulm"
     own = touch(root / "version_0" / "checkpoints" / "last.ckpt", 1000)
