@@ -1,43 +1,28 @@
-"""NoiseLM against a same-size softmax transformer, with one ablation per idea.
+"""The NoiseLM study: the write-up's encoder-free model against an n-gram and a matched GPT.
 
-    python bench/noiselm.py [--threads 1] [--succ_steps 1000] [--seeds 0 1] [--ts_steps 300]
-                            [--parts succulent,stop,tinystories,lookup]
-    python bench/noiselm.py --quick          # smoke test: a few steps of everything
+    python bench/noiselm.py [--jobs 2] [--steps 3000] [--seeds 0 1 2] [--datasets succulent,tinystories]
+                            [--ablations all] [--ts_ablations core]
+    python bench/noiselm.py --quick          # smoke test: a few steps of everything, one seed
 
-Everything is measured in this run, on one thread by default. Steps are few (CPU budget): the
-TinyStories numbers are early-training numbers. Every model is trained by the product,
-`succu.fit.main` (what `python -m succu.fit` runs), from a shipped config plus command-line
-overrides (steps, seeds, the variant's fields), so the recipe is the config's: AdamW betas
-(0.9, 0.99), warmup then cosine to 0.1 x lr, clip 1.0. The K = 1 row of part 1, seed 0, is
-
-    python -m succu.fit --config configs/noiselm_succulent.yaml --trainer.max_steps 1000 \
-        --seed_everything 0 --model.init_args.model.n_noise 1
-
-Validation runs once, after the last step; its val/loss is the module's own (token-weighted NLL;
-NoiseLM's outputs are log-probabilities, so it is exact). Seconds are the Trainer's training time
-(validation excluded).
-
-1. Succulent QA (answers of different lengths), word tokens: configs/noiselm_succulent.yaml and
-   its GPT control configs/noiselm_gpt_succulent.yaml (learned token embedding, tied softmax
-   head); the softmax-head control is NoiseLM's inputs and encoder with a softmax head and K = 1.
-   All have the same encoder size (2 layers, 4 heads, 64 wide; codes d = 64), train the same steps
-   on the same data stream (batch 32, lr 3e-3, weight decay 0.01), for each of two model seeds
-   (the val set is small, so seed spread is printed). Printed: val loss (exact NLL per token on
-   the held-out pairs), greedy answer exact match on the training and held-out questions (EOS
-   stop), parameters, seconds; and how the full model uses its states.
-   Variants: full (K = 4 noise states, 3 stride-1 levels, 4 scattershot subsets, fixed
-   Uniform(0, 1) codes); K = 1; no hierarchy (no levels, no subsets); trainable C; centred codes.
-2. Stop rule, on the full NoiseLM of part 1: the tolerance is calibrated teacher-forced on the
-   training questions; then EOS, the key rule (greedy, EOS banned) and the stub search (B = 4)
-   answer the training and held-out questions. Printed: mean absolute length error (tokens),
-   exact-stop rate (length equals the reference answer's) and answer exact match.
-3. TinyStories characters at baby size: configs/noiselm_tinystories.yaml and its GPT control
-   configs/gpt_tinystories_char.yaml (4 layers, 4 heads, 128 wide, block 64, batch 12, lr 1e-3;
-   codes d = 128), the same variants, the same (few, stated) steps with warmup min(100, steps / 5);
-   val loss on 256 fixed windows.
-4. Lookup: recall@1 against the exact nearest code and microseconds per query (batches of
-   `--queries`, 1 thread) of every backend at V = 10^3, 10^4, 10^5, d = 128; queries are codes plus
-   N(0, `--query_noise`^2) noise. faiss rows need `pip install faiss-cpu` (skipped without it).
+Every model is trained by the product, `succu.fit.main` (what `python -m succu.fit` runs), from a
+shipped config plus command-line overrides (steps, learning rate, seed, the variant's fields), and
+scored by the same Trainer's `validate` and `test`:
+- NoiseLM: configs/noiselm_writeup_{succulent,tinystories}.yaml (succu/models/noise_lm.py);
+- GPT: configs/noiselm_gpt_{succulent,tinystories}.yaml, nanoGPT with NoiseLM's parameter count
+  (the parameters that shape p(y | x); the stop head, trained on detached inputs, is left out);
+  this script checks the match is within 5% and stops otherwise;
+- n-gram: configs/ngram_{succulent,tinystories}.yaml, interpolated Kneser-Ney of order 8 (the last
+  7 tokens: NoiseLM's scattershot window), counted from the same training batches.
+Protocol: the learning rate of NoiseLM and of the GPT is chosen from three values by validation
+loss at seed 0; every row is then run at seeds 0, 1, 2 and reported on the test split (TinyStories:
+the 5% test split of the stories; succulent: the normal pairs left out of the world plus the
+held-out QA, `heldout_qa_split: test`, so no QA number was looked at when choosing). Each of
+NoiseLM's mechanisms is ablated one at a time from the full model at its chosen learning rate
+(every one on succulent; on TinyStories the six that remove a part, `CORE`, for the CPU budget).
+Tables give mean +- sd over seeds; a difference is called "helps"/"hurts" only when it exceeds two
+standard deviations of the difference (2 sqrt(sd_a^2 + sd_b^2)), else "no difference detected".
+Exact match pools the three seeds' answers, with a Wilson 95% interval. Runs go to `--jobs`
+processes with one torch thread each.
 """
 
 from __future__ import annotations
@@ -45,369 +30,436 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import itertools
 import logging
 import math
+import statistics
 import tempfile
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 
-from succu.benchmark import add_thread_arg, offline, setup_threads  # noqa: E402
+from succu.benchmark import add_thread_arg, offline, setup_threads
 
 offline()
 
 import torch  # noqa: E402
-from lightning.pytorch.callbacks import Timer  # noqa: E402
 
-from datamodules.succulent import SuccuPairsDataModule  # noqa: E402
 from succu import fit  # noqa: E402
 from succu.analysis.qa import qa_exact_match  # noqa: E402
-from succu.modules.base import IGNORE_INDEX, LanguageModule  # noqa: E402
-from succu.modules.noise_lm import NoiseLMModule  # noqa: E402
-from succu.nn.lookup import available_backends, make_lookup  # noqa: E402
+from succu.modules.base import IGNORE_INDEX  # noqa: E402
 
-VARIANTS: dict[str, dict] = {  # overrides of the NoiseLM config's model fields
-    "full": {},
-    "K=1": {"n_noise": 1},
-    "no hierarchy": {"n_levels": 0, "n_scatter": 0},
-    "trainable C": {"trainable_codes": True},
-    "centred codes": {"centred_codes": True},
-    "softmax head, same in": {"head": "softmax", "n_noise": 1},
-}
-MODELS = ["GPT softmax", *VARIANTS]
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-SUCC_CONFIGS = {"GPT softmax": "noiselm_gpt_succulent.yaml", "NoiseLM": "noiselm_succulent.yaml"}
-TS_CONFIGS = {"GPT softmax": "gpt_tinystories_char.yaml", "NoiseLM": "noiselm_tinystories.yaml"}
-# A bench run: no loggers or progress output, validation only after the last step (no sanity
-# check), and the Trainer's own clock. Checkpoints go to a temporary folder that is then deleted.
+MODEL_CONFIGS = {
+    "succulent": {"NoiseLM": "noiselm_writeup_succulent.yaml", "GPT": "noiselm_gpt_succulent.yaml",
+                  "n-gram": "ngram_succulent.yaml"},
+    "tinystories": {"NoiseLM": "noiselm_writeup_tinystories.yaml",
+                    "GPT": "noiselm_gpt_tinystories.yaml", "n-gram": "ngram_tinystories.yaml"},
+}
+LRS = {"NoiseLM": [3e-3, 1e-2, 3e-2], "GPT": [1e-3, 3e-3, 1e-2]}
+ABLATIONS: dict[str, dict] = {  # one mechanism off (or swapped) at a time, from the full model
+    "- token noise": {"token_noise": False},
+    "- node (K=1, no C)": {"n_noise": 1, "node_c": "off"},
+    "- C": {"node_c": "off"},
+    "- B": {"node_b": False},
+    "C as noise emb.": {"node_c": "noise"},
+    "- levels": {"n_levels": 0},
+    "- scattershot": {"n_scatter": 0},
+    "- all pairs": {"all_pairs": 0},
+    "- std/var": {"scatter_stats": False},
+    "abs(w-x)/2": {"pair_op": "absdiff"},
+    "hard Lm": {"level": None},  # filled with the full model's argmax beta at seed 0
+}
+CORE = ["- token noise", "- node (K=1, no C)", "- C", "- B", "- levels", "- scattershot"]
 QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-         "--trainer.enable_model_summary", "false", "--trainer.num_sanity_val_steps", "0",
-         '--trainer.callbacks+={"class_path": "lightning.pytorch.callbacks.Timer", '
-         '"init_args": {"interval": "step", "verbose": false}}']
+         "--trainer.enable_model_summary", "false", "--trainer.num_sanity_val_steps", "0"]
 
 
-# ---- training through the product and evaluation ----------------------------------------------
-def fit_args(configs: dict[str, str], kind: str, steps: int, extra: list[str]) -> list[str]:
-    """`python -m succu.fit` arguments: the model's config, steps, the variant's fields, `extra`."""
-    config = configs.get(kind, configs["NoiseLM"])
-    out = ["--config", str(CONFIGS / config), "--trainer.max_steps", str(steps),
-           "--trainer.val_check_interval", str(steps)]
-    for key, value in VARIANTS.get(kind, {}).items():
-        out += [f"--model.init_args.model.{key}", str(value).lower()]
-    return out + extra
+@dataclass(frozen=True)
+class Run:
+    dataset: str
+    model: str  # NoiseLM, GPT, n-gram
+    seed: int
+    steps: int
+    lr: float | None = None
+    variant: str = "full"
+    fields: tuple = ()  # (name, value) overrides of the model config
+    stop_study: bool = False
+    cache_dir: str | None = None
 
 
-def run_fit(argv: list[str]):
-    """Fit through the product; returns the LightningCLI and the seconds spent training."""
-    # stdout is silenced: the CLI's end-of-fit talk session is for users (EM is measured below).
+@dataclass
+class Row:
+    run: Run
+    val: float
+    test: float
+    params: int
+    lm_params: int
+    seconds: float
+    em: dict = field(default_factory=dict)  # {"train": (hits, n), "held-out": (hits, n)}
+    extra: dict = field(default_factory=dict)
+
+
+# ---- one run, in a worker process -----------------------------------------------------------
+def argv(run: Run) -> list[str]:
+    config = CONFIGS / MODEL_CONFIGS[run.dataset][run.model]
+    out = ["--config", str(config), "--trainer.max_steps", str(run.steps),
+           "--trainer.val_check_interval", str(run.steps), "--seed_everything", str(run.seed)]
+    if run.lr is not None:
+        out += ["--model.init_args.optimizer.init_args.lr", str(run.lr)]
+    out += ["--model.init_args.warmup_steps", str(min(100, run.steps // 5))]
+    for name, value in run.fields:
+        out += [f"--model.init_args.model.{name}", "null" if value is None else str(value).lower()]
+    if run.dataset == "succulent":
+        out += ["--data.init_args.heldout_qa_split", "test"]
+    else:  # TinyStories: the seed also draws the training windows
+        out += ["--data.init_args.seed", str(run.seed)]
+        if run.cache_dir:
+            out += ["--data.init_args.cache_dir", run.cache_dir]
+    return out + QUIET
+
+
+def execute(run: Run) -> Row:
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-        cli = fit.main([*argv, *QUIET, "--trainer.default_root_dir", tmp])
-    timer = next(c for c in cli.trainer.callbacks if isinstance(c, Timer))
-    return cli, timer.time_elapsed("train") - timer.time_elapsed("validate")
+        start = time.perf_counter()
+        cli = fit.main([*argv(run), "--trainer.default_root_dir", tmp])
+        seconds = time.perf_counter() - start
+        module, dm, trainer = cli.model, cli.datamodule, cli.trainer
+        val = float(trainer.callback_metrics["val/loss"])
+        test = float(trainer.test(module, datamodule=dm, verbose=False)[0]["test/loss"])
+    module.eval()
+    params = sum(p.numel() for p in module.parameters())
+    # NoiseLM's stop head reads detached inputs and never shapes p(y | x): not an LM parameter.
+    # The n-gram has no weights; its size is the number of n-gram counts it stores.
+    head = module.model.stop_head.parameters() if run.model == "NoiseLM" else []
+    lm_params = params - sum(p.numel() for p in head)
+    if run.model == "n-gram":
+        lm_params = module.model.num_params()
+    row = Row(run, val, test, params, lm_params, seconds)
+    if run.dataset == "succulent":
+        for name, pairs in (("train", dm.train_qa), ("held-out", dm.heldout_qa)):
+            result = qa_exact_match(module, pairs)
+            row.em[name] = (round(result.exact_match * len(pairs)), len(pairs))
+    if run.model == "NoiseLM":
+        row.extra.update(node_usage(module, dm.test_dataloader()))
+        if run.stop_study:
+            row.extra["stop"] = stop_study(module, dm)
+    return row
 
 
-def val_loss(cli) -> float:
-    """The module's val/loss of the validation after the last step."""
-    return float(cli.trainer.callback_metrics["val/loss"])
-
-
-def learning_rate(cli) -> float:
-    return cli.config["fit"]["model"]["init_args"]["optimizer"]["init_args"]["lr"]
-
-
-def n_params(module: LanguageModule) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-# ---- 1. succulent QA --------------------------------------------------------------------------
 @torch.no_grad()
-def hmm_usage(module: NoiseLMModule, loader) -> str:
-    """How the noise states are used on validation tokens: A's diagonal, the mean of max_k pi_t(k)
-    and the effective number of states exp(H(mean pi))."""
-    log_a, _ = module.model.transition()
-    top, mean_pi, n = 0.0, 0.0, 0
+def node_usage(module, loader) -> dict:
+    """How the full model uses its parts, on test tokens: the node's states (mean max_k pi_t,
+    distances between the state noise embeddings, the loss change when the states' embeddings are
+    rolled by one), the hard snap against the relaxed argmax, the digit table against the exact
+    snap, the layer Lm kept, and the prior of the B path."""
+    net = module.model
+    nll = hard = soft = digit = top = total = 0.0
+    rolled_nll = 0.0
     for batch in loader:
-        pi = module.model.outputs(batch["input_ids"]).log_pi.exp()
-        mask = (batch["labels"] != IGNORE_INDEX).unsqueeze(-1)
-        top += float((pi.max(-1, keepdim=True).values * mask).sum())
-        mean_pi = mean_pi + (pi * mask).sum((0, 1))
-        n += int(mask.sum())
-    mean_pi = mean_pi / n
-    eff = math.exp(float(-(mean_pi * mean_pi.clamp(min=1e-12).log()).sum()))
-    return (
-        f"A diagonal {log_a.exp().diagonal().mean():.2f}, mean max_k pi_t(k) {top / n:.2f}, "
-        f"effective states {eff:.2f} of {len(mean_pi)}"
-    )
-
-
-def succulent_header(cli, steps: int, seeds: list[int]) -> None:
-    dm = cli.datamodule
-    print(
-        f"\n== 1. succulent QA: vocab {dm.vocab_size}, block {dm.block_size}, "
-        f"{len(dm.train_pairs)} train pairs ({len(dm.train_qa)} QA), {len(dm.val_pairs)} val "
-        f"pairs ({len(dm.heldout_qa)} held-out QA); {steps} steps, batch {dm.batch_size}, "
-        f"lr {learning_rate(cli):g}; model seeds {seeds} =="
-    )
-    print(
-        f"{'model':22s} {'seed':>4s} {'params':>8s} {'val loss':>9s} {'train EM':>9s} "
-        f"{'held EM':>8s} {'s':>6s}"
-    )
-
-
-def succulent_means(results: dict, seeds: list[int]) -> None:
-    print(f"{'mean over seeds':22s}")
-    for kind in MODELS:
-        rows = [results[(kind, s)] for s in seeds]
-        val = sum(r["val"] for r in rows) / len(rows)
-        spread = max(r["val"] for r in rows) - min(r["val"] for r in rows)
-        tr = sum(r["train_em"] for r in rows) / len(rows)
-        he = sum(r["held_em"] for r in rows) / len(rows)
-        print(
-            f"  {kind:20s} val {val:.4f} (spread {spread:.4f})  train EM {tr:.1%}  held EM {he:.1%}"
-        )
-
-
-def succulent(steps: int, seeds: list[int]) -> tuple[dict, NoiseLMModule, SuccuPairsDataModule]:
-    """{(kind, seed): row} for every model and seed; the full NoiseLM of the first seed."""
-    results, full = {}, None
-    for seed, kind in itertools.product(seeds, MODELS):
-        # The model seed is the run's seed_everything; the world and its shuffle stay the config's.
-        cli, secs = run_fit(fit_args(SUCC_CONFIGS, kind, steps, ["--seed_everything", str(seed)]))
-        module, dm = cli.model, cli.datamodule
-        if not results:
-            succulent_header(cli, steps, seeds)
-        row = {
-            "val": val_loss(cli),
-            "train_em": qa_exact_match(module, dm.train_qa).exact_match,
-            "held_em": qa_exact_match(module, dm.heldout_qa).exact_match,
-        }
-        results[(kind, seed)] = row
-        print(
-            f"{kind:22s} {seed:4d} {n_params(module):8,d} {row['val']:9.4f} "
-            f"{row['train_em']:9.1%} {row['held_em']:8.1%} {secs:6.1f}",
-            flush=True,
-        )
-        if kind == "full" and full is None:
-            full, full_dm = module, dm
-    succulent_means(results, seeds)
-    print(f"HMM of the full NoiseLM (seed {seeds[0]}): {hmm_usage(full, full_dm.val_dataloader())}")
-    return results, full, full_dm
-
-
-# ---- 2. stop rule -----------------------------------------------------------------------------
-def teacher_forced_exact(module: NoiseLMModule, pairs, tol: float) -> float:
-    end, before = module.stop_profile(pairs)
-    return sum(e <= tol < b for e, b in zip(end, before)) / len(end)
-
-
-def stop_rule(module: NoiseLMModule, dm: SuccuPairsDataModule, beams: int) -> dict:
-    tok = dm.tokenizer
-    tol = module.calibrate_stop(dm.train_qa)
-    forced = {
-        n: teacher_forced_exact(module, p, tol)
-        for n, p in (("train", dm.train_qa), ("held-out", dm.heldout_qa))
+        ids, labels = batch["input_ids"], batch["labels"]
+        mask = labels != IGNORE_INDEX
+        y = labels.clamp(min=0)
+        out = net.outputs(ids)
+        nll += float(-(out.log_probs.gather(-1, y[..., None]).squeeze(-1) * mask).sum())
+        pi = out.log_pi.exp()
+        top += float((pi.max(-1).values * mask).sum())
+        best = out.log_pi.argmax(-1)
+        mu = out.mu.gather(2, best[..., None, None].expand(-1, -1, 1, out.mu.size(-1))).squeeze(2)
+        exact = net.snap(mu)
+        hard += float(((exact == y) & mask).sum())
+        digit += float(((net.snap(mu, "digit_hash") == exact) & mask).sum())
+        soft += float(((out.log_probs.argmax(-1) == y) & mask).sum())
+        total += float(mask.sum())
+        saved = net.noise.data.clone()
+        net.noise.data.copy_(saved.roll(1, dims=0))
+        rolled = net.outputs(ids).log_probs
+        net.noise.data.copy_(saved)
+        rolled_nll += float(-(rolled.gather(-1, y[..., None]).squeeze(-1) * mask).sum())
+    K = net.cfg.n_noise
+    dist = torch.cdist(net.noise, net.noise)
+    pair = float(dist.sum() / (K * (K - 1))) if K > 1 else 0.0
+    codes = torch.cdist(net.codes[:64], net.codes[:64])
+    omega = float(torch.sigmoid(net.path_logit)) if net.path_logit is not None else float("nan")
+    return {
+        "max_pi": top / total, "state_dist": pair, "code_dist": float(codes.sum() / (64 * 63)),
+        "rolled_delta": (rolled_nll - nll) / total, "hard_acc": hard / total,
+        "soft_acc": soft / total, "digit_agree": digit / total, "level": net.best_level(),
+        "level_weight": float(net.level_logits.softmax(0).max()), "omega": omega,
     }
-    print(
-        f"\n== 2. stop rule (full NoiseLM of part 1): tol {tol:.3g} on the mismatch D, calibrated "
-        f"teacher-forced on the training questions; teacher-forced exact stop: train "
-        f"{forced['train']:.1%}, held-out {forced['held-out']:.1%} =="
-    )
-    print(
-        f"{'questions':9s} {'rule':16s} {'|len err|':>9s} {'exact stop':>10s} {'answer EM':>9s} "
-        f"{'s':>5s}"
-    )
-    rules = [("eos", 1), ("key", 1)] + ([("key", beams)] if beams > 1 else [])
-    out = {}
-    for (name, pairs), (rule, b) in itertools.product(
-        (("train", dm.train_qa), ("held-out", dm.heldout_qa)), rules
-    ):
-        truth = [tok.encode(a) for _, a in pairs]
+
+
+def stop_study(module, dm) -> dict:
+    """The statistics stop rule on the held-out QA, tolerance calibrated on the training QA."""
+    tok = dm.tokenizer
+    module.calibrate_stop(dm.train_qa)
+    pairs = dm.heldout_qa
+    truth = [tok.encode(a) for _, a in pairs]
+    rules = [("EOS", dict(rule="eos")), ("key, greedy", dict(rule="key", beams=1)),
+             ("key, beam 4", dict(rule="key", beams=4)),
+             ("key, minimax b3", dict(rule="key", beams=3, search="minimax", budget=60)),
+             ("key, alpha-beta b3", dict(rule="key", beams=3, search="alphabeta", budget=60))]
+    out = {"tol": module.stop_tol}
+    for label, kw in rules:
         start = time.perf_counter()
-        got = module.answer_ids([q for q, _ in pairs], rule=rule, beams=b)
+        got = module.answer_ids([q for q, _ in pairs], **kw)
         secs = time.perf_counter() - start
-        err = sum(abs(len(g) - len(t)) for g, t in zip(got, truth)) / len(pairs)
-        exact = sum(len(g) == len(t) for g, t in zip(got, truth)) / len(pairs)
-        em = sum(g == t for g, t in zip(got, truth)) / len(pairs)
-        label = "EOS" if rule == "eos" else ("key, greedy" if b == 1 else f"key, search B={b}")
-        out[(name, label)] = {"err": err, "exact": exact, "em": em}
-        print(f"{name:9s} {label:16s} {err:9.2f} {exact:10.1%} {em:9.1%} {secs:5.1f}", flush=True)
+        out[label] = {
+            "len_err": sum(abs(len(g) - len(t)) for g, t in zip(got, truth)) / len(pairs),
+            "exact_stop": sum(len(g) == len(t) for g, t in zip(got, truth)) / len(pairs),
+            "em": sum(g == t for g, t in zip(got, truth)) / len(pairs), "seconds": secs,
+        }
+        if kw.get("search") in ("minimax", "alphabeta"):  # expansions per question
+            ids = [module.prompt_ids(q) for q, _ in pairs[:10]]
+            out[label]["expansions"] = statistics.mean(
+                module.key_search(i, module.model.cfg.block_size - len(i), 3, kw["search"], 60)[1]
+                for i in ids
+            )
     return out
 
 
-# ---- 3. TinyStories ---------------------------------------------------------------------------
-def tinystories(steps: int, seed: int, cache_dir: str | None) -> dict:
-    """Every model on TinyStories chars, one seed (model and training windows)."""
-    extra = ["--seed_everything", str(seed), "--data.init_args.seed", str(seed),
-             "--model.init_args.warmup_steps", str(min(100, steps // 5))]
-    extra += ["--data.init_args.cache_dir", cache_dir] if cache_dir else []
-    results = {}
-    for kind in MODELS:
-        cli, secs = run_fit(fit_args(TS_CONFIGS, kind, steps, extra))
-        if not results:
-            dm = cli.datamodule
-            print(
-                f"\n== 3. TinyStories chars, baby size (4x4x128, block {dm.block_size}, batch "
-                f"{dm.batch_size}): vocab {dm.vocab_size}, {steps} steps, lr "
-                f"{learning_rate(cli):g}, val on {dm.val_windows} fixed windows =="
-            )
-            print(f"{'model':22s} {'params':>9s} {'val loss':>9s} {'s':>6s}")
-        results[kind] = {"val": val_loss(cli)}
-        print(f"{kind:22s} {n_params(cli.model):9,d} {results[kind]['val']:9.4f} {secs:6.1f}", flush=True)
-    return results
+# ---- the study ------------------------------------------------------------------------------
+def pool_map(runs: list[Run], jobs: int) -> list[Row]:
+    """Every run in its own process slot (one torch thread each); rows in the order of `runs`."""
+    if jobs <= 1:
+        rows = []
+        for run in runs:
+            rows.append(execute(run))
+            progress(rows[-1])
+        return rows
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(execute, run) for run in runs]
+        rows = []
+        for future in futures:
+            rows.append(future.result())
+            progress(rows[-1])
+        return rows
 
 
-# ---- 4. lookup backends -----------------------------------------------------------------------
-LOOKUPS = (
-    ("matmul", "matmul", {}),
-    ("faiss_flat", "faiss_flat", {"threads": 1}),
-    ("faiss_hnsw", "faiss_hnsw", {"threads": 1, "m": 16, "ef_construction": 40, "ef_search": 64}),
-    ("digit_hash", "digit_hash", {"rerank": "digits"}),
-    ("digit_hash+l2", "digit_hash", {"rerank": "l2"}),
-)
+def progress(row: Row) -> None:
+    r = row.run
+    lr = f"{r.lr:g}" if r.lr is not None else "-"
+    print(f"  [{r.dataset} {r.model} {r.variant} lr {lr} seed {r.seed}] val {row.val:.4f} "
+          f"test {row.test:.4f} ({row.seconds:.0f} s)", flush=True)
 
 
-HNSW_WIDE = 512
+def sweep(args) -> tuple[dict, list[Row]]:
+    """Seed 0 at every learning rate; returns {(dataset, model): lr} and the sweep's rows."""
+    runs = [Run(d, m, args.seeds[0], args.steps, lr, cache_dir=args.cache_dir,
+                stop_study=d == "succulent" and m == "NoiseLM")
+            for d in args.datasets for m in ("NoiseLM", "GPT") for lr in args.lrs[m]]
+    rows = pool_map(runs, args.jobs)
+    chosen = {}
+    for d in args.datasets:
+        for m in ("NoiseLM", "GPT"):
+            mine = [r for r in rows if r.run.dataset == d and r.run.model == m]
+            chosen[(d, m)] = min(mine, key=lambda r: r.val).run.lr
+    return chosen, rows
 
 
-def timed_nearest(backend, queries: torch.Tensor, reps: int) -> tuple[torch.Tensor, float]:
-    """(ids, microseconds per query): one warm-up call, then the best of `reps` timed calls."""
-    found = backend.nearest(queries)
-    best = math.inf
-    for _ in range(reps):
-        start = time.perf_counter()
-        backend.nearest(queries)
-        best = min(best, time.perf_counter() - start)
-    return found, 1e6 * best / queries.size(0)
+def study_runs(args, chosen: dict, levels: dict) -> list[Run]:
+    runs = []
+    for d in args.datasets:
+        for seed in args.seeds:
+            runs.append(Run(d, "n-gram", seed, args.steps, cache_dir=args.cache_dir))
+            for m in ("NoiseLM", "GPT"):
+                if seed != args.seeds[0]:  # seed 0 at the chosen lr is the sweep's run
+                    runs.append(Run(d, m, seed, args.steps, chosen[(d, m)],
+                                    cache_dir=args.cache_dir))
+            for name in args.ablations[d]:
+                fields = dict(ABLATIONS[name])
+                if name == "hard Lm":
+                    fields["level"] = levels[d]
+                runs.append(Run(d, "NoiseLM", seed, args.steps, chosen[(d, "NoiseLM")], name,
+                                tuple(fields.items()), cache_dir=args.cache_dir))
+    return runs
 
 
-def exact_nearest(codes: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-    """Ground truth in float64: argmin_y ||q - c_y||^2 by the expanded square, in blocks."""
-    c = codes.double()
-    half = 0.5 * (c * c).sum(-1)
-    return torch.cat([(q.double() @ c.t() - half).argmax(1) for q in queries.split(64)])
+# ---- tables ---------------------------------------------------------------------------------
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def lookup_bench(sizes: list[int], dim: int, n_queries: int, noise: float, reps: int) -> dict:
-    have = set(available_backends())
-    print(
-        f"\n== 4. lookup: d = {dim}, {n_queries} queries per batch, query = code + "
-        f"N(0, {noise}^2), 1 thread; microseconds per query (best of {reps}) =="
-    )
-    print(f"{'V':>7s} {'backend':14s} {'recall@1':>9s} {'us/query':>9s} {'build s':>8s}")
-    out = {}
-    for V in sizes:
-        gen = torch.Generator().manual_seed(V)
-        codes = torch.rand(V, dim, generator=gen)
-        ids = torch.randint(0, V, (n_queries,), generator=gen)
-        queries = codes[ids] + noise * torch.randn(n_queries, dim, generator=gen)
-        truth = exact_nearest(codes, queries)
-        for label, kind, opts in LOOKUPS:
-            if kind not in have:
-                print(f"{V:7d} {label:14s}   skipped (pip install faiss-cpu)")
-                continue
-            start = time.perf_counter()
-            backend = make_lookup(kind, codes, **opts)
-            build_s = time.perf_counter() - start
-            found, us = timed_nearest(backend, queries, reps)
-            recall = float((found == truth).float().mean())
-            out[(V, label)] = {"recall": recall, "us": us}
-            print(
-                f"{V:7d} {label:14s} {recall:9.3f} {out[(V, label)]['us']:9.1f} {build_s:8.2f}",
-                flush=True,
-            )
-            if kind == "faiss_hnsw":  # the same graph searched wider: recall bought with time
-                backend.ef_search = HNSW_WIDE
-                label = f"  efSearch {HNSW_WIDE}"
-                found, us = timed_nearest(backend, queries, reps)
-                recall = float((found == truth).float().mean())
-                out[(V, label)] = {"recall": recall, "us": us}
-                print(f"{V:7d} {label:14s} {recall:9.3f} {us:9.1f} {'':>8s}", flush=True)
-    return out
+def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson 95% interval of a binomial proportion."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
 
 
-# ---- summary ----------------------------------------------------------------------------------
-IDEAS = (  # (idea, the model without it, the model with it)
-    ("noise embeddings + HMM (K=4 vs K=1)", "K=1", "full"),
-    ("scattershot levels + subsets", "no hierarchy", "full"),
-    ("fixed codes (vs trainable C)", "trainable C", "full"),
-    ("Uniform(0,1) codes (vs centred)", "centred codes", "full"),
-    ("snap + HMM head (vs softmax, same in)", "softmax head, same in", "full"),
-    ("whole NoiseLM (vs GPT softmax)", "GPT softmax", "full"),
-)
+def em_cell(rows: list[Row], name: str) -> str:
+    hits = sum(r.em[name][0] for r in rows)
+    n = sum(r.em[name][1] for r in rows)
+    lo, hi = wilson(hits, n)
+    return f"{hits / n:.1%} [{max(lo, 0.0):.1%}, {min(hi, 1.0):.1%}]"
 
 
-def verdict(deltas: list[float], margin: float) -> str:
-    """delta = val loss without the idea - with it; all > margin: helps, all < -margin: hurts."""
-    if all(d > margin for d in deltas):
+def verdict(delta: float, sd_a: float, sd_b: float) -> str:
+    """delta = loss without the mechanism - with it."""
+    if sd_a == 0.0 and sd_b == 0.0:
+        return "one seed: no verdict"
+    bar = 2 * math.hypot(sd_a, sd_b)
+    if delta > bar:
         return "helps"
-    if all(d < -margin for d in deltas):
+    if delta < -bar:
         return "hurts"
-    return "no clear effect" if all(abs(d) <= margin for d in deltas) else "mixed"
+    return "no difference detected at this scale"
 
 
-def summary(succ: dict, seeds: list[int], ts: dict, margin: float) -> None:
-    print(
-        f"\n== summary: val loss without the idea - with it (nats/token; per succulent seed, then "
-        f"TinyStories); 'helps' needs every delta > {margin} =="
-    )
-    print(f"{'idea':40s} {'succulent':>18s} {'tinystories':>12s}  verdict")
-    for idea, without, with_ in IDEAS:
-        s_d = [succ[(without, s)]["val"] - succ[(with_, s)]["val"] for s in seeds if succ]
-        t_d = [ts[without]["val"] - ts[with_]["val"]] if ts else []
-        shown = " ".join(f"{d:+.3f}" for d in s_d) or "-"
-        t_shown = f"{t_d[0]:+.3f}" if t_d else "-"
-        parts = []
-        if s_d:
-            parts.append(f"succulent: {verdict(s_d, margin)}")
-        if t_d:
-            parts.append(f"tinystories: {verdict(t_d, margin)}")
-        print(f"{idea:40s} {shown:>18s} {t_shown:>12s}  {'; '.join(parts)}")
+def select(rows: list[Row], dataset: str, model: str, variant: str = "full",
+           lr: float | None = None) -> list[Row]:
+    return [r for r in rows if r.run.dataset == dataset and r.run.model == model
+            and r.run.variant == variant and (lr is None or r.run.lr == lr)]
+
+
+def report_sweep(sweep_rows: list[Row], chosen: dict) -> None:
+    print("\n### Learning rate (seed 0, validation loss; the lowest is kept)\n")
+    print("| data | model | " + " | ".join(f"lr {i + 1}" for i in range(3)) + " | chosen |")
+    print("|---|---|---|---|---|---|")
+    for (d, m), lr in chosen.items():
+        cells = [f"{r.run.lr:g}: {r.val:.4f}" for r in sweep_rows
+                 if r.run.dataset == d and r.run.model == m]
+        print(f"| {d} | {m} | " + " | ".join(cells) + f" | {lr:g} |")
+
+
+def report_landing(rows: list[Row], dataset: str, chosen: dict) -> None:
+    print(f"\n### {dataset}: where the write-up's model lands (test loss, nats/token)\n")
+    qa = dataset == "succulent"
+    head = "| model | LM params (n-gram: counts) | lr | val | test |" + (" train EM | held-out EM |" if qa else "")
+    print(head + " s/run |")
+    print("|---" * (head.count("|") - 1 + 1) + "|")
+    means = {}
+    for model in ("n-gram", "NoiseLM", "GPT"):
+        mine = select(rows, dataset, model, lr=chosen.get((dataset, model)))
+        if not mine:
+            continue
+        val, test = mean_sd([r.val for r in mine]), mean_sd([r.test for r in mine])
+        means[model] = test[0]
+        lr = chosen.get((dataset, model))
+        cells = [model, f"{mine[0].lm_params:,}", f"{lr:g}" if lr else "-",
+                 f"{val[0]:.4f} ± {val[1]:.4f}", f"{test[0]:.4f} ± {test[1]:.4f}"]
+        if qa:
+            cells += [em_cell(mine, "train"), em_cell(mine, "held-out")]
+        cells.append(f"{statistics.mean(r.seconds for r in mine):.0f}")
+        print("| " + " | ".join(cells) + " |")
+    if len(means) == 3 and means["n-gram"] != means["GPT"]:
+        where = (means["n-gram"] - means["NoiseLM"]) / (means["n-gram"] - means["GPT"])
+        print(f"\nNoiseLM closes {where:.0%} of the n-gram -> GPT gap in test loss "
+              "(0%: the n-gram, 100%: the GPT).")
+
+
+def report_ablations(rows: list[Row], dataset: str, names: list[str]) -> None:
+    full = mean_sd([r.test for r in select(rows, dataset, "NoiseLM")])
+    print(f"\n### {dataset}: NoiseLM's mechanisms one at a time (test loss; delta = variant - full)\n")
+    print("| variant | test | delta | the mechanism |\n|---|---|---|---|")
+    print(f"| full | {full[0]:.4f} ± {full[1]:.4f} | | |")
+    for name in names:
+        mine = select(rows, dataset, "NoiseLM", name)
+        if not mine:
+            continue
+        m = mean_sd([r.test for r in mine])
+        delta = m[0] - full[0]
+        swapped = name in ("C as noise emb.", "abs(w-x)/2", "hard Lm")
+        word = verdict(delta, m[1], full[1])
+        if swapped:  # an alternative, not a removal: say which side is better
+            word = {"helps": "the full model's choice is better", "hurts": "this variant is better"
+                    }.get(word, word)
+        fields = ", ".join(f"{k}={v}" for k, v in mine[0].run.fields)
+        print(f"| {name} ({fields}) | {m[0]:.4f} ± {m[1]:.4f} | {delta:+.4f} | {word} |")
+
+
+def report_usage(rows: list[Row], dataset: str) -> None:
+    mine = select(rows, dataset, "NoiseLM")
+    keys = ["max_pi", "state_dist", "code_dist", "rolled_delta", "hard_acc", "soft_acc",
+            "digit_agree", "level_weight", "omega"]
+    print(f"\n### {dataset}: how the full NoiseLM uses its parts (test tokens, mean ± sd)\n")
+    print("| " + " | ".join(keys) + " | level kept |\n|" + "---|" * (len(keys) + 1))
+    cells = [f"{mean_sd([r.extra[k] for r in mine])[0]:.3f} ± {mean_sd([r.extra[k] for r in mine])[1]:.3f}"
+             for k in keys]
+    print("| " + " | ".join(cells) + f" | {[r.extra['level'] for r in mine]} |")
+
+
+def report_stop(rows: list[Row], chosen: dict) -> None:
+    mine = [r for r in select(rows, "succulent", "NoiseLM", lr=chosen[("succulent", "NoiseLM")])
+            if "stop" in r.extra]
+    if not mine:
+        return
+    stop = mine[0].extra["stop"]
+    print(f"\n### succulent: the stop rule on the held-out QA (seed {mine[0].run.seed}, tol "
+          f"{stop['tol']:.3g} calibrated on the training QA)\n")
+    print("| rule | abs len err | exact stop | EM | expansions/question | s |\n|---|---|---|---|---|---|")
+    for label, v in stop.items():
+        if label == "tol":
+            continue
+        exp = f"{v['expansions']:.1f}" if "expansions" in v else "-"
+        print(f"| {label} | {v['len_err']:.2f} | {v['exact_stop']:.1%} | {v['em']:.1%} | {exp} | "
+              f"{v['seconds']:.1f} |")
+
+
+def check_match(rows: list[Row], datasets: list[str], quick: bool) -> None:
+    for d in datasets:
+        noise = select(rows, d, "NoiseLM")[0].lm_params
+        gpt = select(rows, d, "GPT")[0].params
+        gap = gpt / noise - 1
+        print(f"{d}: NoiseLM {noise:,} LM parameters, GPT {gpt:,} ({gap:+.1%})")
+        if abs(gap) > 0.05 and not quick:
+            raise SystemExit(f"the GPT of {d} is not matched to NoiseLM within 5% ({gap:+.1%}): "
+                             f"resize configs/{MODEL_CONFIGS[d]['GPT']}")
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_thread_arg(p)
-    p.add_argument("--succ_steps", type=int, default=1000)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="succulent model seeds")
-    p.add_argument("--ts_steps", type=int, default=300)
-    p.add_argument("--beams", type=int, default=4)
-    p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
-    p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--queries", type=int, default=256)
-    p.add_argument("--query_noise", type=float, default=0.05)
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--margin", type=float, default=0.02)
-    p.add_argument("--ts_seed", type=int, default=0)
-    p.add_argument("--cache_dir", default=None, help="TinyStories token cache (default: the datamodule's)")
-    p.add_argument("--parts", default="all", help="comma list of succulent,stop,tinystories,lookup")
-    p.add_argument("--quick", action="store_true", help="smoke test: a few steps, one seed, V = 10^3")
+    p.add_argument("--jobs", type=int, default=2, help="runs at once (one torch thread each)")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--datasets", default="succulent,tinystories")
+    p.add_argument("--ablations", default="all", help="succulent: 'all', 'core' or a comma list")
+    p.add_argument("--ts_ablations", default="core", help="TinyStories: the same choices")
+    p.add_argument("--cache_dir", default=None, help="TinyStories token cache")
+    p.add_argument("--quick", action="store_true", help="smoke test: few steps, one seed and lr")
     args = p.parse_args()
+    args.datasets = args.datasets.split(",")
+    pick = lambda v: list(ABLATIONS) if v == "all" else CORE if v == "core" else v.split(",")  # noqa: E731
+    args.ablations = {"succulent": pick(args.ablations), "tinystories": pick(args.ts_ablations)}
+    args.lrs = {m: list(v) for m, v in LRS.items()}
     if args.quick:
-        args.succ_steps, args.seeds, args.ts_steps, args.sizes, args.reps = 30, [0], 20, [1000], 1
+        args.steps, args.seeds = 20, [0]
+        args.lrs = {m: v[1:2] for m, v in LRS.items()}
+        args.ablations = {d: ["- C", "hard Lm"] for d in ("succulent", "tinystories")}
     return args
 
 
 def main() -> None:
     args = parse_args()
     setup_threads(args.threads)
-    for name in ("lightning.pytorch", "lightning.fabric"):  # per-run banners
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # torch/Lightning, once per run
-    every = {"succulent", "stop", "tinystories", "lookup"}
-    parts = every if args.parts == "all" else set(args.parts.split(","))
     start = time.perf_counter()
-    succ, ts = {}, {}
-    if parts & {"succulent", "stop"}:
-        succ, full, dm = succulent(args.succ_steps, args.seeds)
-        if "stop" in parts:
-            stop_rule(full, dm, args.beams)
-    if "tinystories" in parts:
-        ts = tinystories(args.ts_steps, args.ts_seed, args.cache_dir)
-    if "lookup" in parts:
-        lookup_bench(args.sizes, args.dim, args.queries, args.query_noise, args.reps)
-    if succ or ts:
-        summary(succ, args.seeds, ts, args.margin)
+    print(f"{args.steps} steps, seeds {args.seeds}, {args.jobs} jobs, datasets {args.datasets}")
+    print("sweep:", flush=True)
+    chosen, sweep_rows = sweep(args)
+    levels = {d: select(sweep_rows, d, "NoiseLM", lr=chosen[(d, "NoiseLM")])[0].extra["level"]
+              for d in args.datasets}
+    print("study:", flush=True)
+    rows = sweep_rows + pool_map(study_runs(args, chosen, levels), args.jobs)
+    rows = [r for r in rows if r.run.model != "GPT" and r.run.model != "NoiseLM"
+            or r.run.variant != "full" or r.run.lr == chosen[(r.run.dataset, r.run.model)]]
+    check_match(rows, args.datasets, args.quick)
+    report_sweep(sweep_rows, chosen)
+    for d in args.datasets:
+        report_landing(rows, d, chosen)
+        report_ablations(rows, d, args.ablations[d])
+        report_usage(rows, d)
+    if "succulent" in args.datasets:
+        report_stop(rows, chosen)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 

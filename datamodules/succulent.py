@@ -741,9 +741,10 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
     Each pair becomes `<BOS> s1 s2 <EOS>`; a batch is `{"input_ids", "labels"}` padded to its
     longest row, labels -100 on padding. Training: the training QA and the training normal pairs.
     Validation: the held-out normal pairs and the held-out QA. Test (generated world only): the
-    normal pairs the seed left out of the world, seen by neither; there is no QA test set (every
-    fact's held-out phrasings are validation's), and the reference's files hold no test split, so
-    `test` on them is a one-line error.
+    normal pairs the seed left out of the world, seen by neither, and the held-out QA instead of
+    validation when `heldout_qa_split="test"` (a study that picks settings on validation then
+    reports QA on text it never chose by); the reference's files hold no test split, so `test`
+    on them is a one-line error.
 
     Args:
         data_dir: Folder with the reference's succulm_normal_sentence_pairs.json and
@@ -758,6 +759,8 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
             reference's max_len). A value below what the longest pair needs raises ValueError.
         hidden_words: Words that get a vocabulary id (an embedding row) but never occur in
             training or validation text, for the sophia trap.
+        heldout_qa_split: Where the held-out QA is scored: "val" (with the held-out normal pairs)
+            or "test" (with the left-out normal pairs; generated world only).
         num_workers: DataLoader worker processes.
     """
 
@@ -769,6 +772,7 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
         val_fraction: float = 0.1,
         block_size: int | None = None,
         hidden_words: Sequence[str] = ("sophia",),
+        heldout_qa_split: str = "val",
         num_workers: int = 0,
     ):
         super().__init__()
@@ -777,6 +781,9 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
         self.save_hyperparameters(ignore=["block_size"])
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if heldout_qa_split not in ("val", "test"):
+            raise ValueError(f"heldout_qa_split must be 'val' or 'test', got {heldout_qa_split!r}")
+        self.heldout_qa_split = heldout_qa_split
         self.data_dir, self.seed, self.batch_size = data_dir, seed, batch_size
         self.num_workers = num_workers
         self.hidden_words = list(hidden_words or ())
@@ -803,7 +810,7 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
 
     @property
     def val_pairs(self) -> list[Pair]:
-        return self.val_normal + self.heldout_qa
+        return self.val_normal + (self.heldout_qa if self.heldout_qa_split == "val" else [])
 
     def _load_pairs(self) -> tuple[list[Pair], list[Pair], list[Pair]]:
         """(normal pairs, training QA, held-out QA) from `data_dir`, or from the generator."""
@@ -853,7 +860,7 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
     def _check_block_size(self, block_size: int | None) -> int:
         needed = max(
             len(encode_pair(self.tokenizer, s1, s2)) - 1
-            for s1, s2 in self.train_pairs + self.val_pairs
+            for s1, s2 in self.train_pairs + self.val_normal + self.heldout_qa  # either split
         )
         if block_size is None:
             return needed
@@ -905,7 +912,8 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
 
     @property
     def test_pairs(self) -> list[Pair]:
-        """The generated world's left-out normal pairs that this vocabulary and block fit."""
+        """The generated world's left-out normal pairs that this vocabulary and block fit, then the
+        held-out QA when `heldout_qa_split="test"`."""
         if self.data_dir is not None:
             raise ValueError(f"the pair files in {self.data_dir} hold no test split (only training "
                              "and validation); use validate, or data_dir: null for the generated world")
@@ -914,7 +922,7 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
             ids = encode_pair(tok, s1, s2)
             if tok.unk_id not in ids and len(ids) - 1 <= self.block_size:  # all do for seeds 0, 1, 42
                 fits.append((s1, s2))
-        return fits
+        return fits + (self.heldout_qa if self.heldout_qa_split == "test" else [])
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(PairDataset(self.test_pairs, self.tokenizer))

@@ -30,7 +30,9 @@ from succu.modules.base import CHECKPOINT_KEY, LanguageModule
 from succu.modules.gated_gpt import GatedGPTModule
 from succu.modules.gpt import GPTModule
 from succu.modules.hypersurface import HypersurfaceModule
+from succu.modules.ngram import NgramModule
 from succu.modules.noise_lm import NoiseLMModule
+from succu.modules.noise_transformer import NoiseTransformerModule
 from succu.modules.succulm import SuccuLMModule
 
 
@@ -46,7 +48,10 @@ def class_path(cls: type) -> str:
 # A project with its own LanguageModule adds it here (MODULES[class_path(cls)] = cls).
 MODULES: dict[str, type[LanguageModule]] = {
     class_path(cls): cls
-    for cls in (SuccuLMModule, GPTModule, GatedGPTModule, HypersurfaceModule, NoiseLMModule)
+    for cls in (
+        SuccuLMModule, GPTModule, GatedGPTModule, HypersurfaceModule, NoiseLMModule,
+        NoiseTransformerModule, NgramModule,
+    )
 }
 
 # The only datamodule classes a checkpoint may name. Imported by name, lazily and only from this

@@ -5,7 +5,9 @@ Text is printed as it is generated. Prompt words a word vocabulary lacks become 
 names them); characters a character vocabulary lacks are an error naming them, or are dropped
 with `--drop_unknown`. A gated model (GatedGPT) without `--alpha` runs at the middle of its dial,
 alpha = 0.5, and says so. Sampling is seeded (`--seed`) and reproducible; tiny temperatures
-approach greedy decoding.
+approach greedy decoding. The noise-embedding LMs can instead stop by their statistics rule
+(`--stop key`, greedy, EOS banned) with a stub search: `--search beam|minimax|alphabeta`, `--beams`
+stubs or children per stub, `--budget` expansions for the depth-first searches.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import torch
 from succu.checkpoint import load_module
 from succu.errors import check_device, fail, run_cli
 from succu.modules.base import DEFAULT_ALPHA, LanguageModule, check_sampling
+from succu.modules.noise_lm import NoiseModule
 from succu.nn.gates import check_alpha
+from succu.nn.noise import SEARCHES
 
 ALPHA_SWEEP = [0.0, 0.25, 0.5, 0.75, 1.0]
 # New tokens per prompt at most: far beyond any block_size here, and at CPU speeds (~10^3 tokens/s)
@@ -64,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "the middle")
     p.add_argument("--alpha_sweep", action="store_true",
                    help="gated models: continue each prompt at alpha = 0, 0.25, 0.5, 0.75, 1")
+    p.add_argument("--stop", choices=("eos", "key"), default="eos",
+                   help="noise LMs: stop at EOS, or by the statistics (key) rule with a stub search")
+    p.add_argument("--search", choices=SEARCHES, default="beam",
+                   help="--stop key: keep --beams stubs (beam) or search depth first (minimax, "
+                        "alphabeta: the same answer with fewer expansions)")
+    p.add_argument("--beams", type=int, default=1, help="--stop key: stubs kept / children per stub")
+    p.add_argument("--budget", type=int, default=200,
+                   help="--stop key with minimax/alphabeta: node expansions at most")
     p.add_argument("--drop_unknown", action="store_true",
                    help="drop prompt characters the model's vocabulary lacks (default: refuse them)")
     return p
@@ -111,6 +123,11 @@ def load(args: argparse.Namespace) -> LanguageModule:
     module = load_module(args.ckpt, map_location=check_device(args.device))
     if (args.alpha is not None or args.alpha_sweep) and not module.has_dial:
         fail(f"--alpha needs a gated model; {args.ckpt} holds {type(module.model).__name__}")
+    if args.stop == "key" and not isinstance(module, NoiseModule):
+        fail(f"--stop key needs a noise-embedding LM (NoiseLM, NoiseTransformerLM); {args.ckpt} "
+             f"holds {type(module.model).__name__}")
+    if args.beams < 1 or args.budget < 1:
+        fail(f"--beams and --budget must be at least 1, got {args.beams} and {args.budget}")
     if module.has_dial and args.alpha is None and not args.alpha_sweep:
         note(f"{type(module.model).__name__} has a dial and no --alpha was given: generating at "
              f"alpha={DEFAULT_ALPHA:g}, the middle (--alpha 0 or 1 for either corpus's end)")
@@ -125,6 +142,8 @@ def generate_main(argv: list[str] | None) -> list[str]:
     args = parse(argv)
     module = load(args)
     prompts = prepare_prompts(module, args.prompt, args.drop_unknown)
+    if args.stop == "key":
+        return key_rule(module, args, prompts)
     alphas = ALPHA_SWEEP if args.alpha_sweep else [args.alpha]
     outputs = []
     for alpha in alphas:
@@ -143,6 +162,20 @@ def generate_main(argv: list[str] | None) -> list[str]:
                 pieces.append(piece)
             print(flush=True)
             outputs.append("".join(pieces))
+    return outputs
+
+
+def key_rule(module: NoiseModule, args: argparse.Namespace, prompts: list[str]) -> list[str]:
+    """Greedy answers stopped by the statistics rule, each printed with its search's cost."""
+    outputs = []
+    for shown, prompt in zip(args.prompt, prompts):
+        ids = module.prompt_ids(prompt)
+        budget = args.max_new_tokens or max(1, module.model.cfg.block_size - len(ids))
+        result, expansions = module.key_search(ids, budget, args.beams, args.search, args.budget)
+        text = module.tokenizer.decode(result.tokens)
+        how = "stopped by the rule" if result.stopped else "ran to the budget"
+        print(f"{shown} -> {text}   [{how}; {expansions} expansions]", flush=True)
+        outputs.append(text)
     return outputs
 
 

@@ -134,6 +134,7 @@ def test_generate_cli_talks_to_a_checkpoint(fitted, capsys):
         (["--temperature", "-0.5"], "temperature must be > 0, got -0.5"),
         (["--max_new_tokens", "-1"], "max_new_tokens must be >= 0, got -1"),
         (["--top_k", "0"], "top_k must be a positive integer"),
+        (["--stop", "key"], "--stop key needs a noise-embedding LM (NoiseLM, NoiseTransformerLM)"),
     ],
 )
 def test_generate_rejects_bad_sampling(fitted, capsys, flags, message):

@@ -20,10 +20,12 @@ from succu.modules.gated_gpt import GatedGPTModule
 from succu.modules.gpt import GPTModule
 from succu.modules.hypersurface import HypersurfaceModule
 from succu.modules.noise_lm import NoiseLMModule
+from succu.modules.noise_transformer import NoiseTransformerModule
 from succu.modules.succulm import SuccuLMModule
 
 REPO = Path(__file__).resolve().parents[1]
-MODULES = [GPTModule, GatedGPTModule, HypersurfaceModule, NoiseLMModule, SuccuLMModule]
+MODULES = [GPTModule, GatedGPTModule, HypersurfaceModule, NoiseLMModule, NoiseTransformerModule,
+           SuccuLMModule]
 
 
 @pytest.mark.parametrize("cls", MODULES, ids=lambda c: c.__name__)
@@ -61,8 +63,7 @@ def test_config_field_docstrings_show_in_help():
 def test_capabilities_are_declared_not_guessed():
     gpt = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=1, n_embd=8))
     gated = GatedGPT(GatedGPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=1, n_embd=8))
-    noise = NoiseLM(NoiseLMConfig(vocab_size=11, block_size=8, n_layer=1, n_head=1, n_embd=8,
-                                  code_dim=8))
+    noise = NoiseLM(NoiseLMConfig(vocab_size=11, block_size=8, code_dim=8))
     assert isinstance(gpt, KVCacheModel) and not isinstance(gpt, DialModel)
     assert isinstance(gated, KVCacheModel) and isinstance(gated, DialModel) and gated.n_sources == 2
     assert not isinstance(noise, KVCacheModel)

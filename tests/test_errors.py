@@ -16,7 +16,7 @@ from succu.errors import TrainingError, check_device, exception_chain, run_cli, 
 from succu.models.gated_gpt import GatedGPTConfig
 from succu.models.gpt import GPTConfig
 from succu.models.hypersurface import HypersurfaceConfig
-from succu.models.noise_lm import NoiseLMConfig
+from succu.models.noise_transformer import NoiseTransformerConfig
 from succu.models.succulm import SuccuLMConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -167,7 +167,8 @@ def test_sizes_that_cannot_train_are_refused_before_training(capsys, override, k
     assert f"{key} must be at least 1, got 0" in line
 
 
-@pytest.mark.parametrize("cls", [GPTConfig, GatedGPTConfig, HypersurfaceConfig, NoiseLMConfig, SuccuLMConfig])
+@pytest.mark.parametrize("cls", [GPTConfig, GatedGPTConfig, HypersurfaceConfig,
+                                 NoiseTransformerConfig, SuccuLMConfig])
 @pytest.mark.parametrize("field", ["block_size", "n_layer", "n_head", "n_embd"])
 def test_every_model_config_refuses_sizes_below_one(cls, field):
     cls()  # the defaults are fine

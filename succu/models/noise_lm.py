@@ -1,310 +1,255 @@
-"""NoiseLM: the idea of the "noise embedding LM" post (a public Pastebin note), made precise.
+"""NoiseLM: the model of the "noise embedding LM" post (../shared/seeds/noise-embedding-lm.txt), with
+no neural encoder: fixed random codes, noise embeddings, a snap to the nearest code, a single
+pseudo-Markov node and mean hierarchies. (succu/models/noise_transformer.py puts the same output
+side on a transformer; that is a different question.) The post is loose; this docstring is the
+spec, and every reading of an ambiguous sentence is a switch of NoiseLMConfig.
 
-The post is loose; this docstring is the spec. Notation: V tokens, n = n_embd, d = code_dim,
-K noise states, inputs x_0..x_{T-1}; position t predicts y_t = x_{t+1}, from x_0..x_t only.
+Notation: V tokens, d = code_dim, K noise states; inputs x_0..x_(T-1); position t predicts
+y_t = x_(t+1) from x_0..x_t only. Learned are only what the post names: the per-token noise
+embeddings nu, the state noise embeddings N_k, B, C, the level choice beta and the key layer.
 
-1. Codes (the post's random "weights"). C in R^(V x d), rows c_y ~ Uniform(0, 1)^d, drawn once
-   from a generator seeded by `code_seed` and kept as a buffer (so they travel in the checkpoint).
-   `centred_codes`: c_y ~ Uniform(-1/2, 1/2)^d. `trainable_codes`: C is a parameter (ablation).
+1. Codes ("weights"): c_y ~ Uniform(0, 1)^d per token, drawn once from a generator seeded by
+   `code_seed`, fixed (a buffer). The context embedding is the list c_(x_0)..c_(x_t).
+2. Noise embeddings per token (`token_noise`): "for each token in the context embedding, subtract
+   that token's noise value from that token's embedding". The encoder embedding of x is
+   e_x = c_x - nu_x, with nu in R^(V x d) learned (zero at start: e = c).
+3. Mean hierarchies over e_(x_0)..e_(x_t), parameter-free and causal (a pair is stored at its
+   later token, so level k at t reads only tokens <= t; a missing partner leaves the value as is):
+   L^0_t = e_t, L^(k+1)_t = op(L^k_t, L^k_(t-s_k)) with s_k = 1 (`level_stride` 1: the post's
+   overlapping f0 = mean(w, x), g0 = mean(f0, f1)) or 2^k (stride 2: dyadic block means).
+   The op: the post calls it mean() and its L0/L1/L2 pyramid only makes sense as one
+   (the mean of means of neighbours is a smoothing of the sentence), but writes abs(w-x)/2, which
+   is the population standard deviation of {w, x}, not a mean. `pair_op="mean"` is (w + x) / 2
+   (default; what the example implies), `pair_op="absdiff"` the literal |w - x| / 2.
+   Scattershot subsets (`n_scatter`): subset j is lag 0 plus scatter_size - 1 random lags from
+   1..scatter_window-1 (seeded); over its present members we take the mean and, with
+   `scatter_stats`, the std and variance ("the mean, std, variance, etc, as well").
+   The full embedding (`all_pairs` = W > 1): mean(e_i, e_j) for every pair i < j of the last W
+   tokens; on [w, x, y, z] these are the post's mean(w,x), mean(w,y), mean(w,z), mean(x,y),
+   mean(x,z), mean(y,z).
+4. Which layer: "save the values of whatever layer Lm which could reproduce the correct output the
+   best". The mean-type features F^1..F^M (levels, subset means, pair means) are candidates for
+   the base of the prediction, b_t = sum_m softmax(beta)_m F^m_t (`level=None`: a learned soft
+   choice; argmax beta names the layer kept), or b_t = F^m_t (`level=m`: the hard choice).
+5. The single node. A holds a state: a distribution over which of K state noise embeddings N_k is
+   used when we loop back to the node. B is the default transition (a learned K x K stochastic
+   matrix); C generates new ones from a window of A's prior states (the last `c_window`
+   posteriors) and, with `c_features`, the statistics of the scattershot context at the next
+   position. `node_c="transition"`: C_t is a K x K stochastic matrix; "noise": C_t is a noise
+   embedding Delta_t in R^d that modifies the candidates ("or as a noise embedding"). "We do both,
+   and measure which is closest": the path (B or C) is a latent switch with a learned prior omega,
+   summed out by the forward recursion; `path_posterior` measures which path explains each next
+   token (the "closest"). Candidates: mu_(t,k) = b_t - N_k (and - Delta_t on the C path).
+6. Snap. Training uses its relaxation, the distance softmax
+       e_t(k, y) = softmax_y(-||mu_(t,k) - c_y||^2 / (2 sigma^2))        (sigma learned),
+   whose argmax is the nearest code. Generation uses the hard snap: the most probable candidate
+   is replaced by the nearest code (exact, or through the digit-penalty table of the post,
+   `lookup="digit_hash"`, succu/nn/lookup.py). The forward recursion (pi_t predictive, phi_t
+   posterior after y_t) gives p(y | x_<=t) = sum pi_t(k, path) e_t(k, path, y): the exact
+   likelihood of this latent-state model, so the loss is a true NLL.
+       pi_0 = softmax(a_0);  phi_t ∝ pi_t * e_t(., y_t) (path summed);
+       pi_(t+1) = phi_t (omega B + (1 - omega) C_t)            (transition mode)
+       pi_(t+1) = phi_t B, the path drawn afresh with prior (omega, 1 - omega)   (noise mode).
+7. Key layer and stop rule ("a middle layer, the key ... maps from the variance of the input
+   (query) to the variance and mean of the output (value)"): a one-hidden-layer map (the hidden
+   layer is the key) from the running mean and variance of the prompt's codes to the predicted
+   mean and variance of the output's codes; decoding stops when the output's statistics come
+   within a tolerance (succu/nn/noise.py: stub_search, tree_search).
 
-2. Scattershot context: fixed (parameter-free) causal features of the codes c_{x_0}..c_{x_t}.
-   Levels:  L^0_t = c_{x_t},   L^(k+1)_t = (L^k_t + L^k_(t-s_k)) / 2,   k = 0..n_levels-1, with
-     stride 1: s_k = 1, the post's overlapping pair means (f0 = mean(w, x), g0 = mean(f0, f1));
-               L^2_t = (c_{t-2} + 2 c_{t-1} + c_t) / 4: binomial weights over k + 1 tokens;
-     stride 2: s_k = 2^k, non-overlapping pairs of pairs (mean(w, x), mean(y, z) -> L^2), taken
-               at every phase: L^k_t = mean of the 2^k codes ending at t (dilated, as WaveNet).
-   The post put mean(w, x) between w and x; we store it at the later token, which is what makes
-   every level causal. Where t - s_k < 0 the partner does not exist and L^(k+1)_t = L^k_t.
-   Scattershot subsets: j = 1..n_scatter, each a set O_j = {0} + (scatter_size - 1) lags drawn
-   without replacement from {1..scatter_window-1} by a generator seeded with `scatter_seed`;
-     S^j_t = mean over {o in O_j : o <= t} of c_{x_(t-o)}       (lags are >= 0: causal; lag 0 is
-   always in, so the mean is never empty; it is the post's [w, y, z] chain ending at now).
-
-3. Encoder. u_t = [L^0_t, .., L^n_t, S^1_t, .., S^m_t] in R^((1+n+m) d);
-   h^0_t = W_in u_t + p_t (learned positions); h^l = GPT pre-LN causal blocks; h_t = LN_f(h^L_t).
-   The key layer is h^kappa, the output of block kappa = `key_layer` (default L // 2, at least 1).
-
-4. Noise embeddings. q_t = P h_t + b in R^d; K learned noise embeddings N_k in R^d; candidates
-     mu_(t,k) = q_t - N_k                 (the post: subtract the noise from the embedding).
-
-5. Snap. Emission of state k: e_t(k, y) = softmax_y(-||mu_(t,k) - c_y||^2 / (2 sigma^2))
-                                        = softmax_y((mu_(t,k) . c_y - ||c_y||^2 / 2) / sigma^2),
-   since ||mu||^2 is the same for every y; sigma = exp(log_sigma) is learned. Decoding one candidate
-   snaps it to the nearest code, argmax_y (q . c_y - ||c_y||^2 / 2): one matmul (succu.nn.lookup
-   has the backends), which is also argmax_y e_t(k, y) because softmax is monotone.
-
-6. The single node. The post's node A, its self-link B (a transition matrix) and link C (a
-   noise embedding) become a hidden Markov chain over which noise embedding is used: z_t in
-   {1..K}, z_0 ~ pi_0 = softmax(a_0), z_(t+1) | z_t ~ A[z_t, :], A = softmax_rows(A_hat), and
-   y_t | z_t ~ e_t(z_t, .). The post's "do both and measure which is closest" is the sum over
-   states, weighted by the forward recursion (predictive state before y_t is seen):
-     pi_0,    phi_t(i) = pi_t(i) e_t(i, y_t) / sum_k pi_t(k) e_t(k, y_t),    pi_(t+1) = phi_t A.
-   phi_t uses y_t = x_(t+1), an input of position t + 1, so pi_t depends on x_0..x_t: causal. Then
-     p(y | x_<=t) = sum_k pi_t(k) e_t(k, y),
-     sum_t log p(y_t | x_<=t)
-         = log sum_(z_0..z_(T-1)) pi_0(z_0) prod_t A[z_t, z_(t+1)] prod_t e_t(z_t, y_t)
-   (chain rule): the exact likelihood of the HMM. The recursion runs in log space.
-   `forward` returns log p(y | x_<=t), (B, T, V), as its "logits": they already normalise, so the
-   base module's cross-entropy is exactly the negative log-likelihood. With K = 1 and no levels or
-   subsets the model is a plain distance-softmax LM: log_softmax_y(-||q_t - N_1 - c_y||^2 / 2 s^2).
-
-7. Loss (in the Lightning module): NLL + lambda sum_k r_t(k) ||mu_(t,k) - c_(y_t)||^2 / d, with
-   r_t = phi_t detached (which candidate explains y_t: the post's "closest" candidate).
-
-8. Stop rule (the post's key, query and value). Key statistics at t: the running mean and
-   variance of the key layer over positions s = 0..t, m_t = mean_s h^kappa_s and
-   v_t = mean_s (h^kappa_s)^2 - m_t^2. A head g (LN, MLP) maps [m_t, v_t] to the predicted mean
-   mu_hat_t and variance v_hat_t = softplus(.), both in R^d, of the codes of the output that
-   follows t, up to but not including the next EOS. It is trained at every position with an EOS
-   ahead, by the same mismatch that decoding uses,
-     D(m, v; mu_hat, v_hat) = ||m - mu_hat||^2 / d + ||v - v_hat||^2 / d,
-   reading the key layer detached by default (`stop_detach`), so the stop head never changes the LM.
-   Decoding: the output o_1..o_j so far has code mean m_j and variance v_j; stop at the first j with
-   D_j <= tol (`calibrate_tolerance` picks tol from teacher-forced training outputs). `stub_search`
-   keeps the B best partial outputs by log p(o | prompt) - weight * D_j and finishes a hypothesis
-   when D_j <= tol. Why it is hard: the m-th token moves the running mean by (c_m - m_(m-1)) / m,
-   so for independent codes D between lengths m - 1 and m is only about Var(c) / m^2 (1 / (12 m^2)
-   for Uniform(0, 1) codes: 0.0023 at m = 6), and the head must predict the output's mean more
-   precisely than that to stop exactly.
-
-Control (`head="softmax"`, K = 1): the same inputs and encoder with log p = log_softmax(W h_t), so
-a comparison isolates the snap and the noise states from the scattershot inputs.
-
-No KV cache: pi_t, the levels and the subsets each carry prefix state, and the base module simply
-recomputes the window at each generated token (`new_kv_cache` is deliberately absent).
+No KV cache: the node's state spans the prefix; generation recomputes the window each step.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from succu.models.gpt import GPT, INIT_STD, Block, GPTConfig
 from succu.nn.lookup import Lookup, make_lookup
+from succu.nn.noise import (
+    NoiseLMOutput,
+    StopHead,
+    make_codes,
+    scatter_lags,
+    shift_back,
+)
+
+NODE_C = ("transition", "noise", "off")
 
 
 @dataclass
-class NoiseLMConfig(GPTConfig):
-    """GPTConfig's sizes for the encoder (smaller by default), then the codes, the context
-    hierarchy, the noise states and the snap.
+class NoiseLMConfig:
+    """The write-up's model: codes, noise embeddings, hierarchies, the node and the snap.
 
     Attributes:
+        vocab_size: vocabulary size V (linked from the datamodule).
+        block_size: context length (linked from the datamodule).
         code_dim: code width d.
-        centred_codes: codes ~ Uniform(-1/2, 1/2) instead of Uniform(0, 1).
-        trainable_codes: learn the codes (ablation; the design keeps them fixed).
+        centred_codes: codes ~ Uniform(-1/2, 1/2) instead of the post's Uniform(0, 1).
         code_seed: seed of the codes.
-        n_levels: pair-mean hierarchy levels above L^0 (0: no hierarchy).
-        level_stride: 1 (overlapping pairs) or 2 (dilated, dyadic windows).
+        token_noise: a learned noise embedding per token, subtracted from its code.
+        n_levels: pair-op hierarchy levels above L^0 (0: none).
+        pair_op: "mean" ((w + x) / 2, what the post's pyramid implies) or "absdiff"
+            (|w - x| / 2, the formula the post writes).
+        level_stride: 1 (overlapping pairs, the post's example) or 2 (dyadic blocks).
         n_scatter: scattershot subsets (0: none).
         scatter_window: subsets draw their lags from the last scatter_window tokens.
         scatter_size: tokens per subset (lag 0 included).
         scatter_seed: seed of the subsets.
-        n_noise: K noise embeddings (states of the HMM).
+        scatter_stats: besides each subset's mean, its std and variance (inputs of C).
+        all_pairs: the full embedding: means of all pairs of the last all_pairs tokens (0 or 1:
+            none).
+        level: None: a learned soft choice of the layer Lm; m: use feature m only (0 is e_t).
+        n_noise: K state noise embeddings, the states of the node.
+        node_b: the default transition B (False: only C moves the node).
+        node_c: what C generates: "transition" (a K x K matrix), "noise" (a noise embedding
+            Delta_t on the candidates) or "off".
+        c_window: prior states of the node that C reads.
+        c_features: C also reads the scattershot statistics.
         init_sigma: initial sigma of the distance softmax (learned).
-        key_layer: the block whose running statistics feed the stop rule (None: n_layer // 2).
-        stop_detach: the stop head reads the key layer without sending gradients into it.
-        lookup: snap backend (matmul, faiss_flat, faiss_hnsw, digit_hash).
-        head: "snap" (the model) or "softmax" (the control: same inputs and encoder, a softmax
-            head, n_noise must be 1).
+        key_dim: width of the key (middle) layer of the stop rule.
+        lookup: hard-snap backend for generation (matmul: exact; digit_hash: the post's table).
     """
 
-    n_layer: int = 2  # a smaller encoder than GPTConfig's default
-    n_embd: int = 64
+    vocab_size: int = 0
+    block_size: int = 64
     code_dim: int = 64
     centred_codes: bool = False
-    trainable_codes: bool = False
     code_seed: int = 0
+    token_noise: bool = True
     n_levels: int = 3
+    pair_op: str = "mean"
     level_stride: int = 1
     n_scatter: int = 4
     scatter_window: int = 8
     scatter_size: int = 3
     scatter_seed: int = 0
+    scatter_stats: bool = True
+    all_pairs: int = 4
+    level: int | None = None
     n_noise: int = 4
+    node_b: bool = True
+    node_c: str = "transition"
+    c_window: int = 4
+    c_features: bool = True
     init_sigma: float = 1.0
-    key_layer: int | None = None
-    stop_detach: bool = True
+    key_dim: int = 64
     lookup: str = "matmul"
-    head: str = "snap"
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.head not in ("snap", "softmax"):
-            raise ValueError(f"head must be 'snap' or 'softmax', got {self.head!r}")
-        if self.head == "softmax" and self.n_noise != 1:
-            raise ValueError("the softmax head is the control without noise states: set n_noise=1")
-        if self.level_stride not in (1, 2):
-            raise ValueError(f"level_stride must be 1 or 2, got {self.level_stride}")
-        if self.n_noise < 1 or self.n_levels < 0 or self.n_scatter < 0:
-            raise ValueError("n_noise must be >= 1 and n_levels, n_scatter >= 0")
-        if self.n_scatter and not 1 <= self.scatter_size <= self.scatter_window:
-            raise ValueError(
-                f"scatter_size must be in [1, scatter_window={self.scatter_window}], "
-                f"got {self.scatter_size}"
-            )
-        key = self.resolved_key_layer
-        if self.n_layer < 1 or not 1 <= key <= self.n_layer:
-            raise ValueError(f"key_layer must be in [1, n_layer={self.n_layer}], got {key}")
+        checks = [
+            (self.block_size >= 1 and self.code_dim >= 1, "block_size and code_dim must be >= 1"),
+            (
+                self.pair_op in ("mean", "absdiff"),
+                f"pair_op must be 'mean' or 'absdiff', got {self.pair_op!r}",
+            ),
+            (self.level_stride in (1, 2), f"level_stride must be 1 or 2, got {self.level_stride}"),
+            (self.node_c in NODE_C, f"node_c must be one of {NODE_C}, got {self.node_c!r}"),
+            (self.n_noise >= 1, f"n_noise must be >= 1, got {self.n_noise}"),
+            (
+                min(self.n_levels, self.n_scatter, self.all_pairs) >= 0,
+                "n_levels, n_scatter and all_pairs must be >= 0",
+            ),
+            (self.c_window >= 1 and self.key_dim >= 1, "c_window and key_dim must be >= 1"),
+            (
+                self.node_b or self.node_c == "transition",
+                "node_b=False needs node_c='transition': something must move the node",
+            ),
+            (
+                not self.n_scatter or 1 <= self.scatter_size <= self.scatter_window,
+                f"scatter_size must be in [1, scatter_window={self.scatter_window}], got {self.scatter_size}",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        if self.level is not None and not 0 <= self.level < self.n_means:
+            raise ValueError(f"level must be None or in [0, {self.n_means - 1}], got {self.level}")
 
     @property
-    def resolved_key_layer(self) -> int:
-        return self.key_layer if self.key_layer is not None else max(1, self.n_layer // 2)
+    def n_pairs(self) -> int:
+        return self.all_pairs * (self.all_pairs - 1) // 2 if self.all_pairs > 1 else 0
 
     @property
-    def n_features(self) -> int:
-        """Code-width slots read by the encoder: L^0..L^n and the subsets."""
-        return 1 + self.n_levels + self.n_scatter
+    def n_means(self) -> int:
+        """Mean-type features F^0..F^(M-1): e_t, the levels, the subset means, the pair means."""
+        return 1 + self.n_levels + self.n_scatter + self.n_pairs
+
+    @property
+    def n_stats(self) -> int:
+        """Feature vectors C reads: the mean-type ones, and each subset's std and variance."""
+        return self.n_means + (2 * self.n_scatter if self.scatter_stats else 0)
 
 
-# ---- codes and the scattershot context -----------------------------------------------------------
-def make_codes(vocab_size: int, dim: int, seed: int, centred: bool = False) -> torch.Tensor:
-    """C ~ Uniform(0, 1)^(V x d) from its own seeded generator (centred: Uniform(-1/2, 1/2))."""
-    codes = torch.rand(vocab_size, dim, generator=torch.Generator().manual_seed(seed))
-    return codes - 0.5 if centred else codes
+# ---- the parameter-free context --------------------------------------------------------------
+def pair_op(a: torch.Tensor, b: torch.Tensor, op: str) -> torch.Tensor:
+    return 0.5 * (a + b) if op == "mean" else 0.5 * (a - b).abs()
 
 
-def shift_back(x: torch.Tensor, s: int) -> torch.Tensor:
-    """y_t = x_(t-s) along dim 1, and y_t = x_t where t - s < 0 (the partner does not exist)."""
-    if s >= x.size(1):
-        return x
-    return torch.cat([x[:, :s], x[:, :-s]], dim=1)
-
-
-def pair_levels(codes_in: torch.Tensor, n_levels: int, stride: int) -> list[torch.Tensor]:
-    """[L^0, .., L^n], each (B, T, d): causal pair means (section 2 of the module docstring)."""
-    levels = [codes_in]
+def levels(e: torch.Tensor, n_levels: int, stride: int, op: str) -> list[torch.Tensor]:
+    """[L^0 = e, L^1, .., L^n], each (B, T, d); a partner before the window leaves L^k as is."""
+    out = [e]
     for k in range(n_levels):
         s = 1 if stride == 1 else 2**k
-        levels.append(0.5 * (levels[-1] + shift_back(levels[-1], s)))
-    return levels
+        prev = out[-1]
+        new = pair_op(prev, shift_back(prev, s), op)
+        if s < prev.size(1):  # positions t < s have no partner: the value passes unchanged
+            new = torch.cat([prev[:, :s], new[:, s:]], dim=1)
+        else:
+            new = prev
+        out.append(new)
+    return out
 
 
-def scatter_lags(n_scatter: int, window: int, size: int, seed: int) -> torch.Tensor:
-    """(m, window) 0/1 membership of each subset's lags: lag 0 always, size - 1 others at random."""
-    gen = torch.Generator().manual_seed(seed)
-    member = torch.zeros(n_scatter, window)
-    member[:, 0] = 1.0
-    for j in range(n_scatter):
-        others = torch.randperm(window - 1, generator=gen)[: size - 1] + 1
-        member[j, others] = 1.0
-    return member
+def subset_stats(e: torch.Tensor, member: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Mean and (population) variance of each scattershot subset's present members (lags o <= t),
+    as lists of (B, T, d): sums of shifted copies (cheaper than a convolution over B * d rows)."""
+    T = e.size(1)
+    zero = torch.zeros_like(e)
+    used = sorted({o for row in member.nonzero().tolist() for o in row[1:]})
+    shifted = {o: lag(e, o, zero) for o in used}
+    t = torch.arange(T, device=e.device, dtype=e.dtype).view(1, T, 1)
+    means, variances = [], []
+    for row in member:
+        lags = row.nonzero().flatten().tolist()
+        count = sum((t >= o).to(e.dtype) for o in lags)  # members present at t (lag 0 always)
+        mean = sum(shifted[o] for o in lags) / count
+        square = sum(shifted[o] * shifted[o] for o in lags) / count
+        means.append(mean)
+        variances.append((square - mean * mean).clamp(min=0.0))
+    return means, variances
 
 
-def scatter_means(codes_in: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
-    """S^j_t = mean of c_(x_(t-o)) over lags o of subset j with o <= t; (B, T, m, d)."""
-    B, T, d = codes_in.shape
-    m, W = member.shape
-    # A causal convolution: left-pad by W - 1 and read lag o at kernel tap W - 1 - o.
-    x = F.pad(codes_in.transpose(1, 2).reshape(B * d, 1, T), (W - 1, 0))
-    kernel = member.flip(1).unsqueeze(1).to(codes_in)  # (m, 1, W)
-    sums = F.conv1d(x, kernel).view(B, d, m, T)
-    present = F.conv1d(F.pad(torch.ones(1, 1, T, device=x.device), (W - 1, 0)), kernel)  # (1, m, T)
-    return (sums / present.view(1, 1, m, T)).permute(0, 3, 2, 1)
+def lag(e: torch.Tensor, i: int, fallback: torch.Tensor) -> torch.Tensor:
+    """e_(t-i) along dim 1, and fallback_t where t - i < 0."""
+    if i == 0:
+        return e
+    if i >= e.size(1):
+        return fallback
+    return torch.cat([fallback[:, :i], e[:, :-i]], dim=1)
 
 
-# ---- snap and the noise-state HMM ----------------------------------------------------------------
-def distance_log_softmax(
-    q: torch.Tensor, noise: torch.Tensor, codes: torch.Tensor, log_sigma: torch.Tensor
+def all_pair_means(e: torch.Tensor, window: int) -> torch.Tensor:
+    """mean(e_(t-i), e_(t-j)) for pairs of lags i > j of the last `window` tokens, oldest first
+    (on [w, x, y, z]: (w,x), (w,y), (w,z), (x,y), (x,z), (y,z)); (B, T, P, d). A token before the
+    window start is replaced by the later token of its pair (the pair's mean is then that token)."""
+    out = []
+    for i in range(window - 1, 0, -1):  # the older token of the pair: lag i
+        for j in range(i - 1, -1, -1):
+            later = lag(e, j, e)
+            out.append(0.5 * (lag(e, i, later) + later))
+    return torch.stack(out, dim=2)
+
+
+def log_distance_softmax(
+    mu: torch.Tensor, codes: torch.Tensor, log_sigma: torch.Tensor
 ) -> torch.Tensor:
-    """log e_t(k, y) = log_softmax_y(-||q_t - N_k - c_y||^2 / 2 sigma^2), (B, T, K, V), matmul."""
-    half_norms = 0.5 * (codes * codes).sum(-1)  # (V,)
-    scores = (q @ codes.t()).unsqueeze(2) - (noise @ codes.t()) - half_norms  # (B, T, K, V)
+    """log softmax_y(-||mu - c_y||^2 / (2 sigma^2)) over the last axis of mu (..., d) -> (..., V)."""
+    scores = mu @ codes.t() - 0.5 * (codes * codes).sum(-1)  # ||mu||^2 is the same for every y
     return (scores * torch.exp(-2.0 * log_sigma)).log_softmax(-1)
-
-
-def hmm_predictive(
-    log_emit_obs: torch.Tensor, log_trans: torch.Tensor, log_init: torch.Tensor
-) -> torch.Tensor:
-    """log pi_t for t = 0..T-1, (B, T, K), from log e_t(k, y_t) of the observed y_0..y_(T-2).
-
-    log_emit_obs: (B, T - 1, K); log_trans: (K, K), rows log A[i, :]; log_init: (K,) log pi_0.
-    """
-    B, T1, K = log_emit_obs.shape
-    log_pi = log_init.expand(B, K)
-    out = [log_pi]
-    for t in range(T1):
-        # Posterior phi_t after y_t, then one step of the chain: pi_(t+1)(j) = sum_i phi_t(i) A_ij.
-        log_phi = (log_pi + log_emit_obs[:, t]).log_softmax(-1)
-        log_pi = torch.logsumexp(log_phi.unsqueeze(2) + log_trans, dim=1)
-        out.append(log_pi)
-    return torch.stack(out, dim=1)
-
-
-def mixture_log_probs(log_pi: torch.Tensor, log_emit: torch.Tensor) -> torch.Tensor:
-    """log p(y | x_<=t) = logsumexp_k (log pi_t(k) + log e_t(k, y)), (B, T, V)."""
-    return torch.logsumexp(log_pi.unsqueeze(-1) + log_emit, dim=2)
-
-
-# ---- stop statistics -----------------------------------------------------------------------------
-def running_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and (biased) variance over positions 0..t of x (B, T, n), both (B, T, n)."""
-    count = torch.arange(1, x.size(1) + 1, device=x.device, dtype=x.dtype).view(1, -1, 1)
-    mean = x.cumsum(1) / count
-    return mean, ((x * x).cumsum(1) / count - mean * mean).clamp(min=0.0)
-
-
-def suffix_code_stats(
-    labels: torch.Tensor, codes: torch.Tensor, eos_id: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mean and variance of the codes of labels[t..e-1], e the next EOS at or after t, and the mask
-    of positions with an EOS ahead and a non-empty output before it; (B,T,d), (B,T,d), (B,T)."""
-    B, T = labels.shape
-    valid = (labels != eos_id) & (labels >= 0)
-    c = codes[labels.clamp(min=0)] * valid.unsqueeze(-1)
-    zero = c.new_zeros(B, 1, c.size(-1))
-    # Reversed cumulative sums, with a zero row at T so "sum from t to e-1" = S_t - S_e.
-    s1 = torch.cat([c.flip(1).cumsum(1).flip(1), zero], 1)
-    s2 = torch.cat([(c * c).flip(1).cumsum(1).flip(1), zero], 1)
-    n = torch.cat([valid.flip(1).cumsum(1).flip(1), valid.new_zeros(B, 1, dtype=torch.long)], 1)
-    pos = torch.arange(T, device=labels.device).expand(B, T)
-    eos_pos = torch.where(labels == eos_id, pos, torch.full_like(pos, T))
-    nxt = eos_pos.flip(1).cummin(1).values.flip(1)  # (B, T): next EOS at or after t, T if none
-    idx = nxt.unsqueeze(-1).expand(-1, -1, c.size(-1))
-    count = (n[:, :T] - n.gather(1, nxt)).to(c.dtype)
-    mask = (nxt < T) & (count > 0)
-    mean = (s1[:, :T] - s1.gather(1, idx)) / count.clamp(min=1).unsqueeze(-1)
-    var = (s2[:, :T] - s2.gather(1, idx)) / count.clamp(min=1).unsqueeze(-1) - mean * mean
-    return mean, var.clamp(min=0.0), mask
-
-
-def stop_mismatch(
-    mean: torch.Tensor, var: torch.Tensor, mean_hat: torch.Tensor, var_hat: torch.Tensor
-) -> torch.Tensor:
-    """D = ||m - mu_hat||^2 / d + ||v - v_hat||^2 / d over the last dimension."""
-    return ((mean - mean_hat) ** 2).mean(-1) + ((var - var_hat) ** 2).mean(-1)
-
-
-class StopHead(nn.Module):
-    """g: running key mean and variance -> predicted output code mean and variance."""
-
-    def __init__(self, n_embd: int, code_dim: int):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.LayerNorm(2 * n_embd),
-            nn.Linear(2 * n_embd, 2 * n_embd),
-            nn.GELU(),
-            nn.Linear(2 * n_embd, 2 * code_dim),
-        )
-
-    def forward(self, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, var = running_mean_var(key)
-        out_mean, out_var = self.net(torch.cat([mean, var], -1)).chunk(2, dim=-1)
-        return out_mean, F.softplus(out_var)
-
-
-@dataclass
-class NoiseLMOutput:
-    log_probs: torch.Tensor  # (B, T, V) log p(y | x_<=t)
-    log_pi: torch.Tensor  # (B, T, K) predictive noise-state distribution
-    log_emit: torch.Tensor  # (B, T, K, V) log e_t(k, y)
-    mu: torch.Tensor  # (B, T, K, d) candidates q_t - N_k
-    stop_mean: torch.Tensor  # (B, T, d) predicted output code mean
-    stop_var: torch.Tensor  # (B, T, d) predicted output code variance
 
 
 class NoiseLM(nn.Module):
@@ -313,222 +258,238 @@ class NoiseLM(nn.Module):
         if cfg.vocab_size <= 0:
             raise ValueError(f"vocab_size must be positive, got {cfg.vocab_size}")
         self.cfg = cfg
-        codes = make_codes(cfg.vocab_size, cfg.code_dim, cfg.code_seed, cfg.centred_codes)
-        if cfg.trainable_codes:
-            self.codes = nn.Parameter(codes)
-        else:
-            self.register_buffer("codes", codes)
+        K, d = cfg.n_noise, cfg.code_dim
+        self.register_buffer(
+            "codes", make_codes(cfg.vocab_size, d, cfg.code_seed, cfg.centred_codes)
+        )
         member = scatter_lags(cfg.n_scatter, cfg.scatter_window, cfg.scatter_size, cfg.scatter_seed)
         self.register_buffer("scatter_member", member)
-        self.w_in = nn.Linear(cfg.n_features * cfg.code_dim, cfg.n_embd, bias=cfg.bias)
-        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
-        self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))  # a GPTConfig
-        self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
-        self.proj = nn.Linear(cfg.n_embd, cfg.code_dim)  # P, b
-        self.noise = nn.Parameter(torch.randn(cfg.n_noise, cfg.code_dim) * 0.1)  # N_k
-        # Transitions start sticky (self-link favoured), so the chain has a memory from step one.
-        self.trans_logits = nn.Parameter(torch.eye(cfg.n_noise))
-        self.init_logits = nn.Parameter(torch.zeros(cfg.n_noise))
-        self.log_sigma = nn.Parameter(torch.tensor(math.log(cfg.init_sigma)))
-        self.stop_head = StopHead(cfg.n_embd, cfg.code_dim)
-        # The control: the same encoder and inputs with a plain softmax head (no codes on output).
-        self.lm_head = (
-            nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False) if cfg.head == "softmax" else None
+        self.token_noise = nn.Parameter(torch.zeros(cfg.vocab_size, d)) if cfg.token_noise else None
+        self.noise = nn.Parameter(torch.randn(K, d) * 0.1)  # N_k
+        self.level_logits = nn.Parameter(torch.zeros(cfg.n_means))  # beta
+        # B starts sticky (the node holds its state), omega at 1/2 (both paths alike).
+        self.trans_logits = nn.Parameter(torch.eye(K)) if cfg.node_b else None
+        self.init_logits = nn.Parameter(torch.zeros(K))
+        self.path_logit = (
+            nn.Parameter(torch.zeros(())) if cfg.node_b and cfg.node_c != "off" else None
         )
-        self._init_weights(cfg)
+        c_out = K * K if cfg.node_c == "transition" else d
+        self.c_states = nn.Linear(cfg.c_window * K, c_out) if cfg.node_c != "off" else None
+        self.c_stats = (
+            nn.Linear(cfg.n_stats * d, c_out, bias=False)
+            if cfg.node_c != "off" and cfg.c_features
+            else None
+        )
+        for layer in (self.c_states, self.c_stats):
+            if layer is not None:
+                nn.init.normal_(layer.weight, std=0.02)
+        if self.c_states is not None:
+            nn.init.zeros_(self.c_states.bias)
+        self.log_sigma = nn.Parameter(torch.tensor(math.log(cfg.init_sigma)))
+        self.stop_head = StopHead(d, d, hidden=cfg.key_dim)
         self._lookup: tuple[tuple, Lookup] | None = None
-
-    def _init_weights(self, cfg: NoiseLMConfig) -> None:
-        """GPT-2 initialisation for the encoder; q starts at the code centroid (near-uniform p)."""
-        for module in [self.w_in, self.wpe, *self.blocks, self.stop_head, self.lm_head]:
-            if module is None:
-                continue
-            module.apply(GPT._init_weights)
-        for name, p in self.blocks.named_parameters():
-            if name.endswith(("attn.proj.weight", "mlp.c_proj.weight")):
-                nn.init.normal_(p, mean=0.0, std=INIT_STD / math.sqrt(2 * cfg.n_layer))
-        nn.init.normal_(self.proj.weight, std=INIT_STD)
-        with torch.no_grad():
-            self.proj.bias.copy_(self.codes.mean(0))
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    # ---- the pieces, each usable on its own (tests, analysis) ---------------------------------
-    def features(self, input_ids: torch.Tensor) -> list[torch.Tensor]:
-        """[L^0, .., L^n, S^1, .., S^m], each (B, T, d): the scattershot context."""
+    # ---- context ----------------------------------------------------------------------------
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Encoder embeddings e_x = c_x - nu_x, (B, T, d)."""
+        e = self.codes[input_ids]
+        return e - self.token_noise[input_ids] if self.token_noise is not None else e
+
+    def feature_lists(self, input_ids: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """([F^0..F^(M-1)]: the mean-type features; [the subsets' stds, then variances]), each
+        (B, T, d). C reads both lists, in that order."""
         cfg = self.cfg
-        feats = pair_levels(self.codes[input_ids], cfg.n_levels, cfg.level_stride)
+        if input_ids.size(1) > cfg.block_size:
+            raise ValueError(
+                f"sequence of {input_ids.size(1)} tokens exceeds block_size={cfg.block_size}"
+            )
+        e = self.embed(input_ids)
+        means = levels(e, cfg.n_levels, cfg.level_stride, cfg.pair_op)
+        spread = []
         if cfg.n_scatter:
-            feats += list(scatter_means(feats[0], self.scatter_member).unbind(2))
-        return feats
+            s_mean, s_var = subset_stats(e, self.scatter_member)
+            means += s_mean
+            if cfg.scatter_stats:
+                spread = [*(v.clamp(min=1e-12).sqrt() for v in s_var), *s_var]
+        if cfg.n_pairs:
+            means += list(all_pair_means(e, cfg.all_pairs).unbind(2))
+        return means, spread
 
-    def encode(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(h, key): final states LN_f(h^L) and the key layer h^kappa, both (B, T, n)."""
-        T = input_ids.size(1)
-        if T > self.cfg.block_size:
-            raise ValueError(f"sequence of {T} tokens exceeds block_size={self.cfg.block_size}")
-        pos = torch.arange(T, device=input_ids.device)
-        x = self.drop(self.w_in(torch.cat(self.features(input_ids), -1)) + self.wpe(pos))
-        key = x
-        for i, block in enumerate(self.blocks, start=1):
-            x = block(x)
-            if i == self.cfg.resolved_key_layer:
-                key = x
-        return self.ln_f(x), key
+    def features(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(means (B, T, M, d), stats (B, T, S, d)): `feature_lists` stacked, for analysis."""
+        means, spread = self.feature_lists(input_ids)
+        return torch.stack(means, 2), torch.stack(means + spread, 2)
 
-    def transition(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log A (K, K), log pi_0 (K,))."""
-        return self.trans_logits.log_softmax(-1), self.init_logits.log_softmax(-1)
+    def context(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(b_t (B, T, d), the statistics part of C (B, T, c_out) or None), summed feature by
+        feature: the (B, T, S, d) stack is never built (it would dominate a training step)."""
+        means, spread = self.feature_lists(input_ids)
+        if self.cfg.level is not None:
+            base = means[self.cfg.level]
+        else:
+            weights = self.level_logits.softmax(0)
+            base = sum(w * f for w, f in zip(weights.unbind(0), means))
+        if self.c_stats is None:
+            return base, None
+        d = self.cfg.code_dim
+        parts = self.c_stats.weight.t().split(d, dim=0)  # one (d, c_out) slice per feature
+        return base, sum(f @ w for f, w in zip(means + spread, parts))
+
+    def best_level(self) -> int:
+        """argmax beta: the layer Lm the soft choice keeps."""
+        return self.cfg.level if self.cfg.level is not None else int(self.level_logits.argmax())
+
+    # ---- the node ---------------------------------------------------------------------------
+    def log_paths(self) -> torch.Tensor:
+        """log (omega, 1 - omega) over paths (B, C); one path when only one of them exists."""
+        if self.path_logit is None:
+            return torch.zeros(1, device=self.init_logits.device)
+        return torch.stack([F.logsigmoid(self.path_logit), F.logsigmoid(-self.path_logit)])
+
+    def moves(self, B: int, T: int, c_stat: torch.Tensor | None):
+        """What every step of the filter reuses, computed once: a function (phi_t, window, t) ->
+        pi_(t+1), in probabilities (the filter renormalises every step, so nothing underflows).
+        window: the last c_window posteriors (B, W*K); C reads it and the statistics at t + 1."""
+        K = self.cfg.n_noise
+        if self.cfg.node_c != "transition":
+            move_b = self.trans_logits.softmax(-1)
+            return lambda phi, window, t: phi @ move_b
+        # C_t's logits at t + 1 = window @ W^T + (bias + statistics part), one addmm per step.
+        shift = self.c_states.bias + (c_stat if c_stat is not None else 0.0)
+        shift = shift.expand(B, T, K * K).unbind(1)
+        weight = self.c_states.weight.t()
+        if self.trans_logits is None:
+            omega_b, keep = None, None
+        else:  # omega B + (1 - omega) C_t
+            omega = torch.sigmoid(self.path_logit)
+            omega_b, keep = omega * self.trans_logits.softmax(-1), 1 - omega
+
+        def step(phi: torch.Tensor, window: torch.Tensor, t: int) -> torch.Tensor:
+            move = torch.addmm(shift[t + 1], window, weight).view(-1, K, K).softmax(-1)
+            if omega_b is not None:
+                move = torch.addcmul(omega_b, keep, move)
+            return torch.bmm(phi.unsqueeze(1), move).squeeze(1)
+
+        return step
+
+    def c_noise(self, window: torch.Tensor, c_stat: torch.Tensor | None) -> torch.Tensor:
+        """Delta_t (B, d): C as a noise embedding, from the prior states and the statistics at t."""
+        return self.c_states(window) + (c_stat if c_stat is not None else 0.0)
 
     def outputs(self, input_ids: torch.Tensor) -> NoiseLMOutput:
-        """Everything one pass computes (the module's losses need more than the log-probs)."""
-        h, key = self.encode(input_ids)
-        q = self.proj(h)
-        mu = q.unsqueeze(2) - self.noise
-        if self.lm_head is not None:
-            log_emit = self.lm_head(h).log_softmax(-1).unsqueeze(2)  # (B, T, 1, V)
+        """One pass: the features, the candidates, and the forward recursion of section 6."""
+        base, c_stat = self.context(input_ids)
+        mu_b = base.unsqueeze(2) - self.noise  # (B, T, K, d)
+        log_emit_b = log_distance_softmax(mu_b, self.codes, self.log_sigma)
+        if self.cfg.node_c == "noise":
+            log_pi, log_emit, mu, path_b = self.recursion_noise(input_ids, mu_b, log_emit_b, c_stat)
         else:
-            log_emit = distance_log_softmax(q, self.noise, self.codes, self.log_sigma)
-        if self.cfg.n_noise == 1:
-            log_pi = log_emit.new_zeros(*input_ids.shape, 1)
-        else:
-            obs = input_ids[:, 1:, None, None].expand(-1, -1, self.cfg.n_noise, 1)
-            log_emit_obs = log_emit[:, :-1].gather(-1, obs).squeeze(-1)
-            log_pi = hmm_predictive(log_emit_obs, *self.transition())
-        stop_mean, stop_var = self.stop_head(key.detach() if self.cfg.stop_detach else key)
-        return NoiseLMOutput(
-            mixture_log_probs(log_pi, log_emit), log_pi, log_emit, mu, stop_mean, stop_var
-        )
+            log_pi, log_emit, mu, path_b = (
+                self.recursion(input_ids, log_emit_b, c_stat),
+                log_emit_b,
+                mu_b,
+                None,
+            )
+        stop_mean, stop_var = self.stop_head(self.codes[input_ids])  # fixed codes: no LM gradient
+        log_probs = torch.logsumexp(log_pi.unsqueeze(-1) + log_emit, dim=2)
+        return NoiseLMOutput(log_probs, log_pi, log_emit, mu, stop_mean, stop_var, path_b)
 
-    def forward(
+    def recursion(
+        self, input_ids: torch.Tensor, log_emit: torch.Tensor, c_stat: torch.Tensor | None
+    ) -> torch.Tensor:
+        """log pi_t (B, T, K) when C generates transitions (or is off): emissions do not depend on
+        the node, so only the K-state filter runs position by position."""
+        (B, T), K = input_ids.shape, self.cfg.n_noise
+        obs = input_ids[:, 1:, None, None].expand(-1, -1, K, 1)
+        log_emit_obs = log_emit[:, :-1].gather(-1, obs).squeeze(-1)  # (B, T - 1, K)
+        # Scaled per row (phi is normalised anyway), floored so a row never becomes all zeros.
+        emit_obs = (log_emit_obs - log_emit_obs.amax(-1, keepdim=True)).exp().clamp(min=1e-30)
+        pi = self.init_logits.softmax(-1).expand(B, K)
+        window = pi.new_zeros(B, self.cfg.c_window * K)  # A's prior states, zero before 0
+        out, move = [pi], self.moves(B, T, c_stat)
+        for t, emit in enumerate(emit_obs.unbind(1)):
+            phi = pi * emit
+            phi = phi / phi.sum(-1, keepdim=True)  # the node after y_t
+            window = torch.cat([window[:, K:], phi], dim=1)
+            pi = move(phi, window, t)
+            out.append(pi)
+        return torch.stack(out, dim=1).clamp(min=1e-30).log()
+
+    def recursion_noise(
         self,
         input_ids: torch.Tensor,
-    ) -> torch.Tensor:
-        """log p(y | x_<=t), (B, T, V): normalised log-probabilities, used as the logits.
+        mu_b: torch.Tensor,
+        log_emit_b: torch.Tensor,
+        c_stat: torch.Tensor | None,
+    ):
+        """C as a noise embedding: the C-path candidates mu_b - Delta_t depend on the node's prior
+        states, so they are made inside the filter. Candidates are (state, path), index 2 k + p."""
+        (B, T), K = input_ids.shape, self.cfg.n_noise
+        log_path = self.log_paths()
+        log_pi = self.init_logits.log_softmax(-1).expand(B, K)
+        window = log_pi.new_zeros(B, self.cfg.c_window * K)
+        move = self.moves(B, T, None)
+        pis, emits, mus, path_b = [], [], [], []
+        for t in range(T):
+            mu_c = mu_b[:, t] - self.c_noise(
+                window, None if c_stat is None else c_stat[:, t]
+            ).unsqueeze(1)
+            log_emit = torch.stack(
+                [log_emit_b[:, t], log_distance_softmax(mu_c, self.codes, self.log_sigma)], 2
+            )
+            prior = log_pi.unsqueeze(2) + log_path  # (B, K, 2)
+            pis.append(prior.flatten(1))
+            emits.append(log_emit.flatten(1, 2))
+            mus.append(torch.stack([mu_b[:, t], mu_c], 2).flatten(1, 2))
+            if t == T - 1:
+                break
+            y = input_ids[:, t + 1].view(B, 1, 1, 1).expand(-1, K, 2, 1)
+            joint = prior + log_emit.gather(-1, y).squeeze(-1)  # (B, K, 2)
+            by_path = joint.logsumexp(1)  # which path explains y_t: the post's "closest"
+            path_b.append((by_path[:, 0] - by_path.logsumexp(-1)).exp())
+            phi = joint.logsumexp(-1).softmax(-1)
+            window = torch.cat([window[:, K:], phi], dim=1)
+            log_pi = move(phi, window, t).clamp(min=1e-30).log()
+        return (
+            torch.stack(pis, 1),
+            torch.stack(emits, 1),
+            torch.stack(mus, 1),
+            torch.stack(path_b, 1),
+        )
 
-        There is no KV cache (the HMM state spans the prefix): generation recomputes.
-        """
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """log p(y | x_<=t), (B, T, V): normalised log-probabilities, used as the logits."""
         return self.outputs(input_ids).log_probs
 
-    # ---- snapping -----------------------------------------------------------------------------
+    # ---- the hard snap ----------------------------------------------------------------------
     def lookup(self, kind: str | None = None, **options) -> Lookup:
-        """The code lookup backend (cached; rebuilt when the codes change or another is asked)."""
+        """The code lookup backend (cached; rebuilt when another is asked)."""
         kind = kind or self.cfg.lookup
-        stamp = (kind, tuple(sorted(options.items())), self.codes.data_ptr(), self.codes._version)
+        stamp = (kind, tuple(sorted(options.items())), self.codes.data_ptr())
         if self._lookup is None or self._lookup[0] != stamp:
             self._lookup = (stamp, make_lookup(kind, self.codes.detach(), **options))
         return self._lookup[1]
 
     @torch.no_grad()
     def snap(self, queries: torch.Tensor, kind: str | None = None) -> torch.Tensor:
-        """Nearest code of each query (..., d) -> ids (...), by the configured backend."""
+        """Nearest code of each query (..., d) -> ids (...): exactly a code's index."""
         flat = queries.reshape(-1, queries.size(-1))
         return self.lookup(kind).nearest(flat).view(queries.shape[:-1])
 
     @torch.no_grad()
     def snap_decode(self, input_ids: torch.Tensor, kind: str | None = None) -> torch.Tensor:
-        """Next token of each row by the post's rule: snap the most probable candidate, (B,)."""
+        """Next token of each row by the post's rule: the most probable candidate (state, path)
+        snapped to the nearest code, (B,)."""
         out = self.outputs(input_ids)
-        best = out.log_pi[:, -1].argmax(-1)  # (B,)
+        best = out.log_pi[:, -1].argmax(-1)
         mu = out.mu[:, -1].gather(1, best.view(-1, 1, 1).expand(-1, 1, out.mu.size(-1)))
         return self.snap(mu.squeeze(1), kind)
 
     @torch.no_grad()
     def stop_target(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicted output code (mean, variance) after each row's last position, (B, d) x 2."""
-        h, key = self.encode(input_ids)
-        mean, var = self.stop_head(key)
+        mean, var = self.stop_head(self.codes[input_ids])
         return mean[:, -1], var[:, -1]
-
-
-# ---- decoding with the stop rule -----------------------------------------------------------------
-@dataclass
-class SearchResult:
-    tokens: list[int]
-    stopped: bool  # True when the stop rule ended it, False when max_new_tokens did
-    log_prob: float
-    mismatch: float
-
-
-@dataclass
-class Hypothesis:
-    """A partial output: its tokens, log p(tokens | prompt), and the sums of its codes and squares."""
-
-    tokens: list[int]
-    log_prob: float
-    code_sum: torch.Tensor
-    code_sq_sum: torch.Tensor
-
-    def extend(self, y: int, log_p: float, codes: torch.Tensor) -> Hypothesis:
-        c = codes[y]
-        return Hypothesis(
-            self.tokens + [y], self.log_prob + log_p, self.code_sum + c, self.code_sq_sum + c * c
-        )
-
-    def mismatch(self, j: int, target_mean: torch.Tensor, target_var: torch.Tensor) -> float:
-        """D_j of this output (j tokens) against the predicted output mean and variance."""
-        mean = self.code_sum / j
-        var = (self.code_sq_sum / j - mean * mean).clamp(min=0.0)
-        return float(stop_mismatch(mean, var, target_mean, target_var))
-
-
-@torch.no_grad()
-def stub_search(
-    next_log_probs: Callable[[torch.Tensor], torch.Tensor],
-    prompt: Sequence[int],
-    codes: torch.Tensor,
-    target_mean: torch.Tensor,
-    target_var: torch.Tensor,
-    *,
-    beams: int = 1,
-    max_new_tokens: int = 32,
-    tol: float = 0.0,
-    weight: float = 0.0,
-    banned: Sequence[int] = (),
-) -> SearchResult:
-    """Keep the `beams` best partial outputs by log p(o | prompt) - weight * D_j; a hypothesis ends
-    when D_j <= tol. `next_log_probs` maps (n, L) id rows to (n, V) next-token log-probabilities.
-    With beams = 1 this is greedy decoding stopped by the key rule."""
-    zero = codes.new_zeros(codes.size(1))
-    hyps = [Hypothesis([], 0.0, zero, zero)]
-    done: list[tuple[float, SearchResult]] = []
-    live: list[tuple[float, SearchResult]] = []  # the unfinished hypotheses of the last step
-    for j in range(1, max_new_tokens + 1):
-        rows = torch.tensor([list(prompt) + h.tokens for h in hyps], device=codes.device)
-        lp = next_log_probs(rows).float()
-        if banned:
-            lp[:, list(banned)] = float("-inf")
-        top = lp.topk(min(beams, lp.size(1)), dim=1)
-        cand = [
-            h.extend(y, v, codes)
-            for h, values, ids in zip(hyps, top.values.tolist(), top.indices.tolist())
-            for v, y in zip(values, ids)
-        ]
-        mismatch = [c.mismatch(j, target_mean, target_var) for c in cand]
-        order = sorted(range(len(cand)), key=lambda i: weight * mismatch[i] - cand[i].log_prob)
-        hyps, live = [], []
-        for i in order[:beams]:
-            score = cand[i].log_prob - weight * mismatch[i]
-            result = SearchResult(cand[i].tokens, mismatch[i] <= tol, cand[i].log_prob, mismatch[i])
-            (done if result.stopped else live).append((score, result))
-            if not result.stopped:
-                hyps.append(cand[i])
-        if len(done) >= beams or not hyps:
-            break
-    # Nothing within tolerance: the budget ended the search; return its best unfinished output.
-    pool = done or live
-    return max(pool, key=lambda p: p[0])[1] if pool else SearchResult([], False, 0.0, math.inf)
-
-
-def calibrate_tolerance(end: Sequence[float], before: Sequence[float]) -> float:
-    """The tol that most often stops exactly at the true end, teacher-forced.
-
-    end[i] = D at the true output length m_i, before[i] = min_(j < m_i) D_j (inf when m_i = 1).
-    The rule stops exactly at m_i iff end[i] <= tol < before[i]; the candidates are the end values.
-    """
-    if not end:
-        raise ValueError("calibrate_tolerance needs at least one output")
-    pairs = list(zip(end, before))
-    return max(sorted(set(end)), key=lambda tol: sum(e <= tol < b for e, b in pairs))

@@ -319,10 +319,7 @@ class LanguageModule(L.LightningModule):
                 fresh = seq[:, -block:]
                 cache = self.model.new_kv_cache() if cached else None
                 kv = {"kv_cache": cache} if cached else {}
-            # Modes are set per step, not held across a yield: the caller's code runs in between.
-            with torch.no_grad(), eval_mode(self.model):
-                logits = self.model(fresh, **kv, **model_kwargs)[:, -1, :].float()
-            nxt = self.pick(logits, temperature, top_k, greedy, generator)
+            nxt = self.next_token(fresh, model_kwargs, temperature, top_k, greedy, generator, kv)
             if eos_id is not None:
                 nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
                 done |= nxt == eos_id
@@ -331,6 +328,15 @@ class LanguageModule(L.LightningModule):
             yield nxt
             if eos_id is not None and bool(done.all()):
                 break
+
+    def next_token(self, fresh, model_kwargs, temperature, top_k, greedy, generator, kv):
+        """The next token of every row (B,) from the tokens the model has not seen yet (`fresh`:
+        the whole window, or one token with a KV cache). A model with its own decoding rule
+        overrides this (NoiseLM's hard snap)."""
+        # Modes are set per step, not held across a yield: the caller's code runs in between.
+        with torch.no_grad(), eval_mode(self.model):
+            logits = self.model(fresh, **kv, **model_kwargs)[:, -1, :].float()
+        return self.pick(logits, temperature, top_k, greedy, generator)
 
     @staticmethod
     def pick(

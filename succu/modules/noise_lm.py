@@ -1,46 +1,55 @@
-"""NoiseLMModule: the noise-embedding LM in Lightning: NLL plus its two auxiliary losses, and
-decoding stopped by the key-layer rule (see succu/models/noise_lm.py for the maths)."""
+"""The noise-embedding LMs in Lightning: NLL plus two auxiliary losses, decoding stopped by the
+statistics rule (beam, minimax or alpha-beta stub search), and gradient clipping that leaves the
+detached stop head out of the LM's norm. NoiseLMModule is the write-up's model
+(succu/models/noise_lm.py: no neural encoder); NoiseTransformerModule
+(succu/modules/noise_transformer.py) its transformer-encoder variant."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
-from succu.models.noise_lm import (
-    NoiseLM,
-    NoiseLMConfig,
+from succu.models.noise_lm import NoiseLM, NoiseLMConfig
+from succu.modules.base import IGNORE_INDEX, LanguageModule
+from succu.nn.noise import (
+    SEARCHES,
     NoiseLMOutput,
     SearchResult,
+    calibrate_tolerance,
     running_mean_var,
     stop_mismatch,
     stub_search,
     suffix_code_stats,
+    tree_search,
 )
-from succu.modules.base import IGNORE_INDEX, LanguageModule
 from succu.nn.utils import eval_mode
 
 # Parameters that are not weights of a map: decaying them would pull codes, noise offsets, the
 # transition logits (towards uniform) and sigma towards zero, which is not regularisation.
-NO_DECAY = ("codes", "noise", "trans_logits", "init_logits", "log_sigma")
+NO_DECAY = (
+    "codes", "noise", "token_noise", "trans_logits", "init_logits", "path_logit", "level_logits",
+    "log_sigma",
+)
 
 
-class NoiseLMModule(LanguageModule):
-    """NoiseLM: fixed random codes, scattershot context, K noise embeddings under an HMM, snap.
+class NoiseModule(LanguageModule):
+    """What both noise-embedding LMs share (a subclass names `config_class` and `network`).
 
     Args:
-        model: the network (NoiseLMConfig: encoder, codes, hierarchy, noise states, snap).
+        model: the network's config.
         dist_loss_weight: lambda of the posterior-weighted ||mu - c_y||^2 / d term (0: exact NLL).
         stop_loss_weight: weight of the stop head's mismatch loss.
         stop_tol: stop-rule tolerance on the mismatch D (`calibrate_stop` sets it from data).
         stop_weight: weight of D in the stub search's score (None: 1 / stop_tol).
     """
 
-    config_class = NoiseLMConfig
+    network: ClassVar[type[nn.Module]]
 
     def __init__(
         self,
-        model: NoiseLMConfig = NoiseLMConfig(),  # noqa: B008
+        model: Any,
         dist_loss_weight: float = 0.0,
         stop_loss_weight: float = 1.0,
         stop_tol: float = 1e-3,
@@ -48,7 +57,7 @@ class NoiseLMModule(LanguageModule):
         **kwargs: Any,
     ):
         super().__init__(model, **kwargs)
-        self.model = NoiseLM(self.model_config)
+        self.model = self.network(self.model_config)
         self.dist_loss_weight = dist_loss_weight
         self.stop_loss_weight = stop_loss_weight
         self.stop_tol = stop_tol
@@ -91,6 +100,23 @@ class NoiseLMModule(LanguageModule):
             self.log(f"train/{name}", parts[name], batch_size=n)
         return parts["loss"]
 
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip the LM and the stop head each on its own: the head is trained on detached inputs,
+        and one joint norm would let its gradients shrink the LM's step (and the reverse)."""
+        if not gradient_clip_val:
+            return
+        head = {id(p) for p in self.model.stop_head.parameters()}
+        lm = [p for p in self.parameters() if p.grad is not None and id(p) not in head]
+        stop = [p for p in self.model.stop_head.parameters() if p.grad is not None]
+        for params in (lm, stop):
+            if gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+
     def param_groups(self) -> list[dict[str, Any]]:
         """Matrices decay; vectors, codes, noise embeddings and the HMM's logits do not."""
         named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
@@ -118,19 +144,27 @@ class NoiseLMModule(LanguageModule):
         rule: str = "eos",
         beams: int = 1,
         max_new_tokens: int | None = None,
+        search: str = "beam",
+        budget: int = 200,
     ) -> list[list[int]]:
         """Greedy answers as id lists (no specials), stopped by EOS (`rule="eos"`) or by the key
-        rule (`rule="key"`: EOS banned, stub search with `beams` partial outputs)."""
+        rule (`rule="key"`: EOS banned; `search` "beam" keeps `beams` stubs, "minimax" and
+        "alphabeta" search `beams` children per stub depth first within `budget` expansions)."""
         if rule not in ("eos", "key"):
             raise ValueError(f"rule must be 'eos' or 'key', got {rule!r}")
+        if search not in SEARCHES:
+            raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
         with eval_mode(self.model):
             encoded = [self.prompt_ids(p) for p in prompts]
-            budget = [
+            lengths = [
                 max_new_tokens or max(1, self.model.cfg.block_size - len(ids)) for ids in encoded
             ]
             if rule == "eos":
-                return self._eos_answers(encoded, budget)
-            return [self.key_search(ids, b, beams).tokens for ids, b in zip(encoded, budget)]
+                return self._eos_answers(encoded, lengths)
+            return [
+                self.key_search(ids, n, beams, search, budget)[0].tokens
+                for ids, n in zip(encoded, lengths)
+            ]
 
     def _eos_answers(self, encoded: list[list[int]], budget: list[int]) -> list[list[int]]:
         """Greedy until EOS, prompts of one length batched (as `complete` does)."""
@@ -146,8 +180,12 @@ class NoiseLMModule(LanguageModule):
                 out[i] = self.strip_special(row)
         return out
 
-    def key_search(self, prompt: list[int], max_new_tokens: int, beams: int = 1) -> SearchResult:
-        """The key-layer stop rule on one prompt: EOS and the other specials are banned."""
+    def key_search(
+        self, prompt: list[int], max_new_tokens: int, beams: int = 1, search: str = "beam",
+        budget: int = 200,
+    ) -> tuple[SearchResult, int]:
+        """The statistics stop rule on one prompt, EOS and the other specials banned; returns the
+        result and the number of next-token evaluations it took."""
         tok = self._tokenizer()
         ids = torch.tensor([prompt], device=self.device)
         mean_hat, var_hat = (
@@ -156,18 +194,15 @@ class NoiseLMModule(LanguageModule):
         weight = (
             self.stop_weight if self.stop_weight is not None else 1.0 / max(self.stop_tol, 1e-12)
         )
-        return stub_search(
-            self.next_log_probs,
-            prompt,
-            self.model.codes.detach(),
-            mean_hat,
-            var_hat,
-            beams=beams,
-            max_new_tokens=max_new_tokens,
-            tol=self.stop_tol,
-            weight=weight,
-            banned=tok.special_ids,
-        )
+        common = dict(max_new_tokens=max_new_tokens, tol=self.stop_tol, weight=weight,
+                      banned=tok.special_ids)
+        codes = self.model.codes.detach()
+        if search == "beam":
+            result = stub_search(self.next_log_probs, prompt, codes, mean_hat, var_hat,
+                                 beams=beams, **common)
+            return result, len(result.tokens) * beams
+        return tree_search(self.next_log_probs, prompt, codes, mean_hat, var_hat,
+                           prune=search == "alphabeta", branch=beams, budget=budget, **common)
 
     @torch.no_grad()
     def stop_profile(self, pairs: list[tuple[str, str]]) -> tuple[list[float], list[float]]:
@@ -190,8 +225,29 @@ class NoiseLMModule(LanguageModule):
 
     def calibrate_stop(self, pairs: list[tuple[str, str]]) -> float:
         """Set `stop_tol` to the tolerance that stops most `pairs` exactly (teacher-forced)."""
-        from succu.models.noise_lm import calibrate_tolerance
-
         self.stop_tol = calibrate_tolerance(*self.stop_profile(pairs))
         self.hparams["stop_tol"] = self.stop_tol
         return self.stop_tol
+
+
+class NoiseLMModule(NoiseModule):
+    """The write-up's NoiseLM (no neural encoder): fixed codes, per-token and state noise
+    embeddings, mean hierarchies, the node with B and C, the snap. Greedy decoding is the post's
+    rule: the most probable candidate snapped to the nearest code (`NoiseLM.snap_decode`); sampling
+    draws from the relaxed (distance-softmax) distribution at the given temperature.
+
+    Args:
+        model: the network (NoiseLMConfig).
+    """
+
+    config_class = NoiseLMConfig
+    network = NoiseLM
+
+    def __init__(self, model: NoiseLMConfig = NoiseLMConfig(), **kwargs: Any):  # noqa: B008
+        super().__init__(model, **kwargs)
+
+    def next_token(self, window, model_kwargs, temperature, top_k, greedy, generator, kv):
+        if greedy:  # the hard snap, not the argmax of the relaxed mixture
+            with torch.no_grad(), eval_mode(self.model):
+                return self.model.snap_decode(window)
+        return super().next_token(window, model_kwargs, temperature, top_k, greedy, generator, kv)
