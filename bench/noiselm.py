@@ -18,7 +18,9 @@ loss at seed 0; every row is then run at seeds 0, 1, 2 and reported on the test 
 the 5% test split of the stories; succulent: the normal pairs left out of the world plus the
 held-out QA, `heldout_qa_split: test`, so no QA number was looked at when choosing). Each of
 NoiseLM's mechanisms is ablated one at a time from the full model at its chosen learning rate
-(every one on succulent; on TinyStories the six that remove a part, `CORE`, for the CPU budget).
+(by default the six that remove a part, `CORE`, for the CPU budget; `--ablations all` adds the
+alternatives: C as a noise embedding, abs(w-x)/2, the hard choice of Lm, no all-pairs, no
+std/variance). A rerun with the same `--out` reuses every finished run.
 Tables give mean +- sd over seeds; a difference is called "helps"/"hurts" only when it exceeds two
 standard deviations of the difference (2 sqrt(sd_a^2 + sd_b^2)), else "no difference detected".
 Exact match pools the three seeds' answers, with a Wilson 95% interval. Runs go to `--jobs`
@@ -29,9 +31,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import hashlib
 import io
+import json
 import logging
 import math
+import shutil
 import statistics
 import tempfile
 import time
@@ -49,6 +55,8 @@ import torch  # noqa: E402
 
 from succu import fit  # noqa: E402
 from succu.analysis.qa import qa_exact_match  # noqa: E402
+from succu.checkpoint import load_module  # noqa: E402
+from succu.io import atomic_write  # noqa: E402
 from succu.modules.base import IGNORE_INDEX  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -72,7 +80,7 @@ ABLATIONS: dict[str, dict] = {  # one mechanism off (or swapped) at a time, from
     "abs(w-x)/2": {"pair_op": "absdiff"},
     "hard Lm": {"level": None},  # filled with the full model's argmax beta at seed 0
 }
-CORE = ["- token noise", "- node (K=1, no C)", "- C", "- B", "- levels", "- scattershot"]
+CORE = ["- token noise", "- node (K=1, no C)", "- C", "- B", "- levels", "- scattershot"]  # removals
 QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
          "--trainer.enable_model_summary", "false", "--trainer.num_sanity_val_steps", "0"]
 
@@ -86,8 +94,14 @@ class Run:
     lr: float | None = None
     variant: str = "full"
     fields: tuple = ()  # (name, value) overrides of the model config
-    stop_study: bool = False
+    keep: bool = False  # keep the checkpoint (for the stop-rule study after the sweep)
     cache_dir: str | None = None
+
+    @property
+    def key(self) -> str:
+        """A stable name for this run's result file (the cache folder is not part of it)."""
+        text = repr(dataclasses.replace(self, cache_dir=None))
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -121,7 +135,24 @@ def argv(run: Run) -> list[str]:
     return out + QUIET
 
 
-def execute(run: Run) -> Row:
+def execute(run: Run, out: Path) -> Row:
+    """Train and score one run, or read its row from `out` when an earlier study made it."""
+    done = out / "runs" / f"{run.key}.json"
+    if done.exists():
+        return row_from_json(json.loads(done.read_text()))
+    row = train_and_score(run, out)
+    atomic_write(done, json.dumps(dataclasses.asdict(row)).encode())
+    return row
+
+
+def row_from_json(data: dict) -> Row:
+    run = data.pop("run")
+    run["fields"] = tuple(tuple(f) for f in run["fields"])
+    data["em"] = {k: tuple(v) for k, v in data["em"].items()}
+    return Row(Run(**run), **data)
+
+
+def train_and_score(run: Run, out: Path) -> Row:
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -133,6 +164,10 @@ def execute(run: Run) -> Row:
         module, dm, trainer = cli.model, cli.datamodule, cli.trainer
         val = float(trainer.callback_metrics["val/loss"])
         test = float(trainer.test(module, datamodule=dm, verbose=False)[0]["test/loss"])
+        if run.keep:
+            (out / "ckpts").mkdir(parents=True, exist_ok=True)
+            kept = trainer.checkpoint_callback.best_model_path  # last.ckpt: the first ModelCheckpoint
+            shutil.copy(kept, out / "ckpts" / f"{run.key}.ckpt")
     module.eval()
     params = sum(p.numel() for p in module.parameters())
     # NoiseLM's stop head reads detached inputs and never shapes p(y | x): not an LM parameter.
@@ -148,9 +183,16 @@ def execute(run: Run) -> Row:
             row.em[name] = (round(result.exact_match * len(pairs)), len(pairs))
     if run.model == "NoiseLM":
         row.extra.update(node_usage(module, dm.test_dataloader()))
-        if run.stop_study:
-            row.extra["stop"] = stop_study(module, dm)
     return row
+
+
+def stop_job(path: str) -> dict:
+    """The stop-rule study on a kept succulent checkpoint (its data rebuilt as the study's)."""
+    from datamodules.succulent import SuccuPairsDataModule
+
+    torch.set_num_threads(1)
+    module = load_module(path).eval()
+    return stop_study(module, SuccuPairsDataModule(seed=42, heldout_qa_split="test"))
 
 
 @torch.no_grad()
@@ -225,16 +267,16 @@ def stop_study(module, dm) -> dict:
 
 
 # ---- the study ------------------------------------------------------------------------------
-def pool_map(runs: list[Run], jobs: int) -> list[Row]:
+def pool_map(runs: list[Run], jobs: int, out: Path) -> list[Row]:
     """Every run in its own process slot (one torch thread each); rows in the order of `runs`."""
     if jobs <= 1:
         rows = []
         for run in runs:
-            rows.append(execute(run))
+            rows.append(execute(run, out))
             progress(rows[-1])
         return rows
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(execute, run) for run in runs]
+        futures = [pool.submit(execute, run, out) for run in runs]
         rows = []
         for future in futures:
             rows.append(future.result())
@@ -252,9 +294,9 @@ def progress(row: Row) -> None:
 def sweep(args) -> tuple[dict, list[Row]]:
     """Seed 0 at every learning rate; returns {(dataset, model): lr} and the sweep's rows."""
     runs = [Run(d, m, args.seeds[0], args.steps, lr, cache_dir=args.cache_dir,
-                stop_study=d == "succulent" and m == "NoiseLM")
+                keep=d == "succulent" and m == "NoiseLM")
             for d in args.datasets for m in ("NoiseLM", "GPT") for lr in args.lrs[m]]
-    rows = pool_map(runs, args.jobs)
+    rows = pool_map(runs, args.jobs, args.out)
     chosen = {}
     for d in args.datasets:
         for m in ("NoiseLM", "GPT"):
@@ -388,13 +430,8 @@ def report_usage(rows: list[Row], dataset: str) -> None:
     print("| " + " | ".join(cells) + f" | {[r.extra['level'] for r in mine]} |")
 
 
-def report_stop(rows: list[Row], chosen: dict) -> None:
-    mine = [r for r in select(rows, "succulent", "NoiseLM", lr=chosen[("succulent", "NoiseLM")])
-            if "stop" in r.extra]
-    if not mine:
-        return
-    stop = mine[0].extra["stop"]
-    print(f"\n### succulent: the stop rule on the held-out QA (seed {mine[0].run.seed}, tol "
+def report_stop(row: Row, stop: dict) -> None:
+    print(f"\n### succulent: the stop rule on the held-out QA (seed {row.run.seed}, tol "
           f"{stop['tol']:.3g} calibrated on the training QA)\n")
     print("| rule | abs len err | exact stop | EM | expansions/question | s |\n|---|---|---|---|---|---|")
     for label, v in stop.items():
@@ -423,9 +460,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--datasets", default="succulent,tinystories")
-    p.add_argument("--ablations", default="all", help="succulent: 'all', 'core' or a comma list")
+    p.add_argument("--ablations", default="core", help="succulent: 'all', 'core' or a comma list")
     p.add_argument("--ts_ablations", default="core", help="TinyStories: the same choices")
     p.add_argument("--cache_dir", default=None, help="TinyStories token cache")
+    p.add_argument("--out", type=Path, default=Path("runs/bench_noiselm"),
+                   help="each run's result (runs/KEY.json: a rerun skips finished runs) and the "
+                        "checkpoints the stop-rule study reads")
     p.add_argument("--quick", action="store_true", help="smoke test: few steps, one seed and lr")
     args = p.parse_args()
     args.datasets = args.datasets.split(",")
@@ -442,6 +482,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     setup_threads(args.threads)
+    (args.out / "runs").mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     print(f"{args.steps} steps, seeds {args.seeds}, {args.jobs} jobs, datasets {args.datasets}")
     print("sweep:", flush=True)
@@ -449,7 +490,7 @@ def main() -> None:
     levels = {d: select(sweep_rows, d, "NoiseLM", lr=chosen[(d, "NoiseLM")])[0].extra["level"]
               for d in args.datasets}
     print("study:", flush=True)
-    rows = sweep_rows + pool_map(study_runs(args, chosen, levels), args.jobs)
+    rows = sweep_rows + pool_map(study_runs(args, chosen, levels), args.jobs, args.out)
     rows = [r for r in rows if r.run.model != "GPT" and r.run.model != "NoiseLM"
             or r.run.variant != "full" or r.run.lr == chosen[(r.run.dataset, r.run.model)]]
     check_match(rows, args.datasets, args.quick)
@@ -459,7 +500,8 @@ def main() -> None:
         report_ablations(rows, d, args.ablations[d])
         report_usage(rows, d)
     if "succulent" in args.datasets:
-        report_stop(rows, chosen)
+        row = select(sweep_rows, "succulent", "NoiseLM", lr=chosen[("succulent", "NoiseLM")])[0]
+        report_stop(row, stop_job(str(args.out / "ckpts" / f"{row.run.key}.ckpt")))
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 

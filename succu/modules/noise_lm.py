@@ -35,7 +35,7 @@ NO_DECAY = (
 
 
 class NoiseModule(LanguageModule):
-    """What both noise-embedding LMs share (a subclass names `config_class` and `network`).
+    """What both noise-embedding LMs share (a subclass names `config_class` and `network_class`).
 
     Args:
         model: the network's config.
@@ -45,7 +45,7 @@ class NoiseModule(LanguageModule):
         stop_weight: weight of D in the stub search's score (None: 1 / stop_tol).
     """
 
-    network: ClassVar[type[nn.Module]]
+    network_class: ClassVar[type[nn.Module]]
 
     def __init__(
         self,
@@ -57,7 +57,7 @@ class NoiseModule(LanguageModule):
         **kwargs: Any,
     ):
         super().__init__(model, **kwargs)
-        self.model = self.network(self.model_config)
+        self.model = self.network_class(self.model_config)
         self.dist_loss_weight = dist_loss_weight
         self.stop_loss_weight = stop_loss_weight
         self.stop_tol = stop_tol
@@ -241,7 +241,7 @@ class NoiseLMModule(NoiseModule):
     """
 
     config_class = NoiseLMConfig
-    network = NoiseLM
+    network_class = NoiseLM
 
     def __init__(self, model: NoiseLMConfig = NoiseLMConfig(), **kwargs: Any):  # noqa: B008
         super().__init__(model, **kwargs)

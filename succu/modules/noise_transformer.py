@@ -20,7 +20,7 @@ class NoiseTransformerModule(NoiseModule):
     """
 
     config_class = NoiseTransformerConfig
-    network = NoiseTransformerLM
+    network_class = NoiseTransformerLM
 
     def __init__(
         self,
