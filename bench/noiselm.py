@@ -69,7 +69,7 @@ MODEL_CONFIGS = {
 LRS = {"NoiseLM": [3e-3, 1e-2, 3e-2], "GPT": [1e-3, 3e-3, 1e-2]}
 ABLATIONS: dict[str, dict] = {  # one mechanism off (or swapped) at a time, from the full model
     "- token noise": {"token_noise": False},
-    "- node (K=1, no C)": {"n_noise": 1, "node_c": "off"},
+    "- node (K=1; no C)": {"n_noise": 1, "node_c": "off"},
     "- C": {"node_c": "off"},
     "- B": {"node_b": False},
     "C as noise emb.": {"node_c": "noise"},
@@ -80,7 +80,7 @@ ABLATIONS: dict[str, dict] = {  # one mechanism off (or swapped) at a time, from
     "abs(w-x)/2": {"pair_op": "absdiff"},
     "hard Lm": {"level": None},  # filled with the full model's argmax beta at seed 0
 }
-CORE = ["- token noise", "- node (K=1, no C)", "- C", "- B", "- levels", "- scattershot"]  # removals
+CORE = ["- token noise", "- node (K=1; no C)", "- C", "- B", "- levels", "- scattershot"]  # removals
 QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
          "--trainer.enable_model_summary", "false", "--trainer.num_sanity_val_steps", "0"]
 
@@ -460,7 +460,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--datasets", default="succulent,tinystories")
-    p.add_argument("--ablations", default="core", help="succulent: 'all', 'core' or a comma list")
+    p.add_argument("--ablations", default="core",
+                   help="succulent: 'all', 'core', 'none' or a comma list of names")
     p.add_argument("--ts_ablations", default="core", help="TinyStories: the same choices")
     p.add_argument("--cache_dir", default=None, help="TinyStories token cache")
     p.add_argument("--out", type=Path, default=Path("runs/bench_noiselm"),
@@ -469,7 +470,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke test: few steps, one seed and lr")
     args = p.parse_args()
     args.datasets = args.datasets.split(",")
-    pick = lambda v: list(ABLATIONS) if v == "all" else CORE if v == "core" else v.split(",")  # noqa: E731
+    def pick(v: str) -> list[str]:
+        names = list(ABLATIONS) if v == "all" else CORE if v == "core" else (
+            [] if v == "none" else v.split(","))
+        unknown = [n for n in names if n not in ABLATIONS]
+        if unknown:
+            p.error(f"unknown ablation {unknown[0]!r}; choose from {list(ABLATIONS)}")
+        return names
+
     args.ablations = {"succulent": pick(args.ablations), "tinystories": pick(args.ts_ablations)}
     args.lrs = {m: list(v) for m, v in LRS.items()}
     if args.quick:

@@ -1,0 +1,30 @@
+"""bench/noiselm.py --quick: the study's whole path (sweep, baselines, ablations, node usage, stop
+rule, tables) through the product, on a few steps; and a rerun reuses every finished run."""
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.paths import REPO
+
+
+@pytest.mark.slow
+def test_quick_study_prints_every_table_and_resumes(tmp_path):
+    cmd = [sys.executable, str(REPO / "bench" / "noiselm.py"), "--quick", "--jobs", "1",
+           "--datasets", "succulent", "--out", str(tmp_path)]
+    first = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert first.returncode == 0, first.stderr[-2000:]
+    for heading in ("### Learning rate", "### succulent: where the write-up's model lands",
+                    "### succulent: NoiseLM's mechanisms one at a time",
+                    "### succulent: how the full NoiseLM uses its parts",
+                    "### succulent: the stop rule on the held-out QA"):
+        assert heading in first.stdout
+    for model in ("| n-gram |", "| NoiseLM |", "| GPT |"):
+        assert model in first.stdout
+    done = sorted((tmp_path / "runs").glob("*.json"))
+    assert len(done) == 5  # NoiseLM and GPT at one lr, the n-gram, two ablations
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert again.returncode == 0 and sorted((tmp_path / "runs").glob("*.json")) == done
+    table = lambda out: out[out.index("### Learning rate"):out.index("### succulent: the stop")]  # noqa: E731
+    assert table(again.stdout) == table(first.stdout)  # the same rows, read back
