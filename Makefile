@@ -37,8 +37,12 @@ test-all: install  ## every test, slow ones included
 lint: install  ## ruff
 	$(PY) -m ruff check succu datamodules callbacks tests bench
 
-bench: install  ## every benchmark in bench/ (each prints its ratio against a same-run baseline)
-	@for b in bench/*.py; do case $$b in */_*) continue;; esac; echo "== $$b"; $(PY) $$b || exit 1; done
+bench: install  ## every benchmark in bench/ (each prints its ratio against a same-run baseline); NANOGPT=DIR adds vs_nanogpt.py
+	@for b in bench/*.py; do case $$b in */_*) continue;; esac; \
+	  args=""; if [ $$b = bench/vs_nanogpt.py ]; then \
+	    if [ -z "$(NANOGPT)" ]; then echo "== $$b skipped (needs a nanoGPT checkout: make bench NANOGPT=DIR)"; continue; fi; \
+	    args="$(NANOGPT)"; fi; \
+	  echo "== $$b"; $(PY) $$b $$args || exit 1; done
 
 clean:  ## remove run directories and caches (keeps .venv)
 	rm -rf runs lightning_logs .pytest_cache

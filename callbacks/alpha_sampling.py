@@ -18,6 +18,7 @@ import lightning as L
 import torch
 
 from succu.contracts import DialSampler, NamedCorpora, require
+from succu.loggers import logged_step
 
 
 class AlphaBetaSampling(L.Callback):
@@ -42,7 +43,10 @@ class AlphaBetaSampling(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict, batch_idx: int
     ) -> None:
-        # What the pipeline drew, for the dashboard; the batch itself is left as it is.
+        # What the pipeline drew, for the dashboard, on the steps the loggers write; the batch
+        # itself is left as it is.
+        if not logged_step(trainer):
+            return
         alpha, source = batch["alpha"], batch["source"]
         n = source.numel()
         pl_module.log("train/alpha", alpha.float().mean(), batch_size=n)

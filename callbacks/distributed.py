@@ -48,6 +48,7 @@ from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
 
 from succu.contracts import BatchSized, require
 from succu.loggers import log_metrics
+from succu.modules.base import LanguageModule
 
 TORCH_STREAM = 3  # stream id of the per-step torch seed (0: windows, 1: batch_from, see text.py)
 
@@ -354,7 +355,8 @@ class PreemptionCheckpoint(L.Callback):
       rank must not leave the others waiting in the save's barrier).
     Nothing is saved when this fit trained no step (a failed start, a finished run resumed) or in
     fast_dev_run. The metrics of the last step, when log_every_n_steps skipped it, are logged at
-    the end, and every logger is saved.
+    the end (all of a max_steps fit's last step, which succu logs anyway; of a step after which an
+    interruption came, the train/loss the module kept), and every logger is saved.
     """
 
     def __init__(self) -> None:
@@ -368,11 +370,20 @@ class PreemptionCheckpoint(L.Callback):
                            batch: Any, batch_idx: int) -> None:
         # Lightning sends one step in log_every_n_steps to the loggers (at this step index, right
         # after this hook); keep a skipped step's metrics so the end of the fit can send them.
+        # References only (tensors, never read back here): no host sync on any step.
         connector = trainer._logger_connector
         if not trainer.loggers or trainer.fit_loop._should_accumulate():
             return
-        self._unlogged = None if connector.should_update_logs else (
-            trainer.fit_loop.epoch_loop._batches_that_stepped, dict(connector.metrics["log"]))
+        if connector.should_update_logs:
+            self._unlogged = None
+            return
+        # succu logs per-step values on `logged_step`s only; on a step it skipped, what is known
+        # of it is the loss the LanguageModule kept (the logged values are older steps').
+        if isinstance(pl_module, LanguageModule) and pl_module.unlogged_loss is not None:
+            metrics = {"train/loss": pl_module.unlogged_loss}
+        else:
+            metrics = dict(connector.metrics["log"])
+        self._unlogged = (trainer.fit_loop.epoch_loop._batches_that_stepped, metrics)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.save_last(trainer, "end of training")

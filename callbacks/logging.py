@@ -14,7 +14,8 @@ CSV-only run keeps them too.
                      (SuccuLM) of the final weights: table `sweep/alpha` or `sweep/tt`, image
                      `sweep/alpha_plot` or `sweep/tt_plot`, plus the CSV/markdown/PNG of
                      `python -m succu.sweep` under `<log_dir>/sweeps/`.
-    LearningRate     `lr` at every logged step (every fit gets it from succu.fit).
+    LearningRate     `lr` at every logged step (`succu.loggers.logged_step`; every fit gets it
+                     from succu.fit).
     ProgressLog      without a progress bar (stdout not a terminal), one line every n steps:
                      step, train/loss, val/loss, it/s (every fit gets it from succu.fit).
 
@@ -35,7 +36,7 @@ import torch
 from callbacks.alpha_sampling import dial_batch_alpha
 from succu.analysis.trap import markdown_table
 from succu.contracts import NamedCorpora, QAProbes
-from succu.loggers import log_image, log_table
+from succu.loggers import log_image, log_table, logged_step
 from succu.nn.utils import eval_mode
 
 GENERATION_COLUMNS = ["step", "prompt", "alpha", "text"]
@@ -57,8 +58,9 @@ class LearningRate(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        if trainer.optimizers:
-            lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+        if trainer.optimizers and logged_step(trainer):
+            # A CPU tensor: a float would be copied to the module's device (on a GPU, a blocking copy).
+            lr = torch.tensor(float(trainer.optimizers[0].param_groups[0]["lr"]))
             pl_module.log("lr", lr, on_step=True, on_epoch=False, batch_size=1)
 
 

@@ -37,7 +37,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from succu.contracts import BatchSized, InitialEmbeddings, QAProbes
-from succu.data import ResumableTraining
+from succu.data import ResumableTraining, pin_memory
 from succu.embeddings import load_json, read_embeddings_json
 from succu.tokenizers import SPECIALS, WordTokenizer, split_words
 
@@ -898,6 +898,7 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
             collate_fn=PadCollate(self.tokenizer.pad_id),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            pin_memory=pin_memory(self.trainer),
         )
 
     def train_dataloader(self) -> DataLoader:

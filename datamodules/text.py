@@ -43,7 +43,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from succu.contracts import BatchSized, DialSampler, NamedCorpora
-from succu.data import ResumableTraining
+from succu.data import ResumableTraining, pin_memory
 from succu.io import atomic_write
 from succu.tokenizers import (
     BPETokenizer,
@@ -704,7 +704,8 @@ class TextDataModule(ResumableTraining, NamedCorpora, BatchSized):
 
     def train_dataloader(self) -> DataLoader:
         data = RandomWindows(self.sampler(), self.batches_per_epoch, self.train_cursor)
-        return DataLoader(data, batch_size=None, num_workers=self.num_workers)
+        return DataLoader(data, batch_size=None, num_workers=self.num_workers,
+                          pin_memory=pin_memory(self.trainer))
 
     def val_batches(self) -> list[dict[str, torch.Tensor]]:
         if self._val_batches is None:
@@ -715,7 +716,8 @@ class TextDataModule(ResumableTraining, NamedCorpora, BatchSized):
         return self._val_batches
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(BatchList(self.val_batches()), batch_size=None, num_workers=0)
+        return DataLoader(BatchList(self.val_batches()), batch_size=None, num_workers=0,
+                          pin_memory=pin_memory(self.trainer))
 
     def test_batches(self) -> list[dict[str, torch.Tensor]]:
         """As many fixed windows as validation (val_windows per corpus), over the test share."""
@@ -731,7 +733,8 @@ class TextDataModule(ResumableTraining, NamedCorpora, BatchSized):
         return self._test_batches
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(BatchList(self.test_batches()), batch_size=None, num_workers=0)
+        return DataLoader(BatchList(self.test_batches()), batch_size=None, num_workers=0,
+                          pin_memory=pin_memory(self.trainer))
 
     @property
     def corpus_weights(self) -> list[float]:

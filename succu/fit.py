@@ -25,16 +25,25 @@ Errors: bad configuration or input found before training starts is one `error:` 
 an error once batches run is re-raised with its traceback.
 
 Runs (docs/operations.md): device requests that cannot start are refused before the Trainer is
-built; `precision: bf16-mixed` with `accelerator: auto` falls back to 32-true on a CPU-only
-machine; `--ckpt_path last` is the newest `last*.ckpt` (or SLURM `hpc_ckpt_*.ckpt`) in the run's
+built; `precision: bf16-mixed` means bf16 autocast wherever the run lands, the CPU included
+(Lightning's torch.autocast("cpu")); `--ckpt_path last` is the newest `last*.ckpt` (or SLURM `hpc_ckpt_*.ckpt`) in the run's
 own checkpoint folders (every `version_*/checkpoints`, not only the new one's; never a file
 elsewhere under the run folder); orphan `.*.tmp` files of killed writes there are removed at the
 start of a fit; SIGTERM writes `last.ckpt` of the current step and exits with status 143; the
 resolved config is logged to every logger.
+
+Start-up imports what the run uses: wandb only when a W&B logger is composed, tensorly only when
+the model holds tensor-train layers, datasets only when a corpus is tokenised. Everything alive
+when training starts (modules, the model, the data) is frozen out of Python's garbage collector
+(`gc.freeze`, in a `python -m succu.fit` process: once after the imports, which run with the
+collector off, and again when training starts): it lives until the end anyway, and every full
+collection, and the interpreter's exit, would otherwise walk the millions of objects that torch
+and Lightning import.
 """
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import logging
 import os
@@ -44,21 +53,27 @@ import sys
 import warnings
 from pathlib import Path
 
-import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
-from lightning.pytorch.plugins.io import CheckpointIO
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+if __name__ == "__main__":
+    # `python -m succu.fit`: the imports below create millions of objects that live as long as
+    # the process, and the collector would walk them all every few thousand allocations (about
+    # 1.5 s of a 2-core machine's start-up) to free nothing. main() freezes them, then turns it on.
+    gc.disable()
 
-from callbacks.distributed import PreemptionCheckpoint, accelerator_kind, check_devices
-from callbacks.logging import LearningRate, ProgressLog
-from succu.checkpoint import AtomicCheckpointIO, read_checkpoint
-from succu.contracts import QAProbes
-from succu.errors import TrainingError, run_cli
-from succu.io import remove_orphans
-from succu.modules.base import LanguageModule
+import lightning as L  # noqa: E402
+from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback  # noqa: E402
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger  # noqa: E402
+from lightning.pytorch.plugins.io import CheckpointIO  # noqa: E402
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn  # noqa: E402
+from lightning.pytorch.utilities.exceptions import SIGTERMException  # noqa: E402
+
+from callbacks.distributed import PreemptionCheckpoint, check_devices  # noqa: E402
+from callbacks.logging import LearningRate, ProgressLog  # noqa: E402
+from succu.checkpoint import AtomicCheckpointIO, read_checkpoint  # noqa: E402
+from succu.contracts import QAProbes  # noqa: E402
+from succu.errors import TrainingError, run_cli  # noqa: E402
+from succu.io import remove_orphans  # noqa: E402
+from succu.modules.base import LanguageModule  # noqa: E402
 
 # No `predict`: a LanguageModule has no predict_step (prompts in, text out is succu.generate).
 SUBCOMMANDS = ("fit", "validate", "test")
@@ -178,17 +193,26 @@ def default_checkpoints() -> list[ModelCheckpoint]:
 
 class RunStarted(L.Callback):
     """Marks the moment batches start to run: errors after it are not configuration errors.
-    `start_step` is the global step training started from (None before training starts)."""
+    `start_step` is the global step training started from (None before training starts).
 
-    def __init__(self) -> None:
+    With `freeze_gc` (a `python -m succu.fit` process, not a fit inside a longer-lived one such
+    as the tests'), everything alive when training starts is frozen out of the garbage collector.
+    """
+
+    def __init__(self, freeze_gc: bool = False) -> None:
         self.started = False
         self.start_step: int | None = None
+        self.freeze_gc = freeze_gc
 
     def mark(self, *args) -> None:
         self.started = True
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.started, self.start_step = True, trainer.global_step
+        if self.freeze_gc:
+            # It lives until the process ends: spare every later collection, and the exit, from
+            # walking it. Not in a longer-lived process: its cycles would never be collected.
+            gc.freeze()
 
     on_validation_start = on_test_start = on_predict_start = mark
 
@@ -228,6 +252,10 @@ def as_list(value) -> list:
 
 
 class SuccuCLI(LightningCLI):
+    def __init__(self, *args, freeze_gc: bool = False, **kwargs) -> None:
+        self.freeze_gc = freeze_gc  # set first: LightningCLI runs the whole fit in __init__
+        super().__init__(*args, **kwargs)
+
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         """Lightning's subcommands that succu supports (SUBCOMMANDS): --help offers only these."""
@@ -259,12 +287,8 @@ class SuccuCLI(LightningCLI):
         interruption (PreemptionCheckpoint); impossible device requests are refused before
         anything starts."""
         config = self._get(self.config_init, "trainer", default={})
-        accelerator = config.get("accelerator", "auto")
-        check_devices(accelerator, config.get("devices", "auto"), config.get("num_nodes", 1))
-        if (config.get("precision") == "bf16-mixed" and accelerator == "auto"
-                and accelerator_kind(accelerator) == "cpu"):
-            rank_zero_info("precision bf16-mixed is for GPUs; no GPU here, so 32-true")
-            kwargs["precision"] = "32-true"
+        check_devices(config.get("accelerator", "auto"), config.get("devices", "auto"),
+                      config.get("num_nodes", 1))
         plugins = as_list(config.get("plugins"))
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
@@ -278,7 +302,7 @@ class SuccuCLI(LightningCLI):
         for kind in (LearningRate, ProgressLog, PreemptionCheckpoint):
             if not any(isinstance(c, kind) for c in callbacks):
                 callbacks.append(kind())
-        self.run_started = RunStarted()
+        self.run_started = RunStarted(freeze_gc=self.freeze_gc)
         kwargs["callbacks"] = [*callbacks, self.run_started]
         return super().instantiate_trainer(**kwargs)
 
@@ -292,6 +316,9 @@ class SuccuCLI(LightningCLI):
                 return False
             logger = default_loggers(config.get("default_root_dir") or "runs/succu")
         loggers = [] if logger is False else as_list(logger)
+        # Here, not at start-up: only a run with a W&B logger imports wandb.
+        if os.environ.get("WANDB_MODE") == "offline" and any(isinstance(x, WandbLogger) for x in loggers):
+            quiet_offline_wandb()
         self.claimed = claim_versions(loggers) if launched_as_rank_zero() else []
         self.joined_wandb_run = current_wandb_run()
         return loggers or False
@@ -381,8 +408,6 @@ def quiet_known_warnings() -> None:
     # Lightning advertises its cloud logger at every Trainer: a filter on its info logger.
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(NO_LITLOGGER_TIP)
-    if os.environ.get("WANDB_MODE") == "offline":
-        quiet_offline_wandb()
 
 
 def quiet_offline_wandb() -> None:
@@ -414,10 +439,12 @@ def trainer_defaults() -> dict:
 
 
 def build_cli(argv: list[str] | None) -> SuccuCLI:
+    """The CLI for `argv`; None: this process's own command line, so the process is the fit."""
     args = default_args(list(sys.argv[1:] if argv is None else argv))
     return SuccuCLI(
         LanguageModule,
         L.LightningDataModule,
+        freeze_gc=argv is None,
         subclass_mode_model=True,
         subclass_mode_data=True,
         auto_configure_optimizers=False,
@@ -430,6 +457,9 @@ def build_cli(argv: list[str] | None) -> SuccuCLI:
 
 
 def main(argv: list[str] | None = None) -> SuccuCLI | None:
+    if argv is None:  # this process is the CLI: the modules imported so far live until it exits
+        gc.freeze()
+        gc.enable()
     os.environ.setdefault("WANDB_MODE", "offline")  # never touch the network unless asked to
     quiet_known_warnings()
     try:

@@ -257,14 +257,17 @@ def test_cluster_yaml_parses_on_top_of_every_experiment(base, cluster, capsys):
     assert trainer["precision"] == ("bf16-mixed" if cluster == "ddp.yaml" else "32-true")
 
 
-def test_ddp_yaml_falls_back_to_32_bit_on_a_cpu_machine(tmp_path, monkeypatch):
+def test_ddp_yaml_keeps_bf16_autocast_on_a_cpu_machine(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cli = fit.SuccuCLI(fit.LanguageModule, fit.L.LightningDataModule, subclass_mode_model=True,
                        subclass_mode_data=True, auto_configure_optimizers=False, run=False,
                        args=["--config", SUCCULM, "--config", str(CLUSTER / "ddp.yaml"), *TINY])
     trainer = cli.trainer
-    assert trainer.precision == "32-true" and trainer.num_devices == 1
+    # Honest precision: what the config asks for, on the CPU too (torch.autocast("cpu")).
+    assert trainer.precision == "bf16-mixed" and trainer.num_devices == 1
+    assert type(trainer.precision_plugin).__name__ == "MixedPrecision"
+    assert trainer.precision_plugin.device == "cpu"
     assert type(trainer.strategy).__name__ == "DDPStrategy"
     kinds = {type(c).__name__ for c in trainer.callbacks}
     assert {"DistributedTraining", "PreemptionCheckpoint"} <= kinds
