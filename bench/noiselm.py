@@ -379,13 +379,13 @@ def report_landing(rows: list[Row], dataset: str, chosen: dict) -> None:
     head = "| model | LM params (n-gram: counts) | lr | val | test |" + (" train EM | held-out EM |" if qa else "")
     print(head + " s/run |")
     print("|---" * (head.count("|") - 1 + 1) + "|")
-    means = {}
+    stats = {}
     for model in ("n-gram", "NoiseLM", "GPT"):
         mine = select(rows, dataset, model, lr=chosen.get((dataset, model)))
         if not mine:
             continue
         val, test = mean_sd([r.val for r in mine]), mean_sd([r.test for r in mine])
-        means[model] = test[0]
+        stats[model] = test
         lr = chosen.get((dataset, model))
         cells = [model, f"{mine[0].lm_params:,}", f"{lr:g}" if lr else "-",
                  f"{val[0]:.4f} ± {val[1]:.4f}", f"{test[0]:.4f} ± {test[1]:.4f}"]
@@ -393,10 +393,19 @@ def report_landing(rows: list[Row], dataset: str, chosen: dict) -> None:
             cells += [em_cell(mine, "train"), em_cell(mine, "held-out")]
         cells.append(f"{statistics.mean(r.seconds for r in mine):.0f}")
         print("| " + " | ".join(cells) + " |")
-    if len(means) == 3 and means["n-gram"] != means["GPT"]:
-        where = (means["n-gram"] - means["NoiseLM"]) / (means["n-gram"] - means["GPT"])
-        print(f"\nNoiseLM closes {where:.0%} of the n-gram -> GPT gap in test loss "
-              "(0%: the n-gram, 100%: the GPT).")
+    if len(stats) == 3:
+        order = " < ".join(sorted(stats, key=lambda m: stats[m][0]))
+        parts = [f"NoiseLM - {other} {stats['NoiseLM'][0] - stats[other][0]:+.4f} "
+                 f"({compare(stats['NoiseLM'], stats[other])})" for other in ("n-gram", "GPT")]
+        print(f"\nTest loss, lowest first: {order}. " + "; ".join(parts) + ".")
+
+
+def compare(a: tuple[float, float], b: tuple[float, float]) -> str:
+    """Whether mean +- sd `a` is lower or higher than `b` by more than two sd of the difference."""
+    delta, bar = a[0] - b[0], 2 * math.hypot(a[1], b[1])
+    if abs(delta) <= bar:
+        return "no difference detected"
+    return ("lower" if delta < 0 else "higher") + f" beyond 2 sd = {bar:.4f}"
 
 
 def report_ablations(rows: list[Row], dataset: str, names: list[str]) -> None:

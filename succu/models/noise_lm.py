@@ -68,8 +68,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from succu.nn.lookup import Lookup, make_lookup
+from succu.nn.lookup import Lookup
 from succu.nn.noise import (
+    CodeSnap,
     NoiseLMOutput,
     StopHead,
     make_codes,
@@ -252,7 +253,7 @@ def log_distance_softmax(
     return (scores * torch.exp(-2.0 * log_sigma)).log_softmax(-1)
 
 
-class NoiseLM(nn.Module):
+class NoiseLM(nn.Module, CodeSnap):
     def __init__(self, cfg: NoiseLMConfig):
         super().__init__()
         if cfg.vocab_size <= 0:
@@ -464,30 +465,7 @@ class NoiseLM(nn.Module):
         """log p(y | x_<=t), (B, T, V): normalised log-probabilities, used as the logits."""
         return self.outputs(input_ids).log_probs
 
-    # ---- the hard snap ----------------------------------------------------------------------
-    def lookup(self, kind: str | None = None, **options) -> Lookup:
-        """The code lookup backend (cached; rebuilt when another is asked)."""
-        kind = kind or self.cfg.lookup
-        stamp = (kind, tuple(sorted(options.items())), self.codes.data_ptr())
-        if self._lookup is None or self._lookup[0] != stamp:
-            self._lookup = (stamp, make_lookup(kind, self.codes.detach(), **options))
-        return self._lookup[1]
-
-    @torch.no_grad()
-    def snap(self, queries: torch.Tensor, kind: str | None = None) -> torch.Tensor:
-        """Nearest code of each query (..., d) -> ids (...): exactly a code's index."""
-        flat = queries.reshape(-1, queries.size(-1))
-        return self.lookup(kind).nearest(flat).view(queries.shape[:-1])
-
-    @torch.no_grad()
-    def snap_decode(self, input_ids: torch.Tensor, kind: str | None = None) -> torch.Tensor:
-        """Next token of each row by the post's rule: the most probable candidate (state, path)
-        snapped to the nearest code, (B,)."""
-        out = self.outputs(input_ids)
-        best = out.log_pi[:, -1].argmax(-1)
-        mu = out.mu[:, -1].gather(1, best.view(-1, 1, 1).expand(-1, 1, out.mu.size(-1)))
-        return self.snap(mu.squeeze(1), kind)
-
+    # ---- the stop rule (the hard snap is CodeSnap's: lookup, snap, snap_decode) ---------------
     @torch.no_grad()
     def stop_target(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicted output code (mean, variance) after each row's last position, (B, d) x 2."""

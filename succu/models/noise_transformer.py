@@ -85,8 +85,9 @@ import torch
 from torch import nn
 
 from succu.models.gpt import GPT, INIT_STD, Block, GPTConfig
-from succu.nn.lookup import Lookup, make_lookup
+from succu.nn.lookup import Lookup
 from succu.nn.noise import (
+    CodeSnap,
     NoiseLMOutput,
     StopHead,
     distance_log_softmax,
@@ -172,7 +173,7 @@ class NoiseTransformerConfig(GPTConfig):
         return 1 + self.n_levels + self.n_scatter
 
 
-class NoiseTransformerLM(nn.Module):
+class NoiseTransformerLM(nn.Module, CodeSnap):
     def __init__(self, cfg: NoiseTransformerConfig):
         super().__init__()
         if cfg.vocab_size <= 0:
@@ -277,29 +278,7 @@ class NoiseTransformerLM(nn.Module):
         """
         return self.outputs(input_ids).log_probs
 
-    # ---- snapping -----------------------------------------------------------------------------
-    def lookup(self, kind: str | None = None, **options) -> Lookup:
-        """The code lookup backend (cached; rebuilt when the codes change or another is asked)."""
-        kind = kind or self.cfg.lookup
-        stamp = (kind, tuple(sorted(options.items())), self.codes.data_ptr(), self.codes._version)
-        if self._lookup is None or self._lookup[0] != stamp:
-            self._lookup = (stamp, make_lookup(kind, self.codes.detach(), **options))
-        return self._lookup[1]
-
-    @torch.no_grad()
-    def snap(self, queries: torch.Tensor, kind: str | None = None) -> torch.Tensor:
-        """Nearest code of each query (..., d) -> ids (...), by the configured backend."""
-        flat = queries.reshape(-1, queries.size(-1))
-        return self.lookup(kind).nearest(flat).view(queries.shape[:-1])
-
-    @torch.no_grad()
-    def snap_decode(self, input_ids: torch.Tensor, kind: str | None = None) -> torch.Tensor:
-        """Next token of each row by the post's rule: snap the most probable candidate, (B,)."""
-        out = self.outputs(input_ids)
-        best = out.log_pi[:, -1].argmax(-1)  # (B,)
-        mu = out.mu[:, -1].gather(1, best.view(-1, 1, 1).expand(-1, 1, out.mu.size(-1)))
-        return self.snap(mu.squeeze(1), kind)
-
+    # ---- the stop rule (the hard snap is CodeSnap's: lookup, snap, snap_decode) ---------------
     @torch.no_grad()
     def stop_target(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicted output code (mean, variance) after each row's last position, (B, d) x 2."""

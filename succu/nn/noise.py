@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from succu.nn.lookup import Lookup, make_lookup
+
 
 # ---- codes and the scattershot context -----------------------------------------------------------
 def make_codes(vocab_size: int, dim: int, seed: int, centred: bool = False) -> torch.Tensor:
@@ -165,6 +167,35 @@ class NoiseLMOutput:
     path_b: torch.Tensor | None = None  # (B, T - 1) posterior of the B path (NoiseLM, C as noise)
 
 
+
+
+# ---- the hard snap --------------------------------------------------------------------------
+class CodeSnap:
+    """The hard snap of a noise LM (a torch module with `codes`, `cfg.lookup`, `_lookup` and
+    `outputs(input_ids) -> NoiseLMOutput`): its candidates replaced by the nearest code."""
+
+    def lookup(self, kind: str | None = None, **options) -> Lookup:
+        """The code lookup backend (cached; rebuilt when the codes change or another is asked)."""
+        kind = kind or self.cfg.lookup
+        stamp = (kind, tuple(sorted(options.items())), self.codes.data_ptr(), self.codes._version)
+        if self._lookup is None or self._lookup[0] != stamp:
+            self._lookup = (stamp, make_lookup(kind, self.codes.detach(), **options))
+        return self._lookup[1]
+
+    @torch.no_grad()
+    def snap(self, queries: torch.Tensor, kind: str | None = None) -> torch.Tensor:
+        """Nearest code of each query (..., d) -> ids (...): exactly a code's index."""
+        flat = queries.reshape(-1, queries.size(-1))
+        return self.lookup(kind).nearest(flat).view(queries.shape[:-1])
+
+    @torch.no_grad()
+    def snap_decode(self, input_ids: torch.Tensor, kind: str | None = None) -> torch.Tensor:
+        """Next token of each row by the post's rule: the most probable candidate snapped to the
+        nearest code, (B,)."""
+        out = self.outputs(input_ids)
+        best = out.log_pi[:, -1].argmax(-1)  # (B,)
+        mu = out.mu[:, -1].gather(1, best.view(-1, 1, 1).expand(-1, 1, out.mu.size(-1)))
+        return self.snap(mu.squeeze(1), kind)
 
 
 # ---- decoding with the stop rule -----------------------------------------------------------------
