@@ -434,8 +434,7 @@ def report_usage(rows: list[Row], dataset: str) -> None:
             "digit_agree", "level_weight", "omega"]
     print(f"\n### {dataset}: how the full NoiseLM uses its parts (test tokens, mean ± sd)\n")
     print("| " + " | ".join(keys) + " | level kept |\n|" + "---|" * (len(keys) + 1))
-    cells = [f"{mean_sd([r.extra[k] for r in mine])[0]:.3f} ± {mean_sd([r.extra[k] for r in mine])[1]:.3f}"
-             for k in keys]
+    cells = ["{:.3f} ± {:.3f}".format(*mean_sd([r.extra[k] for r in mine])) for k in keys]
     print("| " + " | ".join(cells) + f" | {[r.extra['level'] for r in mine]} |")
 
 

@@ -75,7 +75,6 @@ from succu.nn.noise import (
     StopHead,
     make_codes,
     scatter_lags,
-    shift_back,
 )
 
 NODE_C = ("transition", "noise", "off")
@@ -194,14 +193,11 @@ def levels(e: torch.Tensor, n_levels: int, stride: int, op: str) -> list[torch.T
     """[L^0 = e, L^1, .., L^n], each (B, T, d); a partner before the window leaves L^k as is."""
     out = [e]
     for k in range(n_levels):
-        s = 1 if stride == 1 else 2**k
-        prev = out[-1]
-        new = pair_op(prev, shift_back(prev, s), op)
-        if s < prev.size(1):  # positions t < s have no partner: the value passes unchanged
-            new = torch.cat([prev[:, :s], new[:, s:]], dim=1)
-        else:
-            new = prev
-        out.append(new)
+        s, prev = (1 if stride == 1 else 2**k), out[-1]
+        if s >= prev.size(1):  # no position has a partner
+            out.append(prev)
+            continue
+        out.append(torch.cat([prev[:, :s], pair_op(prev[:, s:], prev[:, :-s], op)], dim=1))
     return out
 
 
@@ -237,11 +233,11 @@ def all_pair_means(e: torch.Tensor, window: int) -> torch.Tensor:
     """mean(e_(t-i), e_(t-j)) for pairs of lags i > j of the last `window` tokens, oldest first
     (on [w, x, y, z]: (w,x), (w,y), (w,z), (x,y), (x,z), (y,z)); (B, T, P, d). A token before the
     window start is replaced by the later token of its pair (the pair's mean is then that token)."""
+    lags = [lag(e, j, e) for j in range(window)]  # lags[j]: e_(t-j), e_t before the start
     out = []
     for i in range(window - 1, 0, -1):  # the older token of the pair: lag i
         for j in range(i - 1, -1, -1):
-            later = lag(e, j, e)
-            out.append(0.5 * (lag(e, i, later) + later))
+            out.append(0.5 * (lag(e, i, lags[j]) + lags[j]))
     return torch.stack(out, dim=2)
 
 

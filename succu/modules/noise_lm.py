@@ -197,12 +197,20 @@ class NoiseModule(LanguageModule):
         common = dict(max_new_tokens=max_new_tokens, tol=self.stop_tol, weight=weight,
                       banned=tok.special_ids)
         codes = self.model.codes.detach()
+        rows = 0  # next-token evaluations, counted the same way for every search
+
+        def counted(ids: torch.Tensor) -> torch.Tensor:
+            nonlocal rows
+            rows += ids.size(0)
+            return self.next_log_probs(ids)
+
         if search == "beam":
-            result = stub_search(self.next_log_probs, prompt, codes, mean_hat, var_hat,
-                                 beams=beams, **common)
-            return result, len(result.tokens) * beams
-        return tree_search(self.next_log_probs, prompt, codes, mean_hat, var_hat,
-                           prune=search == "alphabeta", branch=beams, budget=budget, **common)
+            result = stub_search(counted, prompt, codes, mean_hat, var_hat, beams=beams, **common)
+        else:
+            result, _ = tree_search(counted, prompt, codes, mean_hat, var_hat,
+                                    prune=search == "alphabeta", branch=beams, budget=budget,
+                                    **common)
+        return result, rows
 
     @torch.no_grad()
     def stop_profile(self, pairs: list[tuple[str, str]]) -> tuple[list[float], list[float]]:
