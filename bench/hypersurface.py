@@ -1,208 +1,635 @@
-"""Adaptive latent hypersurfaces against trained embeddings: in-domain and out-of-domain loss.
+"""The hypersurface study: frozen random latents adapted per context, against trained embeddings.
 
-    python bench/hypersurface.py [--threads 1] [--steps 600] [--seeds 0,1,2]
-                                 [--train_on tinystories,shakespeare] [--n_embd 64] [--n_layer 3]
-    python bench/hypersurface.py --quick          # smoke test: 20 steps, one seed
+    python bench/hypersurface.py [--jobs 2] [--directions tinystories,shakespeare] [--seeds 0,1,2]
+                                 [--lrs 3e-4,1e-3,3e-3] [--cap 6000] [--out runs/bench_hypersurface]
+    python bench/hypersurface.py --quick      # smoke test: the whole path on a few steps
 
-Trains the three hypersurface variants (film, lowrank, orthogonal: frozen random latents E and a
-1-block causal hypernetwork emitting T_t) and the baselines B0 (trainable tied E, plain GPT),
-B1 (frozen E, trainable head) and B2 (frozen E, one context-free T) with the same steps, batches
-and seeds, char-level, at a size that fits a shared CPU: d = n_embd, n_layer body blocks for the
-variants and n_layer + 1 for the baselines (the hypernetwork's block moved into the body), so
-trainable parameter counts match within ~2% (printed). Per seed every model sees the same E (the
-frozen latents, or B0's initial E), the same training windows and the same val windows.
+The regime the write-up (../shared/seeds/adaptive-latent-hypersurfaces.txt) argues about: a BPE
+vocabulary of 4,096 (V >> d = 128), trained on the training splits of TinyStories, Shakespeare and
+the King James text, so the vocabulary holds tokens the training corpus never shows. Every run
+trains through the product, `succu.fit.main` (what `python -m succu.fit` runs), from
+configs/hypersurface_bpe_<corpus>.yaml plus the overrides printed below (variant, sizes, seed, lr,
+steps), and is scored by the same Trainer's `test` on the test splits of all three corpora.
 
-Every model is trained by the product, `succu.fit.main` (what `python -m succu.fit` runs), from
-configs/hypersurface_<corpus>.yaml, or configs/hypersurface_<b0|b1|b2>_<corpus>.yaml where that
-exists, plus command-line overrides: steps, seed (model, latents E and training windows), variant,
-sizes, lr and warmup. Everything else is the config's: MixtureDataModule over [tinystories,
-shakespeare] with one char tokenizer and natural surfaces, training rows only from the home corpus
-(weights one-hot), AdamW betas (0.9, 0.99), weight decay 0.1 on matrices, warmup then cosine to
-0.1 x lr, gradient clipping 1.0, batch 12 x 64, dropout 0. Validation runs once, after the last
-step, on the fixed val windows (256 x 64 per corpus) of both corpora: the module's val/loss/<corpus>
-are the in-domain (ID) and out-of-domain (OOD) losses. Each direction in --train_on is one table.
-tok/s is the Trainer's training time (the Timer callback, validation excluded) on a shared
-machine: indicative.
+Models (d = 128, one body block and a one-block hypernetwork for the variants; two body blocks
+for the baselines, the hypernetwork's block moved into the body):
+    film, lowrank-r1, lowrank-r8, orthogonal   T_t on the input lookups and on the readout
+    input-only     the commenter's smaller test: FiLM T_t on the context's lookups only, readout a
+                   trained head W initialised to E (b1 plus the input transform)
+    b0             trainable tied E (a plain GPT), initialised to the frozen variants' E
+    b1             frozen E on input, trained head W = E at init
+    b2             frozen E, one learned context-free T
+Parameters are matched on everything but the V x d token tables (b0's E, the head W of b1 and
+input-only): the MLP width `mlp_hidden` of every block is solved per model so those counts lie
+within 2% of b0's at the GPT-2 width 4d (this script stops otherwise); the tables are printed too.
+Per seed every model sees the same E (latent_seed = seed), training windows and test windows.
 
-Columns, mean +- sample sd over seeds:
-    ID, OOD       val loss (nats per char) on the training corpus and on the other one
-    OOD/ID        ratio of the two (lower: generalises relatively better)
-    coh E, coh TE coherence (max |cos| between rows) of E and of the readout table T_t E averaged
-                  over 256 val contexts (B1: its head W; B0: its trained E; seed means)
-    gram TE       RMS off-diagonal cosine of that table (||G - I||_F / sqrt(V (V - 1)))
-    ctx-avg       in-domain loss change when T_t is replaced by its context average (nats/char)
-Then paired differences against B0 (same seed: same data, same initial E) and a verdict line.
+Protocol, per training direction (TinyStories or Shakespeare as the one training corpus):
+    1. B0 at each learning rate, seed 0, with callbacks.plateau.PlateauStop: it stops once its
+       validation loss improved by less than 1% over 1,000 steps, or at `--cap` steps. B0's
+       learning rate is the one with the lowest val loss where it stopped; that stop is S.
+    2. Every other model at each learning rate, seed 0, for S steps; its learning rate is the one
+       with the lowest val loss at S.
+    3. Every model at its learning rate, seeds 1 and 2, for S steps (B0 without the stop rule).
+The schedule is warmup then constant (min_lr_ratio 1.0), so a curve flattens by itself, not by a
+decaying rate. Each model's own plateau step (the first validation at which the same rule would
+fire) is read from its curve. Test losses are split by the predicted token's count in the
+training split: rare (< 10, unseen included), unseen, common. Orthogonality: histograms of |cos|
+between rows of E at initialisation (the same for every model of a seed) and, at the end, of b0's
+trained E, of the head W, and of T_t E at 8 test contexts of the training corpus.
+Tables give mean +- sd over seeds; a claim "holds"/"does not hold" only when the difference to B0
+exceeds 2 sqrt(sd_a^2 + sd_b^2); otherwise "no difference detected at this scale". Runs go to
+`--jobs` processes with one torch thread each; each run's result is a file under --out/runs, so a
+rerun resumes (a study cut short reports what it finished with --report_only).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
+import dataclasses
+import hashlib
 import io
+import json
 import logging
+import math
 import statistics
 import tempfile
 import time
 import warnings
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 
-from succu.benchmark import add_thread_arg, offline, setup_threads  # noqa: E402
+from succu.benchmark import offline
 
 offline()
 
 import torch  # noqa: E402
-from lightning.pytorch.callbacks import Timer  # noqa: E402
 
+from callbacks.plateau import PlateauStop  # noqa: E402
 from succu import fit  # noqa: E402
-from succu.analysis.latents import context_average_ablation, latent_geometry  # noqa: E402
-from succu.models.hypersurface import BASELINES, VARIANTS  # noqa: E402
+from succu.analysis.latents import RARITY, context_tables, cos_histogram  # noqa: E402
+from succu.io import atomic_write  # noqa: E402
+from succu.models.hypersurface import HypersurfaceConfig, HypersurfaceLM, random_latents  # noqa: E402
 
-CORPORA = ["tinystories", "shakespeare"]  # the configs' MixtureDataModule corpora, in order
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-# A bench run: no loggers or progress output, validation only after the last step (no sanity
-# check), and the Trainer's own clock. Checkpoints go to a temporary folder that is then deleted.
-QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-         "--trainer.enable_model_summary", "false", "--trainer.num_sanity_val_steps", "0",
-         '--trainer.callbacks+={"class_path": "lightning.pytorch.callbacks.Timer", '
-         '"init_args": {"interval": "step", "verbose": false}}']
+CORPORA = ["tinystories", "shakespeare", "kjv"]  # the configs' MixtureDataModule corpora, in order
+MODELS = {
+    "film": {"variant": "film"},
+    "lowrank-r1": {"variant": "lowrank", "rank": 1},
+    "lowrank-r8": {"variant": "lowrank", "rank": 8},
+    "orthogonal": {"variant": "orthogonal", "rank": 1},
+    "input-only": {"variant": "film", "input_only": True},
+    "b0": {"variant": "b0"},
+    "b1": {"variant": "b1"},
+    "b2": {"variant": "b2"},
+}
+BINS = 100  # |cos| histogram bins on [0, 1]
 
 
-def config_for(model: str, home: str) -> Path:
-    """The shipped config of this model and training corpus (baselines have their own files)."""
-    own = CONFIGS / f"hypersurface_{model}_{home}.yaml"
-    return own if own.is_file() else CONFIGS / f"hypersurface_{home}.yaml"
+@dataclass(frozen=True)
+class Size:
+    """The shared sizes (the configs'), and the protocol's clock."""
+
+    vocab: int = 4096
+    n_embd: int = 128
+    n_head: int = 4
+    n_layer: int = 1  # body blocks of the variants; the baselines get one more
+    block_size: int = 32
+    val_every: int = 250
+    window: int = 1000  # the plateau rule's span
+    warmup: int = 200
 
 
-def fit_args(model: str, home: str, seed: int, args) -> list[str]:
-    """`python -m succu.fit` arguments for one run; all that differs from the config is here."""
-    extra = 0 if model in VARIANTS else 1  # the hypernetwork's block, moved into the body
-    net = {"variant": model, "n_layer": args.n_layer + extra, "n_head": args.n_head,
-           "n_embd": args.n_embd, "rank": args.rank, "n_hyper_layer": 1, "latent_seed": seed}
-    out = ["--config", str(config_for(model, home)), "--seed_everything", str(seed),
-           "--trainer.max_steps", str(args.steps), "--trainer.val_check_interval", str(args.steps),
-           "--model.init_args.diagnostics", "false",  # measured below, on more contexts
-           "--model.init_args.warmup_steps", str(args.warmup),
-           "--model.init_args.optimizer.init_args.lr", str(args.lr),
-           "--data.init_args.seed", str(seed)]
-    for key, value in net.items():
-        out += [f"--model.init_args.model.{key}", str(value)]
-    return out + (["--data.init_args.cache_dir", args.cache_dir] if args.cache_dir else [])
+@dataclass(frozen=True)
+class Run:
+    direction: str
+    model: str
+    seed: int
+    lr: float
+    steps: int
+    size: Size
+    plateau: bool = False  # stop by the plateau rule (B0's sweep)
+    cache_dir: str | None = None
+
+    @property
+    def key(self) -> str:
+        text = repr(dataclasses.replace(self, cache_dir=None))
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def run_fit(argv: list[str]):
-    """Fit through the product; returns the LightningCLI and the seconds spent training."""
-    # stdout is silenced: the CLI's end-of-fit talk session is for users, not for this table.
+@dataclass
+class Row:
+    run: Run
+    steps: int  # steps trained (B0's sweep: where the plateau rule stopped it)
+    stopped_by_rule: bool
+    val: float  # in-domain val loss at the end
+    test: dict  # test/loss/<corpus>[/<class>] and test/tokens/<corpus>/<class>
+    curve: list  # [step, {corpus: val loss}] at every validation
+    params: int  # trainable, token tables excluded
+    tables: int  # trainable V x d token-table parameters
+    mlp_hidden: int
+    seconds: float
+    hist: dict = field(default_factory=dict)  # end-of-training |cos| histograms by table
+
+
+# ---- models and their sizes ----------------------------------------------------------------
+def model_config(model: str, size: Size, mlp_hidden: int | None) -> HypersurfaceConfig:
+    extra = 0 if MODELS[model]["variant"] in ("b0", "b1", "b2") else -1
+    return HypersurfaceConfig(vocab_size=size.vocab, block_size=size.block_size, n_embd=size.n_embd,
+                              n_head=size.n_head, n_layer=size.n_layer + 1 + extra, n_hyper_layer=1,
+                              mlp_hidden=mlp_hidden, **MODELS[model])
+
+
+def table_params(net: HypersurfaceLM) -> int:
+    """Trainable V x d token tables: b0's E, the head W of b1 and input-only."""
+    tables = [net.latents] if isinstance(net.latents, torch.nn.Parameter) else []
+    tables += [net.lm_head.weight] if net.lm_head is not None else []
+    return sum(t.numel() for t in tables)
+
+
+def counts(model: str, size: Size, mlp_hidden: int) -> tuple[int, int]:
+    """(trainable parameters without the token tables, the tables') of a model."""
+    net = HypersurfaceLM(model_config(model, size, mlp_hidden))
+    return net.num_params() - table_params(net), table_params(net)
+
+
+def matched_width(model: str, size: Size) -> int:
+    """The MLP width that puts a model's non-table parameters nearest b0's at width 4d."""
+    target = counts("b0", size, 4 * size.n_embd)[0]
+    a, b = (counts(model, size, w)[0] for w in (4 * size.n_embd, 4 * size.n_embd - 1))
+    width = round(4 * size.n_embd - (target - a) / (b - a))  # parameters are linear in the width
+    if width < 1:
+        raise SystemExit(f"{model} has more parameters than b0 at any MLP width; shrink it")
+    return width
+
+
+# ---- one run, in a worker process -----------------------------------------------------------
+def argv(run: Run, width: int, tmp: str) -> list[str]:
+    cfg = model_config(run.model, run.size, width)
+    s = run.size
+    out = ["--config", str(CONFIGS / f"hypersurface_bpe_{run.direction}.yaml"),
+           "--seed_everything", str(run.seed), "--data.init_args.seed", str(run.seed),
+           "--trainer.max_steps", str(run.steps), "--trainer.val_check_interval", str(s.val_every),
+           "--model.init_args.optimizer.init_args.lr", str(run.lr),
+           "--model.init_args.warmup_steps", str(s.warmup),
+           "--data.init_args.block_size", str(s.block_size),
+           "--data.init_args.bpe_vocab_size", str(s.vocab),
+           "--trainer.logger", json.dumps({"class_path": "lightning.pytorch.loggers.CSVLogger",
+                                           "init_args": {"save_dir": tmp, "name": "csv"}}),
+           "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+           "--trainer.num_sanity_val_steps", "0", "--trainer.default_root_dir", tmp]
+    for name in ("variant", "rank", "n_layer", "n_embd", "n_head", "mlp_hidden", "input_only"):
+        out += [f"--model.init_args.model.{name}", str(getattr(cfg, name)).lower()]
+    out += ["--model.init_args.model.latent_seed", str(run.seed)]
+    if run.plateau:
+        stop = {"class_path": "callbacks.plateau.PlateauStop", "init_args": {"window": s.window}}
+        out += [f"--trainer.callbacks+={json.dumps(stop)}"]
+    return out + (["--data.init_args.cache_dir", run.cache_dir] if run.cache_dir else [])
+
+
+def read_curve(log_dir: str, corpora: list[str]) -> list:
+    """[step, {corpus: val loss}] of every validation, from the run's CSVLogger file."""
+    curve = []
+    with open(Path(log_dir) / "metrics.csv") as f:
+        for row in csv.DictReader(f):
+            if row.get(f"val/loss/{corpora[0]}"):
+                curve.append([int(row["step"]), {c: float(row[f"val/loss/{c}"]) for c in corpora}])
+    return curve
+
+
+@torch.no_grad()
+def end_histograms(net: HypersurfaceLM, ids: torch.Tensor) -> dict:
+    """|cos| histograms at the end: b0's trained E, T_t E (or b2's T E) on the input side, and
+    the trained head W where there is one (b1's input E is frozen: its histogram is the init's)."""
+    table, readout = context_tables(net, ids, n_contexts=8)
+    out = {}
+    if net.cfg.variant == "b0":
+        out["E"] = cos_histogram(table, BINS).tolist()
+    elif net.cfg.variant != "b1":
+        out["TE"] = cos_histogram(table, BINS).tolist()
+    if readout is not table:
+        out["W"] = cos_histogram(readout, BINS).tolist()
+    return out
+
+
+def train_and_score(run: Run) -> Row:
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    width = matched_width(run.model, run.size)
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-        cli = fit.main([*argv, *QUIET, "--trainer.default_root_dir", tmp])
-    timer = next(c for c in cli.trainer.callbacks if isinstance(c, Timer))
-    return cli, timer.time_elapsed("train") - timer.time_elapsed("validate")
+        start = time.perf_counter()
+        cli = fit.main(argv(run, width, tmp))
+        seconds = time.perf_counter() - start
+        trainer, module, dm = cli.trainer, cli.model, cli.datamodule
+        home = CORPORA[run.direction == "shakespeare"]
+        val = float(trainer.callback_metrics[f"val/loss/{home}"])
+        curve = read_curve(trainer.logger.log_dir, CORPORA)
+        test = {k: float(v) for k, v in trainer.test(module, datamodule=dm, verbose=False)[0].items()}
+    rule = next((c for c in trainer.callbacks if isinstance(c, PlateauStop)), None)
+    net = module.model.eval()
+    ids = next(b["input_ids"] for b in dm.test_batches() if int(b["source"][0]) == CORPORA.index(home))
+    return Row(run, trainer.global_step, rule is not None and rule.plateau_step is not None, val, test,
+               curve, net.num_params() - table_params(net), table_params(net), width, seconds,
+               end_histograms(net, ids))
 
 
-def evaluate(cli, home: int) -> dict[str, float]:
-    """ID and OOD loss from the Trainer's validation; geometry and the ablation on home val windows."""
-    metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
-    loss_id, loss_ood = (metrics[f"val/loss/{CORPORA[i]}"] for i in (home, 1 - home))
-    model = cli.model.model.eval()
-    own = [b for b in cli.datamodule.val_batches() if int(b["source"][0]) == home]
-    geo = latent_geometry(model, torch.cat([b["input_ids"] for b in own[:8]]), max_contexts=256)
-    return {
-        "id": loss_id, "ood": loss_ood, "ratio": loss_ood / loss_id,
-        "coh_E": geo["coherence/E"], "coh_TE": geo["coherence/TE"], "gram_TE": geo["gram/TE"],
-        "ctx": context_average_ablation(model, own)["delta"],
-    }
+def execute(run: Run, out: Path) -> Row:
+    """Train and score one run, or read its row back when an earlier study made it."""
+    done = out / "runs" / f"{run.key}.json"
+    if done.exists():
+        return row_from_json(json.loads(done.read_text()))
+    row = train_and_score(run)
+    atomic_write(done, json.dumps(dataclasses.asdict(row)).encode())
+    return row
 
 
-def ms(values: list[float], fmt: str = ".3f") -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):{fmt}}+-{sd:.3f}"
+def row_from_json(data: dict) -> Row:
+    run = data.pop("run")
+    run["size"] = Size(**run["size"])
+    return Row(Run(**run), **data)
 
 
-def paired(a: list[float], b: list[float]) -> str:
-    d = [x - y for x, y in zip(a, b)]
-    return f"{statistics.mean(d):+.3f} [{min(d):+.3f}, {max(d):+.3f}]"
+# ---- the protocol --------------------------------------------------------------------------
+class Study:
+    """Which runs the protocol needs, given the rows finished so far (it unfolds as they come)."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.rows: dict[str, Row] = {}
+
+    def run(self, direction: str, model: str, seed: int, lr: float, steps: int, plateau=False) -> Run:
+        return Run(direction, model, seed, lr, steps, self.args.size, plateau, self.args.cache_dir)
+
+    def get(self, runs: list[Run]) -> list[Row] | None:
+        """The rows of these runs, or None while any is missing."""
+        rows = [self.rows.get(r.key) for r in runs]
+        return None if any(r is None for r in rows) else rows
+
+    def b0_sweep(self, d: str) -> list[Run]:
+        return [self.run(d, "b0", self.args.seeds[0], lr, self.args.cap, True) for lr in self.args.lrs]
+
+    def stop(self, d: str) -> tuple[float, int] | None:
+        """B0's learning rate and the step S where its plateau rule (or the cap) stopped it."""
+        rows = self.get(self.b0_sweep(d))
+        if rows is None:
+            return None
+        best = min(rows, key=lambda r: r.val)
+        return best.run.lr, best.steps
+
+    def sweep(self, d: str, model: str) -> list[Run]:
+        if model == "b0":
+            return self.b0_sweep(d)
+        _, steps = self.stop(d)
+        return [self.run(d, model, self.args.seeds[0], lr, steps) for lr in self.args.lrs]
+
+    def chosen(self, d: str, model: str) -> Row | None:
+        """The seed-0 row at the model's chosen learning rate (lowest val loss at the end)."""
+        if self.stop(d) is None:
+            return None
+        rows = self.get(self.sweep(d, model))
+        return None if rows is None else min(rows, key=lambda r: r.val)
+
+    def seed_runs(self, d: str, model: str) -> list[Run]:
+        best = self.chosen(d, model)
+        _, steps = self.stop(d)
+        return [self.run(d, model, s, best.run.lr, steps) for s in self.args.seeds[1:]]
+
+    def ready(self) -> list[Run]:
+        """Runs whose inputs are known and that have not finished, in priority order: the first
+        direction first, within it B0's sweep, then the sweeps and the seeds."""
+        out = []
+        for d in self.args.directions:
+            out += self.b0_sweep(d)
+            if self.stop(d) is None:
+                continue
+            for m in self.args.models:
+                out += self.sweep(d, m) + (self.seed_runs(d, m) if self.chosen(d, m) else [])
+        return [r for r in out if r.key not in self.rows]
+
+    def final(self, d: str, model: str) -> list[Row] | None:
+        """Every seed's row of a model at its chosen learning rate (None while any is missing)."""
+        best = self.chosen(d, model)
+        if best is None:
+            return None
+        rest = self.get(self.seed_runs(d, model))
+        return None if rest is None else [best, *rest]
 
 
-def report(home: str, models: list[str], results: dict, params: dict, args, shape: str) -> None:
-    other = CORPORA[1 - CORPORA.index(home)]
-    print(f"\ntrain on {home}, OOD = {other}: {args.steps} steps x {shape} chars, "
-          f"d={args.n_embd}, seeds {args.seeds} (mean+-sd over seeds)")
-    head = (f"{'model':<11}{'params':>8}{'vs b0':>7}  {'ID loss':>13}  {'OOD loss':>13}  {'OOD/ID':>13}"
-            f"  {'coh E':>6} {'coh TE':>6} {'gram TE':>7}  {'ctx-avg dL':>14}  {'tok/s':>6}")
-    print(head)
-    for m in models:
-        r = results[m]
-        ctx = ms(r["ctx"], "+.3f") if m in VARIANTS else "-"
-        print(f"{m:<11}{params[m]:>8,}{params[m] / params.get('b0', params[m]) - 1:>+7.1%}  {ms(r['id']):>13}"
-              f"  {ms(r['ood']):>13}  {ms(r['ratio']):>13}  {statistics.mean(r['coh_E']):6.3f}"
-              f" {statistics.mean(r['coh_TE']):6.3f} {statistics.mean(r['gram_TE']):7.3f}  {ctx:>14}"
-              f"  {statistics.mean(r['tps']):6.0f}")
-    if "b0" in results:
-        report_paired(models, results)
+def progress(row: Row, started: float) -> None:
+    r = row.run
+    how = " (plateau rule)" if row.stopped_by_rule else ""
+    print(f"  [{time.perf_counter() - started:5.0f}s] {r.direction} {r.model} lr {r.lr:g} seed {r.seed}: "
+          f"{row.steps} steps{how}, val {row.val:.4f} ({row.seconds:.0f} s)", flush=True)
 
 
-def report_paired(models: list[str], results: dict) -> None:
-    r0 = results["b0"]
-    print("paired vs b0 (model - b0, mean [min, max] over seeds; negative = better than b0):")
-    for m in models:
-        if m != "b0":
-            r = results[m]
-            print(f"  {m:<11} ID {paired(r['id'], r0['id'])}   OOD {paired(r['ood'], r0['ood'])}"
-                  f"   OOD/ID {paired(r['ratio'], r0['ratio'])}")
-    for m in [v for v in models if v in VARIANTS]:
-        r = results[m]
-        wins_id = sum(x < y for x, y in zip(r["id"], r0["id"]))
-        wins_ratio = sum(x < y for x, y in zip(r["ratio"], r0["ratio"]))
-        print(f"  {m}: lower ID loss than b0 on {wins_id}/{len(r['id'])} seeds, "
-              f"lower OOD/ID on {wins_ratio}/{len(r['id'])} seeds")
-
-
-def direction(home: str, models: list[str], seeds: list[int], args, started: float):
-    """Train every model on every seed with `home` as the training corpus; print its table."""
-    results: dict[str, dict[str, list[float]]] = {m: {} for m in models}
-    params: dict[str, int] = {}
-    for seed in seeds:
-        for m in models:
-            cli, secs = run_fit(fit_args(m, home, seed, args))
-            dm = cli.datamodule
-            params[m] = cli.model.model.num_params()
-            tps = args.steps * dm.batch_size * dm.block_size / secs
-            row = {**evaluate(cli, CORPORA.index(home)), "tps": tps}
-            for k, v in row.items():
-                results[m].setdefault(k, []).append(v)
-            print(f"  [{time.perf_counter() - started:5.0f}s] {home} seed {seed} {m:<10} "
-                  f"ID {row['id']:.3f} OOD {row['ood']:.3f} ctx {row['ctx']:+.4f} {tps:.0f} tok/s",
-                  flush=True)
-    report(home, models, results, params, args, f"{dm.batch_size} x {dm.block_size}")
-    return dm
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_thread_arg(p)
-    p.add_argument("--steps", type=int, default=600, help="training steps per run")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--train_on", default="tinystories,shakespeare", help="directions, comma-separated")
-    p.add_argument("--models", default=",".join(VARIANTS + BASELINES))
-    p.add_argument("--n_embd", type=int, default=64)
-    p.add_argument("--n_layer", type=int, default=3, help="body blocks of the variants (baselines +1)")
-    p.add_argument("--n_head", type=int, default=4)
-    p.add_argument("--rank", type=int, default=1)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--warmup", type=int, default=60)
-    p.add_argument("--cache_dir", default=None, help="token cache (default: the datamodule's)")
-    p.add_argument("--quick", action="store_true", help="smoke test: 20 steps, warmup 5, seed 0")
-    args = p.parse_args()
-    if args.quick:
-        args.steps, args.warmup, args.seeds = 20, 5, "0"
-    setup_threads(args.threads)
-    for name in ("lightning.pytorch", "lightning.fabric"):  # per-run banners
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # torch/Lightning, once per run
-    seeds = [int(s) for s in args.seeds.split(",")]
+def execute_all(study: Study, jobs: int, out: Path) -> None:
+    """Run what the protocol needs until nothing is left, `jobs` at a time, best first."""
     started = time.perf_counter()
-    for home in args.train_on.split(","):
-        dm = direction(home, args.models.split(","), seeds, args, started)
-    print(f"\ntotal {time.perf_counter() - started:.0f} s, vocab {dm.vocab_size} chars")
+    pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) if jobs > 1 else None
+    pending: dict = {}
+    try:
+        while True:
+            busy = {run.key for run in pending.values()}
+            for run in [r for r in study.ready() if r.key not in busy]:
+                if (out / "runs" / f"{run.key}.json").exists() or pool is None:
+                    study.rows[run.key] = row = execute(run, out)
+                    progress(row, started)
+                elif len(pending) < jobs:
+                    pending[pool.submit(execute, run, out)] = run
+            if not pending:
+                if not [r for r in study.ready() if r.key not in study.rows]:
+                    return
+                continue
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                row = future.result()
+                study.rows[row.run.key] = row
+                del pending[future]
+                progress(row, started)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+# ---- the report ----------------------------------------------------------------------------
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def cell(values: list[float]) -> str:
+    if any(math.isnan(v) for v in values):
+        return "-"  # no such tokens in this split
+    m, s = mean_sd(values)
+    return f"{m:.3f} ± {s:.3f}"
+
+
+def compare(a: list[float], b: list[float], lower_is_better: bool = True) -> str:
+    """a against b: 'holds' when a is better beyond 2 sd of the difference, 'does not hold' when
+    worse beyond it, else no difference detected."""
+    if any(math.isnan(v) for v in a + b):
+        return "-"
+    (ma, sa), (mb, sb) = mean_sd(a), mean_sd(b)
+    if len(a) < 2 or len(b) < 2:
+        return "one seed: no verdict"
+    gain = (mb - ma) if lower_is_better else (ma - mb)
+    bar = 2 * math.hypot(sa, sb)
+    word = "holds" if gain > bar else "does not hold" if gain < -bar else "no difference detected at this scale"
+    return f"{ma - mb:+.3f} (2 sd = {bar:.3f}): {word}"
+
+
+def own_plateau(curve: list, corpus: str, window: int, rule: float = 0.01) -> int | None:
+    """The first validation at which PlateauStop's rule would fire on this curve."""
+    for step, losses in curve:
+        earlier = [v[corpus] for s, v in curve if s <= step - window]
+        if earlier and earlier[-1] - losses[corpus] < rule * earlier[-1]:
+            return step
+    return None
+
+
+def late_gain(curve: list, corpus: str, window: int) -> float:
+    """Relative val-loss improvement over the last `window` steps of a curve."""
+    end_step, end = curve[-1][0], curve[-1][1][corpus]
+    earlier = [v[corpus] for s, v in curve if s <= end_step - window]
+    return (earlier[-1] - end) / earlier[-1] if earlier else float("nan")
+
+
+def hist_stats(counts: list[int]) -> tuple[float, float]:
+    """(mean |cos|, 99th percentile |cos|) of a histogram on [0, 1]."""
+    total = sum(counts)
+    centres = [(i + 0.5) / len(counts) for i in range(len(counts))]
+    mean = sum(c * x for c, x in zip(counts, centres)) / total
+    run = 0
+    for c, x in zip(counts, centres):
+        run += c
+        if run >= 0.99 * total:
+            return mean, x + 0.5 / len(counts)
+    return mean, 1.0
+
+
+def init_histogram(size: Size, seed: int) -> list[int]:
+    return cos_histogram(random_latents(size.vocab, size.n_embd, seed), BINS).tolist()
+
+
+def report_direction(study: Study, d: str, lines: list[str]) -> dict:
+    """The direction's tables; returns {model: rows} of the models whose seeds all finished."""
+    home = CORPORA[d == "shakespeare"]
+    others = [c for c in CORPORA if c != home]
+    lr0, steps = study.stop(d)
+    b0_rows = study.get(study.b0_sweep(d))
+    ruled = min(b0_rows, key=lambda r: r.val).stopped_by_rule
+    lines += [f"### Trained on {d}: S = {steps} steps "
+              f"({'B0 plateau' if ruled else 'the cap: B0 had not plateaued'}, B0 lr {lr0:g})", "",
+              "Learning-rate sweep (seed 0, val loss on " + home + "; * = chosen):", "",
+              "| model | " + " | ".join(f"lr {lr:g}" for lr in study.args.lrs) + " |",
+              "|---|" + "---|" * len(study.args.lrs)]
+    for m in study.args.models:
+        rows = study.get(study.sweep(d, m))
+        if rows is None:
+            continue
+        best = min(rows, key=lambda r: r.val)
+        lines.append(f"| {m} | " + " | ".join(
+            f"{r.val:.4f}{'*' if r is best else ''}" + (f" ({r.steps})" if m == "b0" else "")
+            for r in rows) + " |")
+    finals = {m: rows for m in study.args.models if (rows := study.final(d, m)) is not None}
+    head = ["model", "params", "tables", "mlp", "lr", "own plateau", f"{home} test", f"{home} rare"]
+    for c in others:
+        head += [f"{c} test", f"{c} rare"]
+    lines += ["", "Test losses (nats per token, mean ± sd over seeds "
+              f"{','.join(map(str, study.args.seeds))}); rare = fewer than 10 occurrences in the "
+              f"{home} training split (unseen included):", "",
+              "| " + " | ".join(head) + " |", "|---|" + "---|" * (len(head) - 1)]
+    b0_params = finals["b0"][0].params if "b0" in finals else None
+    for m, rows in finals.items():
+        r0 = rows[0]
+        plateaus = [own_plateau(r.curve, home, study.args.size.window) for r in rows]
+        plateau = ", ".join("-" if p is None else str(p) for p in plateaus)
+        gap = f" ({r0.params / b0_params - 1:+.1%})" if b0_params else ""
+        cells = [m, f"{r0.params:,}{gap}", f"{r0.tables:,}", str(r0.mlp_hidden), f"{r0.run.lr:g}", plateau]
+        for c in [home, *others]:
+            cells += [cell([r.test[f"test/loss/{c}"] for r in rows]),
+                      cell([r.test.get(f"test/loss/{c}/rare", math.nan) for r in rows])]
+        lines.append("| " + " | ".join(cells) + " |")
+    tokens = finals and next(iter(finals.values()))[0].test
+    if tokens:
+        n = {(c, k): tokens.get(f"test/tokens/{c}/{k}", 0.0) for c in CORPORA for k in RARITY}
+        share = ", ".join(f"{c} {n[c, 'rare']:.0f} of {n[c, 'rare'] + n[c, 'common']:.0f} "
+                          f"({n[c, 'unseen']:.0f} unseen)" for c in [home, *others])
+        lines += ["", f"Rare test tokens: {share}. Own plateau: the first validation at which the "
+                  "1%-over-1,000-steps rule fires on the model's own curve (- : not within S)."]
+    return finals
+
+
+def report_verdicts(study: Study, d: str, finals: dict, lines: list[str]) -> None:
+    if "b0" not in finals:
+        return
+    home = CORPORA[d == "shakespeare"]
+    others = [c for c in CORPORA if c != home]
+    b0 = finals["b0"]
+    w = study.args.size.window
+    lines += ["", f"Claims against B0 (trained on {d}; model - B0, mean over seeds):", "",
+              "| model | lower loss (" + home + " test) | keeps improving (late gain) | "
+              + " | ".join(f"better OOD ({c})" for c in others) + " | "
+              + " | ".join(f"rare tokens ({c})" for c in others) + " |",
+              "|---|" + "---|" * (2 + 2 * len(others))]
+    for m, rows in finals.items():
+        if m == "b0":
+            continue
+        cells = [m, compare([r.test[f"test/loss/{home}"] for r in rows], [r.test[f"test/loss/{home}"] for r in b0]),
+                 compare([late_gain(r.curve, home, w) for r in rows], [late_gain(r.curve, home, w) for r in b0],
+                         lower_is_better=False)]
+        cells += [compare([r.test[f"test/loss/{c}"] for r in rows], [r.test[f"test/loss/{c}"] for r in b0])
+                  for c in others]
+        cells += [compare([r.test.get(f"test/loss/{c}/rare", math.nan) for r in rows],
+                          [r.test.get(f"test/loss/{c}/rare", math.nan) for r in b0]) for c in others]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Orthogonality: |cos| between latent rows (mean; 99th percentile), seed means:", "",
+              "| table | mean abs cos | 99th pct |", "|---|---|---|"]
+    init = [hist_stats(init_histogram(study.args.size, s)) for s in study.args.seeds]
+    lines.append(f"| E at init (every model) | {statistics.mean(x[0] for x in init):.4f} | "
+                 f"{statistics.mean(x[1] for x in init):.3f} |")
+    for m, rows in finals.items():
+        for name in rows[0].hist:
+            stats = [hist_stats(r.hist[name]) for r in rows]
+            label = {"E": "trained E", "TE": "T_t E" if m != "b2" else "T E", "W": "head W"}[name]
+            lines.append(f"| {m}: {label} at the end | {statistics.mean(x[0] for x in stats):.4f} | "
+                         f"{statistics.mean(x[1] for x in stats):.3f} |")
+
+
+def plot_direction(study: Study, d: str, finals: dict, figures: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    home = CORPORA[d == "shakespeare"]
+    fig, axes = plt.subplots(1, len(CORPORA), figsize=(5 * len(CORPORA), 4), sharex=True)
+    for m, rows in finals.items():
+        for ax, c in zip(axes, [home, *[c for c in CORPORA if c != home]]):
+            steps = [s for s, _ in rows[0].curve]
+            mean = [statistics.mean(r.curve[i][1][c] for r in rows) for i in range(len(steps))]
+            ax.plot(steps, mean, label=m, lw=1.2, ls="--" if m.startswith("b") else "-")
+            ax.set_title(f"val loss on {c}" + (" (in domain)" if c == home else ""))
+            ax.set_xlabel("step")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Trained on {d}: learning curves, mean over seeds")
+    fig.tight_layout()
+    curves = figures / f"hypersurface_curves_{d}.png"
+    fig.savefig(curves, dpi=110)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    centres = [(i + 0.5) / BINS for i in range(BINS)]
+    init = init_histogram(study.args.size, study.args.seeds[0])
+    ax.plot(centres, [c / sum(init) for c in init], color="black", lw=2, label="E at init")
+    for m, rows in finals.items():
+        for name, counts_ in rows[0].hist.items():
+            ax.plot(centres, [c / sum(counts_) for c in counts_], lw=1, label=f"{m}: {name} at end")
+    ax.set_yscale("log")
+    ax.set_xlabel("|cos| between two rows")
+    ax.set_ylabel("share of pairs")
+    ax.set_title(f"Trained on {d}: |cos| between latent rows (seed {study.args.seeds[0]})")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    hist = figures / f"hypersurface_cos_{d}.png"
+    fig.savefig(hist, dpi=110)
+    plt.close(fig)
+    return [curves, hist]
+
+
+def check_match(finals: dict) -> None:
+    """Non-table parameters within 2% of b0's, or the study's numbers mean nothing."""
+    if "b0" not in finals:
+        return
+    target = finals["b0"][0].params
+    for m, rows in finals.items():
+        gap = rows[0].params / target - 1
+        if abs(gap) > 0.02:
+            raise SystemExit(f"{m} has {rows[0].params:,} parameters outside the tables, {gap:+.1%} "
+                             f"from b0's {target:,}: not matched within 2%")
+
+
+def report(study: Study, args: argparse.Namespace) -> None:
+    lines = ["## Hypersurface study", "",
+             f"`python bench/hypersurface.py {' '.join(args.argv)}`".replace(" `", "`"), "",
+             f"Sizes: {dataclasses.asdict(args.size)}; cap {args.cap} steps; lrs {args.lrs}; "
+             f"seeds {args.seeds}.", ""]
+    for d in args.directions:
+        if study.stop(d) is None:
+            lines += [f"### Trained on {d}: B0's sweep has not finished", ""]
+            continue
+        finals = report_direction(study, d, lines)
+        check_match(finals)
+        report_verdicts(study, d, finals, lines)
+        if args.figures and finals:
+            args.figures.mkdir(parents=True, exist_ok=True)
+            for path in plot_direction(study, d, finals, args.figures):
+                lines += ["", f"![{path.stem}]({path.name})"]
+        lines.append("")
+    text = "\n".join(lines)
+    print(text)
+    if args.report:
+        atomic_write(args.report, (text + "\n").encode())
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--jobs", type=int, default=2, help="runs at once (one torch thread each)")
+    p.add_argument("--directions", default=None, help="training corpora (default: tinystories,"
+                   "shakespeare; --quick: tinystories)")
+    p.add_argument("--models", default=None, help=f"default: {','.join(MODELS)} (--quick: b0,film,"
+                   "input-only)")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--lrs", default="3e-4,1e-3,3e-3", help="the learning rates of every sweep")
+    p.add_argument("--cap", type=int, default=6000, help="most steps of B0's sweep")
+    p.add_argument("--cache_dir", default=None, help="token cache (default: the datamodule's)")
+    p.add_argument("--out", type=Path, default=Path("runs/bench_hypersurface"),
+                   help="each run's result (runs/KEY.json: a rerun skips finished runs)")
+    p.add_argument("--report", type=Path, default=None, help="also write the markdown here")
+    p.add_argument("--figures", type=Path, default=None, help="folder for the PNGs (default: none)")
+    p.add_argument("--report_only", action="store_true", help="tables of the finished runs, no training")
+    p.add_argument("--quick", action="store_true", help="smoke test: 40 steps, a 512-token BPE, one lr, "
+                   "one seed")
+    args = p.parse_args(argv)
+    args.argv = argv if argv is not None else __import__("sys").argv[1:]
+    quick = args.quick
+    args.directions = (args.directions or ("tinystories" if quick else "tinystories,shakespeare")).split(",")
+    args.models = (args.models or ("b0,film,input-only" if quick else ",".join(MODELS))).split(",")
+    unknown = [m for m in args.models if m not in MODELS] + [
+        d for d in args.directions if d not in ("tinystories", "shakespeare")]
+    if unknown:
+        p.error(f"unknown model or direction {unknown[0]!r}; models {list(MODELS)}, "
+                "directions tinystories, shakespeare")
+    if "b0" not in args.models:
+        p.error("the protocol needs b0: its plateau sets every run's length")
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.lrs = [float(x) for x in args.lrs.split(",")]
+    args.size = Size()
+    if quick:
+        args.size = Size(vocab=512, val_every=10, window=20, warmup=5)
+        args.cap, args.seeds, args.lrs = 40, [0], args.lrs[1:2]
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    (args.out / "runs").mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    study = Study(args)
+    if args.report_only:
+        for path in (args.out / "runs").glob("*.json"):
+            row = row_from_json(json.loads(path.read_text()))
+            study.rows[row.run.key] = row
+    else:
+        print(f"{args.jobs} jobs, torch threads 1 per run, directions {args.directions}", flush=True)
+        execute_all(study, args.jobs, args.out)
+    report(study, args)
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":

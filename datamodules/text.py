@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from succu.contracts import BatchSized, DialSampler, NamedCorpora
+from succu.contracts import BatchSized, DialSampler, NamedCorpora, TrainingTokenCounts
 from succu.data import ResumableTraining, pin_memory
 from succu.io import atomic_write
 from succu.tokenizers import (
@@ -427,7 +427,7 @@ class BatchList(Dataset):
 
 
 # ---- the datamodule --------------------------------------------------------------------------
-class TextDataModule(ResumableTraining, NamedCorpora, BatchSized):
+class TextDataModule(ResumableTraining, NamedCorpora, BatchSized, TrainingTokenCounts):
     """K named text corpora, one shared tokenizer, random training windows, fixed val windows.
 
     Args:
@@ -739,6 +739,15 @@ class TextDataModule(ResumableTraining, NamedCorpora, BatchSized):
     @property
     def corpus_weights(self) -> list[float]:
         return self.weights.tolist()
+
+    def training_token_counts(self) -> torch.Tensor:
+        """How often each id occurs in the training split of the corpora with a positive weight."""
+        self.setup()
+        counts = np.zeros(self.vocab_size, dtype=np.int64)
+        for arr, weight in zip(self.train_arrays, self.corpus_weights):
+            if weight > 0:
+                counts += np.bincount(np.asarray(arr), minlength=self.vocab_size)
+        return torch.from_numpy(counts)
 
     def install_dial(self, sampler: DialSampler | None) -> None:
         """Draw each training row's corpus (and its `alpha`) from `sampler` (None: by weights)."""

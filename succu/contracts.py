@@ -112,6 +112,17 @@ class NamedCorpora:
         raise NotImplementedError
 
 
+class TrainingTokenCounts:
+    """A datamodule that counts each vocabulary id over the text it trains on.
+
+    `training_token_counts()` is a (vocab_size,) int64 tensor over the training split of every
+    corpus with a positive training weight: what tells a rare or unseen token from a common one.
+    """
+
+    def training_token_counts(self) -> torch.Tensor:
+        raise NotImplementedError
+
+
 class QAProbes:
     """A datamodule with question-answer probes: prompts to talk to and scored QA pairs.
 

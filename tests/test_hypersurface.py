@@ -9,14 +9,19 @@ import math
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 
 from succu.analysis.latents import (
+    RARITY,
     coherence,
     context_average_ablation,
+    context_tables,
     corpus_losses,
+    cos_histogram,
     gram_distance,
     latent_geometry,
     mean_transform,
+    rarity_classes,
 )
 from succu.models.hypersurface import (
     BASELINES,
@@ -242,7 +247,7 @@ def test_module_hyperparameters_mirror_the_config():
     module = tiny_module(HypersurfaceModule, vocab_size=50, block_size=32, n_layer=1, n_head=2, n_embd=16, variant="lowrank", rank=2)
     assert module.model.cfg == HypersurfaceConfig(50, 32, 1, 2, 16, 0.0, False, "lowrank", 2, 1, 0)
     assert module.hparams["model"] == dataclasses.asdict(module.model.cfg)
-    assert {"model", "diagnostics", "warmup_steps", "min_lr_ratio"} == set(module.hparams)
+    assert {"model", "diagnostics", "rare_threshold", "warmup_steps", "min_lr_ratio"} == set(module.hparams)
 
 
 def test_fit_logs_in_and_out_of_domain_losses_and_diagnostics(tmp_path, monkeypatch, shared_data):
@@ -279,3 +284,108 @@ def test_fit_logs_in_and_out_of_domain_losses_and_diagnostics(tmp_path, monkeypa
     assert loaded.tokenizer == dm.tokenizer and loaded.model.cfg == module.model.cfg
     ids = dm.val_batches()[0]["input_ids"][:2]
     torch.testing.assert_close(loaded.model.eval()(ids), module.model.eval()(ids))
+
+
+def test_input_only_transforms_the_lookups_and_leaves_the_readout_untouched():
+    model = trained_like("lowrank", input_only=True)
+    assert model.lm_head is not None and model.hyper is not None
+    torch.testing.assert_close(tiny("film", input_only=True).lm_head.weight, model.latents)  # W = E at init
+    ids = torch.randint(0, V, (2, 16))
+    q, transform = model.features(ids)
+    logits = model(ids)
+    # The logits are the trained head's reading of the body's states, whatever T_t is...
+    torch.testing.assert_close(logits, q @ model.lm_head.weight.t())
+    other = Transform(scale=torch.full((D,), 3.0), shift=torch.ones(D))
+    torch.testing.assert_close(model.readout(q, other), model.readout(q, transform))
+    # ...while the input side does see T_t: the identity in its place changes the logits.
+    identity = Transform(scale=torch.ones(D))
+    assert not torch.allclose(model(ids, transform=identity), logits, atol=1e-4)
+    # The readout table is W itself, never T_t E.
+    table, readout = context_tables(model, ids, n_contexts=4)
+    assert readout is model.lm_head.weight and table.shape == (4, V, D)
+    # And it trains: the head gets a gradient, the frozen latents none.
+    model.train()
+    F.cross_entropy(model(ids).flatten(0, 1), ids.flatten()).backward()
+    assert model.lm_head.weight.grad is not None and model.latents.grad is None
+
+
+def test_input_only_needs_a_context_transform():
+    with pytest.raises(ValueError, match="input_only applies to the variants"):
+        HypersurfaceConfig(vocab_size=V, variant="b1", input_only=True)
+
+
+def test_mlp_hidden_sets_every_block_width_and_is_checked():
+    model = tiny("lowrank", mlp_hidden=24)
+    widths = {b.mlp.c_fc.out_features for b in [*model.transformer.h, *model.hyper.h]}
+    assert widths == {24}
+    assert {b.mlp.c_fc.out_features for b in tiny("film").transformer.h} == {4 * D}
+    with pytest.raises(ValueError, match="mlp_hidden must be at least 1, got 0"):
+        HypersurfaceConfig(vocab_size=V, mlp_hidden=0)
+
+
+def test_rarity_classes_and_cos_histogram():
+    counts = torch.tensor([0, 1, 9, 10, 50, 0])
+    assert rarity_classes(counts, 10).tolist() == [0, 1, 1, 2, 2, 0]
+    assert RARITY == ("unseen", "rare", "common")
+    rows = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]])
+    hist = cos_histogram(rows, bins=10)
+    # |cos| of the 6 pairs: 0, 1/sqrt2, 1, 1/sqrt2, 0, 1/sqrt2
+    assert hist.sum() == 6 and hist[0] == 2 and hist[7] == 3 and hist[9] == 1
+
+
+def rarity_fit(tmp_path, variant: str, steps: int):
+    """A tiny character-level fit on a two-corpus folder whose rare tokens are known by hand."""
+    from datamodules.mixture import MixtureDataModule
+
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    (data / "tinyshakespeare.txt").write_text("ccccc" + "abab abba baab " * 400)  # c: 5 times, in training
+    (data / "kjv.txt").write_text("abcd dcba cdq " * 400)
+    dm = MixtureDataModule(corpora=["shakespeare", "kjv"], weights=[1, 0], abc_style=[],
+                           block_size=8, batch_size=4, val_windows=8, data_dir=str(data),
+                           cache_dir=str(tmp_path / "cache"), test_fraction=0.1)
+    module = tiny_module(HypersurfaceModule, vocab_size=dm.vocab_size, block_size=8, n_layer=1,
+                         n_head=2, n_embd=16, variant=variant, diagnostics=False, warmup_steps=0,
+                         optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2))
+    trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=0,
+                        enable_checkpointing=False)
+    before = module.model.latents.clone()
+    trainer.fit(module, datamodule=dm)
+    return dm, module, trainer, before
+
+
+def test_rare_token_split_counts_tokens_correctly_on_a_tiny_corpus(tmp_path):
+    dm, module, trainer, _ = rarity_fit(tmp_path, "film", steps=2)
+    tok = dm.tokenizer
+    train = "".join(dm.tokenizer.decode(a.tolist()) for a, w in zip(dm.train_arrays, dm.weights) if w > 0)
+    counts = dm.training_token_counts()
+    for ch in "abc q":  # by hand, on the decoded training text of the in-domain corpus
+        assert int(counts[tok.token_id(ch)]) == train.count(ch)
+    assert int(counts[tok.token_id("c")]) == 5 and int(counts[tok.token_id("q")]) == 0
+    metrics = trainer.test(module, datamodule=dm, verbose=False)[0]
+    for corpus in ("shakespeare", "kjv"):
+        labels = torch.cat([b["labels"] for b in dm.test_batches()
+                            if dm.corpora[int(b["source"][0])] == corpus])
+        labels = labels[labels != -100]
+        c = counts[labels]
+        expect = {"unseen": int((c == 0).sum()), "rare": int((c < 10).sum()), "common": int((c >= 10).sum())}
+        for name, n in expect.items():
+            assert metrics.get(f"test/tokens/{corpus}/{name}", 0.0) == n
+    assert metrics["test/tokens/kjv/unseen"] > 0 and metrics["test/tokens/kjv/rare"] > metrics["test/tokens/kjv/unseen"]
+    # The classes' token-weighted losses add up to the corpus loss.
+    n = {k: metrics[f"test/tokens/kjv/{k}"] for k in ("rare", "common")}
+    pooled = sum(metrics[f"test/loss/kjv/{k}"] * n[k] for k in n) / sum(n.values())
+    assert pooled == pytest.approx(metrics["test/loss/kjv"], rel=1e-5)
+    assert metrics["test/loss"] == pytest.approx(metrics["test/loss/shakespeare"])  # in-domain only
+
+
+@pytest.mark.parametrize("variant", ["film", "b1", "b2"])
+def test_frozen_latents_are_bit_identical_after_training(tmp_path, variant):
+    _, module, trainer, before = rarity_fit(tmp_path, variant, steps=5)
+    assert trainer.global_step == 5
+    assert torch.equal(module.model.latents, before)
+    path = tmp_path / "after.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = HypersurfaceModule.load_from_checkpoint(path)
+    assert torch.equal(loaded.model.latents, before)

@@ -31,6 +31,17 @@ from succu.models.hypersurface import HypersurfaceLM, Transform
 from succu.nn.utils import eval_mode
 
 IGNORE_INDEX = -100
+# Token classes by training-split occurrences: unseen (0), rare (1 .. threshold - 1; as a reported
+# class "rare" means fewer than threshold, unseen included), common (threshold or more).
+RARITY = ("unseen", "rare", "common")
+
+
+def rarity_classes(counts: torch.Tensor, threshold: int) -> torch.Tensor:
+    """(V,) class index into RARITY of every vocabulary id, from its training-split count."""
+    out = torch.full_like(counts, 2)
+    out[counts < threshold] = 1
+    out[counts == 0] = 0
+    return out
 
 
 def cosine_matrix(rows: torch.Tensor) -> torch.Tensor:
@@ -52,6 +63,29 @@ def gram_distance(rows: torch.Tensor) -> torch.Tensor:
     v = g.size(-1)
     eye = torch.eye(v, dtype=g.dtype, device=g.device)
     return ((g - eye) ** 2).sum(dim=(-1, -2)).div(v * (v - 1)).sqrt()
+
+
+def cos_histogram(rows: torch.Tensor, bins: int = 100) -> torch.Tensor:
+    """Counts of |cos(r_u, r_v)| over every pair u < v of each table (..., V, d), pooled, in `bins`
+    equal bins on [0, 1]: the distribution that coherence (its maximum) summarises by one pair."""
+    g = cosine_matrix(rows).abs()
+    v = g.size(-1)
+    upper = torch.triu(torch.ones(v, v, dtype=torch.bool, device=g.device), diagonal=1)
+    return torch.histc(g[..., upper].clamp(0.0, 1.0), bins=bins, min=0.0, max=1.0).long()
+
+
+def context_tables(model: HypersurfaceLM, input_ids: torch.Tensor, n_contexts: int, seed: int = 0):
+    """(input side, readout side) latent tables at n sampled positions of input_ids: T_t E of the
+    context transform (n, V, d), or the model's one table (V, d) where it has no T_t; the readout
+    side is b1's and input-only's trained head W, b0's trained E, else as the input side."""
+    transform = model.transform(input_ids)
+    if transform is None or model.hyper is None:
+        table = model.latents if transform is None else transform.rows(model.latents, shift=False)
+    else:
+        index = sample_positions(torch.ones_like(input_ids, dtype=torch.bool), n_contexts, seed)
+        table = transform.select(index).rows(model.latents, shift=False)
+    readout = model.lm_head.weight if model.lm_head is not None else table
+    return table, readout
 
 
 def sample_positions(mask: torch.Tensor, max_contexts: int, seed: int = 0) -> torch.Tensor:

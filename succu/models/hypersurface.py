@@ -43,6 +43,10 @@ hypernetwork's blocks as extra body layers (n_layer + n_hyper_layer) to match th
     b1          E frozen on input, a trainable output head W (V, d) initialised to E
     b2          E frozen, one learned context-free T = I + D (D zero at init, decayed towards I)
 
+The commenter's smaller test (`input_only`): T_t on the context's lookups only, x_0 = T_t(E[id_t]) +
+W_pe[t], and logits W q_t from a trained head W (V, d) initialised to E, as b1's. It is b1 plus a
+context-dependent input transform, so b1 is its matched baseline.
+
 A context-free transform can replace the hypernetwork's at any call (`transform=`): that is how
 the context-average ablation (succu.analysis.latents) measures what the context dependence adds.
 """
@@ -57,7 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from succu.contracts import KVCacheModel
-from succu.models.gpt import INIT_STD, Block, GPTConfig
+from succu.models.gpt import INIT_STD, Block, GPTConfig, check_sizes
 from succu.nn.attention import KVCache, positions
 
 VARIANTS = ("film", "lowrank", "orthogonal")
@@ -76,12 +80,18 @@ class HypersurfaceConfig(GPTConfig):
         n_hyper_layer: causal blocks of the hypernetwork (variants only; give the baselines as
             many extra body layers to match the parameter count).
         latent_seed: seed of the frozen latents E (b0: of E's initial value).
+        input_only: the commenter's smaller test: T_t transforms only the context's lookups and
+            the readout is a trained head W (V, d) initialised to E, as in b1 (variants only).
+        mlp_hidden: inner width of every block's MLP, body and hypernetwork (None: 4 n_embd);
+            the knob that matches parameter counts across variants whose emitters differ.
     """
 
     variant: str = "film"
     rank: int = 1
     n_hyper_layer: int = 1
     latent_seed: int = 0
+    input_only: bool = False
+    mlp_hidden: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -91,6 +101,9 @@ class HypersurfaceConfig(GPTConfig):
             raise ValueError(f"rank must be >= 1, got {self.rank}")
         if self.context_dependent and self.n_hyper_layer < 1:
             raise ValueError(f"variant {self.variant!r} needs n_hyper_layer >= 1")
+        if self.input_only and not self.context_dependent:
+            raise ValueError(f"input_only applies to the variants {VARIANTS}, got variant {self.variant!r}")
+        check_sizes(self, "mlp_hidden")
 
     @property
     def context_dependent(self) -> bool:
@@ -234,7 +247,7 @@ class HyperNetwork(nn.Module):
     def __init__(self, cfg: HypersurfaceConfig):
         super().__init__()
         self.cfg = cfg
-        self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_hyper_layer))
+        self.h = nn.ModuleList(Block(cfg, cfg.mlp_hidden) for _ in range(cfg.n_hyper_layer))
         self.ln = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         # A bias on the emitter: the context-free part of T_t (what B2 learns) comes for free.
         self.emit = nn.Linear(cfg.n_embd, n_emitted(cfg), bias=True)
@@ -268,13 +281,14 @@ class HypersurfaceLM(nn.Module, KVCacheModel):
             dict(
                 wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
                 drop=nn.Dropout(cfg.dropout),
-                h=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer)),
+                h=nn.ModuleList(Block(cfg, cfg.mlp_hidden) for _ in range(cfg.n_layer)),
                 ln_f=nn.LayerNorm(cfg.n_embd, bias=cfg.bias),
             )
         )
         self.hyper = HyperNetwork(cfg) if cfg.context_dependent else None
         self.static_delta = nn.Parameter(torch.zeros(cfg.n_embd, cfg.n_embd)) if cfg.variant == "b2" else None
-        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False) if cfg.variant == "b1" else None
+        trained_head = cfg.variant == "b1" or cfg.input_only
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False) if trained_head else None
         self.init_weights()
 
     def init_weights(self) -> None:

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from succu.analysis.latents import validation_diagnostics
-from succu.contracts import NamedCorpora
+from succu.analysis.latents import IGNORE_INDEX, RARITY, rarity_classes, validation_diagnostics
+from succu.contracts import NamedCorpora, TrainingTokenCounts
 from succu.models.hypersurface import HypersurfaceConfig, HypersurfaceLM
 from succu.modules.base import LanguageModule
 
@@ -24,9 +24,17 @@ class HypersurfaceModule(LanguageModule):
     gives `diag/coherence/E`, `diag/gram/E`, `diag/coherence/TE`, `diag/gram/TE` and
     `diag/ctx_avg/loss_delta` (succu.analysis.latents).
 
+    Tokens are split by how often the training text holds them (a datamodule with
+    TrainingTokenCounts; `rare_threshold` > 0): validation and test also log
+    `<split>/loss/<corpus>/<class>` and `<split>/tokens/<corpus>/<class>` for the classes `rare`
+    (fewer than rare_threshold occurrences in the training split of the in-domain corpora, unseen
+    ones included), `unseen` (none) and `common` (the rest), by the token being predicted. Test
+    logs `test/loss/<corpus>` and the pooled in-domain `test/loss` as validation does.
+
     Args:
         model: the network (HypersurfaceConfig: sizes, variant, rank, hypernetwork depth).
         diagnostics: log the `diag/` measurements at every validation.
+        rare_threshold: occurrences below which a token is rare (0: no rarity split).
     """
 
     config_class = HypersurfaceConfig
@@ -35,12 +43,17 @@ class HypersurfaceModule(LanguageModule):
         self,
         model: HypersurfaceConfig = HypersurfaceConfig(),  # noqa: B008
         diagnostics: bool = True,
+        rare_threshold: int = 10,
         **kwargs: Any,
     ):
         super().__init__(model, **kwargs)
+        if rare_threshold < 0:
+            raise ValueError(f"rare_threshold must be >= 0 (0: no rarity split), got {rare_threshold}")
         self.model = HypersurfaceLM(self.model_config)
         self.diagnostics = diagnostics
+        self.rare_threshold = rare_threshold
         self.in_domain: set[int] | None = None  # None: every corpus is in-domain
+        self.token_class: torch.Tensor | None = None  # (V,) index into RARITY per vocabulary id
         self._diag_done = False
 
     def setup(self, stage: str) -> None:
@@ -48,6 +61,9 @@ class HypersurfaceModule(LanguageModule):
         datamodule = self._trainer.datamodule if self._trainer is not None else None
         if isinstance(datamodule, NamedCorpora) and len(datamodule.corpora) > 1:
             self.in_domain = {i for i, w in enumerate(datamodule.corpus_weights) if w > 0}
+        if self.rare_threshold > 0 and isinstance(datamodule, TrainingTokenCounts):
+            counts = datamodule.training_token_counts()
+            self.token_class = rarity_classes(counts, self.rare_threshold)
 
     def is_in_domain(self, corpus: int) -> bool:
         return self.in_domain is None or corpus in self.in_domain
@@ -56,24 +72,59 @@ class HypersurfaceModule(LanguageModule):
         super().on_validation_epoch_start()
         self._diag_done = False
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        # Val batches hold one corpus each (fixed windows), named by `source`.
+    def on_test_epoch_start(self) -> None:
+        self.on_validation_epoch_start()
+
+    def score(self, batch: dict[str, torch.Tensor]) -> int:
+        """Accumulate a held-out batch's loss under its corpus and each rarity class; the corpus.
+        Val and test batches hold one corpus each (fixed windows), named by `source`."""
         corpus = int(batch["source"][0]) if "source" in batch else 0
-        self.accumulate_loss(corpus, self(batch["input_ids"]), batch["labels"])
+        logits, labels = self(batch["input_ids"]), batch["labels"]
+        self.accumulate_loss(corpus, logits, labels)
+        if self.token_class is not None:
+            known = labels != IGNORE_INDEX
+            cls = torch.full_like(labels, -1)
+            cls[known] = self.token_class.to(labels.device)[labels[known]]
+            for k, name in enumerate(RARITY):
+                member = cls == k if name != "rare" else (cls == 0) | (cls == 1)
+                self.accumulate_loss((corpus, name), logits, labels.masked_fill(~member, IGNORE_INDEX))
+        return corpus
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        corpus = self.score(batch)
         if self.diagnostics and not self._diag_done and self.is_in_domain(corpus):
             self._diag_done = True
             for name, value in validation_diagnostics(self.model, batch).items():
                 self.log(f"diag/{name}", value, batch_size=1, sync_dist=True)
 
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.score(batch)
+
     def on_validation_epoch_end(self) -> None:
-        losses = self.reduced_losses(self.corpus_indices())
-        for corpus, (loss, _) in losses.items():
-            name = self.corpus_name(corpus)
-            self.log(f"val/loss/{name}", loss)
-            self.log(f"val/ppl/{name}", math.exp(min(loss, 50.0)))
+        self.log_losses("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_losses("test")
+
+    def log_losses(self, split: str) -> None:
+        """Per corpus (and per rarity class), then pooled over the in-domain corpora."""
+        corpora = self.corpus_indices()
+        keys: list[Any] = list(corpora)
+        if self.token_class is not None:
+            keys += [(c, name) for c in corpora for name in RARITY]
+        losses = self.reduced_losses(keys)
+        for key, (loss, n) in losses.items():
+            if isinstance(key, tuple):
+                name = f"{self.corpus_name(key[0])}/{key[1]}"
+                self.log(f"{split}/tokens/{name}", float(n))
+            else:
+                name = self.corpus_name(key)
+                self.log(f"{split}/ppl/{name}", math.exp(min(loss, 50.0)))
+            self.log(f"{split}/loss/{name}", loss)
         # Pooled over the in-domain corpora, token-weighted.
-        pooled = [(loss * n, n) for c, (loss, n) in losses.items() if self.is_in_domain(c)]
+        pooled = [(loss * n, n) for c, (loss, n) in losses.items()
+                  if not isinstance(c, tuple) and self.is_in_domain(c)]
         if pooled:
             loss = sum(s for s, _ in pooled) / sum(n for _, n in pooled)
-            self.log("val/loss", loss, prog_bar=True)
-            self.log("val/ppl", math.exp(min(loss, 50.0)))
+            self.log(f"{split}/loss", loss, prog_bar=split == "val")
+            self.log(f"{split}/ppl", math.exp(min(loss, 50.0)))
