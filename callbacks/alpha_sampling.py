@@ -1,4 +1,5 @@
-"""AlphaBetaSampling: the abcGPT training dial, alpha ~ Beta(a, b) and corpus ~ Bernoulli(alpha).
+"""AlphaBetaSampling: the abcGPT training dial, alpha ~ Beta(a, b) and corpus ~ Bernoulli(alpha);
+over K > 2 corpora, alpha ~ Dirichlet(concentration) on the simplex and corpus ~ Categorical(alpha).
 
 This callback is where a user configures the draws; it does not draw them. At setup it installs a
 `succu.contracts.DialSampler` into the datamodule, whose training pipeline then draws, for every
@@ -9,36 +10,106 @@ at m ~ 1 learn Shakespeare and units at m ~ 0 learn TinyStories.
 
 The draws for batch k on rank r come from a generator seeded by (seed, r, k) in the datamodule, so
 DDP ranks draw different dials, DataLoader workers can make batches, and a resumed run continues
-the same draws from the batch index alone: the callback keeps no state.
+the same draws from the batch index alone: the callback keeps no state. The number of corpora
+comes from the datamodule at setup: two keep the Beta draws above, bit for bit; more get the
+`DirichletDialSampler` below, drawn from the same per-batch generator.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import lightning as L
+import numpy as np
 import torch
 
-from succu.contracts import DialSampler, NamedCorpora, require
+from succu.contracts import DialModel, DialSampler, NamedCorpora, require
 from succu.loggers import logged_step
+from succu.modules.base import LanguageModule
+
+
+@dataclass(frozen=True)
+class DirichletDialSampler(DialSampler):
+    """The K-source dial: alpha ~ Dirichlet(concentration) per row (or per batch), then the row's
+    corpus ~ Categorical(alpha), by the inverse CDF of one uniform draw.
+
+    The draws for batch k on rank r come from numpy's generator seeded by (seed, r, k), like the
+    two-source sampler's: recomputable, resumable from the batch index, distinct across ranks.
+    `alpha` is (n, K) float32; `n_sources` is set from `concentration`, and the two-source
+    fields (a, b, distribution) are not used.
+    """
+
+    concentration: tuple[float, ...] = (1.0, 1.0, 1.0)
+    distribution: str = "dirichlet"
+
+    def __post_init__(self) -> None:
+        c = self.concentration
+        if len(c) < 2 or not all(x > 0 for x in c):
+            raise ValueError(f"Dirichlet concentration must be at least 2 positive numbers, got {list(c)}")
+        object.__setattr__(self, "n_sources", len(c))
+
+    def draw(self, seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(alpha (n, K) float32, source (n,) int64) from the generator seeded by `seed`."""
+        rng = np.random.default_rng(seed)
+        k = n if self.per_sample else 1
+        alpha = rng.dirichlet(self.concentration, k)
+        u = rng.random(k)
+        # Corpus j where u first falls below the cumulative share: P(j) = alpha_j.
+        source = (u[:, None] >= np.cumsum(alpha, axis=1)[:, :-1]).sum(axis=1).astype(np.int64)
+        alpha, source = torch.from_numpy(alpha).float(), torch.from_numpy(source)
+        return alpha.expand(n, -1).clone(), source.expand(n).clone()
 
 
 class AlphaBetaSampling(L.Callback):
-    """Configure the dial's training draws: alpha ~ Beta(a, b), corpus ~ Bernoulli(alpha).
+    """Configure the dial's training draws: alpha ~ Beta(a, b), corpus ~ Bernoulli(alpha); over
+    K > 2 corpora alpha ~ Dirichlet(concentration), corpus ~ Categorical(alpha).
 
     Args:
-        a: first Beta parameter of alpha's distribution.
+        a: first Beta parameter of alpha's distribution (two corpora: the corpus-1 side).
         b: second Beta parameter of alpha's distribution.
-        distribution: "beta" (Beta(a, b)) or "uniform" (U(0, 1)).
+        distribution: "beta" (Beta(a, b), or Dirichlet(concentration) over K corpora) or
+            "uniform" (U(0, 1), or uniform on the simplex: Dirichlet(1, ..., 1)).
         per_sample: every row of the batch gets its own alpha and corpus (else one per batch).
+        concentration: Dirichlet concentration over K > 2 corpora: one number (symmetric) or one
+            per corpus. Default: `a`, when a == b (the symmetric Beta's generalisation).
     """
 
     def __init__(
-        self, a: float = 0.5, b: float = 0.5, distribution: str = "beta", per_sample: bool = False
+        self, a: float = 0.5, b: float = 0.5, distribution: str = "beta", per_sample: bool = False,
+        concentration: float | list[float] | None = None,
     ):
         self.sampler = DialSampler(a=a, b=b, distribution=distribution, per_sample=per_sample)
+        if concentration is not None:
+            values = [concentration] if isinstance(concentration, (int, float)) else concentration
+            if not values or not all(x > 0 for x in values):
+                raise ValueError(f"concentration must be positive numbers, got {concentration}")
+        self.concentration = concentration
+
+    def sampler_for(self, k: int) -> DialSampler:
+        """The draws for a dial over k corpora: the Beta sampler for two, Dirichlet beyond."""
+        if k == 2:
+            return self.sampler
+        s = self.sampler
+        c = self.concentration
+        if s.distribution == "uniform":
+            c = 1.0
+        elif c is None and s.a != s.b:
+            raise ValueError(f"a dial over {k} corpora needs `concentration` (a={s.a} and b={s.b} "
+                             "differ, so they name no symmetric Dirichlet)")
+        c = s.a if c is None else c
+        values = [float(c)] * k if isinstance(c, (int, float)) else [float(x) for x in c]
+        if len(values) != k:
+            raise ValueError(f"concentration has {len(values)} values for {k} corpora: {values}")
+        return DirichletDialSampler(concentration=tuple(values), per_sample=s.per_sample)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         data = require(trainer.datamodule, NamedCorpora, "AlphaBetaSampling")
-        data.install_dial(self.sampler)
+        k = len(data.corpora)
+        model = pl_module.model if isinstance(pl_module, LanguageModule) else None
+        if isinstance(model, DialModel) and model.n_sources != k:
+            raise ValueError(f"the model's dial spans n_sources={model.n_sources} but the data has "
+                             f"{k} corpora: {data.corpora} (set model.n_sources to {k})")
+        data.install_dial(self.sampler_for(k))
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict, batch_idx: int
@@ -49,8 +120,13 @@ class AlphaBetaSampling(L.Callback):
             return
         alpha, source = batch["alpha"], batch["source"]
         n = source.numel()
-        pl_module.log("train/alpha", alpha.float().mean(), batch_size=n)
-        pl_module.log("train/corpus1_share", (source == 1).float().mean(), batch_size=n)
+        if alpha.dim() == 1:  # two corpora: alpha is the corpus-1 share
+            pl_module.log("train/alpha", alpha.float().mean(), batch_size=n)
+            pl_module.log("train/corpus1_share", (source == 1).float().mean(), batch_size=n)
+            return
+        for k in range(alpha.size(-1)):
+            pl_module.log(f"train/alpha{k}", alpha[:, k].float().mean(), batch_size=n)
+            pl_module.log(f"train/corpus{k}_share", (source == k).float().mean(), batch_size=n)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         data = trainer.datamodule
@@ -59,6 +135,8 @@ class AlphaBetaSampling(L.Callback):
 
 
 def dial_batch_alpha(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The batch's alpha per row, (B,), whether it was drawn per row or once for the batch."""
+    """The batch's alpha per row, (B,) (or (B, K) for K corpora), whether it was drawn per row or
+    once for the batch."""
     alpha = batch["alpha"]
-    return alpha.expand(batch["source"].numel()) if alpha.numel() == 1 else alpha
+    n = batch["source"].numel()
+    return alpha.expand(n, *alpha.shape[1:]) if alpha.shape[0] == 1 else alpha

@@ -4,7 +4,8 @@ The checkpoint carries the module class, hyperparameters and tokenizer, so nothi
 Text is printed as it is generated. Prompt words a word vocabulary lacks become `<UNK>` (a note
 names them); characters a character vocabulary lacks are an error naming them, or are dropped
 with `--drop_unknown`. A gated model (GatedGPT) without `--alpha` runs at the middle of its dial,
-alpha = 0.5, and says so. Sampling is seeded (`--seed`) and reproducible; tiny temperatures
+alpha = 0.5 (the centre 1/K, ..., 1/K over K sources), and says so; `--alpha 0.2,0.3,0.5` is a
+point of a K-source dial (shares summing to 1), a single number the two-source alpha. Sampling is seeded (`--seed`) and reproducible; tiny temperatures
 approach greedy decoding. The noise-embedding LMs can instead stop by their statistics rule
 (`--stop key`, greedy, EOS banned) with a stub search: `--search beam|minimax|alphabeta`, `--beams`
 stubs or children per stub, `--budget` expansions for the depth-first searches.
@@ -22,7 +23,7 @@ from succu.checkpoint import load_module
 from succu.errors import check_device, fail, run_cli
 from succu.modules.base import DEFAULT_ALPHA, LanguageModule, check_sampling
 from succu.modules.noise_lm import NoiseModule
-from succu.nn.gates import check_alpha
+from succu.nn.gates import Position, parse_position, position_for, position_label
 from succu.nn.noise import SEARCHES
 
 ALPHA_SWEEP = [0.0, 0.25, 0.5, 0.75, 1.0]
@@ -63,11 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling generator")
     p.add_argument("--no_cache", action="store_true", help="recompute the full context every step")
     p.add_argument("--device", default="cpu", help="torch device to run on")
-    p.add_argument("--alpha", type=float, default=None,
-                   help=f"dial position in [0, 1] for gated models (GatedGPT); default {DEFAULT_ALPHA:g}, "
-                        "the middle")
+    p.add_argument("--alpha", default=None,
+                   help=f"dial position of gated models (GatedGPT): a number in [0, 1] for two "
+                        "sources, or K comma-separated shares summing to 1 (e.g. 0.2,0.3,0.5) for "
+                        f"K; default the middle ({DEFAULT_ALPHA:g}, or 1/K each)")
     p.add_argument("--alpha_sweep", action="store_true",
-                   help="gated models: continue each prompt at alpha = 0, 0.25, 0.5, 0.75, 1")
+                   help="gated models: continue each prompt at alpha = 0, 0.25, 0.5, 0.75, 1 (K "
+                        "sources: at each corner and the centre)")
     p.add_argument("--stop", choices=("eos", "key"), default="eos",
                    help="noise LMs: stop at EOS, or by the statistics (key) rule with a stub search")
     p.add_argument("--search", choices=SEARCHES, default="beam",
@@ -117,21 +120,34 @@ def resolve_unknown(tok, text: str, what: str, drop: bool) -> tuple[str, dict[st
 
 
 def load(args: argparse.Namespace) -> LanguageModule:
+    """The checkpoint's module, every setting checked; `args.alpha` becomes the model's position."""
     check_sampling(args.temperature, args.top_k, args.max_new_tokens or 0)
-    if args.alpha is not None:
-        check_alpha(args.alpha)
+    position = None if args.alpha is None else parse_position(args.alpha)  # before the load
     module = load_module(args.ckpt, map_location=check_device(args.device))
     if (args.alpha is not None or args.alpha_sweep) and not module.has_dial:
         fail(f"--alpha needs a gated model; {args.ckpt} holds {type(module.model).__name__}")
+    if position is not None:
+        args.alpha = position_for(position, module.model.n_sources)
     if args.stop == "key" and not isinstance(module, NoiseModule):
         fail(f"--stop key needs a noise-embedding LM (NoiseLM, NoiseTransformerLM); {args.ckpt} "
              f"holds {type(module.model).__name__}")
     if args.beams < 1 or args.budget < 1:
         fail(f"--beams and --budget must be at least 1, got {args.beams} and {args.budget}")
     if module.has_dial and args.alpha is None and not args.alpha_sweep:
+        centre = position_label(module.dial_kwargs({})["alpha"])
         note(f"{type(module.model).__name__} has a dial and no --alpha was given: generating at "
-             f"alpha={DEFAULT_ALPHA:g}, the middle (--alpha 0 or 1 for either corpus's end)")
+             f"alpha={centre}, the middle (--alpha 0 or 1 for either corpus's end"
+             f"{'' if module.model.n_sources == 2 else '; K shares for a corner, e.g. 1,0,0'})")
     return module
+
+
+def sweep_positions(k: int) -> list[Position]:
+    """--alpha_sweep's dial positions: five along a two-source dial; each corner and the centre
+    of a K-source one."""
+    if k == 2:
+        return list(ALPHA_SWEEP)
+    corners = [tuple(float(i == j) for i in range(k)) for j in range(k)]
+    return [*corners, (1.0 / k,) * k]
 
 
 def main(argv: list[str] | None = None) -> list[str]:
@@ -144,13 +160,13 @@ def generate_main(argv: list[str] | None) -> list[str]:
     prompts = prepare_prompts(module, args.prompt, args.drop_unknown)
     if args.stop == "key":
         return key_rule(module, args, prompts)
-    alphas = ALPHA_SWEEP if args.alpha_sweep else [args.alpha]
+    alphas = sweep_positions(module.model.n_sources) if args.alpha_sweep else [args.alpha]
     outputs = []
     for alpha in alphas:
         # The same seed at every alpha, so the dial is the only thing that changes.
         generator = torch.Generator(device=args.device).manual_seed(args.seed)
         for shown, prompt in zip(args.prompt, prompts):
-            tag = "" if alpha is None else f"[alpha={alpha:g}] "
+            tag = "" if alpha is None else f"[alpha={position_label(alpha)}] "
             print(f"{tag}{shown} -> ", end="", flush=True)
             pieces = []
             for piece in module.stream(

@@ -4,7 +4,14 @@
         --alphas 0:1:0.1 --out runs/alpha_sweep
 
 Writes alpha_sweep.csv (one row per alpha, one column per corpus), alpha_sweep.md and
-alpha_sweep.png (one panel per corpus, loss against alpha). --out is checked (created, writable)
+alpha_sweep.png (one panel per corpus, loss against alpha). A dial over K > 2 corpora is swept on
+a grid of the simplex (`--step`, default 0.1: every point whose shares are multiples of it; or
+`--alphas` as points "1,0,0;0.5,0.5,0"): the CSV has one column alpha_<corpus> per share, and
+the PNG (K = 3) is a ternary heat map of each corpus's loss.
+
+`--voice N` adds the voice meter (succu/analysis/voice.py): fitted on the training splits, checked
+on validation windows (accuracy printed), then N sampled continuations per dial position, judged
+by corpus: voice.csv, voice.md and voice.png (share of each corpus against alpha; K = 3: ternary). --out is checked (created, writable)
 before the sweep starts; the three files are built in memory, then each is written atomically
 (temporary file + rename), so a failure leaves the old files whole. A working dial puts each corpus's
 minimum at its own end (TinyStories, corpus 0, at alpha = 0; Shakespeare, corpus 1, at alpha = 1).
@@ -23,7 +30,7 @@ import torch
 from succu.contracts import NamedCorpora
 from succu.io import atomic_write, figure_bytes, remove_orphans, writable_folder, write_outputs
 from succu.modules.base import LanguageModule, token_count
-from succu.nn.gates import check_alpha
+from succu.nn.gates import Position, check_alpha, parse_position, position_for, position_label
 from succu.nn.utils import eval_mode
 
 HELP = "validation loss per corpus across the alpha dial of a gated model (CSV, markdown, PNG)"
@@ -48,6 +55,33 @@ def parse_alphas(text: str) -> list[float]:
     for a in alphas:
         check_alpha(a)
     return alphas
+
+
+def simplex_grid(k: int, step: float) -> list[tuple[float, ...]]:
+    """Every point of the k-source simplex whose shares are multiples of `step` (1/step whole)."""
+    n = round(1.0 / step) if step > 0 else 0
+    if n < 1 or abs(n * step - 1.0) > 1e-9:
+        raise ValueError(f"--step {step:g}: must divide 1 into a whole number of steps (e.g. 0.1, 0.25)")
+
+    def compositions(total: int, parts: int):
+        if parts == 1:
+            yield (total,)
+            return
+        for first in range(total, -1, -1):
+            for rest in compositions(total - first, parts - 1):
+                yield (first, *rest)
+
+    return [tuple(round(c / n, 10) for c in counts) for counts in compositions(n, k)]
+
+
+def dial_grid(k: int, alphas: str | None, step: float) -> list[Position]:
+    """The positions to sweep: `--alphas` (two sources: start:stop:step or a list; K: points
+    separated by ';'), else 0:1:0.1 along a two-source dial, the `--step` grid of a K-source one."""
+    if k == 2:
+        return parse_alphas(alphas or "0:1:0.1")
+    if alphas is None:
+        return simplex_grid(k, step)
+    return [position_for(parse_position(p.strip()), k) for p in alphas.split(";") if p.strip()]
 
 
 def val_batches(datamodule, max_batches: int | None = None) -> list[dict]:
@@ -80,20 +114,26 @@ def sweep(module: LanguageModule, batches, alphas: list[float], names: list[str]
     return rows
 
 
-def markdown(rows: list[dict], names: list[str]) -> str:
+def markdown(rows: list[dict], names: list[str], pick=min) -> str:
+    """A table over dial positions, each corpus's best value (`pick`: min for losses) in bold."""
     lines = ["| alpha | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    best = {c: min(r[c] for r in rows) for c in names}
+    best = {c: pick(r[c] for r in rows) for c in names}
     for r in rows:
         cells = [f"**{r[c]:.3f}**" if r[c] == best[c] else f"{r[c]:.3f}" for c in names]
-        lines.append(f"| {r['alpha']:g} | " + " | ".join(cells) + " |")
+        lines.append(f"| {position_label(r['alpha'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def csv_text(rows: list[dict], names: list[str]) -> str:
+    """One row per dial position; a K-source position is spread over columns alpha_<corpus>."""
     text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=["alpha", *names])
+    k_source = bool(rows) and isinstance(rows[0]["alpha"], tuple)
+    shares = [f"alpha_{n}" for n in names] if k_source else ["alpha"]
+    writer = csv.DictWriter(text, fieldnames=[*shares, *names])
     writer.writeheader()
-    writer.writerows(rows)
+    for r in rows:
+        alpha = dict(zip(shares, r["alpha"])) if k_source else {"alpha": r["alpha"]}
+        writer.writerow({**alpha, **{n: r[n] for n in names}})
     return text.getvalue()
 
 
@@ -102,8 +142,14 @@ def plot(rows: list[dict], names: list[str], path: Path, title: str) -> None:
     atomic_write(path, plot_png(rows, names, title))
 
 
-def plot_png(rows: list[dict], names: list[str], title: str) -> bytes:
-    from succu.analysis.plots import plt
+def plot_png(rows: list[dict], names: list[str], title: str, label: str = "val loss (nats/token)") -> bytes:
+    """Each corpus's value against alpha; for three sources, a ternary heat map per corpus."""
+    from succu.analysis.plots import plt, ternary_figure
+
+    if isinstance(rows[0]["alpha"], tuple):
+        points = [r["alpha"] for r in rows]
+        fig = ternary_figure(points, {n: [r[n] for r in rows] for n in names}, names, label, title)
+        return figure_bytes(fig, dpi=100)
 
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
     alphas = [r["alpha"] for r in rows]
@@ -111,7 +157,7 @@ def plot_png(rows: list[dict], names: list[str], title: str) -> bytes:
         ax.plot(alphas, [r[name] for r in rows], marker="o")
         ax.set_title(name)
         ax.set_xlabel("alpha")
-        ax.set_ylabel("val loss (nats/token)")
+        ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -120,9 +166,17 @@ def plot_png(rows: list[dict], names: list[str], title: str) -> bytes:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, help="a checkpoint of a gated model (GatedGPT)")
-    parser.add_argument("--alphas", default="0:1:0.1", help="start:stop:step or a comma list")
+    parser.add_argument("--alphas", default=None,
+                        help="two sources: start:stop:step or a comma list (default 0:1:0.1); K "
+                             "sources: points of K shares separated by ';' (default: the --step grid)")
+    parser.add_argument("--step", type=float, default=0.1,
+                        help="K-source dial: grid step on the simplex (1/step whole, e.g. 0.1 or 0.25)")
     parser.add_argument("--out", default="runs/alpha_sweep", help="folder for the CSV, markdown, PNG")
     parser.add_argument("--max_batches", type=int, default=None, help="validation batches per corpus")
+    parser.add_argument("--voice", type=int, default=0,
+                        help="voice meter: N sampled continuations per dial position (64 or more "
+                             "for a reading; 0: off), judged by corpus")
+    parser.add_argument("--voice_seed", type=int, default=0, help="seed of the voice samples")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
 
 
@@ -130,23 +184,54 @@ def run(args: argparse.Namespace) -> list[dict]:
     from succu.checkpoint import load_datamodule, load_module
 
     torch.set_num_threads(args.threads)
-    alphas = parse_alphas(args.alphas)
+    if args.voice < 0:
+        raise ValueError(f"--voice must be 0 (off) or a number of samples per position, got {args.voice}")
     out = writable_folder(args.out)  # before any work: a bad --out must not cost the sweep
     remove_orphans([out])
     module = load_module(args.ckpt)
     if not module.has_dial:
         raise ValueError(f"{args.ckpt} holds {type(module.model).__name__}, which has no alpha dial")
     datamodule = load_datamodule(args.ckpt, module, data_dir=args.data_dir, cache_dir=args.cache_dir)
-    datamodule.setup("validate")
     names = list(datamodule.corpora) if isinstance(datamodule, NamedCorpora) else ["data"]
-    batches = val_batches(datamodule, args.max_batches)
-    rows = sweep(module, batches, alphas, names)
-    table = markdown(rows, names)
-    paths = write_outputs(out, {
-        "alpha_sweep.csv": csv_text(rows, names),
-        "alpha_sweep.md": f"Alpha sweep of `{args.ckpt}` (val loss, nats/token)\n\n{table}\n",
-        "alpha_sweep.png": plot_png(rows, names, f"alpha sweep: {Path(args.ckpt).name}"),
-    })
-    print(table)
+    # The dial spans the data's corpora (a model of another size fails at its first forward).
+    alphas = dial_grid(max(2, len(names)), args.alphas, args.step)
+    datamodule.setup("validate")
+    rows = sweep(module, val_batches(datamodule, args.max_batches), alphas, names)
+    files = outputs("alpha_sweep", rows, names, f"Alpha sweep of `{args.ckpt}` (val loss, nats/token)",
+                    f"alpha sweep: {Path(args.ckpt).name}", "val loss (nats/token)")
+    if args.voice:
+        files.update(voice_outputs(module, datamodule, alphas, args))
+    paths = write_outputs(out, files)
+    print(markdown(rows, names))
     print(f"wrote {', '.join(map(str, paths))}", file=sys.stderr)
     return rows
+
+
+def outputs(stem: str, rows: list[dict], names: list[str], heading: str, title: str,
+            label: str, best=min) -> dict[str, str | bytes]:
+    """CSV, markdown and (for up to three sources) PNG of a table of rows over dial positions."""
+    files: dict[str, str | bytes] = {
+        f"{stem}.csv": csv_text(rows, names),
+        f"{stem}.md": f"{heading}\n\n{markdown(rows, names, pick=best)}\n",
+    }
+    k = len(rows[0]["alpha"]) if isinstance(rows[0]["alpha"], tuple) else 2
+    if k <= 3:  # a line per corpus for two sources, a triangle for three; no picture beyond
+        files[f"{stem}.png"] = plot_png(rows, names, title, label)
+    return files
+
+
+def voice_outputs(module: LanguageModule, datamodule, alphas: list[Position],
+                  args: argparse.Namespace) -> dict[str, str | bytes]:
+    """The voice meter's reading of the dial: fit, check (printed), sample, judge."""
+    from succu.analysis import voice
+
+    meter = voice.VoiceMeter.fit(voice.corpus_texts(datamodule, "train"))
+    accuracy = voice.window_accuracy(meter, voice.corpus_texts(datamodule, "val"))
+    shown = ", ".join(f"{k} {v:.1%}" for k, v in accuracy.items())
+    print(f"voice meter: accuracy on {voice.WINDOW}-character validation windows: {shown}",
+          file=sys.stderr)
+    rows = voice.voice_shares(module, meter, alphas, n=args.voice, seed=args.voice_seed)
+    heading = (f"Voice of `{args.ckpt}`: share of {args.voice} samples per position judged to be "
+               f"each corpus (meter accuracy on validation windows: {shown})")
+    return outputs("voice", rows, meter.names, heading, f"voice: {Path(args.ckpt).name}",
+                   "share judged this corpus", best=max)

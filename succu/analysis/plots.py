@@ -38,3 +38,40 @@ def save_figure(fig: plt.Figure, path: str | Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+# Corners of the ternary plot: source 0 bottom left, source 1 bottom right, source 2 on top.
+TERNARY_CORNERS = ((0.0, 0.0), (1.0, 0.0), (0.5, 3**0.5 / 2))
+
+
+def ternary_xy(points) -> tuple[list[float], list[float]]:
+    """Plane coordinates of 3-source dial positions: sum_k alpha_k corner_k."""
+    xs = [sum(a * c[0] for a, c in zip(p, TERNARY_CORNERS)) for p in points]
+    ys = [sum(a * c[1] for a, c in zip(p, TERNARY_CORNERS)) for p in points]
+    return xs, ys
+
+
+def ternary_figure(points, panels: dict[str, list[float]], corners: list[str], label: str,
+                   title: str) -> plt.Figure:
+    """One triangle per panel (e.g. per corpus), coloured by its values at the dial `points`
+    (3 shares each): filled contours where the grid allows them, the grid points on top."""
+    import matplotlib.tri as mtri
+
+    xs, ys = ternary_xy(points)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 4.0), squeeze=False)
+    outline = [*TERNARY_CORNERS, TERNARY_CORNERS[0]]
+    for ax, (name, values) in zip(axes[0], panels.items()):
+        if len(points) >= 3:
+            shading = ax.tricontourf(mtri.Triangulation(xs, ys), values, levels=12, cmap="viridis")
+        dots = ax.scatter(xs, ys, c=values, cmap="viridis", edgecolors="white", linewidths=0.4, s=18)
+        fig.colorbar(shading if len(points) >= 3 else dots, ax=ax, shrink=0.8, label=label)
+        ax.plot(*zip(*outline), color="black", linewidth=0.8)
+        for (cx, cy), corner, ha in zip(TERNARY_CORNERS, corners, ("right", "left", "center")):
+            ax.annotate(corner, (cx, cy), xytext=(0, 6 if cy > 0 else -12), textcoords="offset points",
+                        ha=ha, fontsize=8)
+        ax.set_title(name, fontsize=9)
+        ax.set_aspect("equal")
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

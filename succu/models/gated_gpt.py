@@ -18,27 +18,46 @@ Beta(0.5, 0.5) and the corpus ~ Bernoulli(alpha) (callbacks/alpha_sampling.py). 
 
 alpha may be a float (one dial for the batch) or a (B,) tensor (one per row). With `gating` off,
 or alpha None, the forward pass is exactly the plain GPT's: same module tree, same weights.
+
+K sources (`n_sources` > 2): every specialty is a point of the simplex ~ Dirichlet(c, ..., c),
+kept as buffers with a trailing axis of K, and alpha is a point of the simplex too, (K,) or
+(B, K); the gate is `succu.nn.gates.simplex_tent` (which is the tent for K = 2) and a corpus-k
+row routes by m_k. Two-source models keep their scalar specialties, tents and draws unchanged.
+
+`dial: control_code` is the baseline the gates are held to: no gates at all, but one learned
+style vector s_k per source added to the token embeddings, dialled by interpolation,
+sum_k alpha_k s_k ((1 - alpha) s_0 + alpha s_1 for two sources). It trains with the same draws,
+module, sampler and sweeps as the gated model.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import partial
 
+import numpy as np
 import torch
+from torch import nn
 
 from succu.contracts import DialModel
-from succu.models.gpt import GPT, GPTConfig
+from succu.models.gpt import GPT, INIT_STD, GPTConfig
 from succu.nn.attention import KVCache, positions
 from succu.nn.gates import (
     Gate,
     apply_gate,
     check_alpha,
+    check_simplex,
     gated_linear,
     route,
+    sample_simplex_specialties,
     sample_specialties,
+    simplex_route,
+    simplex_tent,
     tent,
 )
+
+DIALS = ("gates", "control_code")
 
 
 @dataclass
@@ -52,32 +71,79 @@ class GatedGPTConfig(GPTConfig):
         routing: straight-through routing of gradients by corpus (m or 1 - m). Off by default:
             abcGPT's own training loop never activates it, and on it costs 0.7-0.9 nats at each
             corpus's own end of the dial (bench/alpha_dial.py, README).
+        n_sources: corpora the dial spans (the data's corpora, in order). 2: alpha is a number in
+            [0, 1] (abcGPT's dial); K > 2: alpha is a point of the simplex, K shares summing to 1.
+        specialty_concentration: specialties m ~ Dirichlet(c, ..., c) on the simplex; for two
+            sources 0.5 is abcGPT's Beta(0.5, 0.5) draw, kept bit for bit.
+        dial: "gates" (abcGPT's specialty gates) or "control_code" (the baseline: no gates, a
+            learned style vector per source added to the token embeddings, interpolated by alpha).
     """
 
     mask_seed: int = 1337
     narrowness: float = 1.0
     gating: bool = True
     routing: bool = False  # see GatedGPTModule: measured to hurt, and abcGPT never trains with it
+    n_sources: int = 2
+    specialty_concentration: float = 0.5
+    dial: str = "gates"
+
+
+def check_dial_config(cfg: GatedGPTConfig) -> None:
+    """The dial's settings, each refused in one line naming it."""
+    if not cfg.narrowness > 0:
+        raise ValueError(f"narrowness must be > 0, got {cfg.narrowness}")
+    if cfg.n_sources < 2:
+        raise ValueError(f"n_sources must be at least 2, got {cfg.n_sources}")
+    if not cfg.specialty_concentration > 0:
+        raise ValueError(f"specialty_concentration must be > 0, got {cfg.specialty_concentration}")
+    if cfg.dial not in DIALS:
+        raise ValueError(f"dial must be one of {DIALS}, got {cfg.dial!r}")
+
+
+def draw_specialties(cfg: GatedGPTConfig, shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
+    """m of each group of units, in order, from one generator seeded by `mask_seed`.
+
+    Two sources at c = 0.5 keep abcGPT's draw bit for bit (torch's generator, the arcsine inverse
+    CDF), one number per unit: the corpus-1 share m (the corpus-0 share is 1 - m). Otherwise
+    Dirichlet(c, ..., c) points of shape (*shape, K) from numpy's generator; two sources again
+    keep only the corpus-1 share.
+    """
+    if cfg.n_sources == 2 and cfg.specialty_concentration == 0.5:
+        g = torch.Generator().manual_seed(cfg.mask_seed)
+        return [sample_specialties(math.prod(shape), g).view(*shape) for shape in shapes]
+    rng = np.random.default_rng(cfg.mask_seed)
+    ms = [sample_simplex_specialties(s, cfg.n_sources, cfg.specialty_concentration, rng) for s in shapes]
+    return [m[..., 1].contiguous() for m in ms] if cfg.n_sources == 2 else ms
 
 
 class GatedGPT(GPT, DialModel):
     def __init__(self, cfg: GatedGPTConfig):
         super().__init__(cfg)
-        if not cfg.narrowness > 0:
-            raise ValueError(f"narrowness must be > 0, got {cfg.narrowness}")
-        g = torch.Generator().manual_seed(cfg.mask_seed)
-        L, C, H = cfg.n_layer, cfg.n_embd, cfg.n_head
-        self.register_buffer("m_embd", sample_specialties(C, g))
-        self.register_buffer("m_mlp", sample_specialties(L * 4 * C, g).view(L, 4 * C))
-        self.register_buffer("m_head", sample_specialties(L * H, g).view(L, H))
+        check_dial_config(cfg)
+        L, C, H, K = cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.n_sources
+        m_embd, m_mlp, m_head = draw_specialties(cfg, [(C,), (L, 4 * C), (L, H)])
+        self.register_buffer("m_embd", m_embd)
+        self.register_buffer("m_mlp", m_mlp)
+        self.register_buffer("m_head", m_head)
+        if cfg.dial == "control_code":
+            self.style = nn.Parameter(torch.empty(K, C).normal_(0.0, INIT_STD))
 
     @property
     def n_sources(self) -> int:
-        return 2  # the tent dial spans two corpora: m ~ 0 and m ~ 1
+        return self.cfg.n_sources
 
     def specialties(self) -> torch.Tensor:
-        """Every unit's m in one vector: embd, then mlp by layer, then heads by layer."""
-        return torch.cat([self.m_embd, self.m_mlp.flatten(), self.m_head.flatten()])
+        """Every unit's m in one tensor, (n,) for two sources, (n, K) for K: embd, then mlp by
+        layer, then heads by layer."""
+        return torch.cat([self.m_embd, self.m_mlp.flatten(0, 1), self.m_head.flatten(0, 1)])
+
+    def dial_position(self, alpha: torch.Tensor | float | list[float]) -> torch.Tensor | float:
+        """alpha checked for this dial: a number in [0, 1] (or (B,)) for two sources, a point of
+        the simplex ((K,) or (B, K), as a tensor here) for K; anything else is one ValueError."""
+        if self.n_sources == 2:
+            check_alpha(alpha)
+            return alpha
+        return check_simplex(alpha, self.n_sources).to(self.m_embd.device)
 
     def dial(self, alpha: torch.Tensor | float, source: torch.Tensor | int | None) -> dict[str, list[Gate]]:
         """(gate, route) of every gated site, as vectors over its channels.
@@ -85,12 +151,15 @@ class GatedGPT(GPT, DialModel):
         Shapes: (n,) for one alpha, (B, 1, n) for one alpha per row (broadcasting against
         (B, T, n) activations). Head gates are repeated over each head's d_head channels, so they
         act on the merged head outputs that enter the attention projection. All tents come from
-        one vectorised call over every unit (a few thousand numbers).
+        one vectorised call over every unit (a few thousand numbers, times K).
         """
         cfg = self.cfg
         m = self.specialties()
-        gates = tent(alpha, m, cfg.narrowness)
-        routes = route(source, m) if cfg.routing and source is not None else None
+        two = self.n_sources == 2
+        gates = tent(alpha, m, cfg.narrowness) if two else simplex_tent(alpha, m, cfg.narrowness)
+        routes = None
+        if cfg.routing and source is not None:
+            routes = route(source, m) if two else simplex_route(source, m)
         L, C, H = cfg.n_layer, cfg.n_embd, cfg.n_head
 
         def sites(v: torch.Tensor | None) -> dict[str, list[torch.Tensor | None]]:
@@ -120,7 +189,9 @@ class GatedGPT(GPT, DialModel):
     ) -> torch.Tensor:
         if not self.cfg.gating or alpha is None:
             return super().forward(input_ids, kv_cache=kv_cache)
-        check_alpha(alpha)
+        alpha = self.dial_position(alpha)
+        if self.cfg.dial == "control_code":
+            return self.control_code_forward(input_ids, alpha, kv_cache)
         span = positions(input_ids, kv_cache, self.cfg.block_size)
         sites = self.dial(alpha, source if self.training else None)
         embd = sites["embd"][0]
@@ -137,3 +208,25 @@ class GatedGPT(GPT, DialModel):
             h = mlp.gelu(mlp.c_fc(block.ln_2(x)))
             x = x + mlp.dropout(gated_linear(mlp.c_proj, h, sites["mlp"][i], embd, consume=True))
         return gated_linear(self.lm_head, t.ln_f(x), g_in=embd, g_out=None, consume=True)
+
+    def style_vector(self, alpha: torch.Tensor | float) -> torch.Tensor:
+        """The control code at a dial position: sum_k alpha_k s_k, (C,) or (B, C).
+
+        Two sources read alpha as the corpus-1 share, (1 - alpha) s_0 + alpha s_1."""
+        shares = torch.as_tensor(alpha, dtype=self.style.dtype, device=self.style.device)
+        if self.n_sources == 2:
+            shares = torch.stack([1.0 - shares, shares], dim=-1)
+        return (shares.unsqueeze(-1) * self.style).sum(-2)
+
+    def control_code_forward(
+        self, input_ids: torch.Tensor, alpha: torch.Tensor | float, kv_cache: KVCache | None
+    ) -> torch.Tensor:
+        """The plain GPT with the style vector added to every position's embedding; no gates."""
+        span = positions(input_ids, kv_cache, self.cfg.block_size)
+        pos = torch.arange(span.start, span.stop, device=input_ids.device)
+        code = self.style_vector(alpha)
+        t = self.transformer
+        x = t.drop(t.wte(input_ids) + t.wpe(pos) + (code[:, None, :] if code.dim() == 2 else code))
+        for i, block in enumerate(t.h):
+            x = block(x, kv_cache=kv_cache, layer=i)
+        return self.lm_head(t.ln_f(x))

@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from succu.models.gated_gpt import GatedGPT, GatedGPTConfig
-from succu.modules.base import LanguageModule
-from succu.nn.gates import check_alpha
+from succu.modules.base import DEFAULT_ALPHA, LanguageModule
+from succu.nn.gates import Position, check_alpha, check_simplex, position_label
 
 
 class GatedGPTModule(LanguageModule):
     """GatedGPT (abcGPT): nanoGPT with frozen unit specialties and an alpha dial.
 
-    Training batches carry `alpha` ((B,), or (1,) for one position per batch) and `source` (B,):
-    `callbacks.alpha_sampling.AlphaBetaSampling` installs the draws into the datamodule. Validation
-    runs each alpha of `eval_alphas` on every corpus and logs `val/loss/<corpus>@alpha=<a>`;
-    `val/loss` is the mean over corpora of each corpus's loss at its own end of the dial (corpus k
-    at alpha = k), and `val/ppl` its exponential.
+    Training batches carry `alpha` ((B,), or (1,) for one position per batch; (B, K) or (1, K)
+    for a K-source dial) and `source` (B,): `callbacks.alpha_sampling.AlphaBetaSampling` installs
+    the draws into the datamodule. Validation runs each alpha of `eval_alphas` on every corpus and
+    logs `val/loss/<corpus>@alpha=<a>` (K sources: `@alpha=a_0,...,a_K-1`); `val/loss` is the
+    mean over corpora of each corpus's loss at its own end of the dial (corpus k at alpha = k for
+    two sources, at the corner e_k for K), and `val/ppl` its exponential.
 
     Args:
-        model: the network (GatedGPTConfig: GPT sizes, specialties, tents, routing).
-        eval_alphas: dial positions evaluated at every validation.
+        model: the network (GatedGPTConfig: GPT sizes, specialties, tents, routing, sources).
+        eval_alphas: dial positions evaluated at every validation: numbers in [0, 1] for two
+            sources, lists of K shares summing to 1 for K (e.g. [[1, 0, 0], [0.5, 0.5, 0]]).
     """
 
     config_class = GatedGPTConfig
@@ -31,14 +34,49 @@ class GatedGPTModule(LanguageModule):
     def __init__(
         self,
         model: GatedGPTConfig = GatedGPTConfig(),  # noqa: B008
-        eval_alphas: tuple[float, ...] = (0.0, 0.5, 1.0),
+        eval_alphas: Sequence[float | list[float]] = (0.0, 0.5, 1.0),
         **kwargs: Any,
     ):
         super().__init__(model, **kwargs)
-        for a in eval_alphas:
-            check_alpha(a)
         self.model = GatedGPT(self.model_config)
-        self.eval_alphas = [float(a) for a in eval_alphas]
+        self.eval_alphas = [self.position(a) for a in eval_alphas]
+
+    @property
+    def n_sources(self) -> int:
+        return self.model.n_sources
+
+    def position(self, alpha: float | Sequence[float]) -> Position:
+        """A configured dial position, checked: a float for two sources, a K-tuple for K."""
+        number = isinstance(alpha, (int, float))
+        if self.n_sources == 2 and not number:
+            raise ValueError(f"a two-source dial takes alpha as one number in [0, 1], got {alpha}")
+        if self.n_sources == 2:
+            check_alpha(alpha)
+            return float(alpha)
+        if number:
+            raise ValueError(f"alpha must be a point of the {self.n_sources}-source simplex "
+                             f"({self.n_sources} shares summing to 1), got the number {alpha:g}")
+        point = check_simplex(torch.tensor(list(alpha), dtype=torch.float64), self.n_sources)
+        return tuple(point.tolist())
+
+    def own_end(self, corpus: int) -> Position:
+        """Where corpus k is scored: alpha = k for two sources, the corner e_k for K."""
+        if self.n_sources == 2:
+            return float(corpus >= 1)
+        return tuple(float(k == corpus) for k in range(self.n_sources))
+
+    def centre(self) -> Position:
+        """The middle of the dial, where generation runs when no alpha is given."""
+        return DEFAULT_ALPHA if self.n_sources == 2 else (1.0 / self.n_sources,) * self.n_sources
+
+    def dial_kwargs(self, model_kwargs: dict[str, Any]) -> dict[str, Any]:
+        if model_kwargs.get("alpha") is None:
+            return {**model_kwargs, "alpha": self.centre()}
+        return model_kwargs
+
+    def eval_kwargs(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        corpus = int(batch["source"][0]) if "source" in batch else 0
+        return {"alpha": self.own_end(corpus)}
 
     def model_kwargs(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         if "alpha" not in batch:
@@ -47,27 +85,26 @@ class GatedGPTModule(LanguageModule):
                 "to trainer.callbacks, so that training batches carry `alpha` and `source`"
             )
         alpha, source = batch["alpha"], batch["source"]
-        if alpha.numel() == 1:  # one position for the batch: the gates fold into the weights
-            alpha, source = alpha.reshape(()), source[0]
+        if alpha.shape[0] == 1:  # one position for the batch: the gates fold into the weights
+            alpha, source = alpha[0], source[0]
         return {"alpha": alpha, "source": source}
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         # Validation batches hold one corpus each (fixed windows), named by `source`.
         corpus = int(batch["source"][0]) if "source" in batch else 0
-        for a in self.eval_alphas:
+        own = self.own_end(corpus)
+        for a in [*self.eval_alphas, *([] if own in self.eval_alphas else [own])]:
             self.accumulate_loss((corpus, a), self(batch["input_ids"], alpha=a), batch["labels"])
-        own = float(corpus >= 1)
-        if own not in self.eval_alphas:
-            self.accumulate_loss((corpus, own), self(batch["input_ids"], alpha=own), batch["labels"])
 
     def on_validation_epoch_end(self) -> None:
         corpora = self.corpus_indices()
-        alphas = sorted({*self.eval_alphas, 0.0, 1.0})
-        losses = self.reduced_losses([(c, a) for c in corpora for a in alphas])
+        ends = [self.own_end(c) for c in corpora]
+        positions = [*self.eval_alphas, *(e for e in dict.fromkeys(ends) if e not in self.eval_alphas)]
+        losses = self.reduced_losses([(c, a) for c in corpora for a in positions])
         for (corpus, a), (loss, _) in losses.items():
             if a in self.eval_alphas:
-                self.log(f"val/loss/{self.corpus_name(corpus)}@alpha={a:g}", loss)
-        own = [losses[(c, float(c >= 1))][0] for c in corpora if (c, float(c >= 1)) in losses]
+                self.log(f"val/loss/{self.corpus_name(corpus)}@alpha={position_label(a)}", loss)
+        own = [losses[(c, e)][0] for c, e in zip(corpora, ends) if (c, e) in losses]
         if own:
             loss = sum(own) / len(own)
             self.log("val/loss", loss, prog_bar=True)

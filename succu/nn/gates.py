@@ -1,31 +1,69 @@
-"""Specialty gates of the abcGPT idea: frozen unit specialties m and a dial alpha.
+"""Specialty gates of the abcGPT idea: frozen unit specialties m and a dial alpha, over K sources.
 
-Every gated unit has a specialty m in [0, 1], drawn once from Beta(0.5, 0.5) by the inverse CDF
-m = sin^2(pi u / 2), u ~ U(0, 1) (the arcsine law: most units land near 0 or 1). A dial alpha in
-[0, 1] scales each unit by a tent peaked at alpha = m:
+Two sources (abcGPT). Every gated unit has a specialty m in [0, 1], drawn once from Beta(0.5, 0.5)
+by the inverse CDF m = sin^2(pi u / 2), u ~ U(0, 1) (the arcsine law: most units land near 0 or
+1). A dial alpha in [0, 1] scales each unit by a tent peaked at alpha = m:
 
     g(alpha, m) = cos^2( pi/2 * min(1, |alpha - m| / (max(m, 1 - m) * narrowness)) )
 
 With narrowness 1, g(m, m) = 1; a specialist (m = 0 or 1) ramps from 0 at the far end of the dial
 to 1 at its own; a "halfsie" (m = 0.5) is a bell that is exactly 0 at both ends.
 
+K sources. A specialty is a point m of the simplex (m_k >= 0, sum_k m_k = 1), drawn once from
+Dirichlet(c, ..., c); the dial alpha is a point of the same simplex. The gate is
+
+    g(alpha, m) = cos^2( pi/2 * min(1, ||alpha - m||_1 / (2 * max_k(1 - m_k) * narrowness)) )
+
+Why this one. The denominator is the unit's reach: the largest L1 distance from m to any point
+of the simplex. ||alpha - m||_1 is convex in alpha, so its maximum over the simplex is at a
+vertex e_j, where ||e_j - m||_1 = (1 - m_j) + sum_{k != j} m_k = 2 (1 - m_j); the farthest vertex
+gives 2 max_k(1 - m_k). So, exactly as for the tent, with narrowness 1 every unit is 1 at
+alpha = m and falls smoothly to exactly 0 at its farthest corner of the dial: a specialist
+(m = e_k) is fully on at its own corner, off at every other corner, and at a quarter at the
+centre of a K = 3 dial; the whole dial stays covered whatever K is. The L1 norm keeps the
+distance a sum of per-source shares, so it needs no metric choice beyond the simplex's own
+(total variation: ||alpha - m||_1 / 2 is the share of probability mass that must move).
+
+Reduction to the tent (K = 2). Write the two-source point as (1 - a, a) and m as (1 - m, m):
+
+    ||alpha - m||_1 = |(1 - a) - (1 - m)| + |a - m| = 2 |a - m|
+    max_k(1 - m_k)  = max(1 - (1 - m), 1 - m) = max(m, 1 - m)
+
+so the ratio is |a - m| / (max(m, 1 - m) * narrowness), the tent's. `simplex_tent` on such
+points equals `tent` up to floating-point rounding (a test checks it on random m, alpha and
+narrowness); two-source models keep calling `tent` itself, so their numbers are unchanged.
+
 Gradient routing (a straight-through estimator): the forward pass multiplies by the smooth g, the
-backward pass by the corpus route instead: m for a corpus-1 (Shakespeare) row, 1 - m for a
-corpus-0 (TinyStories) row. A unit with m = 1 thus learns only from Shakespeare, whatever alpha
-was drawn. Evaluation uses g with no routing.
+backward pass by the corpus route instead: m_k for a corpus-k row. For two sources that is m for
+a corpus-1 (Shakespeare) row and 1 - m for a corpus-0 (TinyStories) row; a unit with m = 1 thus
+learns only from Shakespeare, whatever alpha was drawn. Evaluation uses g with no routing.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+import numpy as np
 import torch
+
+# Dial positions on the simplex must sum to 1 within this (float32 draws and typed decimals).
+SIMPLEX_TOLERANCE = 1e-6
 
 
 def sample_specialties(n: int, generator: torch.Generator) -> torch.Tensor:
     """n specialties ~ Beta(0.5, 0.5) by the inverse CDF sin^2(pi u / 2)."""
     u = torch.rand(n, generator=generator)
     return torch.sin(0.5 * math.pi * u).pow(2)
+
+
+def sample_simplex_specialties(
+    shape: tuple[int, ...], k: int, concentration: float, rng: np.random.Generator
+) -> torch.Tensor:
+    """Specialties of shape (*shape, k) ~ Dirichlet(concentration, ..., concentration), float32."""
+    n = int(np.prod(shape))
+    m = rng.dirichlet(np.full(k, float(concentration)), n)
+    return torch.from_numpy(m).float().view(*shape, k)
 
 
 def check_alpha(alpha: torch.Tensor | float) -> None:
@@ -44,6 +82,78 @@ def tent(alpha: torch.Tensor | float, m: torch.Tensor, narrowness: float = 1.0) 
     rel = ((alpha - m).abs() / span).clamp(max=1.0)
     # cos(pi/2) is 6e-17 in floating point, not 0: switch units outside their span fully off.
     return torch.cos(0.5 * math.pi * rel).pow(2).masked_fill(rel >= 1.0, 0.0)
+
+
+def check_simplex(alpha: torch.Tensor | Sequence[float], k: int) -> torch.Tensor:
+    """A K-source dial position as a float tensor, (k,) or (B, k): non-negative, each row summing
+    to 1 within SIMPLEX_TOLERANCE; anything else is one ValueError naming the value."""
+    a = torch.as_tensor(alpha, dtype=torch.float32) if not isinstance(alpha, torch.Tensor) else alpha
+    if a.dim() not in (1, 2) or a.shape[-1] != k:
+        raise ValueError(f"alpha must be a point of the {k}-source simplex ({k} shares, or (B, {k})), "
+                         f"got shape {tuple(a.shape)}")
+    rows = a.detach().reshape(-1, k).double()
+    ok = (rows >= 0).all(-1) & ((rows.sum(-1) - 1.0).abs() <= SIMPLEX_TOLERANCE)  # NaN fails both
+    if not bool(ok.all()):
+        row = rows[int((~ok).nonzero()[0])]
+        shown = ",".join(f"{x:g}" for x in row.tolist())
+        raise ValueError(f"alpha must be {k} non-negative shares summing to 1 (within "
+                         f"{SIMPLEX_TOLERANCE:g}), got {shown} (sum {float(row.sum()):g})")
+    return a
+
+
+Position = float | tuple[float, ...]  # a dial position: one number (two sources) or K shares
+
+
+def position_label(alpha: Position) -> str:
+    """`0.5`, or `0.2,0.3,0.5` for K shares: how metric names, tables and notes show a position
+    (the form `parse_position` reads)."""
+    return f"{alpha:g}" if isinstance(alpha, float) else ",".join(f"{a:g}" for a in alpha)
+
+
+def parse_position(text: str) -> Position:
+    """A dial position as typed: one number, the two-source alpha in [0, 1], or K comma-separated
+    shares of the sources ("0.2,0.3,0.5": non-negative, summing to 1 within SIMPLEX_TOLERANCE)."""
+    try:
+        values = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise ValueError(f"alpha {text!r} must be a number in [0, 1] or comma-separated shares "
+                         "summing to 1 (e.g. 0.2,0.3,0.5)") from None
+    if len(values) == 1:
+        check_alpha(values[0])
+        return values[0]
+    check_simplex(torch.tensor(values, dtype=torch.float64), len(values))
+    return tuple(values)
+
+
+def position_for(position: Position, k: int) -> Position:
+    """`position` as a dial over k sources takes it: a number for two (shares (1 - a, a) become
+    a), K shares for K; a position of another length is one ValueError naming both."""
+    if isinstance(position, float):
+        if k == 2:
+            return position
+        raise ValueError(f"alpha {position:g} is one number, but this dial spans {k} sources: give "
+                         f"{k} comma-separated shares summing to 1 (e.g. {','.join(['1'] + ['0'] * (k - 1))})")
+    if len(position) != k:
+        shown = ",".join(f"{a:g}" for a in position)
+        raise ValueError(f"alpha {shown} has {len(position)} shares, but this dial spans {k} sources: "
+                         f"give {'one number in [0, 1] or ' if k == 2 else ''}{k} shares summing to 1")
+    return position[1] if k == 2 else position
+
+
+def simplex_tent(alpha: torch.Tensor, m: torch.Tensor, narrowness: float = 1.0) -> torch.Tensor:
+    """The K-source gate for m of shape (n, K): (n,) for alpha (K,), (B, n) for alpha (B, K)."""
+    alpha = torch.as_tensor(alpha, dtype=m.dtype, device=m.device)
+    distance = (alpha.unsqueeze(-2) - m).abs().sum(-1)  # ||alpha - m||_1: (n,) or (B, n)
+    reach = 2.0 * (1.0 - m).amax(-1) * narrowness  # the farthest point of the simplex from m
+    rel = (distance / reach).clamp(max=1.0)
+    # As in `tent`: cos(pi/2) is not 0 in floating point, so units beyond their reach are off.
+    return torch.cos(0.5 * math.pi * rel).pow(2).masked_fill(rel >= 1.0, 0.0)
+
+
+def simplex_route(source: torch.Tensor | int, m: torch.Tensor) -> torch.Tensor:
+    """Backward multiplier for m of shape (n, K): m_k for a corpus-k row; (n,) or (B, n)."""
+    source = torch.as_tensor(source, device=m.device, dtype=torch.long)
+    return m[:, source] if source.dim() == 0 else m[:, source].t()
 
 
 def route(source: torch.Tensor | int, m: torch.Tensor) -> torch.Tensor:
