@@ -6,14 +6,19 @@ written as markdown and every image as a PNG under the run's folder (`trainer.lo
 CSV-only run keeps them too.
 
     GenerationTable  at every n-th validation, continuations of fixed prompts (the datamodule's
-                     probe prompts, else the heads of its first validation windows), at each alpha
-                     of a gated model: table `samples/generations` (step, prompt, alpha, text).
+                     probe prompts, else the heads of its first validation windows), at each dial
+                     position of a gated model (a number, or K shares shown as "0.2,0.3,0.5"):
+                     table `samples/generations` (step, prompt, alpha, text).
     AlphaHistogram   the dial draws of AlphaBetaSampling since the last validation, summed over
-                     DDP ranks, split by the corpus drawn: image `train/alpha_hist`.
-    SweepReport      at the end of fit, the alpha sweep (gated models) or the TT corruption sweep
+                     DDP ranks, split by the corpus drawn: image `train/alpha_hist` (over K
+                     corpora one panel per corpus k: the drawn share alpha_k).
+    SweepReport      at the end of fit, the alpha sweep (gated models: along the dial, or on a
+                     grid of the simplex with ternary plots for K = 3) or the TT corruption sweep
                      (SuccuLM) of the final weights: table `sweep/alpha` or `sweep/tt`, image
                      `sweep/alpha_plot` or `sweep/tt_plot`, plus the CSV/markdown/PNG of
-                     `python -m succu.sweep` under `<log_dir>/sweeps/`.
+                     `python -m succu.sweep` under `<log_dir>/sweeps/`; with `voice: N` also the
+                     voice meter's shares (table `sweep/voice`, image `sweep/voice_plot`,
+                     metrics `voice/accuracy...`).
     LearningRate     `lr` at every logged step (`succu.loggers.logged_step`; every fit gets it
                      from succu.fit).
     ProgressLog      without a progress bar (stdout not a terminal), one line every n steps:
@@ -36,7 +41,9 @@ import torch
 from callbacks.alpha_sampling import dial_batch_alpha
 from succu.analysis.trap import markdown_table
 from succu.contracts import NamedCorpora, QAProbes
-from succu.loggers import log_image, log_table, logged_step
+from succu.io import write_outputs
+from succu.loggers import log_image, log_metrics, log_table, logged_step
+from succu.nn.gates import Position, as_position, position_for, position_label
 from succu.nn.utils import eval_mode
 
 GENERATION_COLUMNS = ["step", "prompt", "alpha", "text"]
@@ -45,6 +52,11 @@ GENERATION_COLUMNS = ["step", "prompt", "alpha", "text"]
 def run_folder(trainer: L.Trainer) -> Path:
     """`trainer.log_dir` (a collective under DDP: call it on every rank), else default_root_dir."""
     return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+def alpha_cell(alpha: float | str | None) -> str:
+    """A generation table's alpha as markdown shows it (K shares are a string already)."""
+    return "" if alpha is None else alpha if isinstance(alpha, str) else f"{alpha:g}"
 
 
 def corpus_names(datamodule: L.LightningDataModule, default: list[str]) -> list[str]:
@@ -124,8 +136,9 @@ class GenerationTable(L.Callback):
             `prompt_tokens` tokens of its first validation window of each corpus).
         n_prompts: at most this many default prompts.
         prompt_tokens: length of prompts cut from validation windows.
-        alphas: dial positions for gated models (None: the module's `eval_alphas`); ignored by
-            models without a dial.
+        alphas: dial positions for gated models (None: the module's `eval_alphas`): numbers in
+            [0, 1] for two sources, lists of K shares for K (e.g. [[1, 0, 0], [0.2, 0.3, 0.5]]);
+            ignored by models without a dial.
         max_new_tokens: tokens generated per prompt.
         temperature: sampling temperature.
         top_k: sample from the k most likely tokens (None: all).
@@ -134,13 +147,16 @@ class GenerationTable(L.Callback):
     """
 
     def __init__(self, every_n_validations: int = 1, prompts: list[str] | None = None,
-                 n_prompts: int = 4, prompt_tokens: int = 16, alphas: list[float] | None = None,
+                 n_prompts: int = 4, prompt_tokens: int = 16,
+                 alphas: list[float | list[float]] | None = None,
                  max_new_tokens: int = 48, temperature: float = 0.8, top_k: int | None = None,
                  seed: int = 0, key: str = "samples/generations"):
         if every_n_validations < 0 or max_new_tokens < 1 or not temperature > 0:
             raise ValueError("every_n_validations >= 0, max_new_tokens >= 1 and temperature > 0 needed")
         self.every_n_validations, self.prompts = every_n_validations, prompts
-        self.n_prompts, self.prompt_tokens, self.alphas = n_prompts, prompt_tokens, alphas
+        # Checked now, so a bad position fails at startup; fitted to the dial's size when sampling.
+        self.n_prompts, self.prompt_tokens = n_prompts, prompt_tokens
+        self.alphas = None if alphas is None else [as_position(a) for a in alphas]
         self.max_new_tokens, self.temperature, self.top_k = max_new_tokens, temperature, top_k
         self.seed, self.key = seed, key
         self.validations = 0
@@ -173,11 +189,13 @@ class GenerationTable(L.Callback):
                 break
         return prompts
 
-    def dial_positions(self, pl_module: L.LightningModule) -> list[float | None]:
+    def dial_positions(self, pl_module: L.LightningModule) -> list[Position | None]:
+        """None for a model without a dial; else `alphas`, or the module's `eval_alphas`."""
         if not pl_module.has_dial:
             return [None]
-        alphas = self.alphas if self.alphas is not None else pl_module.eval_alphas
-        return [float(a) for a in alphas]
+        if self.alphas is None:
+            return list(pl_module.eval_alphas)
+        return [position_for(a, pl_module.model.n_sources) for a in self.alphas]
 
     @torch.no_grad()
     def sample(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[list[Any]]:
@@ -189,7 +207,9 @@ class GenerationTable(L.Callback):
             kwargs = {} if alpha is None else {"alpha": alpha}
             texts = pl_module.complete(self.prompts, self.max_new_tokens, temperature=self.temperature,
                                        top_k=self.top_k, generator=generator, **kwargs)
-            rows += [[trainer.global_step, p, alpha, t] for p, t in zip(self.prompts, texts)]
+            # Two sources keep the number; K shares are shown as "0.2,0.3,0.5" (one column type).
+            shown = alpha if alpha is None or isinstance(alpha, float) else position_label(alpha)
+            rows += [[trainer.global_step, p, shown, t] for p, t in zip(self.prompts, texts)]
         return rows
 
     def report(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -199,7 +219,7 @@ class GenerationTable(L.Callback):
         log_table(trainer.loggers, self.key, GENERATION_COLUMNS, rows, trainer.global_step)
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            body = [[s, p, "" if a is None else f"{a:g}", t.replace("\n", " ")] for s, p, a, t in rows]
+            body = [[s, p, alpha_cell(a), t.replace("\n", " ")] for s, p, a, t in rows]
             path = self.folder / f"step{trainer.global_step:06d}.md"
             path.write_text(markdown_table(GENERATION_COLUMNS, body) + "\n")
 
@@ -219,7 +239,10 @@ class AlphaHistogram(L.Callback):
     """Histogram of the alpha draws since the previous validation, by drawn corpus, over all ranks.
 
     Reads `alpha` and `source` of every training batch (AlphaBetaSampling makes the data carry
-    them); for batches without a dial it does nothing.
+    them); for batches without a dial it does nothing. Two sources: one panel, alpha (the
+    corpus-1 share) stacked by the corpus drawn. K sources: one panel per corpus k, the drawn
+    share alpha_k, stacked by the corpus drawn: the Dirichlet's marginals, and how much more
+    often a corpus is drawn where its share is high (P(corpus k | alpha) = alpha_k).
 
     Args:
         every_n_validations: plot after every n-th validation.
@@ -231,7 +254,7 @@ class AlphaHistogram(L.Callback):
         if every_n_validations < 1 or bins < 1:
             raise ValueError("every_n_validations >= 1 and bins >= 1 needed")
         self.every_n_validations, self.bins, self.key = every_n_validations, bins, key
-        self.alphas: list[float] = []
+        self.alphas: list[list[float]] = []  # per row: [alpha] (two sources) or K shares
         self.sources: list[int] = []
         self.validations = 0
         self.first_step = 0
@@ -245,15 +268,19 @@ class AlphaHistogram(L.Callback):
                            batch: Any, batch_idx: int) -> None:
         if "alpha" not in batch:
             return
-        self.alphas += dial_batch_alpha(batch).double().cpu().tolist()
+        alpha = dial_batch_alpha(batch).double().cpu()
+        self.alphas += alpha.reshape(alpha.shape[0], -1).tolist()
         self.sources += batch["source"].cpu().tolist()
 
-    def counts(self, trainer: L.Trainer, pl_module: L.LightningModule) -> np.ndarray:
-        """(2, bins) draws per bin for corpus 0 and corpus >= 1, summed over ranks."""
+    def counts(self, trainer: L.Trainer, k: int) -> np.ndarray:
+        """(panels, k, bins) draws per bin of a dial over k corpora, split by the corpus drawn,
+        summed over ranks: one panel (alpha) for two sources, panel j = the share alpha_j for K."""
         edges = np.linspace(0.0, 1.0, self.bins + 1)
-        alphas, sources = np.asarray(self.alphas), np.asarray(self.sources)
-        local = np.stack([np.histogram(alphas[sources == 0], edges)[0],
-                          np.histogram(alphas[sources >= 1], edges)[0]]).astype(np.float64)
+        panels = 1 if k == 2 else k
+        alphas = np.asarray(self.alphas, dtype=np.float64).reshape(-1, panels)
+        sources = np.asarray(self.sources, dtype=np.int64)
+        local = np.stack([np.stack([np.histogram(alphas[sources == c, j], edges)[0] for c in range(k)])
+                          for j in range(panels)]).astype(np.float64)
         counts = torch.from_numpy(local)
         if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             counts = counts.to(trainer.strategy.root_device)
@@ -266,12 +293,13 @@ class AlphaHistogram(L.Callback):
         self.validations += 1
         if self.validations % self.every_n_validations:
             return
-        counts = self.last_counts = self.counts(trainer, pl_module)
+        k = pl_module.model.n_sources
+        counts = self.last_counts = self.counts(trainer, k)
         self.alphas, self.sources = [], []
         first, self.first_step = self.first_step, trainer.global_step
         if not trainer.is_global_zero or trainer.fast_dev_run or self.folder is None:
             return
-        names = corpus_names(trainer.datamodule, ["corpus 0", "corpus 1"])
+        names = corpus_names(trainer.datamodule, [f"corpus {c}" for c in range(k)])
         path = self.plot(counts, names, first, trainer.global_step)
         log_image(trainer.loggers, self.key, path, trainer.global_step)
 
@@ -280,15 +308,20 @@ class AlphaHistogram(L.Callback):
 
         edges = np.linspace(0.0, 1.0, self.bins + 1)
         mids, width = (edges[:-1] + edges[1:]) / 2, 1.0 / self.bins
-        fig, ax = plt.subplots(figsize=(5.5, 3.4))
-        ax.bar(mids, counts[0], width=width * 0.95, label=f"drew {names[0]}")
-        label = names[1] if len(names) > 1 else "corpus 1"
-        ax.bar(mids, counts[1], width=width * 0.95, bottom=counts[0], label=f"drew {label}")
-        ax.set_xlim(0, 1)
-        ax.set_xlabel("alpha")
-        ax.set_ylabel("draws (all ranks)")
-        ax.set_title(f"alpha draws, steps {first}-{last} ({int(counts.sum())} draws)", fontsize=9)
-        ax.legend(fontsize=8)
+        panels = counts.shape[0]
+        fig, axes = plt.subplots(1, panels, figsize=(5.5 if panels == 1 else 4.2 * panels, 3.4),
+                                 squeeze=False)
+        for j, ax in enumerate(axes[0]):
+            bottom = np.zeros(self.bins)
+            for c in range(counts.shape[1]):
+                ax.bar(mids, counts[j, c], width=width * 0.95, bottom=bottom, label=f"drew {names[c]}")
+                bottom = bottom + counts[j, c]
+            ax.set_xlim(0, 1)
+            ax.set_xlabel("alpha" if panels == 1 else f"alpha share of {names[j]}")
+            ax.set_ylabel("draws (all ranks)")
+            ax.legend(fontsize=7)
+        draws = int(counts[0].sum())
+        fig.suptitle(f"alpha draws, steps {first}-{last} ({draws} draws)", fontsize=9)
         fig.tight_layout()
         return save_figure(fig, self.folder / f"alpha_hist_{last:06d}.png")
 
@@ -299,8 +332,18 @@ class SweepReport(L.Callback):
     Args:
         kind: "alpha" (validation loss per corpus along the dial of a gated model) or "tt" (the
             tensor-train corruption study of a SuccuLM-style model).
-        alphas: alpha grid ("start:stop:step" or a comma list), for kind alpha.
+        alphas: the alpha sweep's positions. Two sources: "start:stop:step" or a comma list
+            (default 0:1:0.25); K sources: points of K shares separated by ";" (default: the
+            `step` grid of the simplex).
+        step: K-source dial: grid step on the simplex (1/step whole, e.g. 0.1 or 0.25).
         max_batches: validation batches per corpus for the alpha sweep (None: all).
+        voice: the voice meter (succu/analysis/voice.py) at the end of the alpha sweep: N sampled
+            continuations (200 characters, temperature 0.8, fixed prompts, seeded) per dial
+            position judged by corpus (64 or more for a reading; 0: off).
+        voice_alphas: the voice meter's positions, in the form of `alphas` (default: 0, 0.25,
+            0.5, 0.75, 1 for two sources; the corners, edge midpoints and centre for K).
+        voice_seed: seed of the voice samples.
+        voice_length: characters (tokens) per voice sample; the meter reads 200.
         layers: TT layer sets, blocks by ",", sets by ";" (as `succu.sweep tt --layers`); blocks
             that TensorTrainCompression compressed at the end of fit (it runs first when listed
             first) cannot be swept again.
@@ -312,16 +355,24 @@ class SweepReport(L.Callback):
         baseline: add the low-rank baseline at equal parameters (TT).
     """
 
-    def __init__(self, kind: str = "alpha", alphas: str = "0:1:0.25", max_batches: int | None = 4,
-                 layers: str = "3", bond_dims: str = "20", layout: str = "mps", seeds: str = "0",
-                 samples: int = 1, temperature: float = 0.6, baseline: bool = False):
+    def __init__(self, kind: str = "alpha", alphas: str | None = None, step: float = 0.25,
+                 max_batches: int | None = 4, voice: int = 0, voice_alphas: str | None = None,
+                 voice_seed: int = 0, voice_length: int = 200, layers: str = "3", bond_dims: str = "20", layout: str = "mps",
+                 seeds: str = "0", samples: int = 1, temperature: float = 0.6, baseline: bool = False):
         if kind not in ("alpha", "tt"):
             raise ValueError(f"kind must be 'alpha' or 'tt', got {kind!r}")
-        self.kind, self.alphas, self.max_batches = kind, alphas, max_batches
+        if voice < 0 or (voice and kind != "alpha") or voice_length < 1:
+            raise ValueError(f"voice must be 0 (off) or a number of samples per position, with kind "
+                             f"'alpha', and voice_length >= 1; got voice={voice}, kind={kind!r}, "
+                             f"voice_length={voice_length}")
+        self.kind, self.alphas, self.step, self.max_batches = kind, alphas, step, max_batches
+        self.voice, self.voice_alphas, self.voice_seed = voice, voice_alphas, voice_seed
+        self.voice_length = voice_length
         self.layers, self.bond_dims, self.layout = layers, bond_dims, layout
         self.seeds, self.samples, self.temperature, self.baseline = seeds, samples, temperature, baseline
         self.folder: Path | None = None
         self.rows: list[dict[str, Any]] = []
+        self.voice_rows: list[dict[str, Any]] = []
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.folder = run_folder(trainer) / "sweeps"
@@ -341,15 +392,55 @@ class SweepReport(L.Callback):
 
         if not pl_module.has_dial:
             raise ValueError(f"SweepReport(kind='alpha') needs a gated model, not {type(pl_module).__name__}")
-        names = corpus_names(trainer.datamodule, ["data"])
+        k = pl_module.model.n_sources
+        names = corpus_names(trainer.datamodule, [f"corpus{c}" for c in range(k)])
+        positions = alpha_sweep.dial_grid(k, self.alphas if self.alphas or k > 2 else "0:1:0.25", self.step)
         batches = alpha_sweep.val_batches(trainer.datamodule, self.max_batches)
-        rows = self.rows = alpha_sweep.sweep(pl_module, batches, alpha_sweep.parse_alphas(self.alphas), names)
-        table = [[r["alpha"], *(r[n] for n in names)] for r in rows]
-        log_table(trainer.loggers, "sweep/alpha", ["alpha", *names], table, trainer.global_step)
-        (self.folder / "alpha_sweep.md").write_text(alpha_sweep.markdown(rows, names) + "\n")
-        path = self.folder / "alpha_sweep.png"
-        alpha_sweep.plot(rows, names, path, f"alpha sweep at step {trainer.global_step}")
-        log_image(trainer.loggers, "sweep/alpha_plot", path, trainer.global_step)
+        rows = self.rows = alpha_sweep.sweep(pl_module, batches, positions, names)
+        self.publish(trainer, "alpha", alpha_sweep.outputs(
+            "alpha_sweep", rows, names, f"Alpha sweep at step {trainer.global_step} (val loss, nats/token)",
+            f"alpha sweep at step {trainer.global_step}", "val loss (nats/token)"), rows, names)
+        if self.voice:
+            self.voice_sweep(trainer, pl_module, k)
+
+    def voice_positions(self, k: int) -> list[Position]:
+        from succu.analysis import alpha_sweep
+
+        if self.voice_alphas is not None:
+            return alpha_sweep.dial_grid(k, self.voice_alphas, self.step)
+        if k == 2:
+            return [0.0, 0.25, 0.5, 0.75, 1.0]
+        return [*alpha_sweep.simplex_grid(k, 0.5), (1.0 / k,) * k]
+
+    def voice_sweep(self, trainer: L.Trainer, pl_module: L.LightningModule, k: int) -> None:
+        """The voice meter's shares at `voice_positions`, and its accuracy on validation text."""
+        from succu.analysis import alpha_sweep
+
+        positions = self.voice_positions(k)
+        rows, accuracy, names = alpha_sweep.voice_reading(
+            pl_module, trainer.datamodule, positions, self.voice, self.voice_seed, self.voice_length)
+        self.voice_rows = rows
+        heading = (f"Voice at step {trainer.global_step}: share of {self.voice} samples per position "
+                   f"judged to be each corpus (meter accuracy on validation windows: "
+                   f"{alpha_sweep.accuracy_text(accuracy)})")
+        self.publish(trainer, "voice", alpha_sweep.outputs(
+            "voice", rows, names, heading, f"voice at step {trainer.global_step}",
+            "share judged this corpus", best=max), rows, names)
+        log_metrics(trainer, {"voice/accuracy" if c == "all" else f"voice/accuracy/{c}": v
+                              for c, v in accuracy.items()})
+
+    def publish(self, trainer: L.Trainer, what: str, files: dict[str, str | bytes],
+                rows: list[dict[str, Any]], names: list[str]) -> None:
+        """Write the CSV/markdown/PNG under sweeps/, hand the table (`sweep/<what>`: one column
+        per share of a K-source position) and the PNG (`sweep/<what>_plot`) to the loggers."""
+        paths = write_outputs(self.folder, files)
+        k_source = isinstance(rows[0]["alpha"], tuple)
+        shares = [f"alpha_{n}" for n in names] if k_source else ["alpha"]
+        table = [[*(r["alpha"] if k_source else [r["alpha"]]), *(r[n] for n in names)] for r in rows]
+        log_table(trainer.loggers, f"sweep/{what}", [*shares, *names], table, trainer.global_step)
+        for path in paths:
+            if path.suffix == ".png":
+                log_image(trainer.loggers, f"sweep/{what}_plot", path, trainer.global_step)
 
     def tt_sweep(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         import argparse

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from succu.contracts import BatchSized, DialSampler, NamedCorpora, TrainingTokenCounts
+from succu.contracts import BatchSized, DialSampler, NamedCorpora, TextSplits, TrainingTokenCounts
 from succu.data import ResumableTraining, pin_memory
 from succu.io import atomic_write
 from succu.tokenizers import (
@@ -427,7 +427,7 @@ class BatchList(Dataset):
 
 
 # ---- the datamodule --------------------------------------------------------------------------
-class TextDataModule(ResumableTraining, NamedCorpora, BatchSized, TrainingTokenCounts):
+class TextDataModule(ResumableTraining, NamedCorpora, BatchSized, TrainingTokenCounts, TextSplits):
     """K named text corpora, one shared tokenizer, random training windows, fixed val windows.
 
     Args:
@@ -589,6 +589,19 @@ class TextDataModule(ResumableTraining, NamedCorpora, BatchSized, TrainingTokenC
             self._splits[name] = split_corpus(spec, docs, self.val_fraction, self.split_seed,
                                               self.rules(name), self.test_fraction)
         return self._splits[name]
+
+    def split_texts(self, side: str) -> dict[str, str]:
+        """Each corpus's `side` split ("train", "val", "test") as one text, normalised by its
+        rules: documents stripped, one per line (as `document_texts` gives them); running text as
+        it is (its chunks were normalised when split)."""
+        if side not in ("train", "val", "test"):
+            raise ValueError(f"split must be 'train', 'val' or 'test', got {side!r}")
+        texts = {}
+        for spec in self.specs:
+            docs = self.splits(spec.name)[side]
+            texts[spec.name] = "\n".join(document_texts(docs, True, self.rules(spec.name))) \
+                if spec.documents else "".join(docs["text"])
+        return texts
 
     # ---- tokenizer -----------------------------------------------------------------------------
     @property

@@ -50,8 +50,10 @@ class KVCacheModel:
 class DialModel:
     """A model with a dial over named sources (the corpora of its training mixture).
 
-    `forward(input_ids, alpha=..., source=...)` takes the dial position (a float, or one per row)
-    and, in training, the source of each row. `n_sources` is the number of corpora the dial spans.
+    `forward(input_ids, alpha=..., source=...)` takes the dial position and, in training, the
+    source of each row. Over two sources the position is one number in [0, 1] (the corpus-1
+    share), or one per row (B,); over K > 2 it is a point of the simplex, K shares summing to 1,
+    (K,) or one per row (B, K). `n_sources` is the number of corpora the dial spans.
     """
 
     @property
@@ -64,10 +66,16 @@ class DialModel:
 class DialSampler:
     """How a dial's training positions and corpora are drawn, row by row, in the data pipeline.
 
-    For two sources: alpha ~ Beta(a, b) (or U(0, 1)), then source ~ Bernoulli(alpha), so rows of
-    corpus 1 tend to come with a high alpha. `per_sample` False gives the whole batch one alpha
-    and one source. Draws for batch k on rank r come from a generator seeded by (seed, r, k):
-    any batch can be recomputed, resume needs only the batch index, and ranks differ.
+    A dial spans `n_sources` = K corpora. `draw(seed, n)` gives (alpha, source): alpha the dial
+    position of each row, source (n,) int64 the corpus each row is cut from, drawn so that
+    P(source = k | alpha) = alpha_k, the row's share of corpus k: a corpus tends to come with a
+    dial position that leans towards it. Two sources (this class): alpha (n,) float32 is the
+    corpus-1 share, alpha ~ Beta(a, b) (or U(0, 1)), source ~ Bernoulli(alpha). K sources (a
+    subclass, e.g. callbacks.alpha_sampling.DirichletDialSampler): alpha (n, K) float32 on the
+    simplex, alpha ~ Dirichlet(concentration), source ~ Categorical(alpha); the Beta fields are
+    not used. `per_sample` False gives the whole batch one alpha and one source. Draws for batch k
+    on rank r come from a generator seeded by (seed, r, k): any batch can be recomputed, resume
+    needs only the batch index, and ranks differ.
     """
 
     a: float = 0.5
@@ -109,6 +117,19 @@ class NamedCorpora:
         raise NotImplementedError
 
     def install_dial(self, sampler: DialSampler | None) -> None:
+        raise NotImplementedError
+
+
+class TextSplits:
+    """A datamodule that can give the normalised text of each corpus's train/val/test split.
+
+    `split_texts(side)` maps each corpus name, in index order, to its `side` split ("train",
+    "val" or "test") as one string in the surface form the model trains on (the corpus's
+    normalisation rules applied; documents one per line). Analysis tools that read text rather
+    than token windows (the voice meter) use it.
+    """
+
+    def split_texts(self, side: str) -> dict[str, str]:
         raise NotImplementedError
 
 

@@ -22,8 +22,11 @@ smaller stride gives later tokens more context.
 and scores its test split (--split val for validation), the same batches `fit test` scores. Data
 with no test split is scored on validation, with a note.
 
-A gated model (GatedGPT) runs at --alpha; without it (a note says so) --text runs at 0.5, the
-middle of the dial, and --corpus scores each corpus at its own end, as val/loss and `fit test` do.
+A gated model (GatedGPT) runs at --alpha: one number in [0, 1] for a two-source dial, K
+comma-separated shares summing to 1 for a K-source one (--alpha 0.2,0.3,0.5). Without it (a note
+says so) --text runs at the middle of the dial (0.5; 1/K each over K sources), and --corpus scores
+each corpus at its own end (alpha = k for two sources, the corner e_k for K), as val/loss and
+`fit test` do.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from succu.contracts import NamedCorpora
 from succu.errors import check_device, fail, run_cli
 from succu.generate import note, resolve_unknown
 from succu.modules.base import DEFAULT_ALPHA, IGNORE_INDEX, LanguageModule
-from succu.nn.gates import check_alpha
+from succu.nn.gates import Position, parse_position, position_for, position_label
 from succu.sweep import add_location_arguments
 
 ALL = "*"  # --corpus without a name
@@ -62,9 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--text: tokens between window starts (default: block_size, non-overlapping)")
     p.add_argument("--drop_unknown", action="store_true",
                    help="--text: leave out characters the vocabulary lacks (default: refuse them)")
-    p.add_argument("--alpha", type=float, default=None,
-                   help=f"dial position in [0, 1] for gated models (default: {DEFAULT_ALPHA:g}, the middle, "
-                        "for --text; each corpus's own end for --corpus)")
+    p.add_argument("--alpha", default=None,
+                   help="dial position of gated models: a number in [0, 1] for two sources, or K "
+                        "comma-separated shares summing to 1 (e.g. 0.2,0.3,0.5) for K (default: "
+                        f"the middle, {DEFAULT_ALPHA:g} or 1/K each, for --text; each corpus's own "
+                        "end for --corpus)")
     p.add_argument("--batch_size", type=int, default=16, help="windows per forward pass")
     p.add_argument("--device", default="cpu", help="torch device to run on")
     add_location_arguments(p)
@@ -207,30 +212,39 @@ def untested_split(ckpt: str) -> dict[str, float]:
     return {"test_fraction": 0.0} if text_data and "test_fraction" not in hparams else {}
 
 
-def dial(args: argparse.Namespace, module: LanguageModule) -> dict[str, Any]:
-    if args.alpha is not None and not module.has_dial:
+def dial(args: argparse.Namespace, module: LanguageModule, position: Position | None) -> dict[str, Any]:
+    """The dial's forward arguments: `position` fitted to the model's sources, the middle for
+    --text without one, none for --corpus without one (each batch at its corpus's own end)."""
+    if position is not None and not module.has_dial:
         fail(f"--alpha needs a gated model; {args.ckpt} holds {type(module.model).__name__}")
     if not module.has_dial:
         return {}
-    name = type(module.model).__name__
-    if args.alpha is None and args.corpus is not None:  # as fit test and val/loss score it
+    name, k = type(module.model).__name__, module.model.n_sources
+    if position is not None:
+        return {"alpha": position_for(position, k)}
+    ends = "alpha=k" if k == 2 else "the corner e_k"
+    if args.corpus is not None:  # as fit test and val/loss score it
         note(f"{name} has a dial and no --alpha was given: scoring each corpus at its own end of "
-             "the dial (corpus k at alpha=k), as val/loss and fit test do")
+             f"the dial (corpus k at {ends}), as val/loss and fit test do")
         return {}  # evaluate_corpus asks module.eval_kwargs per batch
-    if args.alpha is None:
-        note(f"{name} has a dial and no --alpha was given: evaluating at alpha={DEFAULT_ALPHA:g}, "
-             "the middle (--alpha 0 or 1 for either corpus's end)")
-    return {"alpha": DEFAULT_ALPHA if args.alpha is None else args.alpha}
+    centre = module.dial_kwargs({})["alpha"]
+    corners = "--alpha 0 or 1 for either corpus's end" if k == 2 else f"--alpha {corner(k)} for a corner"
+    note(f"{name} has a dial and no --alpha was given: evaluating at alpha={position_label(centre)}, "
+         f"the middle ({corners})")
+    return {"alpha": centre}
+
+
+def corner(k: int) -> str:
+    return ",".join(["1"] + ["0"] * (k - 1))
 
 
 def compute_scores(args: argparse.Namespace) -> dict[str, Any]:
     """The scores asked for; bad input raises (run_cli turns it into one line)."""
-    if args.alpha is not None:
-        check_alpha(args.alpha)
+    position = None if args.alpha is None else parse_position(args.alpha)  # before the load
     if args.batch_size < 1:
         raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
     module = load_module(args.ckpt, map_location=check_device(args.device))
-    kwargs = dial(args, module)
+    kwargs = dial(args, module, position)
     run = evaluate_text if args.text is not None else evaluate_corpus
     return run(args, module, kwargs)
 

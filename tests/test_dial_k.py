@@ -1,6 +1,7 @@
 """The dial over K corpora: gates and routes that reduce to the two-source ones, Dirichlet draws
-keyed by (seed, rank, batch index), a 3-source GatedGPT that resumes exactly, the K-source
-`--alpha` of generate and the simplex sweep; and the control-code baseline."""
+keyed by (seed, rank, batch index), a 3-source GatedGPT that resumes exactly, `fit test` and
+`python -m succu.evaluate --corpus` at each corner, the K-source `--alpha` of generate and the
+simplex sweep, the voice meter's TextSplits capability; and the control-code baseline."""
 
 import csv
 import math
@@ -218,6 +219,20 @@ def test_three_source_fit_logs_corners_and_resumes_exactly(make_dm, straight, tm
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=name)
 
 
+def test_fit_test_scores_each_corpus_at_every_eval_position_and_its_own_corner(make_dm, straight):
+    trainer, module, _, _ = straight
+    logged = trainer.test(module, datamodule=make_dm(), verbose=False)[0]
+    own = []
+    for k, corpus in enumerate(CORPORA):
+        assert f"test/loss/{corpus}@alpha=0.2,0.3,0.5" in logged
+        corner = ",".join("1" if j == k else "0" for j in range(3))
+        own.append(logged[f"test/loss/{corpus}"])
+        if k == 0:  # eval_alphas holds corpus 0's corner: the same number under both names
+            assert logged[f"test/loss/{corpus}@alpha={corner}"] == pytest.approx(own[0])
+    # the pooled test/loss weighs every corpus at its own corner by its tokens
+    assert min(own) - 1e-6 <= logged["test/loss"] <= max(own) + 1e-6
+
+
 def test_a_model_and_data_of_different_sizes_are_refused(make_dm, tmp_path):
     dm = make_dm(corpora=CORPORA[:2])
     module = tiny_module(GatedGPTModule, vocab_size=dm.vocab_size, block_size=16,
@@ -264,6 +279,9 @@ def k3_checkpoint(make_dm, tmp_path_factory):
         "--model.init_args.model.n_embd", "16", "--model.init_args.model.n_head", "2",
         "--data.init_args.block_size", "16", "--data.init_args.val_windows", "8",
         "--data.init_args.cache_dir", cache,
+        # the config's end-of-fit sweep (its last callback) on a coarse grid, no voice: the
+        # dashboard is tested in tests/test_logging.py
+        "--trainer.callbacks.init_args.step", "0.5", "--trainer.callbacks.init_args.voice", "0",
     ])
     return cli.trainer.checkpoint_callback.best_model_path, cache
 
@@ -291,6 +309,39 @@ def test_generate_and_sweep_a_three_source_checkpoint(k3_checkpoint, tmp_path, c
     with pytest.raises(SystemExit):
         sweep.main(["alpha", "--ckpt", ckpt, "--alphas", "1,0;0,1", "--out", str(tmp_path)])
     assert "has 2 shares, but this dial spans 3 sources" in capsys.readouterr().err
+
+
+def test_evaluate_scores_each_corpus_at_its_own_corner_as_fit_test(k3_checkpoint, capsys):
+    from succu import evaluate
+    from succu.analysis.alpha_sweep import sweep as sweep_losses
+    from succu.checkpoint import load_datamodule, load_module
+
+    ckpt, cache = k3_checkpoint
+    scores = evaluate.main(["--ckpt", ckpt, "--corpus", "--cache_dir", cache])
+    assert "scoring each corpus at its own end of the dial (corpus k at the corner e_k)" in capsys.readouterr().err
+    module = load_module(ckpt)
+    dm = load_datamodule(ckpt, module, cache_dir=cache)
+    corners = [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)]
+    rows = sweep_losses(module, dm.test_batches(), corners, CORPORA)
+    for k, corpus in enumerate(CORPORA):
+        assert scores[f"{corpus} (test)"]["loss"] == pytest.approx(rows[k][corpus], rel=1e-5)
+    shares = evaluate.main(["--ckpt", ckpt, "--corpus", "kjv", "--alpha", "0.2,0.3,0.5", "--cache_dir", cache])
+    assert list(shares) == ["kjv (test)"] and shares["kjv (test)"]["loss"] != scores["kjv (test)"]["loss"]
+
+
+def test_the_voice_meter_needs_text_splits_and_positions_are_checked():
+    from succu.analysis.voice import corpus_texts
+    from succu.contracts import CapabilityError
+    from succu.nn.gates import as_position
+
+    with pytest.raises(CapabilityError, match="the voice meter needs a datamodule that can give the "
+                                              "normalised text of each corpus's train/val/test split"):
+        corpus_texts(object(), "train")
+    with pytest.raises(ValueError, match="split must be 'train', 'val' or 'test', got 'dev'"):
+        MixtureDataModule().split_texts("dev")
+    assert as_position(1) == 1.0 and as_position([0.2, 0.3, 0.5]) == (0.2, 0.3, 0.5)
+    with pytest.raises(ValueError, match="alpha must be in \\[0, 1\\], got 1.5"):
+        as_position(1.5)
 
 
 # ---- the control-code baseline ---------------------------------------------------------------

@@ -65,19 +65,29 @@ def word_ckpt(tmp_path_factory) -> str:
     return cli.trainer.checkpoint_callback.best_model_path
 
 
-@pytest.fixture(scope="module")
-def gated_ckpt(tmp_path_factory) -> str:
+def write_gated(folder, **extra) -> str:
     """An untrained GatedGPT with a char tokenizer, written as `python -m succu.fit` writes one."""
     torch.manual_seed(0)
     tok = CharTokenizer.from_texts(["abcdefgh ij.\n"])
     module = tiny_module(GatedGPTModule, vocab_size=tok.vocab_size, block_size=16, n_layer=1,
-                         n_head=2, n_embd=16)
+                         n_head=2, n_embd=16, **extra)
     module.tokenizer = tok
     ckpt = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
     module.on_save_checkpoint(ckpt)
-    path = tmp_path_factory.mktemp("gated") / "gated.ckpt"
+    path = folder / "gated.ckpt"
     torch.save(ckpt, path)
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def gated_ckpt(tmp_path_factory) -> str:
+    return write_gated(tmp_path_factory.mktemp("gated"))
+
+
+@pytest.fixture(scope="module")
+def gated3_ckpt(tmp_path_factory) -> str:
+    """The same over three sources (a dial on the simplex)."""
+    return write_gated(tmp_path_factory.mktemp("gated3"), n_sources=3, eval_alphas=[[1, 0, 0]])
 
 
 def text_file(text: str, name: str = "text.txt") -> str:
@@ -281,3 +291,36 @@ def test_fit_test_scores_a_gated_model_at_each_corpus_own_end(gated_ckpt):
     with torch.no_grad():
         own_end = F.cross_entropy(module(batch["input_ids"], alpha=1.0)[0], batch["labels"][0])
         torch.testing.assert_close(module.test_step(batch, 0), own_end)
+
+
+def test_a_three_source_model_scores_text_at_the_centre_or_at_k_shares(gated3_ckpt, capsys):
+    text = text_file("abc defg hij.\n")
+    middle = evaluate.main(["--ckpt", gated3_ckpt, "--text", text])
+    assert ("evaluating at alpha=0.333333,0.333333,0.333333, the middle (--alpha 1,0,0 for a corner)"
+            in capsys.readouterr().err)
+    module = load_module(gated3_ckpt)
+    ids = torch.tensor([module.prompt_ids("abc defg hij.\n")])
+    with torch.no_grad():
+        centre = F.cross_entropy(module(ids[:, :-1], alpha=(1 / 3,) * 3)[0], ids[0, 1:])
+    assert middle["text.txt"]["loss"] == pytest.approx(float(centre), rel=1e-5)
+    shares = evaluate.main(["--ckpt", gated3_ckpt, "--text", text, "--alpha", "0.2,0.3,0.5"])
+    with torch.no_grad():
+        at = F.cross_entropy(module(ids[:, :-1], alpha=(0.2, 0.3, 0.5))[0], ids[0, 1:])
+    assert shares["text.txt"]["loss"] == pytest.approx(float(at), rel=1e-5) != middle["text.txt"]["loss"]
+
+
+@pytest.mark.parametrize("alpha, message", [
+    ("0.5", "error: alpha 0.5 is one number, but this dial spans 3 sources: give 3 comma-separated shares"),
+    ("0.5,0.5", "error: alpha 0.5,0.5 has 2 shares, but this dial spans 3 sources"),
+    ("0.2,0.3,0.6", "error: alpha must be 3 non-negative shares summing to 1 (within 1e-06), got 0.2,0.3,0.6"),
+    ("x", "error: alpha 'x' must be a number in [0, 1] or comma-separated shares"),
+])
+def test_a_bad_k_source_alpha_is_one_line(gated3_ckpt, capsys, alpha, message):
+    text = text_file("abc\n")
+    assert refused(evaluate.main, ["--ckpt", gated3_ckpt, "--text", text, "--alpha", alpha], capsys).startswith(message)
+
+
+def test_two_shares_are_the_two_source_alpha(gated_ckpt):
+    text = text_file("abc defg hij.\n")
+    assert (evaluate.main(["--ckpt", gated_ckpt, "--text", text, "--alpha", "0.25,0.75"])
+            == evaluate.main(["--ckpt", gated_ckpt, "--text", text, "--alpha", "0.75"]))

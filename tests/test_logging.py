@@ -5,7 +5,8 @@
   record: resolved config, train and val metrics, the sample table, the alpha histogram and the
   sweep plot are in it, and `wandb sync --dry-run` accepts the folder.
 * Through `tests.ddp_probe.RecordingLogger`, each experiment's metric keys, tables and images are
-  checked by name (SuccuLM with diagnostics, SuccuLM + TT + trap, abcGPT, the GPT baseline).
+  checked by name (SuccuLM with diagnostics, SuccuLM + TT + trap, abcGPT, abcGPT over three
+  corpora with the voice meter, the GPT baseline).
 
 Default suite: ~40 s on the 2-core box.
 """
@@ -220,6 +221,36 @@ def test_abcgpt_logs_the_dial_grid_samples_at_each_alpha_histogram_and_sweep(tmp
     assert_config_logged(logger, "abcgpt_char.yaml")
 
 
+def test_a_three_source_dial_logs_shares_histograms_the_simplex_sweep_and_the_voice(tmp_path, cache_dir):
+    # abcgpt_char_k3.yaml ships the dashboard; its SweepReport (the last callback) on a coarse
+    # grid, with a few short voice samples.
+    cli, logger = recorded_fit(tmp_path, "abcgpt_char_k3.yaml", *GATED_TINY,
+                               "--data.init_args.cache_dir", str(cache_dir),
+                               "--trainer.max_steps", "4", "--trainer.val_check_interval", "2",
+                               "--trainer.log_every_n_steps", "1",
+                               "--trainer.callbacks.init_args.step", "0.5",
+                               "--trainer.callbacks.init_args.voice", "2",
+                               "--trainer.callbacks.init_args.voice_length", "12")
+    names = ["tinystories", "shakespeare", "kjv"]
+    assert {"val/loss/kjv@alpha=0,0,1", "train/alpha2", "train/corpus2_share", "voice/accuracy",
+            "voice/accuracy/kjv"} <= logger.metric_keys
+    samples = table(logger, "samples/generations")
+    assert sorted({r[2] for r in samples["data"]}) == ["0,0,1", "0,1,0", "0.333334,0.333333,0.333333", "1,0,0"]
+    assert len(images(logger, "train/alpha_hist")) == 2
+    (hist,) = [c for c in cli.trainer.callbacks if isinstance(c, AlphaHistogram)]
+    # one panel per corpus share, split by the 3 corpora: every draw (batch 4 x 2 steps) in each panel
+    assert hist.last_counts.shape == (3, 3, 20) and hist.last_counts.sum() == 3 * 2 * 4
+    sweep = table(logger, "sweep/alpha")
+    assert sweep["columns"] == [*(f"alpha_{c}" for c in names), *names] and len(sweep["data"]) == 6
+    images(logger, "sweep/alpha_plot")
+    voice = table(logger, "sweep/voice")
+    assert voice["columns"] == sweep["columns"] and len(voice["data"]) == 7  # grid 0.5 + the centre
+    assert all(abs(sum(r[3:]) - 1) < 1e-9 for r in voice["data"])
+    images(logger, "sweep/voice_plot")
+    folder = Path(cli.trainer.log_dir) / "sweeps"
+    assert {p.name for p in folder.iterdir()} >= {"alpha_sweep.csv", "alpha_sweep.png", "voice.md", "voice.png"}
+
+
 def test_gpt_baseline_logs_losses_and_samples_from_validation_text(tmp_path, cache_dir):
     # No overlay: the GPT configs ship a GenerationTable (prompts cut from validation text).
     cli, logger = recorded_fit(
@@ -240,3 +271,9 @@ def test_logging_callbacks_refuse_bad_arguments():
         AlphaHistogram(bins=0)
     with pytest.raises(ValueError, match="kind must be 'alpha' or 'tt'"):
         SweepReport(kind="beta")
+    with pytest.raises(ValueError, match="voice must be 0 \\(off\\) or a number of samples"):
+        SweepReport(voice=-1)
+    with pytest.raises(ValueError, match="got voice=4, kind='tt'"):
+        SweepReport(kind="tt", voice=4)
+    with pytest.raises(ValueError, match="alpha must be 3 non-negative shares summing to 1"):
+        GenerationTable(alphas=[[0.5, 0.6, 0.0]])

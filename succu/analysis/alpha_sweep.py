@@ -220,18 +220,34 @@ def outputs(stem: str, rows: list[dict], names: list[str], heading: str, title: 
     return files
 
 
+def voice_reading(module: LanguageModule, datamodule, alphas: list[Position], n: int,
+                  seed: int = 0, length: int = 200) -> tuple[list[dict], dict[str, float], list[str]]:
+    """The voice meter's reading of the dial: (rows of shares per position, the meter's accuracy
+    on validation windows per corpus and "all", the corpus names). The meter is fitted on the
+    training splits of the model's own data (succu.contracts.TextSplits); each sample has
+    `length` new characters (the meter is read at 200)."""
+    from succu.analysis import voice
+
+    meter = voice.VoiceMeter.fit(voice.corpus_texts(datamodule, "train"))
+    accuracy = voice.window_accuracy(meter, voice.corpus_texts(datamodule, "val"))
+    rows = voice.voice_shares(module, meter, alphas, n=n, length=length, seed=seed)
+    return rows, accuracy, meter.names
+
+
+def accuracy_text(accuracy: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.1%}" for k, v in accuracy.items())
+
+
 def voice_outputs(module: LanguageModule, datamodule, alphas: list[Position],
                   args: argparse.Namespace) -> dict[str, str | bytes]:
     """The voice meter's reading of the dial: fit, check (printed), sample, judge."""
     from succu.analysis import voice
 
-    meter = voice.VoiceMeter.fit(voice.corpus_texts(datamodule, "train"))
-    accuracy = voice.window_accuracy(meter, voice.corpus_texts(datamodule, "val"))
-    shown = ", ".join(f"{k} {v:.1%}" for k, v in accuracy.items())
+    rows, accuracy, names = voice_reading(module, datamodule, alphas, args.voice, args.voice_seed)
+    shown = accuracy_text(accuracy)
     print(f"voice meter: accuracy on {voice.WINDOW}-character validation windows: {shown}",
           file=sys.stderr)
-    rows = voice.voice_shares(module, meter, alphas, n=args.voice, seed=args.voice_seed)
     heading = (f"Voice of `{args.ckpt}`: share of {args.voice} samples per position judged to be "
                f"each corpus (meter accuracy on validation windows: {shown})")
-    return outputs("voice", rows, meter.names, heading, f"voice: {Path(args.ckpt).name}",
+    return outputs("voice", rows, names, heading, f"voice: {Path(args.ckpt).name}",
                    "share judged this corpus", best=max)

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from succu.contracts import TextSplits, require
 from succu.nn.gates import Position
-from succu.tokenizers import normalize_text
 
 ORDERS = (1, 2, 3, 4)
 BITS = 20
@@ -121,17 +121,9 @@ def window_accuracy(meter: VoiceMeter, texts: dict[str, str], length: int = WIND
 
 def corpus_texts(datamodule, side: str) -> dict[str, str]:
     """Each corpus's `side` split ("train", "val", "test") as one text, in the surface form the
-    model sees: a `datamodules.text.TextDataModule`'s splits, normalised by its rules (documents
-    one per line, as `document_texts` gives them; running text as it is)."""
-    texts = {}
-    for spec in datamodule.specs:
-        rules = datamodule.rules(spec.name)
-        docs = datamodule.splits(spec.name)[side]["text"]
-        if spec.documents:
-            texts[spec.name] = "\n".join(normalize_text(d.strip(), rules).strip() for d in docs)
-        else:
-            texts[spec.name] = "".join(docs)
-    return texts
+    model sees: what a datamodule declaring `succu.contracts.TextSplits` gives (a
+    `datamodules.text.TextDataModule`); any other is one CapabilityError."""
+    return require(datamodule, TextSplits, "the voice meter").split_texts(side)
 
 
 def continuations(module, alpha: Position, n: int, prompts: Sequence[str] = PROMPTS,
@@ -143,16 +135,17 @@ def continuations(module, alpha: Position, n: int, prompts: Sequence[str] = PROM
     usable = [p for p in prompts if not tok.unknown(p)]
     if not usable:
         raise ValueError(f"no voice prompt fits the model's vocabulary: {list(prompts)}")
-    chosen = [usable[i % len(usable)] for i in range(n)]
+    chosen = [module.prompt_ids(usable[i % len(usable)]) for i in range(n)]
     generator = torch.Generator(device=module.device).manual_seed(seed)
     special = set(tok.special_ids)
     out: list[str] = [""] * n
-    for prompt in dict.fromkeys(chosen):
-        rows = [i for i, p in enumerate(chosen) if p == prompt]
-        ids = module.prompt_ids(prompt)
-        batch = torch.tensor([ids] * len(rows), device=module.device)
+    # Prompts of the same length share one batch: fewer, wider steps (past the block size every
+    # step recomputes the window, so the number of steps is what costs).
+    for size in dict.fromkeys(len(ids) for ids in chosen):
+        rows = [i for i, ids in enumerate(chosen) if len(ids) == size]
+        batch = torch.tensor([chosen[i] for i in rows], device=module.device)
         seq = module.generate(batch, length, temperature=temperature, generator=generator, alpha=alpha)
-        for i, row in zip(rows, seq[:, len(ids):].tolist()):
+        for i, row in zip(rows, seq[:, size:].tolist()):
             out[i] = tok.decode([t for t in row if t not in special])[:length]
     return out
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from succu.models.gated_gpt import GatedGPT, GatedGPTConfig
-from succu.modules.base import DEFAULT_ALPHA, LanguageModule
+from succu.modules.base import DEFAULT_ALPHA, LanguageModule, token_count
 from succu.nn.gates import Position, check_alpha, check_simplex, position_label
 
 
@@ -21,7 +21,10 @@ class GatedGPTModule(LanguageModule):
     the draws into the datamodule. Validation runs each alpha of `eval_alphas` on every corpus and
     logs `val/loss/<corpus>@alpha=<a>` (K sources: `@alpha=a_0,...,a_K-1`); `val/loss` is the
     mean over corpora of each corpus's loss at its own end of the dial (corpus k at alpha = k for
-    two sources, at the corner e_k for K), and `val/ppl` its exponential.
+    two sources, at the corner e_k for K), and `val/ppl` its exponential. Test (`fit test`)
+    scores the same grid on the test split: `test/loss/<corpus>@alpha=<a>` for each of
+    `eval_alphas`, `test/loss/<corpus>` at the corpus's own end, and `test/loss` pooled over
+    tokens at the own ends (as every module's test).
 
     Args:
         model: the network (GatedGPTConfig: GPT sizes, specialties, tents, routing, sources).
@@ -40,6 +43,7 @@ class GatedGPTModule(LanguageModule):
         super().__init__(model, **kwargs)
         self.model = GatedGPT(self.model_config)
         self.eval_alphas = [self.position(a) for a in eval_alphas]
+        self._loss_sums: dict[Any, list[float]] = {}  # (corpus, position) -> [nats, tokens]
 
     @property
     def n_sources(self) -> int:
@@ -89,22 +93,59 @@ class GatedGPTModule(LanguageModule):
             alpha, source = alpha[0], source[0]
         return {"alpha": alpha, "source": source}
 
+    def positions_of(self, corpus: int) -> list[Position]:
+        """`eval_alphas`, and the corpus's own end when they lack it."""
+        own = self.own_end(corpus)
+        return [*self.eval_alphas, *([] if own in self.eval_alphas else [own])]
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         # Validation batches hold one corpus each (fixed windows), named by `source`.
         corpus = int(batch["source"][0]) if "source" in batch else 0
-        own = self.own_end(corpus)
-        for a in [*self.eval_alphas, *([] if own in self.eval_alphas else [own])]:
+        for a in self.positions_of(corpus):
             self.accumulate_loss((corpus, a), self(batch["input_ids"], alpha=a), batch["labels"])
 
-    def on_validation_epoch_end(self) -> None:
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """The batch's loss at its corpus's own end (logged as `test/loss`, token-weighted, as
+        every module's test); every position of the grid is accumulated for the epoch's end."""
+        corpus = int(batch["source"][0]) if "source" in batch else 0
+        own, labels = self.own_end(corpus), batch["labels"]
+        for a in self.positions_of(corpus):
+            logits = self(batch["input_ids"], alpha=a)
+            self.accumulate_loss((corpus, a), logits, labels)
+            if a == own:
+                loss = self.loss(logits, labels)
+        n_tokens = token_count(labels)
+        self.log("test/loss", loss, batch_size=n_tokens, sync_dist=True)
+        self.log("test/ppl", loss.exp(), batch_size=n_tokens, sync_dist=True)
+        return loss
+
+    def on_test_epoch_start(self) -> None:
+        self._loss_sums = {}
+
+    def grid_losses(self) -> tuple[dict, list[Position]]:
+        """({(corpus, position): (loss, tokens)} over the epoch and every rank, each corpus's own
+        end in corpus order)."""
         corpora = self.corpus_indices()
         ends = [self.own_end(c) for c in corpora]
         positions = [*self.eval_alphas, *(e for e in dict.fromkeys(ends) if e not in self.eval_alphas)]
-        losses = self.reduced_losses([(c, a) for c in corpora for a in positions])
+        return self.reduced_losses([(c, a) for c in corpora for a in positions]), ends
+
+    def log_grid(self, split: str, losses: dict) -> None:
         for (corpus, a), (loss, _) in losses.items():
             if a in self.eval_alphas:
-                self.log(f"val/loss/{self.corpus_name(corpus)}@alpha={position_label(a)}", loss)
-        own = [losses[(c, e)][0] for c, e in zip(corpora, ends) if (c, e) in losses]
+                self.log(f"{split}/loss/{self.corpus_name(corpus)}@alpha={position_label(a)}", loss)
+
+    def on_test_epoch_end(self) -> None:
+        losses, ends = self.grid_losses()
+        self.log_grid("test", losses)
+        for corpus, end in enumerate(ends):
+            if (corpus, end) in losses:
+                self.log(f"test/loss/{self.corpus_name(corpus)}", losses[(corpus, end)][0])
+
+    def on_validation_epoch_end(self) -> None:
+        losses, ends = self.grid_losses()
+        self.log_grid("val", losses)
+        own = [losses[(c, e)][0] for c, e in enumerate(ends) if (c, e) in losses]
         if own:
             loss = sum(own) / len(own)
             self.log("val/loss", loss, prog_bar=True)

@@ -118,11 +118,18 @@ def parse_position(text: str) -> Position:
     except ValueError:
         raise ValueError(f"alpha {text!r} must be a number in [0, 1] or comma-separated shares "
                          "summing to 1 (e.g. 0.2,0.3,0.5)") from None
-    if len(values) == 1:
-        check_alpha(values[0])
-        return values[0]
+    return as_position(values[0] if len(values) == 1 else values)
+
+
+def as_position(value: float | Sequence[float]) -> Position:
+    """A dial position as configured (YAML, a callback's arguments): one number, the two-source
+    alpha in [0, 1], or a list of K shares (non-negative, summing to 1); checked, as `Position`."""
+    if isinstance(value, (int, float)):
+        check_alpha(float(value))
+        return float(value)
+    values = tuple(float(x) for x in value)
     check_simplex(torch.tensor(values, dtype=torch.float64), len(values))
-    return tuple(values)
+    return values
 
 
 def position_for(position: Position, k: int) -> Position:
