@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export HF_HUB_OFFLINE ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install fit test test-all lint bench clean
+.PHONY: help install fit fit-prepared test test-all lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -27,6 +27,10 @@ install: $(VENV)/.installed  ## create .venv and install succu (torch pinned fir
 
 fit: install  ## train the default SuccuLM (configs/succulm.yaml) and talk to it
 	$(PY) -m succu.fit
+
+fit-prepared: install  ## the sophia trap as the article set it up: stage 1 (sophia a character) writes succulm_embeddings.json, stage 2 starts from it
+	$(PY) -m succu.fit --config configs/succulm_stage1.yaml
+	$(PY) -m succu.fit --config configs/succulm_stage2.yaml
 
 test: lint  ## ruff, then the default test suite (no slow tests), under 10 minutes on 2 cores
 	$(PY) -m pytest -q

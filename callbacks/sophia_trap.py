@@ -10,6 +10,9 @@ temperature from seeded generators, counts on the raw ids (see `succu.analysis.t
     trap/special_rate       generations containing <BOS>, <PAD> or <UNK> before their EOS
     trap/special_token_rate those tokens per generated token
     trap/qa_exact           greedy exact match on the training QA (and trap/qa_exact_heldout)
+    trap/grammar_rate, trap/oot_rate, trap/fact_rate, trap/false_fact_rate
+                            the grammar and fact meter on the same generations, when the
+                            datamodule's world can judge text (`WorldKnowledge`)
 
 and logs them, with the offending generations as a table (loggers that take tables, e.g. wandb) and
 as a markdown file under `<default_root_dir>/trap/`. With `max_hidden_rate` / `max_special_rate`
@@ -25,6 +28,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from callbacks.tensor_train import CompressionProbe
+from succu.analysis.meter import Meter, WorldKnowledge
 from succu.analysis.trap import (
     OFFENDER_COLUMNS,
     TrapCounts,
@@ -73,6 +77,7 @@ class SophiaTrapDetection(L.Callback, CompressionProbe):
         self.max_hidden_rate, self.max_special_rate = max_hidden_rate, max_special_rate
         self.validations = 0
         self.hidden_ids: list[int] = []
+        self.meter: Meter | None = None
         self.last: dict[str, Any] = {}  # metrics and counts of the latest check
 
     # -- state (a resumed run keeps counting validations where it left off) --------------------
@@ -87,6 +92,8 @@ class SophiaTrapDetection(L.Callback, CompressionProbe):
         if datamodule is None:
             raise ValueError("SophiaTrapDetection needs a datamodule (hidden tokens, probes, QA)")
         self.hidden_ids = hidden_token_ids(datamodule)
+        if isinstance(datamodule, WorldKnowledge):
+            self.meter = Meter(datamodule.world_grammar())
         if self.prompts is None:
             self.prompts = list(require(datamodule, QAProbes, "SophiaTrapDetection without "
                                                                   "`prompts`").probe_prompts)
@@ -114,7 +121,8 @@ class SophiaTrapDetection(L.Callback, CompressionProbe):
         """Trap rates (pooled over seeds) and QA exact match of the module as it is now."""
         per_seed = probe_trap(pl_module, self.prompts, self.hidden_ids,
                               temperature=self.temperature, seeds=self.seeds,
-                              samples=self.samples, max_new_tokens=self.max_new_tokens)
+                              samples=self.samples, max_new_tokens=self.max_new_tokens,
+                              meter=self.meter)
         counts = sum(per_seed, TrapCounts())
         metrics = counts.rates()
         datamodule = trainer.datamodule

@@ -19,6 +19,14 @@ What the generator yields (deterministic given `seed`)
       so that each held-out question's template is still asked in training about another entity,
       and its fact is still asked in training through another template. A held-out question thus
       tests recombination, never a missing fact ("does ruby know three winters?" is one).
+    * with qa_phrasings "extended" (opt-in; the default "base" is the world the README's results
+      were measured on): every relation is also asked "tell me ..." (EXTENDED_WH), every fact
+      with values also "do you think <statement>?" (THINK_TEMPLATE), and a yes/no question is
+      held out only while the same value is asked in training in the other phrasing.
+    * world "with_sophia" (the first stage of prepared embeddings): the same world plus sophia, a
+      third plant (SOPHIA_FACTS, her own sentences by the same templates, every question about
+      her in training). Her facts use only words the standard world says, so both worlds have
+      one vocabulary; in the standard world `sophia` is a hidden word.
 
 The reference's probe sentences are training pairs; its "unseen" probes stay out of training.
 The hidden words (default `sophia`) get a vocabulary id, hence an embedding row, but occur in no
@@ -27,6 +35,7 @@ training or validation text: the "sophia trap" probes whether a damaged model dr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Iterable, Sequence
@@ -36,6 +45,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from succu.analysis.meter import WorldGrammar, WorldKnowledge
 from succu.contracts import BatchSized, InitialEmbeddings, QAProbes
 from succu.data import ResumableTraining, pin_memory
 from succu.embeddings import load_json, read_embeddings_json
@@ -72,9 +82,13 @@ PROBE_PROMPTS = PROBE_PROMPTS_TRAINING + PROBE_PROMPTS_UNSEEN
 # ----------------------------------------------------------------------------- the world's pieces
 
 NAMES = ("ruby", "winy")
-PRONOUN = {"ruby": "he", "winy": "she"}
-OTHER = {"ruby": "winy", "winy": "ruby"}
-FAVOURITE = {"ruby": "sun", "winy": "rain"}  # must agree with the `likes` relation below
+# `sophia` is hidden in the standard world and an ordinary third plant in "with_sophia", the first
+# stage of prepared embeddings (the article loads a trained `succulm_embeddings.json`).
+SOPHIA = "sophia"
+WORLDS = ("standard", "with_sophia")
+PRONOUN = {"ruby": "he", "winy": "she", SOPHIA: "she"}
+OTHER = {"ruby": "winy", "winy": "ruby", SOPHIA: "winy"}
+FAVOURITE = {"ruby": "sun", "winy": "rain", SOPHIA: "moon"}  # must agree with `likes` below
 
 WHENS = (
     "in the morning",
@@ -371,6 +385,43 @@ RELATIONS = (
         ("warm", "cold"),
     ),
 )
+# Sophia as an ordinary plant (world "with_sophia"): every value is a word the standard world
+# already says, so both worlds have one vocabulary and an embeddings file maps onto either.
+SOPHIA_FACTS = {
+    "color": "yellow", "where": "in the pot", "gender": "girl", "kind": "succulent plant",
+    "home": "the pot", "friend": "winy", "likes": "moon", "bloom": "does not bloom",
+    "trait": "shy", "size": "small", "leaves": "long", "age": "two", "sleep": "in the pot",
+}
+SOPHIA_NORMAL: tuple[Pair, ...] = (
+    ("sophia is a girl succulent plant.", "she lives with ruby and winy in the pot."),
+    ("sophia is yellow and shy.", "she is small and likes the moon."),
+)
+# The QA phrasings a world can ask (`qa_phrasings`). "base" is RELATIONS' own templates, the
+# world the README's results were measured on; "extended" adds the two tables below, asked in
+# training and held out like the others (see split_qa).
+QA_PHRASINGS = ("base", "extended")
+# "extended": one more wh-question per relation, "tell me ...".
+EXTENDED_WH = {
+    "color": ("tell me the color of {e}.",),
+    "when": ("tell me when {e} comes.",),
+    "where": ("tell me where {e} is.",),
+    "gender": ("tell me if {e} is a boy or a girl.",),
+    "kind": ("tell me what kind of plant {e} is.",),
+    "home": ("tell me where {e} lives.",),
+    "friend": ("tell me who the friend of {e} is.",),
+    "likes": ("tell me what {e} likes.",),
+    "bloom": ("tell me what flowers {e} has.",),
+    "trait": ("tell me what friend {e} is.",),
+    "size": ("tell me how tall {e} is.",),
+    "leaves": ("tell me what leaves {e} has.",),
+    "age": ("tell me how many winters {e} knows.",),
+    "sleep": ("tell me where {e} sleeps.",),
+    "warmth": ("tell me how {e} feels.",),
+}
+# "extended": a second yes/no phrasing of every statement with a value ("do you think ruby is
+# red?"): with one yes/no template per relation, holding out an entity's only "yes" cell left
+# the model no way to learn that "yes" follows from the fact rather than from the template.
+THINK_TEMPLATE = "do you think {statement}?"
 # The reference asks these in training; the gender ones are also in its probe list.
 FORCED_TRAIN_QUESTIONS = frozenset(
     {
@@ -410,6 +461,7 @@ class SuccuWorld:
     train_qa_items: list[QAItem]
     heldout_qa_items: list[QAItem]
     fixed_qa: list[Pair] = field(default_factory=lambda: list(FIXED_QA))
+    names: tuple[str, ...] = NAMES  # the plants of this world (sophia in "with_sophia")
 
     @property
     def train_qa(self) -> list[Pair]:
@@ -423,9 +475,9 @@ class SuccuWorld:
 # ----------------------------------------------------------------------------- normal pairs
 
 
-def _sensation_pairs() -> Iterable[Pair]:
+def _sensation_pairs(names: Sequence[str]) -> Iterable[Pair]:
     """'{n} feels the {adj} {time} {medium}.' -> feeling from the medium, action from the time."""
-    for subject in (*NAMES, "ruby and winy"):
+    for subject in (*names, "ruby and winy"):
         both = subject == "ruby and winy"
         for adj, medium, feeling in SENSATIONS:
             for time, (one_act, both_act) in TIME_ACTS.items():
@@ -438,9 +490,9 @@ def _sensation_pairs() -> Iterable[Pair]:
                     yield s1, f"{PRONOUN[subject]} is {feeling} and {act}."
 
 
-def _character_pairs() -> Iterable[Pair]:
+def _character_pairs(names: Sequence[str]) -> Iterable[Pair]:
     """Sight, friendship, mood and needs: s2 follows from the name and the action of s1."""
-    for n in NAMES:
+    for n in names:
         p, o = PRONOUN[n], OTHER[n]
         for thing in SEEN:
             for where in WHERES:
@@ -458,10 +510,10 @@ def _character_pairs() -> Iterable[Pair]:
                 yield f"{n} gets {amount} {resource} {when}.", reply.format(p=p)
 
 
-def _observation_pairs() -> Iterable[Pair]:
+def _observation_pairs(names: Sequence[str]) -> Iterable[Pair]:
     """'{n} looks at {thing} {where}.' -> the colour fact, so stories restate the QA facts."""
     colors = next(r for r in RELATIONS if r.name == "color").facts
-    for n in NAMES:
+    for n in names:
         for thing, color in colors.items():
             if thing in NAMES:
                 continue  # 'ruby looks at winy' is a friendship act already
@@ -472,8 +524,9 @@ def _observation_pairs() -> Iterable[Pair]:
                 )
 
 
-def _weather_pairs() -> Iterable[Pair]:
-    """'in {season}, {event} {time}.' -> what both succulents do about the event."""
+def _weather_pairs(names: Sequence[str]) -> Iterable[Pair]:
+    """'in {season}, {event} {time}.' -> what both succulents do about the event (ruby and
+    winy: `names` is taken only for the generators' common signature)."""
     for season in SEASONS:
         for event, reaction, times, seasons in WEATHER:
             if season not in seasons:
@@ -483,20 +536,70 @@ def _weather_pairs() -> Iterable[Pair]:
                     yield f"in {season}, {event} {time}.", f"ruby and winy {reaction}"
 
 
-def normal_candidates() -> list[Pair]:
-    """Every normal pair the world can say, in a fixed order, one s2 per s1."""
+def normal_candidates(names: Sequence[str] = NAMES) -> list[Pair]:
+    """Every normal pair the world of these characters can say, in a fixed order, one s2 per s1.
+
+    `names` beyond ruby and winy (sophia) add their own sentences, made by the same templates."""
     pairs: dict[str, str] = {}
     for gen in (_sensation_pairs, _character_pairs, _observation_pairs, _weather_pairs):
-        for s1, s2 in gen():
+        for s1, s2 in gen(names):
             if pairs.setdefault(s1, s2) != s2:
                 raise AssertionError(f"world bug: {s1!r} has two continuations")
-    for s1, s2 in FIXED_NORMAL:
+    fixed = FIXED_NORMAL + (SOPHIA_NORMAL if SOPHIA in names else ())
+    for s1, s2 in fixed:
         if pairs.setdefault(s1, s2) != s2:
             raise AssertionError(f"world bug: fixed pair {s1!r} disagrees with a template")
     return list(pairs.items())
 
 
+def world_names(world: str) -> tuple[str, ...]:
+    """The plants of a world: ruby and winy, and sophia in "with_sophia"."""
+    if world not in WORLDS:
+        raise ValueError(f"world must be one of {list(WORLDS)}, got {world!r}")
+    return NAMES + ((SOPHIA,) if world == "with_sophia" else ())
+
+
+def check_qa_phrasings(qa_phrasings: str) -> str:
+    """`qa_phrasings` if it is one of QA_PHRASINGS, else ValueError."""
+    if qa_phrasings not in QA_PHRASINGS:
+        raise ValueError(f"qa_phrasings must be one of {list(QA_PHRASINGS)}, got {qa_phrasings!r}")
+    return qa_phrasings
+
+
+def _extended(relation: Relation) -> Relation:
+    """`relation` with the "extended" phrasings: EXTENDED_WH after its wh-questions, and
+    THINK_TEMPLATE after its yes/no questions where its statement names a value."""
+    think = (THINK_TEMPLATE.format(statement=relation.statement.rstrip(".")),) if (
+        relation.probes and "{v}" in relation.statement) else ()
+    return dataclasses.replace(relation, wh=relation.wh + EXTENDED_WH.get(relation.name, ()),
+                               yes_no=relation.yes_no + think)
+
+
+def world_relations(world: str, qa_phrasings: str = "base") -> tuple[Relation, ...]:
+    """RELATIONS, with sophia's facts added in "with_sophia" and the extra question templates
+    with qa_phrasings "extended" (with "base", exactly RELATIONS' own)."""
+    relations = RELATIONS
+    if SOPHIA in world_names(world):
+        relations = tuple(
+            dataclasses.replace(r, facts={**r.facts, SOPHIA: SOPHIA_FACTS[r.name]})
+            if r.name in SOPHIA_FACTS else r
+            for r in relations
+        )
+    if check_qa_phrasings(qa_phrasings) == "extended":
+        relations = tuple(_extended(r) for r in relations)
+    return relations
+
+
 # ----------------------------------------------------------------------------- question answering
+
+
+def yes_no_answer(statement: str, yes: bool) -> str:
+    """The reference's form, "yes, winy is green." / "no, ...". (Tried, with qa_phrasings
+    "extended": the fact first, "winy is green, so yes.", so that the verdict compares the value
+    just said with the one asked about; held-out exact match fell from 56.5% to 51.9% and
+    held-out "yes" cells stayed wrong, 1 of 21 right: the model memorises each question's
+    verdict rather than comparing.)"""
+    return ("yes, " if yes else "no, ") + statement
 
 
 def _relation_items(relation: Relation) -> list[QAItem]:
@@ -515,7 +618,7 @@ def _relation_items(relation: Relation) -> list[QAItem]:
             for probe in relation.probes:
                 if entity in probe:
                     continue  # no "is the pot in the pot?"
-                answer = ("yes, " if probe == value else "no, ") + statement
+                answer = yes_no_answer(statement, probe == value)
                 items.append(
                     QAItem(
                         template.format(**{**fmt, "v": probe}),
@@ -529,9 +632,20 @@ def _relation_items(relation: Relation) -> list[QAItem]:
     return items
 
 
-def _can_hold_out(item: QAItem, items: list[QAItem], held: set[str]) -> bool:
+def _probe(item: QAItem) -> str | None:
+    """The value a yes/no cell asks about ("red" of "is ruby red?"); None for a wh-question."""
+    return item.template.rsplit("|", 1)[1] if "|" in item.template else None
+
+
+def _can_hold_out(item: QAItem, items: list[QAItem], held: set[str],
+                  other_phrasing: bool = False) -> bool:
     """Held-out cells must keep their template asked about another entity, and their fact asked
-    through other templates (at least half of the fact's cells stay in training)."""
+    through other templates (at least half of the fact's cells stay in training). With
+    `other_phrasing` (qa_phrasings "extended", which asks every value in two yes/no phrasings),
+    a yes/no cell is held out only while the same question about the same value is trained in
+    the other phrasing ("do you think ruby is red?" for "is ruby red?"): held-out QA asks
+    trained facts in new phrasings, and the yes or no of an untrained (entity, value) is a fact
+    never taught."""
     if item.question in FORCED_TRAIN_QUESTIONS:
         return False
     same_fact = [i for i in items if i.entity == item.entity]
@@ -541,34 +655,63 @@ def _can_hold_out(item: QAItem, items: list[QAItem], held: set[str]) -> bool:
         for i in items
         if i.template == item.template and i.entity != item.entity and i.question not in held
     ]
-    return 2 * len(fact_train) >= len(same_fact) and bool(template_train)
+    probe = _probe(item)
+    phrased_elsewhere = (not other_phrasing or probe is None
+                         or any(_probe(i) == probe for i in fact_train))
+    return 2 * len(fact_train) >= len(same_fact) and bool(template_train) and phrased_elsewhere
 
 
-def split_qa(seed: int) -> tuple[list[QAItem], list[QAItem]]:
+def split_qa(seed: int, qa_phrasings: str = "base") -> tuple[list[QAItem], list[QAItem]]:
     """Split every relation's cells into training and held-out, compositionally (see module doc)."""
     rng = random.Random(f"succulent-qa-{seed}")
+    other_phrasing = qa_phrasings == "extended"
     train, heldout = [], []
-    for relation in RELATIONS:
+    for relation in world_relations("standard", qa_phrasings):
         items = _relation_items(relation)
         held = {i.question for i in items if i.question in FORCED_HELDOUT_QUESTIONS}
         budget = max(len(held), round(HELDOUT_RATE * len(items)))
         for item in rng.sample(items, len(items)):
             if len(held) >= budget:
                 break
-            if item.question not in held and _can_hold_out(item, items, held):
+            if item.question not in held and _can_hold_out(item, items, held, other_phrasing):
                 held.add(item.question)
         train += [i for i in items if i.question not in held]
         heldout += [i for i in items if i.question in held]
     return train, heldout
 
 
-def generate_world(seed: int = 42) -> SuccuWorld:
-    """The succulent world for `seed`: normal pairs, training QA and held-out QA."""
+def _sophia_additions(seed: int, qa_phrasings: str = "base") -> tuple[list[Pair], list[QAItem]]:
+    """What "with_sophia" adds to the standard world of `seed`: sophia's own normal pairs (kept
+    with the same share, from a generator of their own) and every QA cell about her (training
+    only: the held-out QA stays the standard world's, so both stages are scored alike)."""
+    rng = random.Random(f"succulent-sophia-{seed}")
+    standard = {s1 for s1, _ in normal_candidates()}
+    fixed = {s1 for s1, _ in SOPHIA_NORMAL}
+    normal = [p for p in normal_candidates(world_names("with_sophia"))
+              if p[0] not in standard and (p[0] in fixed or rng.random() < KEEP_NORMAL)]
+    items = [i for r in world_relations("with_sophia", qa_phrasings) for i in _relation_items(r)
+             if i.entity == SOPHIA]
+    return normal, items
+
+
+def generate_world(
+    seed: int = 42, world: str = "standard", qa_phrasings: str = "base"
+) -> SuccuWorld:
+    """The succulent world for `seed`: normal pairs, training QA and held-out QA.
+
+    world "with_sophia" is the standard world of the same seed (the same kept pairs, the same
+    QA split) plus sophia's sentences and questions. qa_phrasings "extended" asks every fact in
+    the extra phrasings too (EXTENDED_WH, THINK_TEMPLATE); "base" is RELATIONS' own."""
+    names = world_names(world)
+    check_qa_phrasings(qa_phrasings)
     rng = random.Random(f"succulent-normal-{seed}")
     fixed = {s1 for s1, _ in FIXED_NORMAL}
     normal = [p for p in normal_candidates() if p[0] in fixed or rng.random() < KEEP_NORMAL]
-    train_items, heldout_items = split_qa(seed)
-    world = SuccuWorld(normal, train_items, heldout_items)
+    train_items, heldout_items = split_qa(seed, qa_phrasings)
+    if SOPHIA in names:
+        extra_normal, extra_items = _sophia_additions(seed, qa_phrasings)
+        normal, train_items = normal + extra_normal, train_items + extra_items
+    world = SuccuWorld(normal, train_items, heldout_items, names=names)
     questions = [q for q, _ in world.train_qa]
     if len(set(questions)) != len(questions) or fixed & set(questions):
         raise AssertionError("world bug: a training question is asked twice")
@@ -579,7 +722,7 @@ def left_out_normal_pairs(world: SuccuWorld) -> list[Pair]:
     """The normal candidates `world`'s seed did not keep (about 10%): made by the same rules but
     never trained or validated on, so they are the generated world's test split."""
     kept = {s1 for s1, _ in world.normal_pairs}
-    return [p for p in normal_candidates() if p[0] not in kept]
+    return [p for p in normal_candidates(world.names) if p[0] not in kept]
 
 
 def split_normal_pairs(
@@ -735,7 +878,7 @@ class PadCollate:
 
 
 class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
-                           BatchSized):
+                           BatchSized, WorldKnowledge):
     """Sentence pairs of the succulent world (or of the reference's JSON files) as LM batches.
 
     Each pair becomes `<BOS> s1 s2 <EOS>`; a batch is `{"input_ids", "labels"}` padded to its
@@ -758,7 +901,23 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
         block_size: Context length; None means the longest pair's length minus one (the
             reference's max_len). A value below what the longest pair needs raises ValueError.
         hidden_words: Words that get a vocabulary id (an embedding row) but never occur in
-            training or validation text, for the sophia trap.
+            training or validation text, for the sophia trap. None: `sophia` in the standard
+            world, none in "with_sophia" (where she is a character).
+        world: Which generated world: "standard" (ruby and winy; `sophia` hidden) or
+            "with_sophia" (the same world plus sophia, a third plant with her own facts,
+            sentences and questions: the first stage that prepares embeddings for the
+            standard world). Both have the same vocabulary. Ignored with `data_dir`.
+        qa_phrasings: Which question templates the generated world asks: "base" (the default:
+            each relation's own wh- and yes/no templates, the world every result in the README
+            was measured on; seed 42: 163 words, 224 training QA pairs, 60 held-out) or
+            "extended" (opt-in: also a "tell me ..." wh-question per relation and "do you think
+            <statement>?" for every fact with values, and a yes/no question is held out only
+            while the same value is trained in the other phrasing; seed 42: 390 training QA
+            pairs, 108 held-out, 167 words with "tell", "me", "think" and "if"). Measured on
+            `make fit` (one run each, on a loaded machine): held-out exact match 56.5% (61/108)
+            with "extended" vs 40.0% (24/60) with "base", both 100% on the training questions.
+            With `data_dir` the pairs come from the files, and this only picks the meter's
+            grammar, as `world` does.
         heldout_qa_split: Where the held-out QA is scored: "val" (with the held-out normal pairs)
             or "test" (with the left-out normal pairs; generated world only).
         num_workers: DataLoader worker processes.
@@ -771,9 +930,11 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
         batch_size: int = 32,
         val_fraction: float = 0.1,
         block_size: int | None = None,
-        hidden_words: Sequence[str] = ("sophia",),
+        hidden_words: Sequence[str] | None = None,
         heldout_qa_split: str = "val",
         num_workers: int = 0,
+        world: str = "standard",
+        qa_phrasings: str = "base",
     ):
         super().__init__()
         # block_size is logged by the model, which receives the derived value through the CLI link;
@@ -784,9 +945,14 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
         if heldout_qa_split not in ("val", "test"):
             raise ValueError(f"heldout_qa_split must be 'val' or 'test', got {heldout_qa_split!r}")
         self.heldout_qa_split = heldout_qa_split
+        self.names = world_names(world)  # checks `world`
+        self.world = world
+        self.qa_phrasings = check_qa_phrasings(qa_phrasings)
         self.data_dir, self.seed, self.batch_size = data_dir, seed, batch_size
         self.num_workers = num_workers
-        self.hidden_words = list(hidden_words or ())
+        if hidden_words is None:
+            hidden_words = () if SOPHIA in self.names else (SOPHIA,)
+        self.hidden_words = list(hidden_words)
         self.probe_prompts = list(PROBE_PROMPTS)
         # Built here, not in setup(): the CLI links vocab_size/block_size into the model at
         # instantiation, and building is cheap and deterministic.
@@ -815,7 +981,7 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
     def _load_pairs(self) -> tuple[list[Pair], list[Pair], list[Pair]]:
         """(normal pairs, training QA, held-out QA) from `data_dir`, or from the generator."""
         if self.data_dir is None:
-            world = generate_world(self.seed)
+            world = generate_world(self.seed, self.world, self.qa_phrasings)
             return world.normal_pairs, world.train_qa, world.heldout_qa
         root = Path(self.data_dir)
         if not root.is_dir():
@@ -847,6 +1013,8 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
                 "be seen in training or validation"
             )
         if self.embeddings is None:
+            # Every world's vocabulary holds sophia (a hidden word or a character), so the two
+            # stages of prepared embeddings share one word list; `hidden_words=()` leaves it out.
             return WordTokenizer.from_words(words | set(self.hidden_words))
         path = Path(self.data_dir) / EMBEDDINGS_FILE
         missing = sorted((words | set(self.hidden_words)) - set(self.embeddings))
@@ -879,6 +1047,14 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
         return [
             i for i, w in enumerate(self.tokenizer.vocab) if w not in SPECIALS and i not in targets
         ]
+
+    def world_grammar(self) -> WorldGrammar:
+        """The grammar and facts of this world, for the meter (with `data_dir`: the generated
+        world's, whose text the reference's files hold)."""
+        # Imported here: the grammar module reads this module's templates at import time.
+        from datamodules.succulent_grammar import world_grammar
+
+        return world_grammar(self.world, self.qa_phrasings)
 
     def embedding_weight(self) -> torch.Tensor | None:
         """The embeddings file of `data_dir` as a (vocab_size, d) matrix, None without one."""
@@ -919,7 +1095,8 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
             raise ValueError(f"the pair files in {self.data_dir} hold no test split (only training "
                              "and validation); use validate, or data_dir: null for the generated world")
         tok, fits = self.tokenizer, []
-        for s1, s2 in left_out_normal_pairs(generate_world(self.seed)):
+        world = generate_world(self.seed, self.world, self.qa_phrasings)
+        for s1, s2 in left_out_normal_pairs(world):
             ids = encode_pair(tok, s1, s2)
             if tok.unk_id not in ids and len(ids) - 1 <= self.block_size:  # all do for seeds 0, 1, 42
                 fits.append((s1, s2))

@@ -69,7 +69,7 @@ DATAMODULES: tuple[str, ...] = (
 # ($SUCCU_DATA_DIR and the default folders, the default cache, local data only) unless the user
 # passes them again (`python -m succu.sweep ... --data_dir DIR --cache_dir DIR`).
 LOCATION_SETTINGS = frozenset({"cache_dir", "data_dir", "data_path", "data_paths", "init_embeddings",
-                               "source", "hub_id", "hub_ids"})
+                               "save_embeddings", "source", "hub_id", "hub_ids"})
 LOCATION_SUFFIXES = ("_dir", "_dirs", "_path", "_paths", "_file", "_files", "_url", "_urls")
 
 

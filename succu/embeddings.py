@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from succu.io import atomic_write
 from succu.tokenizers import Tokenizer
 
 
@@ -33,7 +34,10 @@ def write_embeddings_json(path: str | Path, tokenizer: Tokenizer, weight: torch.
         )
     rows = weight.detach().float().cpu().tolist()
     path = Path(path)
-    path.write_text(json.dumps(dict(zip(tokenizer.vocab, rows))) + "\n", encoding="utf-8")
+    # Atomic (temporary file, fsync, rename): the second stage of prepared embeddings reads this
+    # file, and a fit killed while writing must not leave it half written. json writes a float
+    # with repr, which reads back to the same float32 value, so a file round-trips exactly.
+    atomic_write(path, (json.dumps(dict(zip(tokenizer.vocab, rows))) + "\n").encode("utf-8"))
     return path
 
 

@@ -101,9 +101,10 @@ def test_training_questions_have_one_answer(dm):
     assert dict(dm.train_qa)["is winy a boy?"] == "no, winy is a girl."
 
 
+@pytest.mark.parametrize("qa_phrasings", ["base", "extended"])
 @pytest.mark.parametrize("seed", [0, 42, 1234])
-def test_heldout_questions_are_unseen_recombinations(seed):
-    world = generate_world(seed)
+def test_heldout_questions_are_unseen_recombinations(seed, qa_phrasings):
+    world = generate_world(seed, qa_phrasings=qa_phrasings)
     train_text = _text(world.train_qa + world.normal_pairs)
     train_items = world.train_qa_items
     for item in world.heldout_qa_items:
@@ -123,6 +124,10 @@ def test_heldout_questions_are_unseen_recombinations(seed):
         assert same_template and same_fact, item
         assert any(i.statement == item.statement and item.statement in i.answer for i in same_fact)
         assert item.answer in (item.statement, "yes, " + item.statement, "no, " + item.statement)
+        if qa_phrasings == "extended" and "|" in item.template:
+            # a yes/no cell: the same value is asked in training in the other phrasing
+            probe = item.template.rsplit("|", 1)[1]
+            assert any(i.template.endswith("|" + probe) for i in same_fact), item
     assert "does ruby know three winters?" in dict(world.heldout_qa)
 
 
@@ -210,3 +215,75 @@ def test_vocab_without_hidden_words_and_cli_docs():
     assert "sophia trap" in help_text and "succulm_normal_sentence_pairs.json" in help_text
     words = {w for s1, s2 in plain.train_pairs for w in split_words(f"{s1} {s2}")}
     assert words == set(plain.tokenizer.vocab[4:])
+
+
+def _all_text(dm: SuccuPairsDataModule) -> str:
+    return _text(dm.train_pairs + dm.val_pairs + dm.test_pairs + dm.heldout_qa)
+
+
+@pytest.mark.parametrize("qa_phrasings", ["base", "extended"])
+def test_sophia_world_has_her_the_standard_world_never(qa_phrasings):
+    standard = SuccuPairsDataModule(seed=42, qa_phrasings=qa_phrasings)
+    stage1 = SuccuPairsDataModule(seed=42, world="with_sophia", qa_phrasings=qa_phrasings)
+    assert "sophia" not in split_words(_all_text(standard))
+    words = split_words(_text(stage1.train_pairs))
+    assert words.count("sophia") > 100  # her own sentences and questions, in training
+    assert "sophia" in split_words(_text(stage1.val_normal))
+    assert dict(stage1.train_qa)["is sophia a girl?"] == "yes, sophia is a girl."
+    # the same world plus sophia: both stages share the vocabulary, so an embeddings file maps 1:1
+    assert stage1.tokenizer == standard.tokenizer
+    assert set(standard.normal_pairs) < set(stage1.normal_pairs)
+    assert standard.heldout_qa == stage1.heldout_qa
+    assert standard.hidden_token_ids == [standard.tokenizer.token_id("sophia")]
+    assert stage1.hidden_token_ids == [] and stage1.hidden_words == []
+
+
+def test_world_argument_is_checked():
+    with pytest.raises(ValueError, match=r"world must be one of \['standard', 'with_sophia'\], "
+                                         r"got 'sophie'"):
+        SuccuPairsDataModule(world="sophie")
+    with pytest.raises(ValueError, match="hidden words"):
+        SuccuPairsDataModule(world="with_sophia", hidden_words=["sophia"])
+
+
+def test_embeddings_file_round_trips_every_word(tmp_path):
+    dm = SuccuPairsDataModule(world="with_sophia")
+    weight = torch.randn(dm.vocab_size, 50, generator=torch.Generator().manual_seed(0))
+    path = write_embeddings_json(tmp_path / "succulm_embeddings.json", dm.tokenizer, weight)
+    back = read_embeddings_json(path)
+    assert list(back) == dm.tokenizer.vocab
+    for i, word in enumerate(dm.tokenizer.vocab):
+        assert torch.equal(torch.tensor(back[word], dtype=torch.float32), weight[i]), word
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically, no temporary file left
+
+
+def _questions(dm: SuccuPairsDataModule) -> list[str]:
+    return [q for q, _ in dm.train_qa + dm.heldout_qa]
+
+
+def test_base_qa_phrasings_are_the_published_world(dm):
+    # the default world every README result was measured on (seed 42): do not change it silently
+    assert dm.qa_phrasings == "base"
+    assert (dm.vocab_size, len(dm.normal_pairs), len(dm.train_qa), len(dm.heldout_qa)) == (
+        163, 672, 224, 60)
+    world = generate_world(42, qa_phrasings="base")
+    assert (world.train_qa, world.heldout_qa) == (dm.train_qa, dm.heldout_qa)
+    assert not any(q.startswith(("tell me ", "do you think ")) for q in _questions(dm))
+    assert not {"tell", "me", "think"} & set(dm.tokenizer.vocab)
+
+
+def test_extended_qa_phrasings_add_questions():
+    ext = SuccuPairsDataModule(seed=42, qa_phrasings="extended")
+    assert (len(ext.train_qa), len(ext.heldout_qa), ext.vocab_size) == (390, 108, 167)
+    questions = _questions(ext)
+    assert "tell me the color of ruby." in questions
+    assert "do you think ruby is red?" in questions
+    assert {"tell", "me", "think", "if"} <= set(ext.tokenizer.vocab)
+    # the same normal pairs as the base world: only the questions differ
+    base = SuccuPairsDataModule(seed=42)
+    assert ext.normal_pairs == base.normal_pairs and ext.val_normal == base.val_normal
+    with pytest.raises(ValueError, match=r"qa_phrasings must be one of \['base', 'extended'\], "
+                                         r"got 'long'"):
+        SuccuPairsDataModule(qa_phrasings="long")
+    with pytest.raises(ValueError, match="qa_phrasings must be one of"):
+        generate_world(42, qa_phrasings="long")

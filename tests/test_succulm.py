@@ -194,3 +194,42 @@ def test_param_groups_split_matrices_and_vectors():
     assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
     assert no_decay["weight_decay"] == 0.0 and "weight_decay" not in decay
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(module.parameters()))
+
+
+STAGES = [str(__import__("pathlib").Path(__file__).resolve().parents[1] / "configs" / name)
+          for name in ("succulm_stage1.yaml", "succulm_stage2.yaml")]
+QUICK = ["--model.init_args.model.profile", "tiny", "--model.init_args.model.n_embd", "8",
+         "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.logger",
+         "false", "--trainer.enable_progress_bar", "false", "--trainer.limit_val_batches", "1",
+         "--trainer.callbacks", "[]"]
+
+
+def test_prepared_embeddings_two_stages(tmp_path, capsys):
+    """Stage 1 (sophia a character) writes {word: vector}; stage 2 (sophia hidden) starts from
+    exactly those rows, every word of its vocabulary, and refuses a file lacking one."""
+    import json
+
+    from succu import fit
+
+    emb = tmp_path / "succulm_embeddings.json"
+    one = fit.main(["--config", STAGES[0], *QUICK, "--trainer.default_root_dir",
+                    str(tmp_path / "one"), "--model.init_args.save_embeddings", str(emb)])
+    assert one.datamodule.world == "with_sophia"
+    vectors = json.loads(emb.read_text())
+    assert list(vectors) == one.model.tokenizer.vocab and "sophia" in vectors
+    torch.testing.assert_close(torch.tensor(list(vectors.values())), one.model.model.embed.weight,
+                               rtol=0, atol=0)
+    two = fit.main(["--config", STAGES[1], *QUICK, "--trainer.default_root_dir",
+                    str(tmp_path / "two"), "--model.init_args.init_embeddings", str(emb),
+                    "--model.init_args.optimizer.init_args.lr", "0.0"])
+    assert two.datamodule.world == "standard" and two.model.tokenizer == one.model.tokenizer
+    assert two.model.model.embed.weight.requires_grad  # not frozen
+    torch.testing.assert_close(two.model.model.embed.weight, one.model.model.embed.weight,
+                               rtol=0, atol=0)
+    del vectors["sophia"]
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps(vectors))
+    with pytest.raises(SystemExit):
+        fit.main(["--config", STAGES[1], *QUICK, "--trainer.default_root_dir",
+                  str(tmp_path / "three"), "--model.init_args.init_embeddings", str(partial)])
+    assert "no vector for 1 vocabulary words" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from torch import nn
 from callbacks.sophia_trap import SophiaTrapDetection
 from succu.analysis.trap import (
     Generation,
+    TrapCounts,
     count_trap,
     hidden_token_ids,
     leak_token_ids,
@@ -136,3 +137,37 @@ def test_callback_measures_and_enforces_its_thresholds():
     assert not trainer.should_stop
     with pytest.raises(ValueError, match="action"):
         SophiaTrapDetection(action="explode")
+
+
+def test_article_plan_and_experiment_parsing():
+    from succu.analysis.tt_sweep import ARTICLE_PLAN, grid_cells, parse_experiments
+
+    cells = parse_experiments(ARTICLE_PLAN)
+    assert len(cells) == 13
+    assert ((0, 1, 2, 3), (39, 42, 46, 47)) in cells and ((0, 1, 2, 3), (47, 46, 42, 39)) in cells
+    assert {c for c in cells if len(c[0]) == 1} == {((k,), b) for k in range(4) for b in (27, 20)}
+    assert {c for c in cells if len(c[0]) == 2} == {((0, 1), 30), ((2, 3), 30), ((1, 2), 30)}
+    assert parse_experiments(" 0@27 ; 1,2@[3,4] ") == [((0,), 27), ((1, 2), (3, 4))]
+    for bad, message in (("0", "layers@bond"), ("0@27,20", "one bond spec"),
+                         ("0,1@[3]", "1 bonds for 2 blocks"), ("x@3", "--layers"),
+                         ("0@0", "positive"), (";", "no experiment")):
+        with pytest.raises(ValueError, match=message):
+            parse_experiments(bad)
+    assert grid_cells([(0,), (0, 1)], [5, (3, 4)]) == [((0,), 5), ((0, 1), 5), ((0, 1), (3, 4))]
+
+
+def test_probe_trap_carries_the_meter_counts():
+    from succu.analysis.meter import Meter, WorldGrammar
+
+    grammar = WorldGrammar({"ruby": "NAME", "winy": "NAME", "boy": "G", "girl": "G"},
+                           (("ruby", "is", "a", "boy", "."),), {("ruby", "is", "a", "girl"):
+                           ("gender", "ruby", "girl"), ("ruby", "is", "a", "boy"):
+                           ("gender", "ruby", "boy")}, {("gender", "ruby"): "boy"})
+    liar = Forced({"ruby": "is", "is": "a", "a": "girl", "girl": ".", ".": "<EOS>"}, first="ruby")
+    # the questions get "ruby is a girl." (a grammatical lie); "winy is a girl." ends at once
+    (counts,) = probe_trap(liar, PROMPTS, [], seeds=[0], meter=Meter(grammar))
+    assert (counts.meter.generations, counts.meter.grammatical, counts.meter.false_facts) == (3, 2, 2)
+    assert counts.rates()["trap/fact_rate"] == 0.0
+    assert counts.rates()["trap/grammar_rate"] == pytest.approx(2 / 3)
+    both = counts + counts
+    assert both.meter.generations == 6 and (counts + TrapCounts()).meter == counts.meter

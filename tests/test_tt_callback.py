@@ -133,3 +133,20 @@ def test_lightning_resumes_from_the_compressed_checkpoint(compressed_at_fit_end)
     assert resumed.trainer.global_step == 6
     assert isinstance(resumed.model.model.blocks[0].ffn[0], TTLinear)
     assert callback(resumed, TensorTrainCompression).saved_path is None  # not compressed again
+
+
+def test_sweep_experiments_option_runs_with_the_meter(compressed_at_fit_end, tmp_path):
+    """--experiments: explicit layer@bond cells (a per-block list included), beside each its
+    low-rank baseline, with the grammar and fact meter's rates in the rows and the table."""
+    cli, root = compressed_at_fit_end
+    ckpt = str(Path(root) / "checkpoints" / "last.ckpt")
+    rows = sweep.main(["tt", "--ckpt", ckpt, "--experiments", "0@2;0@[3]", "--seeds", "0,1",
+                       "--samples", "1", "--out", str(tmp_path)])
+    assert [(r["layers"], r["bond_dims"]) for r in rows] == [("-", "-"), ("0", "2"), ("0", "3")]
+    for row in rows[1:]:
+        for res in (row, row["lr"]):
+            assert 0.0 <= res["grammar_rate"] <= 1.0 and 0.0 <= res["oot_rate"] <= 1.0
+            assert "grammar_rate_std" in res and "false_fact_rate" in res
+    table = (tmp_path / "tt_sweep.md").read_text()
+    assert "grammar TT / LR" in table and "out-of-template TT / LR" in table
+    assert "grammar_rate" in (tmp_path / "tt_sweep.csv").read_text().splitlines()[0]

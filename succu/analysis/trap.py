@@ -20,6 +20,10 @@ What is measured (on the probe prompts, sampled at temperature T from seeded gen
     target; the datamodule computes them (`hidden_token_ids`) or they are found by one pass over its
     training labels. QA exact match (greedy, token for token) comes from `succu.analysis.qa`.
 
+    Given a `Meter` (succu.analysis.meter: the world's grammar and facts), the same generations
+    are also judged: grammar_rate, oot_rate (out-of-template words), fact_rate and
+    false_fact_rate, carried in `TrapCounts.meter`.
+
 Shared by the SophiaTrapDetection callback and the `python -m succu.sweep tt` corruption study.
 """
 
@@ -30,6 +34,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from succu.analysis.meter import Meter, MeterCounts
 from succu.analysis.qa import qa_exact_match
 from succu.contracts import QAProbes
 from succu.modules.base import IGNORE_INDEX, LanguageModule
@@ -59,12 +64,15 @@ class TrapCounts:
     special_generations: int = 0
     special_tokens: int = 0
     offenders: list[Generation] = field(default_factory=list)
+    meter: MeterCounts | None = None  # the grammar and fact meter's counts, when one was given
 
     def __add__(self, other: TrapCounts) -> TrapCounts:
         fields = ("generations", "tokens", "hidden_generations", "hidden_tokens",
                   "special_generations", "special_tokens")
         merged = {f: getattr(self, f) + getattr(other, f) for f in fields}
-        return TrapCounts(**merged, offenders=self.offenders + other.offenders)
+        meters = [m for m in (self.meter, other.meter) if m is not None]
+        return TrapCounts(**merged, offenders=self.offenders + other.offenders,
+                          meter=sum(meters, MeterCounts()) if meters else None)
 
     @staticmethod
     def _rate(num: int, den: int) -> float:
@@ -87,8 +95,9 @@ class TrapCounts:
         return self._rate(self.special_tokens, self.tokens)
 
     def rates(self, prefix: str = "trap/") -> dict[str, float]:
-        return {f"{prefix}{k}": getattr(self, k) for k in
-                ("hidden_rate", "hidden_token_rate", "special_rate", "special_token_rate")}
+        rates = {f"{prefix}{k}": getattr(self, k) for k in
+                 ("hidden_rate", "hidden_token_rate", "special_rate", "special_token_rate")}
+        return rates | (self.meter.rates(prefix) if self.meter is not None else {})
 
 
 # ----------------------------------------------------------------------------- what to count
@@ -164,14 +173,19 @@ def count_trap(generations: Iterable[Generation], hidden_ids: Iterable[int],
 
 def probe_trap(module: LanguageModule, prompts: Sequence[str], hidden_ids: Iterable[int], *,
                temperature: float = 0.6, seeds: Sequence[int] = (0,), samples: int = 1,
-               max_new_tokens: int | None = None) -> list[TrapCounts]:
-    """Trap counts for each seed (sum them for the pooled rates, spread them for error bars)."""
+               max_new_tokens: int | None = None, meter: Meter | None = None) -> list[TrapCounts]:
+    """Trap counts for each seed (sum them for the pooled rates, spread them for error bars);
+    with a `meter`, each also carries the grammar and fact counts of the same generations."""
     leak, hidden = leak_token_ids(module.tokenizer), list(hidden_ids)
+    vocab = module.tokenizer.vocab
     per_seed = []
     for seed in seeds:
         gens = sample_generations(module, prompts, temperature=temperature, seed=seed,
                                   samples=samples, max_new_tokens=max_new_tokens)
-        per_seed.append(count_trap(gens, hidden, leak))
+        counts = count_trap(gens, hidden, leak)
+        if meter is not None:
+            counts.meter = meter.count([vocab[i] for i in g.ids] for g in gens)
+        per_seed.append(counts)
     return per_seed
 
 

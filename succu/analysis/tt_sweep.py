@@ -3,6 +3,9 @@
 `python -m succu.sweep tt --ckpt last.ckpt --layers "0;1;2;3;0,1;1,2;2,3;0,1,2,3" \\
     --bond_dims 47,42,39,27,20`
 
+`python -m succu.sweep tt --ckpt last.ckpt --plan article --seeds 0 --samples 20`
+(the article's own experiments, 20 samples of each of its 14 prompts at T = 0.6: see ARTICLE_PLAN)
+
 For every layer set L (blocks whose FFN is squeezed) and every bond spec b, both FFN Linears of
 each block in L become TTLinears (default layout "mps", the one of the article "Growing SuccuLM
 (2) — Model Compression with Tensor Networks Revisited"): W (out, in) is reshaped to
@@ -13,7 +16,14 @@ block of L) or a bracketed per-block list `[39,42,46,47]` (used only with layer 
 Each row records the parameters of the compressed Linears, the relative weight error
 ||W - W_tt||_F / ||W||_F pooled over them, the validation loss, greedy QA exact match (training and
 held-out questions), and the sophia-trap rates (`succu.analysis.trap`) at a temperature over several
-seeds (mean and spread across seeds).
+seeds (mean and spread across seeds). Where the data's world can judge text (`WorldKnowledge`,
+the succulent world) the same samples are also read by the grammar and fact meter
+(`succu.analysis.meter`): grammar rate, out-of-template word rate, fact rate, false-fact rate.
+
+Experiments: `--layers` x `--bond_dims` (every layer set at every bond; a per-block list only for
+sets of its length), or an explicit list `--experiments "0@27;0,1@30;0,1,2,3@[39,42,46,47]"`, or
+`--plan article`, the experiments of the article: each layer alone at bonds 27 and 20, all four
+layers at [39, 42, 46, 47] and reversed, the pairs [0, 1], [2, 3], [1, 2] at bond 30.
 
 The low-rank baseline
     Beside each row the same Linears are replaced by their truncated SVD W ~ U_k S_k V_k^T, the
@@ -47,6 +57,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from succu.analysis.meter import METER_RATES, Meter, WorldKnowledge
 from succu.analysis.trap import (
     hidden_token_ids,
     leak_token_ids,
@@ -176,6 +187,7 @@ class Probe:
     temperature: float = 0.6
     seeds: tuple[int, ...] = (0, 1, 2)
     samples: int = 4
+    meter: Meter | None = None  # the world's grammar and fact meter, when the data has one
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -183,13 +195,19 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def evaluate(module: LanguageModule, probe: Probe) -> dict[str, float]:
-    """val_loss, hidden/special mass, qa_exact(_heldout), trap rates (mean, std over seeds)."""
+    """val_loss, hidden/special mass, qa_exact(_heldout), trap rates and, with a meter, grammar
+    and fact rates (mean, std over sampling seeds)."""
     out = val_metrics(module, probe.val_loader, probe.hidden_ids, leak_token_ids(module.tokenizer))
     out.update(qa_metrics(module, probe.train_qa, probe.heldout_qa, prefix=""))
     per_seed = probe_trap(module, probe.prompts, probe.hidden_ids, temperature=probe.temperature,
-                          seeds=probe.seeds, samples=probe.samples)
+                          seeds=probe.seeds, samples=probe.samples, meter=probe.meter)
     for name in ("hidden_rate", "hidden_token_rate", "special_rate", "special_token_rate"):
         out[name], out[name + "_std"] = _mean_std([getattr(c, name) for c in per_seed])
+    if probe.meter is not None:
+        for name in METER_RATES:
+            values = [c.meter.rates()[name] for c in per_seed if c.meter is not None]
+            values = [v for v in values if not math.isnan(v)]  # a seed that stated no fact
+            out[name], out[name + "_std"] = _mean_std(values) if values else (math.nan, 0.0)
     out["offenders"] = [g for c in per_seed for g in c.offenders]  # type: ignore[assignment]
     return out
 
@@ -261,6 +279,45 @@ def parse_bond_specs(text: str) -> list[int | tuple[int, ...]]:
     return specs
 
 
+# The article's experiments ("Growing SuccuLM (2)"), in its order: all four layers loosened and
+# tightened from the first FFN to the last, each layer alone at 27 then 20, the pairs at 30.
+ARTICLE_PLAN = ("0,1,2,3@[39,42,46,47];0,1,2,3@[47,46,42,39];0@27;1@27;2@27;3@27;"
+                "0@20;1@20;2@20;3@20;0,1@30;2,3@30;1,2@30")
+PLANS = {"article": ARTICLE_PLAN}
+
+Cell = tuple[tuple[int, ...], int | tuple[int, ...]]
+
+
+def parse_experiments(text: str) -> list[Cell]:
+    """"0@27;0,1@30;0,1,2,3@[39,42,46,47]" -> [((0,), 27), ((0, 1), 30), ((0, 1, 2, 3), (39, ...))].
+
+    Each experiment is a layer set, '@', and one bond spec (an int for every block of the set, or
+    a bracketed list with one bond per block)."""
+    cells: list[Cell] = []
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        layers, at, bonds = part.partition("@")
+        if not at:
+            raise ValueError(f"--experiments wants 'layers@bond' items like '0,1@30', got {part!r}")
+        (blocks,), specs = parse_layer_sets(layers), parse_bond_specs(bonds)
+        if len(specs) != 1:
+            raise ValueError(f"--experiments wants one bond spec per item, got {bonds!r} in {part!r}")
+        if isinstance(specs[0], tuple) and len(specs[0]) != len(blocks):
+            raise ValueError(f"--experiments item {part!r} names {len(specs[0])} bonds for "
+                             f"{len(blocks)} blocks; give one per block")
+        cells.append((blocks, specs[0]))
+    if not cells:
+        raise ValueError("--experiments names no experiment")
+    return cells
+
+
+def grid_cells(layer_sets, bond_specs) -> list[Cell]:
+    """Every layer set at every bond spec; a per-block list only for sets of its length."""
+    return [(blocks, bonds) for blocks in layer_sets for bonds in bond_specs
+            if not (isinstance(bonds, tuple) and len(bonds) != len(blocks))]
+
+
 def parse_modes(text: str | None) -> dict[int, tuple[int, ...]]:
     """"50=5x10,200=10x20" -> {50: (5, 10), 200: (10, 20)}."""
     modes = {}
@@ -278,6 +335,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "SuccuLM tensor-network article)")
     parser.add_argument("--bond_dims", default="47,42,39,27,20",
                         help="(out|in) bonds to sweep: ints, or [a,b,..] lists per block of a set")
+    parser.add_argument("--experiments", default=None,
+                        help="explicit 'layers@bond' items instead of --layers x --bond_dims, e.g. "
+                             "'0@27;0,1@30;0,1,2,3@[39,42,46,47]'")
+    parser.add_argument("--plan", default=None, choices=sorted(PLANS),
+                        help="a named list of experiments: 'article' = each layer alone at 27 and "
+                             "20, all four at [39,42,46,47] and reversed, pairs 0,1 2,3 1,2 at 30")
     parser.add_argument("--layout", default="mps", choices=["mps", "ttm"])
     parser.add_argument("--modes", default=None, help="e.g. '50=5x10,200=10x20' (default: auto)")
     parser.add_argument("--seeds", default="0,1,2", help="sampling seeds for the trap rates")
@@ -292,49 +355,63 @@ def make_probe(datamodule, args: argparse.Namespace) -> Probe:
     datamodule = require(datamodule, QAProbes, "the TT corruption study")
     if args.samples < 1:
         raise ValueError(f"--samples must be at least 1 (rates need samples), got {args.samples}")
+    meter = Meter(datamodule.world_grammar()) if isinstance(datamodule, WorldKnowledge) else None
     return Probe(
         val_loader=datamodule.val_dataloader(), prompts=list(datamodule.probe_prompts),
         hidden_ids=hidden_token_ids(datamodule), train_qa=list(datamodule.train_qa),
         heldout_qa=list(datamodule.heldout_qa), temperature=args.temperature,
-        seeds=tuple(int(s) for s in args.seeds.split(",")), samples=args.samples,
+        seeds=tuple(int(s) for s in args.seeds.split(",")), samples=args.samples, meter=meter,
     )
 
 
-def sweep(module: LanguageModule, probe: Probe, layer_sets, bond_specs, layout: str = "mps",
+def experiment_cells(args: argparse.Namespace) -> list[Cell]:
+    """The (layer set, bond spec) cells asked for: --plan, else --experiments, else the grid."""
+    if args.plan is not None and args.experiments is not None:
+        raise ValueError("give --plan or --experiments, not both")
+    if args.plan is not None:
+        return parse_experiments(PLANS[args.plan])
+    if args.experiments is not None:
+        return parse_experiments(args.experiments)
+    return grid_cells(parse_layer_sets(args.layers), parse_bond_specs(args.bond_dims))
+
+
+def sweep(module: LanguageModule, probe: Probe, layer_sets, bond_specs=None, layout: str = "mps",
           modes=None, baseline: bool = True, log=print) -> list[dict[str, Any]]:
-    """One row per (layer set, bond spec), plus the uncompressed model first."""
+    """One row per (layer set, bond spec), plus the uncompressed model first.
+
+    `layer_sets` x `bond_specs` is the grid; with `bond_specs` None, `layer_sets` is already a
+    list of (layer set, bond spec) cells (`parse_experiments`, the article's plan)."""
+    cells = list(layer_sets) if bond_specs is None else grid_cells(layer_sets, bond_specs)
     reference = evaluate(module, probe)
     rows = [{"layers": "-", "bond_dims": "-", "params": 0, "dense_params": 0, "rel_error": 0.0,
              "model_params": sum(p.numel() for p in module.parameters()), **reference}]
-    for blocks in layer_sets:
-        for bonds in bond_specs:
-            if isinstance(bonds, tuple) and len(bonds) != len(blocks):
-                continue  # a per-block list belongs to layer sets of its length only
-            start = time.perf_counter()
-            asked = list(bonds) if isinstance(bonds, tuple) else [bonds] * len(blocks)
-            used = clamp_bonds(module, blocks, asked)
-            specs = ffn_specs(module, blocks, used, layout, modes)
-            row, layers = compressed_row(module, specs, probe)
-            row["layers"] = ",".join(map(str, blocks))
-            row["bond_dims"] = "/".join(map(str, used)) if isinstance(bonds, tuple) else str(used[0])
-            if used != asked:  # a bond past full rank would leave the layer uncompressed
-                row["clamped_from"] = "/".join(map(str, asked))
-                log(f"layers {row['layers']}: bond {'/'.join(map(str, asked))} exceeds full rank; "
-                    f"clamped to {'/'.join(map(str, used))}")
-            if baseline:
-                row["lr"] = low_rank_row(module, layers, probe)
-            rows.append(row)
-            log(f"layers {row['layers']:8} bonds {row['bond_dims']:12} params {row['params']:6d} "
-                f"val {row['val_loss']:.3f} qa {row['qa_exact']:.3f} "
-                f"hidden {row['hidden_rate']:.3f} special {row['special_rate']:.3f} "
-                f"({time.perf_counter() - start:.1f}s)")
+    for blocks, bonds in cells:
+        start = time.perf_counter()
+        asked = list(bonds) if isinstance(bonds, tuple) else [bonds] * len(blocks)
+        used = clamp_bonds(module, blocks, asked)
+        specs = ffn_specs(module, blocks, used, layout, modes)
+        row, layers = compressed_row(module, specs, probe)
+        row["layers"] = ",".join(map(str, blocks))
+        row["bond_dims"] = "/".join(map(str, used)) if isinstance(bonds, tuple) else str(used[0])
+        if used != asked:  # a bond past full rank would leave the layer uncompressed
+            row["clamped_from"] = "/".join(map(str, asked))
+            log(f"layers {row['layers']}: bond {'/'.join(map(str, asked))} exceeds full rank; "
+                f"clamped to {'/'.join(map(str, used))}")
+        if baseline:
+            row["lr"] = low_rank_row(module, layers, probe)
+        rows.append(row)
+        log(f"layers {row['layers']:8} bonds {row['bond_dims']:12} params {row['params']:6d} "
+            f"val {row['val_loss']:.3f} qa {row['qa_exact']:.3f} "
+            f"hidden {row['hidden_rate']:.3f} special {row['special_rate']:.3f} "
+            f"grammar {row.get('grammar_rate', math.nan):.3f} "
+            f"({time.perf_counter() - start:.1f}s)")
     return rows
 
 
 # ----------------------------------------------------------------------------- outputs
 METRICS = ("val_loss", "qa_exact", "qa_exact_heldout", "hidden_rate", "hidden_rate_std",
            "hidden_token_rate", "special_rate", "special_rate_std", "special_token_rate",
-           "hidden_mass", "special_mass")
+           "hidden_mass", "special_mass", *(f"{m}{s}" for m in METER_RATES for s in ("", "_std")))
 CSV_COLUMNS = ("layers", "bond_dims", "layout", "params", "dense_params", "model_params",
                "rel_error", *METRICS, "lr_rank", "lr_params", "lr_rel_error",
                *(f"lr_{m}" for m in METRICS), "clamped_from")
@@ -382,12 +459,21 @@ def markdown_rows(rows: list[dict[str, Any]]) -> str:
     columns = ["layers", "bond", "params TT / LR", "rel. err TT / LR", "val loss TT / LR",
                "QA exact TT / LR", "held-out QA TT / LR", "hidden rate TT / LR",
                "special rate TT / LR", "p(hidden) TT / LR"]
-    body = [[r["layers"], r["bond_dims"] + (f" (clamped from {r['clamped_from']})"
-                                            if r.get("clamped_from") else ""),
-             "-" if r["layers"] == "-" else pair(r, "params", num), pair(r, "rel_error", num),
-             pair(r, "val_loss", num), pair(r, "qa_exact", num), pair(r, "qa_exact_heldout", num),
-             pair(r, "hidden_rate", rate), pair(r, "special_rate", rate),
-             pair(r, "hidden_mass", mass)] for r in rows]
+    metered = "grammar_rate" in rows[0]
+    if metered:
+        columns += ["grammar TT / LR", "out-of-template TT / LR", "fact rate TT / LR"]
+    body = []
+    for r in rows:
+        cells = [r["layers"], r["bond_dims"] + (f" (clamped from {r['clamped_from']})"
+                                                if r.get("clamped_from") else ""),
+                 "-" if r["layers"] == "-" else pair(r, "params", num), pair(r, "rel_error", num),
+                 pair(r, "val_loss", num), pair(r, "qa_exact", num),
+                 pair(r, "qa_exact_heldout", num), pair(r, "hidden_rate", rate),
+                 pair(r, "special_rate", rate), pair(r, "hidden_mass", mass)]
+        if metered:
+            cells += [pair(r, "grammar_rate", rate), pair(r, "oot_rate", rate),
+                      pair(r, "fact_rate", rate)]
+        body.append(cells)
     return markdown_table(columns, body)
 
 
@@ -446,15 +532,14 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     from succu.checkpoint import load_datamodule, load_module
 
     torch.set_num_threads(args.threads)
-    layer_sets, bond_specs = parse_layer_sets(args.layers), parse_bond_specs(args.bond_dims)
+    cells = experiment_cells(args)
     modes = parse_modes(args.modes)
     out = writable_folder(args.out)  # before any work: a bad --out must not cost the sweep
     remove_orphans([out])
     module = load_module(args.ckpt)
     datamodule = load_datamodule(args.ckpt, module, data_dir=args.data_dir, cache_dir=args.cache_dir)
     probe = make_probe(datamodule, args)
-    rows = sweep(module, probe, layer_sets, bond_specs, args.layout, modes,
-                 baseline=not args.no_baseline)
+    rows = sweep(module, probe, cells, None, args.layout, modes, baseline=not args.no_baseline)
     table = markdown_rows(rows)
     header = (f"TT corruption study of `{args.ckpt}` (layout {args.layout}; rates at T="
               f"{args.temperature}, seeds {args.seeds}, {args.samples} samples per prompt)\n\n")

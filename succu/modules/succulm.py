@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from succu.analysis.plots import attention_figure, save_figure
 from succu.analysis.qa import qa_exact_match
 from succu.contracts import InitialEmbeddings, QAProbes
-from succu.embeddings import read_embeddings_json
+from succu.embeddings import read_embeddings_json, write_embeddings_json
 from succu.loggers import log_image
 from succu.models.succulm import SuccuLM, SuccuLMConfig
 from succu.modules.base import LanguageModule
@@ -24,6 +25,13 @@ class SuccuLMModule(LanguageModule):
         init_embeddings: a JSON file {word: [floats]} (the reference's succulm_embeddings.json)
             whose vectors initialise the matching rows of the token embedding. Without it, a
             datamodule that brings initial embeddings (succulent data_dir) initialises them.
+            The rows stay trainable (the article's `from_pretrained(..., freeze=False)`).
+        strict_embeddings: `init_embeddings` must hold a vector for every vocabulary word, as the
+            article's `from_pretrained` takes the whole matrix (the second stage of prepared
+            embeddings); off, words the file lacks keep their random rows.
+        save_embeddings: at the end of fit, write the token embedding as the article's
+            `{word: [floats]}` file to this path (atomically, by rank zero; not under
+            fast_dev_run): the first stage of prepared embeddings.
         diagnostics: at every validation, log per-block residual norms, FFN-output norms and
             cos(x, x + ffn(x)) under `diag/`, and write the attention maps (every block and head)
             of the first validation sequence to `<run>/diag/attention_<step>.png`.
@@ -38,6 +46,8 @@ class SuccuLMModule(LanguageModule):
         self,
         model: SuccuLMConfig = SuccuLMConfig(),  # noqa: B008
         init_embeddings: str | None = None,
+        strict_embeddings: bool = False,
+        save_embeddings: str | None = None,
         diagnostics: bool = False,
         log_qa: bool = True,
         **kwargs: Any,
@@ -45,6 +55,7 @@ class SuccuLMModule(LanguageModule):
         super().__init__(model, **kwargs)
         self.model = SuccuLM(self.model_config)
         self.init_embeddings = init_embeddings
+        self.strict_embeddings, self.save_embeddings = strict_embeddings, save_embeddings
         self.diagnostics = diagnostics
         self.log_qa = log_qa
 
@@ -59,6 +70,12 @@ class SuccuLMModule(LanguageModule):
             if self.tokenizer is None:
                 raise ValueError("init_embeddings needs a datamodule with a tokenizer")
             vectors = read_embeddings_json(self.init_embeddings)
+            missing = [w for w in self.tokenizer.vocab if w not in vectors]
+            if self.strict_embeddings and missing:
+                raise ValueError(
+                    f"{self.init_embeddings}: no vector for {len(missing)} vocabulary words, e.g. "
+                    f"{missing[:8]}; strict_embeddings wants one for every word (both stages "
+                    "must have the same vocabulary)")
             if self.model.load_embeddings(vectors, self.tokenizer.vocab) == 0:
                 raise ValueError(f"no word of the vocabulary is in {self.init_embeddings}")
             return
@@ -72,6 +89,17 @@ class SuccuLMModule(LanguageModule):
                 )
             with torch.no_grad():
                 self.model.embed.weight.copy_(weight)
+
+    def on_fit_end(self) -> None:
+        """Write the trained embedding as `{word: vector}` when `save_embeddings` asks for it."""
+        super().on_fit_end()
+        trainer = self.trainer
+        if not self.save_embeddings or trainer.fast_dev_run or not trainer.is_global_zero:
+            return
+        if self.tokenizer is None:
+            raise ValueError("save_embeddings needs a datamodule with a tokenizer (the words)")
+        path = write_embeddings_json(self.save_embeddings, self.tokenizer, self.model.embed.weight)
+        rank_zero_info(f"embeddings of {len(self.tokenizer)} words written to {path}")
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = super().validation_step(batch, batch_idx)
