@@ -28,7 +28,7 @@ scale"; one seed gives no verdict.
 Run time, measured on the project's 2-core machine (one torch thread; CPU seconds, since the
 machine was shared): one upper_middle fit of 2,500 steps (`make fit`'s) is 140 s of CPU, and the
 sweep of one trained model (dense + the 13 experiments, each TT and low rank, 280 samples, the
-498 QA questions and the validation pass each) 59 s. A (set-up, seed) is one fit + a sweep
+284 QA questions and the validation pass each) 59 s. A (set-up, seed) is one fit + a sweep
 (random, ~3.5 min) or two fits + a sweep (prepared, ~6 min); the full study, 2 set-ups x 5 seeds
 = 15 fits and 10 sweeps, is about 45 min of one core: about 25 min with --jobs 2 on a quiet
 2-core machine (expect 2-3x that while other jobs share it). --quick takes under a minute.

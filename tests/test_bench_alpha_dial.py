@@ -6,6 +6,8 @@ the product on a few steps; a rerun trains nothing and reads the same rows back.
 import subprocess
 import sys
 
+import pytest
+
 from tests.paths import REPO
 
 HEADINGS = (
@@ -27,6 +29,8 @@ HEADINGS = (
 )
 
 
+# About a minute: slow, run by `make test-all`; the study itself is the real check.
+@pytest.mark.slow
 def test_quick_study_prints_every_table_and_a_rerun_trains_nothing(tmp_path, cache):
     cmd = [sys.executable, str(REPO / "bench" / "alpha_dial.py"), "--quick", "--jobs", "1",
            "--out", str(tmp_path / "out"), "--figures", str(tmp_path / "fig"),

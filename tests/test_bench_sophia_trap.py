@@ -5,9 +5,13 @@ verdict lines; a rerun reuses every finished run."""
 import subprocess
 import sys
 
+import pytest
+
 from tests.paths import REPO
 
 
+# About a minute: slow, run by `make test-all`; the study itself is the real check.
+@pytest.mark.slow
 def test_quick_study_prints_its_tables_and_resumes(tmp_path):
     cmd = [sys.executable, str(REPO / "bench" / "sophia_trap.py"), "--quick", "--jobs", "1",
            "--out", str(tmp_path)]
