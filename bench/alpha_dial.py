@@ -54,7 +54,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import hashlib
 import io
 import json
 import logging
@@ -64,12 +63,12 @@ import sys
 import tempfile
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
+from functools import partial
 from pathlib import Path
 
-from succu.benchmark import offline
+from succu import benchmark
+from succu.benchmark import offline, run_key
 
 offline()
 
@@ -125,9 +124,7 @@ class Run:
 
     @property
     def key(self) -> str:
-        """A stable name for this run's result file (the cache folder is not part of it)."""
-        text = repr(dataclasses.replace(self, cache_dir=None))
-        return hashlib.sha1(text.encode()).hexdigest()[:16]
+        return run_key(self)
 
 
 @dataclass
@@ -266,25 +263,10 @@ def progress(row: Row, started: float) -> None:
 
 
 def pool_map(runs: list[Run], jobs: int, out: Path) -> list[Row]:
-    """Every run in its own process slot (one torch thread each); rows in the order of `runs`.
-    Finished runs are read back here, without a worker."""
+    """Every run in its own process slot (one torch thread each); finished runs are read back."""
     started = time.perf_counter()
-    rows: dict[str, Row] = {}
-    todo = []
-    for run in runs:
-        if (out / "runs" / f"{run.key}.json").exists() or jobs <= 1:
-            rows[run.key] = execute(run, out)
-            progress(rows[run.key], started)
-        else:
-            todo.append(run)
-    if todo:
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(execute, run, out) for run in todo]
-            for future in futures:
-                row = future.result()
-                rows[row.run.key] = row
-                progress(row, started)
-    return [rows[run.key] for run in runs]
+    return benchmark.pool_map(partial(execute, out=out), runs, jobs, lambda row: progress(row, started),
+                              finished=lambda run: (out / "runs" / f"{run.key}.json").exists())
 
 
 # ---- the report ------------------------------------------------------------------------------

@@ -49,7 +49,6 @@ import argparse
 import contextlib
 import csv
 import dataclasses
-import hashlib
 import io
 import json
 import logging
@@ -63,7 +62,7 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-from succu.benchmark import offline
+from succu.benchmark import offline, run_key
 
 offline()
 
@@ -117,8 +116,7 @@ class Run:
 
     @property
     def key(self) -> str:
-        text = repr(dataclasses.replace(self, cache_dir=None))
-        return hashlib.sha1(text.encode()).hexdigest()[:16]
+        return run_key(self)
 
 
 @dataclass

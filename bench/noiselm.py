@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import hashlib
 import io
 import json
 import logging
@@ -42,12 +41,12 @@ import statistics
 import tempfile
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
+from functools import partial
 from pathlib import Path
 
-from succu.benchmark import add_thread_arg, offline, setup_threads
+from succu import benchmark
+from succu.benchmark import add_thread_arg, offline, run_key, setup_threads
 
 offline()
 
@@ -99,9 +98,7 @@ class Run:
 
     @property
     def key(self) -> str:
-        """A stable name for this run's result file (the cache folder is not part of it)."""
-        text = repr(dataclasses.replace(self, cache_dir=None))
-        return hashlib.sha1(text.encode()).hexdigest()[:16]
+        return run_key(self)
 
 
 @dataclass
@@ -269,19 +266,7 @@ def stop_study(module, dm) -> dict:
 # ---- the study ------------------------------------------------------------------------------
 def pool_map(runs: list[Run], jobs: int, out: Path) -> list[Row]:
     """Every run in its own process slot (one torch thread each); rows in the order of `runs`."""
-    if jobs <= 1:
-        rows = []
-        for run in runs:
-            rows.append(execute(run, out))
-            progress(rows[-1])
-        return rows
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(execute, run, out) for run in runs]
-        rows = []
-        for future in futures:
-            rows.append(future.result())
-            progress(rows[-1])
-        return rows
+    return benchmark.pool_map(partial(execute, out=out), runs, jobs, progress)
 
 
 def progress(row: Row) -> None:

@@ -48,11 +48,11 @@ import statistics
 import tempfile
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
+from functools import partial
 from pathlib import Path
 
+from succu import benchmark
 from succu.benchmark import add_thread_arg, offline, setup_threads
 
 offline()
@@ -169,25 +169,15 @@ def execute(run: Run, out: Path) -> dict:
     return result
 
 
+def progress(result: dict) -> None:
+    r = result["run"]
+    print(f"  [{r['setup']} seed {r['seed']}] fit {result['fit_seconds']:.0f} s, sweep "
+          f"{result['sweep_seconds']:.0f} s", flush=True)
+
+
 def pool_map(runs: list[Run], jobs: int, out: Path) -> list[dict]:
     """Every run in its own process slot (one torch thread each); results in the order of runs."""
-    def progress(result: dict) -> None:
-        r = result["run"]
-        print(f"  [{r['setup']} seed {r['seed']}] fit {result['fit_seconds']:.0f} s, sweep "
-              f"{result['sweep_seconds']:.0f} s", flush=True)
-
-    if jobs <= 1:
-        results = [execute(run, out) for run in runs]
-        for result in results:
-            progress(result)
-        return results
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(execute, run, out) for run in runs]
-        results = []
-        for future in futures:
-            results.append(future.result())
-            progress(results[-1])
-        return results
+    return benchmark.pool_map(partial(execute, out=out), runs, jobs, progress)
 
 
 # ---- statistics -----------------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""Helpers for the scripts in bench/: thread setup, offline defaults, and Trainer-vs-loop timing.
+"""Helpers for the scripts in bench/: thread setup, offline defaults, resumable study runs, and
+Trainer-vs-loop timing.
+
+A study (bench/noiselm.py, hypersurface.py, alpha_dial.py, sophia_trap.py) is many independent
+runs, each a frozen dataclass; `run_key` names each run's result file, so a rerun reads finished
+runs back instead of training them, and `pool_map` spreads the rest over worker processes.
 
 Benchmarks on a shared 2-core machine are only meaningful when the compared sides run in the same
 process, interleaved finely, on a stated number of threads. `lockstep` does that for "the Trainer
@@ -10,10 +15,15 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
+import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from typing import Any, TypeVar
 
 import lightning as L
 import torch
@@ -39,6 +49,39 @@ def offline() -> None:
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("WANDB_MODE", "offline")
+
+
+R = TypeVar("R")
+
+
+def run_key(run: Any) -> str:
+    """The stable name of a study run's result file: a hash of the run's fields (a dataclass with
+    a `cache_dir`), the token cache's folder left out since it changes no number."""
+    text = repr(dataclasses.replace(run, cache_dir=None))
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def pool_map(work: Callable[[Any], R], runs: Sequence[Any], jobs: int, progress: Callable[[R], None],
+             finished: Callable[[Any], bool] = lambda run: False) -> list[R]:
+    """work(run) for every run, in `jobs` spawned processes (the work sets one torch thread each);
+    inline when jobs <= 1, and for finished(run) runs, which only read their result back. Results
+    come in the order of `runs`; progress(result) is called as each is known. `work` must be
+    picklable: a module-level function, or a functools.partial of one."""
+    results: dict[int, R] = {}
+    todo = []
+    for i, run in enumerate(runs):
+        if jobs <= 1 or finished(run):
+            results[i] = work(run)
+            progress(results[i])
+        else:
+            todo.append(i)
+    if todo:
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+            futures = {i: pool.submit(work, runs[i]) for i in todo}
+            for i, future in futures.items():
+                results[i] = future.result()
+                progress(results[i])
+    return [results[i] for i in range(len(runs))]
 
 
 class HandLoop:
