@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-from succu.benchmark import offline, run_key
+from succu.benchmark import offline, run_key, saved_run
 
 offline()
 
@@ -239,12 +239,7 @@ def train_and_score(run: Run) -> Row:
 
 def execute(run: Run, out: Path) -> Row:
     """Train and score one run, or read its row back when an earlier study made it."""
-    done = out / "runs" / f"{run.key}.json"
-    if done.exists():
-        return row_from_json(json.loads(done.read_text()))
-    row = train_and_score(run)
-    atomic_write(done, json.dumps(dataclasses.asdict(row)).encode())
-    return row
+    return saved_run(run, out, train_and_score, row_from_json)
 
 
 def row_from_json(data: dict) -> Row:

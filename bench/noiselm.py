@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import io
-import json
 import logging
 import math
 import shutil
@@ -46,7 +44,7 @@ from functools import partial
 from pathlib import Path
 
 from succu import benchmark
-from succu.benchmark import add_thread_arg, offline, run_key, setup_threads
+from succu.benchmark import add_thread_arg, offline, run_key, saved_run, setup_threads
 
 offline()
 
@@ -55,7 +53,6 @@ import torch  # noqa: E402
 from succu import fit  # noqa: E402
 from succu.analysis.qa import qa_exact_match  # noqa: E402
 from succu.checkpoint import load_module  # noqa: E402
-from succu.io import atomic_write  # noqa: E402
 from succu.modules.base import IGNORE_INDEX  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -133,13 +130,8 @@ def argv(run: Run) -> list[str]:
 
 
 def execute(run: Run, out: Path) -> Row:
-    """Train and score one run, or read its row from `out` when an earlier study made it."""
-    done = out / "runs" / f"{run.key}.json"
-    if done.exists():
-        return row_from_json(json.loads(done.read_text()))
-    row = train_and_score(run, out)
-    atomic_write(done, json.dumps(dataclasses.asdict(row)).encode())
-    return row
+    """Train and score one run, or read its row back when an earlier study made it."""
+    return saved_run(run, out, partial(train_and_score, out=out), row_from_json)
 
 
 def row_from_json(data: dict) -> Row:

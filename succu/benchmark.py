@@ -17,18 +17,21 @@ import argparse
 import copy
 import dataclasses
 import hashlib
+import json
 import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
+from pathlib import Path
 from typing import Any, TypeVar
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
+from succu.io import atomic_write
 from succu.modules.base import LanguageModule, warmup_cosine
 
 
@@ -59,6 +62,17 @@ def run_key(run: Any) -> str:
     a `cache_dir`), the token cache's folder left out since it changes no number."""
     text = repr(dataclasses.replace(run, cache_dir=None))
     return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def saved_run(run: Any, out: Path, compute: Callable[[Any], R], load: Callable[[dict], R]) -> R:
+    """compute(run), its (dataclass) result written atomically as out/runs/<run.key>.json; when
+    an earlier study wrote that file, load(its JSON) instead of computing again."""
+    done = Path(out) / "runs" / f"{run.key}.json"
+    if done.exists():
+        return load(json.loads(done.read_text()))
+    result = compute(run)
+    atomic_write(done, json.dumps(dataclasses.asdict(result)).encode())
+    return result
 
 
 def pool_map(work: Callable[[Any], R], runs: Sequence[Any], jobs: int, progress: Callable[[R], None],
