@@ -212,13 +212,19 @@ class LanguageModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._loss_sums: dict[Any, list[float]] = {}
 
-    def accumulate_loss(self, key: Any, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        """Add a batch's summed token loss and token count under `key` (e.g. a corpus)."""
-        total = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
-                                ignore_index=IGNORE_INDEX, reduction="sum")
-        acc = self._loss_sums.setdefault(key, [0.0, 0.0])
-        acc[0] += float(total)
-        acc[1] += token_count(labels)
+    def accumulate_loss(self, key: Any, logits: torch.Tensor, labels: torch.Tensor,
+                        groups: dict[Any, torch.Tensor] | None = None) -> None:
+        """Add a batch's summed token loss and token count under `key` (e.g. a corpus), and under
+        each key of `groups` the sum over its tokens (a boolean mask shaped like labels): the
+        token losses are computed once for all of them."""
+        losses = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
+                                 ignore_index=IGNORE_INDEX, reduction="none").view_as(labels)
+        known = labels != IGNORE_INDEX
+        for k, mask in {key: known, **(groups or {})}.items():
+            mask = mask & known
+            acc = self._loss_sums.setdefault(k, [0.0, 0.0])
+            acc[0] += float(losses[mask].sum())
+            acc[1] += float(mask.sum())
 
     def local_losses(self) -> dict[Any, tuple[float, float]]:
         """(mean loss, tokens) of each key seen so far this epoch, on this rank only."""

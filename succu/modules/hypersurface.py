@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from succu.analysis.latents import IGNORE_INDEX, RARITY, rarity_classes, validation_diagnostics
+from succu.analysis.latents import RARITY, rarity_classes, validation_diagnostics
 from succu.contracts import NamedCorpora, TrainingTokenCounts
 from succu.models.hypersurface import HypersurfaceConfig, HypersurfaceLM
 from succu.modules.base import LanguageModule
@@ -80,14 +80,11 @@ class HypersurfaceModule(LanguageModule):
         Val and test batches hold one corpus each (fixed windows), named by `source`."""
         corpus = int(batch["source"][0]) if "source" in batch else 0
         logits, labels = self(batch["input_ids"]), batch["labels"]
-        self.accumulate_loss(corpus, logits, labels)
+        groups = {}
         if self.token_class is not None:
-            known = labels != IGNORE_INDEX
-            cls = torch.full_like(labels, -1)
-            cls[known] = self.token_class.to(labels.device)[labels[known]]
-            for k, name in enumerate(RARITY):
-                member = cls == k if name != "rare" else (cls == 0) | (cls == 1)
-                self.accumulate_loss((corpus, name), logits, labels.masked_fill(~member, IGNORE_INDEX))
+            cls = self.token_class.to(labels.device)[labels.clamp(min=0)]  # ignored labels: masked later
+            groups = {(corpus, "unseen"): cls == 0, (corpus, "rare"): cls <= 1, (corpus, "common"): cls == 2}
+        self.accumulate_loss(corpus, logits, labels, groups)
         return corpus
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
