@@ -195,7 +195,9 @@ def read_curve(log_dir: str, corpora: list[str]) -> list:
     with open(Path(log_dir) / "metrics.csv") as f:
         for row in csv.DictReader(f):
             if row.get(f"val/loss/{corpora[0]}"):
-                curve.append([int(row["step"]), {c: float(row[f"val/loss/{c}"]) for c in corpora}])
+                # The logger's step column counts from 0 (the validation after 5,000 steps says
+                # 4999); +1 is the optimizer steps taken, as PlateauStop and S count them.
+                curve.append([int(row["step"]) + 1, {c: float(row[f"val/loss/{c}"]) for c in corpora}])
     return curve
 
 

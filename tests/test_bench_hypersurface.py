@@ -2,6 +2,7 @@
 B0's length, seeds, rarity split, |cos| histograms, verdicts, figures) through the product on a
 few steps; a rerun reads every run back instead of training."""
 
+import json
 import subprocess
 import sys
 
@@ -22,6 +23,9 @@ def test_quick_study_prints_every_table_and_resumes(tmp_path):
         assert text in out, text
     runs = sorted((tmp_path / "out" / "runs").glob("*.json"))
     assert len(runs) == 3  # three models, one seed, one learning rate
+    for path in runs:  # a curve's steps are optimizer steps taken: the last one is the run's length
+        row = json.loads(path.read_text())
+        assert row["curve"][-1][0] == row["steps"], (row["run"]["model"], row["curve"][-1][0], row["steps"])
     assert {p.name for p in (tmp_path / "fig").iterdir()} == {
         "hypersurface_curves_tinystories.png", "hypersurface_cos_tinystories.png"}
     assert (tmp_path / "report.md").read_text().strip() in out
