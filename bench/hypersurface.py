@@ -40,7 +40,9 @@ trained E, of the head W, and of T_t E at 8 test contexts of the training corpus
 Tables give mean +- sd over seeds; a claim "holds"/"does not hold" only when the difference to B0
 exceeds 2 sqrt(sd_a^2 + sd_b^2); otherwise "no difference detected at this scale". Runs go to
 `--jobs` processes with one torch thread each; each run's result is a file under --out/runs, so a
-rerun resumes (a study cut short reports what it finished with --report_only).
+rerun resumes (a study cut short reports what it finished with --report_only). Cost: 80 runs of
+2-5 minutes each (one thread, 45-60 ms per step on a quiet core): 6.4 hours of run time measured
+on the 2-core machine, about 3.2 hours with --jobs 2 (bench/results/hypersurface.md).
 """
 
 from __future__ import annotations
