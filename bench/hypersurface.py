@@ -452,6 +452,14 @@ def report_direction(study: Study, d: str, lines: list[str]) -> dict:
             cells += [cell([r.test[f"test/loss/{c}"] for r in rows]),
                       cell([r.test.get(f"test/loss/{c}/rare", math.nan) for r in rows])]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "The same test losses split by the predicted token's count in the training split: common "
+              "(10 or more), rare (fewer than 10, unseen included) and unseen:", "",
+              "| model | " + " | ".join(f"{c} {k}" for c in [home, *others] for k in RARITY[::-1]) + " |",
+              "|---|" + "---|" * (len(RARITY) * len(CORPORA))]
+    for m, rows in finals.items():
+        lines.append(f"| {m} | " + " | ".join(
+            cell([r.test.get(f"test/loss/{c}/{k}", math.nan) for r in rows])
+            for c in [home, *others] for k in RARITY[::-1]) + " |")
     tokens = finals and next(iter(finals.values()))[0].test
     if tokens:
         n = {(c, k): tokens.get(f"test/tokens/{c}/{k}", 0.0) for c in CORPORA for k in RARITY}

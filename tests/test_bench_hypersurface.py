@@ -17,7 +17,7 @@ def test_quick_study_prints_every_table_and_resumes(tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     out = first.stdout
     for text in ("### Trained on tinystories: S = ", "Learning-rate sweep", "| b0 | 397,952 (+0.0%) |",
-                 "| input-only |", "shakespeare rare", "kjv rare", "Claims against B0",
+                 "| input-only |", "shakespeare rare", "kjv rare", "| tinystories common | tinystories rare | tinystories unseen |", "Claims against B0",
                  "one seed: no verdict",
                  "| E at init (every model) |", "| film: T_t E at the end |", "| input-only: head W at the end |"):
         assert text in out, text
