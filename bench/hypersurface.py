@@ -452,14 +452,13 @@ def report_direction(study: Study, d: str, lines: list[str]) -> dict:
             cells += [cell([r.test[f"test/loss/{c}"] for r in rows]),
                       cell([r.test.get(f"test/loss/{c}/rare", math.nan) for r in rows])]
         lines.append("| " + " | ".join(cells) + " |")
+    split = [(c, k) for c in [home, *others] for k in RARITY[::-1]]  # common, rare, unseen per corpus
     lines += ["", "The same test losses split by the predicted token's count in the training split: common "
               "(10 or more), rare (fewer than 10, unseen included) and unseen:", "",
-              "| model | " + " | ".join(f"{c} {k}" for c in [home, *others] for k in RARITY[::-1]) + " |",
-              "|---|" + "---|" * (len(RARITY) * len(CORPORA))]
+              "| model | " + " | ".join(f"{c} {k}" for c, k in split) + " |", "|---|" + "---|" * len(split)]
     for m, rows in finals.items():
         lines.append(f"| {m} | " + " | ".join(
-            cell([r.test.get(f"test/loss/{c}/{k}", math.nan) for r in rows])
-            for c in [home, *others] for k in RARITY[::-1]) + " |")
+            cell([r.test.get(f"test/loss/{c}/{k}", math.nan) for r in rows]) for c, k in split) + " |")
     tokens = finals and next(iter(finals.values()))[0].test
     if tokens:
         n = {(c, k): tokens.get(f"test/tokens/{c}/{k}", 0.0) for c in CORPORA for k in RARITY}
