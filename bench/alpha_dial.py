@@ -67,7 +67,7 @@ from functools import partial
 from pathlib import Path
 
 from succu import benchmark
-from succu.benchmark import offline, run_key, saved_run
+from succu.benchmark import StudyRun, offline, saved_run
 
 offline()
 
@@ -111,7 +111,7 @@ QUICK_SIZE = (("n_layer", 1), ("n_embd", 32), ("n_head", 2))  # --quick: a smoke
 
 
 @dataclass(frozen=True)
-class Run:
+class Run(StudyRun):
     recipe: str
     seed: int
     steps: int
@@ -120,10 +120,6 @@ class Run:
     val_windows: int = 256  # validation and test windows per corpus (the configs')
     size: tuple = ()  # model field overrides (--quick only)
     cache_dir: str | None = None
-
-    @property
-    def key(self) -> str:
-        return run_key(self)
 
 
 @dataclass
@@ -260,7 +256,7 @@ def pool_map(runs: list[Run], jobs: int, out: Path) -> list[Row]:
     """Every run in its own process slot (one torch thread each); finished runs are read back."""
     started = time.perf_counter()
     return benchmark.pool_map(partial(execute, out=out), runs, jobs, lambda row: progress(row, started),
-                              finished=lambda run: (out / "runs" / f"{run.key}.json").exists())
+                              finished=lambda run: run.result(out).exists())
 
 
 # ---- the report ------------------------------------------------------------------------------
@@ -511,7 +507,7 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
     runs = study_runs(args)
     if args.report_only:
-        rows = [execute(r, args.out) for r in runs if (args.out / "runs" / f"{r.key}.json").exists()]
+        rows = [execute(r, args.out) for r in runs if r.result(args.out).exists()]
     else:
         print(f"{len(runs)} runs, {args.jobs} jobs, torch threads 1 per run", flush=True)
         rows = pool_map(runs, args.jobs, args.out)

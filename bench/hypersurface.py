@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-from succu.benchmark import offline, run_key, saved_run
+from succu.benchmark import StudyRun, offline, saved_run
 
 offline()
 
@@ -106,7 +106,7 @@ class Size:
 
 
 @dataclass(frozen=True)
-class Run:
+class Run(StudyRun):
     direction: str
     model: str
     seed: int
@@ -115,10 +115,6 @@ class Run:
     size: Size
     plateau: bool = False  # stop by the plateau rule (B0's sweep)
     cache_dir: str | None = None
-
-    @property
-    def key(self) -> str:
-        return run_key(self)
 
 
 @dataclass
@@ -334,7 +330,7 @@ def execute_all(study: Study, jobs: int, out: Path) -> None:
         while True:
             busy = {run.key for run in pending.values()}
             for run in [r for r in study.ready() if r.key not in busy]:
-                if (out / "runs" / f"{run.key}.json").exists() or pool is None:
+                if run.result(out).exists() or pool is None:
                     study.rows[run.key] = row = execute(run, out)
                     progress(row, started)
                 elif len(pending) < jobs:

@@ -44,7 +44,7 @@ from functools import partial
 from pathlib import Path
 
 from succu import benchmark
-from succu.benchmark import add_thread_arg, offline, run_key, saved_run, setup_threads
+from succu.benchmark import StudyRun, add_thread_arg, offline, saved_run, setup_threads
 
 offline()
 
@@ -82,7 +82,7 @@ QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
 
 
 @dataclass(frozen=True)
-class Run:
+class Run(StudyRun):
     dataset: str
     model: str  # NoiseLM, GPT, n-gram
     seed: int
@@ -92,10 +92,6 @@ class Run:
     fields: tuple = ()  # (name, value) overrides of the model config
     keep: bool = False  # keep the checkpoint (for the stop-rule study after the sweep)
     cache_dir: str | None = None
-
-    @property
-    def key(self) -> str:
-        return run_key(self)
 
 
 @dataclass

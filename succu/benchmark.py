@@ -64,10 +64,21 @@ def run_key(run: Any) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def saved_run(run: Any, out: Path, compute: Callable[[Any], R], load: Callable[[dict], R]) -> R:
+class StudyRun:
+    """Base of a study's frozen run dataclass: its result file's name and place."""
+
+    @property
+    def key(self) -> str:
+        return run_key(self)
+
+    def result(self, out: Path) -> Path:
+        return Path(out) / "runs" / f"{self.key}.json"
+
+
+def saved_run(run: StudyRun, out: Path, compute: Callable[[Any], R], load: Callable[[dict], R]) -> R:
     """compute(run), its (dataclass) result written atomically as out/runs/<run.key>.json; when
     an earlier study wrote that file, load(its JSON) instead of computing again."""
-    done = Path(out) / "runs" / f"{run.key}.json"
+    done = run.result(out)
     if done.exists():
         return load(json.loads(done.read_text()))
     result = compute(run)
