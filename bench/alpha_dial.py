@@ -309,18 +309,24 @@ def report_two(groups: dict[str, list[Row]], lines: list[str]) -> None:
         gaps = [cell([loss(r, ts, 1.0) - loss(r, ts, 0.0) for r in rows]),
                 cell([loss(r, sh, 0.0) - loss(r, sh, 1.0) for r in rows])]
         lines.append(f"| {name} | {len(rows)} | " + " | ".join(cells + gaps) + " |")
-    if "ungated" in groups:
-        base = groups["ungated"]
-        lines += ["", "### Two corpora: cost at the dial's ends against the ungated GPT (own-end test "
-                  "loss - ungated; positive: the dial costs)", "",
-                  "| recipe | TinyStories at alpha = 0 | Shakespeare at alpha = 1 |", "|---|---|---|"]
-        for name in (r for r in recipes if r != "ungated"):
-            rows = groups[name]
-            lines.append(f"| {name} | " + " | ".join(
-                verdict([loss(r, c, own(2, i)) for r in rows], [loss(r, c, own(2, i)) for r in base])
-                for i, c in enumerate(TWO)) + " |")
+    for base, title in (("ungated", "the ungated GPT"), ("control", "the control-code GPT")):
+        if base in groups:
+            others = [r for r in recipes if r != base and (base == "ungated" or RECIPES[r].gates)]
+            compare(groups, others, base, title, lines)
     report_voice(groups, [r for r in recipes if RECIPES[r].gated], TWO, lines)
     report_gates(groups, [r for r in recipes if RECIPES[r].gates], lines)
+
+
+def compare(groups: dict[str, list[Row]], recipes: list[str], base: str, title: str, lines: list[str]) -> None:
+    """Each recipe's test loss minus the base's, per corpus at its own end and the middle."""
+    points = [(TWO[0], 0.0), (TWO[0], 0.5), (TWO[1], 0.5), (TWO[1], 1.0)]
+    lines += ["", f"### Two corpora: against {title} at the dial's ends and middle (test loss - {base}; "
+              "positive: the recipe costs)", "",
+              "| recipe | " + " | ".join(f"{SHORT[c]} @{a:g}" for c, a in points) + " |", "|---|" + "---|" * len(points)]
+    for name in recipes:
+        lines.append(f"| {name} | " + " | ".join(
+            verdict([loss(r, c, a) for r in groups[name]], [loss(r, c, a) for r in groups[base]])
+            for c, a in points) + " |")
 
 
 def monotone(row: Row, corpus: str) -> bool:

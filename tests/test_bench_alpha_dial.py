@@ -13,7 +13,9 @@ from tests.paths import REPO
 HEADINGS = (
     "### Two corpora: test loss (nats/char) at alpha = 0 / 0.5 / 1",
     "| recipe | seeds | TS @0 | TS @0.5 | TS @1 | SH @0 | SH @0.5 | SH @1 | far-end gap TS | far-end gap SH |",
-    "### Two corpora: cost at the dial's ends against the ungated GPT",
+    "### Two corpora: against the ungated GPT at the dial's ends and middle",
+    "### Two corpora: against the control-code GPT at the dial's ends and middle",
+    "| recipe | TS @0 | TS @0.5 | SH @0.5 | SH @1 |",
     "| shipped | ", "| control | ", "| ungated | ", "one seed: no verdict",
     "### Voice: share of 4 generations per position judged Shakespeare (meter accuracy on validation windows: ",
     "| recipe | alpha 0 | alpha 0.25 | alpha 0.5 | alpha 0.75 | alpha 1 | monotone (seeds) |",
