@@ -442,7 +442,9 @@ def figures(groups: dict[str, list[Row]], folder: Path) -> list[Path]:
         if all(r.voice for r in rows):
             panels.update({f"judged {c}": [statistics.mean(r.voice[i][c] for r in rows) for i in range(len(points))]
                            for c in THREE})
-        fig = ternary_figure(points, panels, THREE, "mean over seeds", "k3: test loss and voice shares")
+        fig = ternary_figure(points, panels, THREE, "mean over seeds",
+                             "k3: test loss and voice shares at the vertices and the centre "
+                             "(the dots; linear in between)")
         paths.append(save_figure(fig, folder / "alpha_dial_k3_ternary.png"))
     return paths
 

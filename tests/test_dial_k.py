@@ -379,3 +379,18 @@ def test_three_source_control_code_depends_on_alpha_only_through_the_vector():
     torch.testing.assert_close(model.style_vector([0.0, 0.0, 1.0]), model.style_vector([0.5, 0.5, 0.0]))
     torch.testing.assert_close(model(ids, alpha=[0.0, 0.0, 1.0]), model(ids, alpha=[0.5, 0.5, 0.0]))
     assert not torch.allclose(model(ids, alpha=[1.0, 0.0, 0.0]), model(ids, alpha=[0.0, 1.0, 0.0]))
+
+
+def test_ternary_plot_places_each_share_at_its_corner_and_three_panels_a_row():
+    from succu.analysis.plots import TERNARY_CORNERS, plt, ternary_figure, ternary_xy
+
+    xs, ys = ternary_xy([(1, 0, 0), (0, 1, 0), (0, 0, 1), (1 / 3, 1 / 3, 1 / 3)])
+    assert list(zip(xs, ys))[:3] == list(TERNARY_CORNERS)
+    assert (xs[3], ys[3]) == pytest.approx((0.5, 3**0.5 / 6))  # the centroid
+    points = simplex_grid(3, 0.5)
+    panels = {f"p{i}": [float(j) for j in range(len(points))] for i in range(4)}
+    fig = ternary_figure(points, panels, CORPORA, "loss", "t")
+    titled = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titled == ["p0", "p1", "p2", "p3"]
+    assert fig.axes[0].get_position().y0 > fig.axes[3].get_position().y1  # the fourth starts a second row
+    plt.close(fig)

@@ -58,18 +58,22 @@ def ternary_figure(points, panels: dict[str, list[float]], corners: list[str], l
     import matplotlib.tri as mtri
 
     xs, ys = ternary_xy(points)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 4.0), squeeze=False)
+    cols = min(3, len(panels))  # three to a row: six panels stay readable
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 4.0 * rows), squeeze=False)
     outline = [*TERNARY_CORNERS, TERNARY_CORNERS[0]]
-    for ax, (name, values) in zip(axes[0], panels.items()):
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (name, values) in zip(axes.flat, panels.items()):
         if len(points) >= 3:
             shading = ax.tricontourf(mtri.Triangulation(xs, ys), values, levels=12, cmap="viridis")
         dots = ax.scatter(xs, ys, c=values, cmap="viridis", edgecolors="white", linewidths=0.4, s=18)
-        fig.colorbar(shading if len(points) >= 3 else dots, ax=ax, shrink=0.8, label=label)
+        fig.colorbar(shading if len(points) >= 3 else dots, ax=ax, shrink=0.8, pad=0.12, label=label)
         ax.plot(*zip(*outline), color="black", linewidth=0.8)
-        for (cx, cy), corner, ha in zip(TERNARY_CORNERS, corners, ("right", "left", "center")):
+        for (cx, cy), corner in zip(TERNARY_CORNERS, corners):  # centred: clear of the colour bar
             ax.annotate(corner, (cx, cy), xytext=(0, 6 if cy > 0 else -12), textcoords="offset points",
-                        ha=ha, fontsize=8)
-        ax.set_title(name, fontsize=9)
+                        ha="center", fontsize=8)
+        ax.set_title(name, fontsize=9, pad=16)  # above the top corner's label
         ax.set_aspect("equal")
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
