@@ -41,9 +41,9 @@ nothing it has (a study cut short reports what it finished with --report_only). 
 steps on the 2-core machine): about 0.13 s per training step (3,000 steps: ~6.5 min with the
 validation and test sweeps), plus ~37 s per voice position (64 generations of 200 characters: past
 block 64 every character recomputes the window), i.e. ~10 min per two-source dialled run (5
-positions), ~9 min per k3 run (4), ~6.7 min per ungated run: ~3.1 h for the 21-run default study,
-about 1.6-1.8 h with --jobs 2 on an otherwise idle 2-core machine (`--voice 0`: ~45 min
-of CPU less).
+positions), ~9 min per k3 run (4), ~6.7 min per ungated run. Measured for the 21-run default
+study (bench/results/alpha_dial.md): 173.8 min of one-thread run time, about 93 min of wall time
+with --jobs 2 on the 2-core machine (`--voice 0`: ~40 min of CPU less).
 
 `--variants` keeps the earlier recipe search (validation sweeps, one training choice at a time,
 beside abcGPT's own figures; the README's table): `--variant V`, `--seed S`.
@@ -394,6 +394,9 @@ def report_three(groups: dict[str, list[Row]], lines: list[str]) -> None:
             if not mine:
                 continue
             cells = [cell([loss(r, c, p) for r in mine]) for p in points]
+            if not RECIPES[name].gated:  # deaf to the dial: the same loss everywhere, nothing to check
+                lines.append(f"| {name} | {c} | " + " | ".join(cells) + " | - | - |")
+                continue
             lowest = sum(loss(r, c, CORNERS[i]) <= min(loss(r, c, p) for p in points) + 0.02 for r in mine)
             gaps = ", ".join(f"e_{SHORT[o]} {cell([loss(r, c, CORNERS[j]) - loss(r, c, CORNERS[i]) for r in mine])}"
                              for j, o in enumerate(THREE) if j != i)
