@@ -290,10 +290,6 @@ def loss(row: Row, corpus: str, position) -> float:
     return row.test[corpus][label(position)]
 
 
-def own(k: int, c: int):
-    return float(c) if k == 2 else CORNERS[c]
-
-
 def report_two(groups: dict[str, list[Row]], lines: list[str]) -> None:
     """Test losses, far-end gaps, costs against the ungated GPT, voice, gates: two corpora."""
     recipes = [r for r in RECIPES if r in groups and RECIPES[r].k == 2]
