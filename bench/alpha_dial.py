@@ -62,7 +62,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -83,6 +83,7 @@ ALPHAS = [0.0, 0.25, 0.5, 0.75, 1.0]
 CORNERS = [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)]
 CENTRE = (0.333334, 0.333333, 0.333333)  # the k3 config's centre (sums to 1 within 1e-6)
 SHORT = {"tinystories": "TS", "shakespeare": "SH", "kjv": "KJV"}
+GRID_STEP = 0.1  # K = 3: test losses on this simplex grid too (66 points), to find each corpus's best point
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ class Row:
     params: int
     seconds: float  # training
     voice_seconds: float = 0.0
+    grid: list = field(default_factory=list)  # K = 3 dials: [{"alpha": label, <corpus>: test loss}] on the grid
 
 
 # ---- one run, in a worker process -----------------------------------------------------------
@@ -232,7 +234,13 @@ def train_and_score(run: Run) -> Row:
         voice_seconds = time.perf_counter() - start
     gates = gate_readings(module.model) if recipe.gates else {}
     params = sum(p.numel() for p in module.parameters())
-    return Row(run, test, float(logged["test/loss"]), voice, accuracy, gates, params, seconds, voice_seconds)
+    grid = []
+    if recipe.k == 3 and recipe.gated:
+        from succu.analysis.alpha_sweep import simplex_grid, sweep
+
+        grid = [{**r, "alpha": label(r["alpha"])}
+                for r in sweep(module, dm.test_batches(), simplex_grid(3, GRID_STEP), names)]
+    return Row(run, test, float(logged["test/loss"]), voice, accuracy, gates, params, seconds, voice_seconds, grid)
 
 
 def execute(run: Run, out: Path) -> Row:
@@ -402,6 +410,7 @@ def report_three(groups: dict[str, list[Row]], lines: list[str]) -> None:
               for i, c in enumerate(THREE)]
     lines += ["", "Each corpus lowest at its own vertex (within 0.02) on every seed: " +
               ", ".join(f"{c} {'yes' if ok else 'NO'}" for c, ok in zip(THREE, checks)) + "."]
+    report_grid(rows, lines)
     if "k3_ungated" in groups:
         base = groups["k3_ungated"]
         lines += ["", "### Three corpora: own-vertex cost against the ungated 3-corpus GPT (k3 - ungated)", "",
@@ -413,9 +422,27 @@ def report_three(groups: dict[str, list[Row]], lines: list[str]) -> None:
     report_gates(groups, ["k3"], lines)
 
 
+def report_grid(rows: list[Row], lines: list[str]) -> None:
+    """The same check on the whole simplex grid: each corpus's best point and how far its own
+    vertex sits above it, per seed."""
+    if not all(r.grid for r in rows):
+        return
+    lines += ["", f"### Three corpora (k3) on the {len(rows[0].grid)}-point simplex grid (step {GRID_STEP:g}) "
+              "of the test split: each corpus's best point", "",
+              "| corpus | own vertex | best point per seed | best loss | own vertex - best | "
+              "own vertex within 0.02 of the best |", "|---|---|---|---|---|---|"]
+    for i, c in enumerate(THREE):
+        best = [min(r.grid, key=lambda g: g[c]) for r in rows]
+        vertex = [loss(r, c, CORNERS[i]) for r in rows]
+        excess = [v - b[c] for v, b in zip(vertex, best)]
+        within = sum(e <= 0.02 for e in excess)
+        lines.append(f"| {c} | {cell(vertex)} | " + "; ".join(b["alpha"] for b in best) +
+                     f" | {cell([b[c] for b in best])} | {cell(excess)} | {within}/{len(rows)} seeds |")
+
+
 def figures(groups: dict[str, list[Row]], folder: Path) -> list[Path]:
     """Voice against alpha (two corpora), ternary maps of test loss and voice shares (k3)."""
-    from succu.analysis.plots import plt, save_figure, ternary_figure
+    from succu.analysis.plots import plt, save_figure
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -435,16 +462,34 @@ def figures(groups: dict[str, list[Row]], folder: Path) -> list[Path]:
         fig.tight_layout()
         paths.append(save_figure(fig, folder / "alpha_dial_voice.png"))
     if "k3" in groups:
-        rows = groups["k3"]
+        paths += k3_figures(groups["k3"], folder)
+    return paths
+
+
+def k3_figures(rows: list[Row], folder: Path) -> list[Path]:
+    """Ternary maps, means over seeds: each corpus's test loss (on the grid when the runs have it,
+    else at the vertices and the centre) and the voice shares at the positions they were read."""
+    from succu.analysis.plots import save_figure, ternary_figure
+    from succu.nn.gates import parse_position
+
+    if all(r.grid for r in rows):
+        points = [parse_position(g["alpha"]) for g in rows[0].grid]
+        losses = {c: [statistics.mean(r.grid[j][c] for r in rows) for j in range(len(points))] for c in THREE}
+        where = f"on the {len(points)}-point test grid"
+    else:
         points = [*CORNERS, CENTRE]
-        panels = {f"{c} test loss": [statistics.mean(loss(r, c, p) for r in rows) for p in points] for c in THREE}
-        if all(r.voice for r in rows):
-            panels.update({f"judged {c}": [statistics.mean(r.voice[i][c] for r in rows) for i in range(len(points))]
-                           for c in THREE})
-        fig = ternary_figure(points, panels, THREE, "mean over seeds",
-                             "k3: test loss and voice shares at the vertices and the centre "
-                             "(the dots; linear in between)")
-        paths.append(save_figure(fig, folder / "alpha_dial_k3_ternary.png"))
+        losses = {c: [statistics.mean(loss(r, c, p) for r in rows) for p in points] for c in THREE}
+        where = "at the vertices and the centre (the dots; linear in between)"
+    fig = ternary_figure(points, {f"{c} test loss": v for c, v in losses.items()}, THREE, "mean over seeds",
+                         f"k3: test loss {where}")
+    paths = [save_figure(fig, folder / "alpha_dial_k3_ternary.png")]
+    if all(r.voice for r in rows):
+        voiced = [*CORNERS, CENTRE]
+        shares = {f"judged {c}": [statistics.mean(r.voice[i][c] for r in rows) for i in range(len(voiced))]
+                  for c in THREE}
+        fig = ternary_figure(voiced, shares, THREE, "mean over seeds",
+                             "k3: voice shares at the vertices and the centre (the dots; linear in between)")
+        paths.append(save_figure(fig, folder / "alpha_dial_k3_voice.png"))
     return paths
 
 

@@ -25,6 +25,8 @@ HEADINGS = (
     "| model | corpus | @e_TS | @e_SH | @e_KJV | @centre | lowest at own vertex (within 0.02) | far-vertex gaps |",
     "| k3_ungated | kjv | ",
     "Each corpus lowest at its own vertex (within 0.02) on every seed: tinystories ",
+    "### Three corpora (k3) on the 66-point simplex grid (step 0.1) of the test split: each corpus's best point",
+    "| corpus | own vertex | best point per seed | best loss | own vertex - best | own vertex within 0.02 of the best |",
     "### Three corpora: own-vertex cost against the ungated 3-corpus GPT (k3 - ungated)",
     "### Voice: share of 4 generations per position judged each corpus",
     "| k3 | 0.333334,0.333333,0.333333 | ",
@@ -45,7 +47,7 @@ def test_quick_study_prints_every_table_and_a_rerun_trains_nothing(tmp_path, cac
     runs = sorted((tmp_path / "out" / "runs").glob("*.json"))
     assert len(runs) == 5  # shipped, ungated, control, k3, k3_ungated at one seed
     files = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in runs}
-    assert {p.name for p in (tmp_path / "fig").iterdir()} == {"alpha_dial_voice.png", "alpha_dial_k3_ternary.png"}
+    assert {p.name for p in (tmp_path / "fig").iterdir()} == {"alpha_dial_voice.png", "alpha_dial_k3_ternary.png", "alpha_dial_k3_voice.png"}
     assert (tmp_path / "report.md").read_text().strip() in out
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
