@@ -122,6 +122,9 @@ class Run(StudyRun):
     size: tuple = ()  # model field overrides (--quick only)
     cache_dir: str | None = None
 
+    def configs(self) -> list[Path]:
+        return [CONFIGS / RECIPES[self.recipe].config]
+
 
 @dataclass
 class Row:
@@ -264,7 +267,7 @@ def pool_map(runs: list[Run], jobs: int, out: Path) -> list[Row]:
     """Every run in its own process slot (one torch thread each); finished runs are read back."""
     started = time.perf_counter()
     return benchmark.pool_map(partial(execute, out=out), runs, jobs, lambda row: progress(row, started),
-                              finished=lambda run: run.result(out).exists())
+                              finished=lambda run: run.saved(out) is not None)
 
 
 # ---- the report ------------------------------------------------------------------------------
@@ -559,7 +562,7 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
     runs = study_runs(args)
     if args.report_only:
-        rows = [execute(r, args.out) for r in runs if r.result(args.out).exists()]
+        rows = [execute(r, args.out) for r in runs if r.saved(args.out) is not None]
     else:
         print(f"{len(runs)} runs, {args.jobs} jobs, torch threads 1 per run", flush=True)
         rows = pool_map(runs, args.jobs, args.out)

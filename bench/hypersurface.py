@@ -116,6 +116,9 @@ class Run(StudyRun):
     plateau: bool = False  # stop by the plateau rule (B0's sweep)
     cache_dir: str | None = None
 
+    def configs(self) -> list[Path]:
+        return [CONFIGS / f"hypersurface_bpe_{self.direction}.yaml"]
+
 
 @dataclass
 class Row:
@@ -330,7 +333,7 @@ def execute_all(study: Study, jobs: int, out: Path) -> None:
         while True:
             busy = {run.key for run in pending.values()}
             for run in [r for r in study.ready() if r.key not in busy]:
-                if run.result(out).exists() or pool is None:
+                if run.saved(out) is not None or pool is None:
                     study.rows[run.key] = row = execute(run, out)
                     progress(row, started)
                 elif len(pending) < jobs:
@@ -623,8 +626,11 @@ def main(argv: list[str] | None = None) -> None:
     study = Study(args)
     if args.report_only:
         for path in (args.out / "runs").glob("*.json"):
-            row = row_from_json(json.loads(path.read_text()))
-            study.rows[row.run.key] = row
+            data = json.loads(path.read_text())
+            data.pop("stamp", None)
+            row = row_from_json(data)
+            if row.run.saved(args.out) is not None:  # from the configs as they are now
+                study.rows[row.run.key] = row
     else:
         print(f"{args.jobs} jobs, torch threads 1 per run, directions {args.directions}", flush=True)
         execute_all(study, args.jobs, args.out)

@@ -93,6 +93,9 @@ class Run(StudyRun):
     keep: bool = False  # keep the checkpoint (for the stop-rule study after the sweep)
     cache_dir: str | None = None
 
+    def configs(self) -> list[Path]:
+        return [CONFIGS / MODEL_CONFIGS[self.dataset][self.model]]
+
 
 @dataclass
 class Row:

@@ -65,7 +65,9 @@ def run_key(run: Any) -> str:
 
 
 class StudyRun:
-    """Base of a study's frozen run dataclass: its result file's name and place."""
+    """Base of a study's frozen run dataclass: its result file's name and place, and the config
+    files it trains from (`configs`), whose contents stamp the result: a config edited since a
+    result was saved makes that run train again instead of being read back."""
 
     @property
     def key(self) -> str:
@@ -74,15 +76,37 @@ class StudyRun:
     def result(self, out: Path) -> Path:
         return Path(out) / "runs" / f"{self.key}.json"
 
+    def configs(self) -> list[Path]:
+        return []
+
+    def stamp(self) -> str:
+        digest = hashlib.sha1()
+        for path in self.configs():
+            digest.update(Path(path).read_bytes())
+        return digest.hexdigest()[:16]
+
+    def saved(self, out: Path) -> dict | None:
+        """The saved result's JSON (stamp removed), or None: not saved, or saved from other configs."""
+        done = self.result(out)
+        if not done.exists():
+            return None
+        data = json.loads(done.read_text())
+        if data.pop("stamp", self.stamp()) != self.stamp():
+            print(f"{done.name}: its configs changed since it was saved "
+                  f"({', '.join(p.name for p in self.configs())}); not reused", flush=True)
+            return None
+        return data
+
 
 def saved_run(run: StudyRun, out: Path, compute: Callable[[Any], R], load: Callable[[dict], R]) -> R:
-    """compute(run), its (dataclass) result written atomically as out/runs/<run.key>.json; when
-    an earlier study wrote that file, load(its JSON) instead of computing again."""
-    done = run.result(out)
-    if done.exists():
-        return load(json.loads(done.read_text()))
+    """compute(run), its (dataclass) result written atomically as out/runs/<run.key>.json with the
+    run's config stamp; when an earlier study wrote that file from the same configs (or before
+    results were stamped), load(its JSON) instead of computing again."""
+    data = run.saved(out)
+    if data is not None:
+        return load(data)
     result = compute(run)
-    atomic_write(done, json.dumps(dataclasses.asdict(result)).encode())
+    atomic_write(run.result(out), json.dumps({**dataclasses.asdict(result), "stamp": run.stamp()}).encode())
     return result
 
 
