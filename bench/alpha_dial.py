@@ -33,7 +33,9 @@ specialists (m < 0.1 at alpha = 1 and m > 0.9 at alpha = 0; K = 3: m_k < 0.1 at 
 and of all units at the ends. Tables give mean ± sd over seeds; a cost (or gain) against the
 ungated GPT, or a difference, is called only beyond two standard deviations of the difference,
 2 sqrt(sd_a^2 + sd_b^2); otherwise "no difference detected at this scale". K = 3 checks that each
-corpus is lowest at its own vertex (within 0.02) on every seed.
+corpus is lowest at its own vertex (within 0.02) on every seed, among the four positions and on
+the 66-point simplex grid (step 0.1) of the test split, where it also reports each corpus's best
+point and the ternary map of the losses.
 
 Each run's result is a JSON file under --out/runs named by the run's settings, so a rerun trains
 nothing it has (a study cut short reports what it finished with --report_only). Runs go to
