@@ -44,7 +44,7 @@ steps on the 2-core machine): about 0.13 s per training step (3,000 steps: ~6.5 
 validation and test sweeps), plus ~37 s per voice position (64 generations of 200 characters: past
 block 64 every character recomputes the window), i.e. ~10 min per two-source dialled run (5
 positions), ~9 min per k3 run (4), ~6.7 min per ungated run. Measured for the 21-run default
-study (bench/results/alpha_dial.md): 173.8 min of one-thread run time, about 93 min of wall time
+study (bench/results/alpha_dial.md): 174.3 min of one-thread run time, about 1.7 h of wall time
 with --jobs 2 on the 2-core machine (`--voice 0`: ~40 min of CPU less).
 
 `--variants` keeps the earlier recipe search (validation sweeps, one training choice at a time,
