@@ -392,7 +392,7 @@ def report_three(groups: dict[str, list[Row]], lines: list[str]) -> None:
     if "k3" not in groups:
         return
     rows = groups["k3"]
-    points = [*CORNERS, CENTRE]
+    points = positions(3)
     heads = [f"@e_{SHORT[c]}" for c in THREE] + ["@centre"]
     lines += ["", "### Three corpora (k3): test loss (nats/char) at each vertex and the centre", "",
               "| model | corpus | " + " | ".join(heads) + " | lowest at own vertex (within 0.02) | far-vertex gaps |",
@@ -482,14 +482,14 @@ def k3_figures(rows: list[Row], folder: Path) -> list[Path]:
         losses = {c: [statistics.mean(r.grid[j][c] for r in rows) for j in range(len(points))] for c in THREE}
         where = f"on the {len(points)}-point test grid"
     else:
-        points = [*CORNERS, CENTRE]
+        points = positions(3)
         losses = {c: [statistics.mean(loss(r, c, p) for r in rows) for p in points] for c in THREE}
         where = "at the vertices and the centre (the dots; linear in between)"
     fig = ternary_figure(points, {f"{c} test loss": v for c, v in losses.items()}, THREE, "mean over seeds",
                          f"k3: test loss {where}")
     paths = [save_figure(fig, folder / "alpha_dial_k3_ternary.png")]
     if all(r.voice for r in rows):
-        voiced = [*CORNERS, CENTRE]
+        voiced = positions(3)
         shares = {f"judged {c}": [statistics.mean(r.voice[i][c] for r in rows) for i in range(len(voiced))]
                   for c in THREE}
         fig = ternary_figure(voiced, shares, THREE, "mean over seeds",
@@ -564,7 +564,7 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
     runs = study_runs(args)
     if args.report_only:
-        rows = [execute(r, args.out) for r in runs if r.saved(args.out) is not None]
+        rows = [row_from_json(data) for r in runs if (data := r.saved(args.out)) is not None]
     else:
         print(f"{len(runs)} runs, {args.jobs} jobs, torch threads 1 per run", flush=True)
         rows = pool_map(runs, args.jobs, args.out)

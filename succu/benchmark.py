@@ -90,8 +90,8 @@ class StudyRun:
         done = self.result(out)
         if not done.exists():
             return None
-        data = json.loads(done.read_text())
-        if data.pop("stamp", self.stamp()) != self.stamp():
+        data, stamp = json.loads(done.read_text()), self.stamp()
+        if data.pop("stamp", stamp) != stamp:
             print(f"{done.name}: its configs changed since it was saved "
                   f"({', '.join(p.name for p in self.configs())}); not reused", flush=True)
             return None
