@@ -1,4 +1,4 @@
-"""Multi-process training (Lightning DDP on CPU, GPUs, torchrun or SLURM) and pre-emption.
+"""Multi-process training (Lightning DDP on CPU, GPUs, torchrun or SLURM): batch, speed, memory, seeds.
 
 `DistributedTraining` is the callback a multi-GPU run adds (configs/cluster/ddp.yaml appends it):
 
@@ -22,11 +22,8 @@ Evaluation metrics are global because whoever logs them makes them so (the modul
 validation losses over ranks, and log `diag/` and `trap/` values with `sync_dist`); this callback
 does not touch `pl_module.log`.
 
-`check_devices` refuses, before the Trainer is built, configurations that cannot start: more
-accelerators than visible, an accelerator that is not there, several nodes without a launcher
-(`succu.fit` calls it). `PreemptionCheckpoint` (added to every `succu.fit` trainer) writes
-`last.ckpt` of the last step when a fit ends or is stopped (max_steps, SIGTERM, Ctrl+C, an
-exception on one process) and flushes the loggers, so `--ckpt_path last` continues exactly.
+Device requests that cannot start are refused before the Trainer is built (`succu.devices`);
+every fit ends with `last.ckpt` whatever stops it (`callbacks.safety.PreemptionCheckpoint`).
 """
 
 from __future__ import annotations
@@ -34,107 +31,18 @@ from __future__ import annotations
 import os
 import resource
 import time
-import warnings
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
 
 from succu.contracts import BatchSized, require
 from succu.loggers import log_metrics
-from succu.modules.base import LanguageModule
 
 TORCH_STREAM = 3  # stream id of the per-step torch seed (0: windows, 1: batch_from, see text.py)
-
-
-# ---- configurations that cannot work -----------------------------------------------------------
-def accelerator_kind(accelerator: Any) -> str:
-    """"cuda", "mps", "cpu" or another name, resolving "auto" the way Lightning does."""
-    name = accelerator if isinstance(accelerator, str) else type(accelerator).__name__
-    name = name.lower().replace("accelerator", "")
-    if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        return "mps" if torch.backends.mps.is_available() else "cpu"
-    return "cuda" if name == "gpu" else name
-
-
-def visible_devices(kind: str) -> int:
-    if kind == "cuda":
-        return torch.cuda.device_count()
-    if kind == "mps":
-        return int(torch.backends.mps.is_available())
-    if kind == "cpu":
-        return os.cpu_count() or 1
-    return -1  # unknown: leave it to Lightning
-
-
-def requested_devices(devices: Any, kind: str, visible: int) -> tuple[int, list[int] | None]:
-    """(how many, which indices or None) for a Trainer `devices` value."""
-    if devices in (None, "auto"):
-        return (1 if kind == "cpu" else max(visible, 1)), None
-    if isinstance(devices, str):
-        text = devices.strip()
-        if "," in text:
-            devices = [int(d) for d in text.split(",") if d.strip()]
-        else:
-            devices = int(text)
-    if isinstance(devices, int):
-        return (visible if devices == -1 else devices), None
-    indices = [int(d) for d in devices]
-    return len(indices), indices
-
-
-def launcher_detected() -> bool:
-    """A launcher that starts the processes of the other nodes: srun, torchrun, or manual env."""
-    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
-
-    manual = "NODE_RANK" in os.environ and "MASTER_ADDR" in os.environ
-    return SLURMEnvironment.detect() or TorchElasticEnvironment.detect() or manual
-
-
-def check_devices(accelerator: Any = "auto", devices: Any = "auto", num_nodes: int = 1) -> None:
-    """Refuse, with one clear line, a device request that cannot start.
-
-    GPUs: more requested than visible, or indices that do not exist. CPU: more processes than
-    cores only warns (it runs, slowly). Several nodes need a launcher on every node.
-    """
-    kind = accelerator_kind(accelerator)
-    visible = visible_devices(kind)
-    count, indices = requested_devices(devices, kind, visible)
-    where = f"CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r}" if (
-        "CUDA_VISIBLE_DEVICES" in os.environ) else "all devices visible"
-    if kind in ("cuda", "mps") and visible == 0:
-        raise ValueError(
-            f"trainer.accelerator={accelerator} but no {kind.upper()} device is visible ({where}); "
-            "use --trainer.accelerator cpu (with configs/cluster/ddp_cpu.yaml for several processes)"
-        )
-    if count < 1:
-        raise ValueError(f"trainer.devices={devices!r} asks for no device")
-    if kind in ("cuda", "mps"):
-        if count > visible:
-            raise ValueError(
-                f"trainer.devices={devices!r} asks for {count} {kind.upper()} devices but this machine "
-                f"shows {visible} ({where}); lower trainer.devices or use devices: auto"
-            )
-        bad = [i for i in indices or [] if not 0 <= i < visible]
-        if bad:
-            raise ValueError(f"trainer.devices={devices!r} names devices {bad}; visible are 0..{visible - 1}")
-    elif kind == "cpu" and count > visible:
-        warnings.warn(
-            f"trainer.devices={count} CPU processes on {visible} cores: it runs, but every process "
-            "competes for the same cores", stacklevel=2)
-    if int(num_nodes) > 1 and not launcher_detected():
-        raise ValueError(
-            f"trainer.num_nodes={num_nodes} but no launcher starts the other nodes: run under srun "
-            "(configs/cluster/slurm.sbatch) or torchrun --nnodes (docs/operations.md)"
-        )
 
 
 # ---- seeds ------------------------------------------------------------------------------------
@@ -329,99 +237,3 @@ class DistributedTraining(L.Callback):
         log_metrics(trainer, metrics)
         self._reset_window()
         self._t0 = time.perf_counter()
-
-
-# ---- the end of every fit ----------------------------------------------------------------------
-def last_checkpoint_target(trainer: L.Trainer) -> tuple[str, ModelCheckpoint] | None:
-    """Where `last.ckpt` goes: the `last` ModelCheckpoint's folder (else one with save_last)."""
-    callbacks = [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
-    ordered = ([cb for cb in callbacks if cb.filename == cb.CHECKPOINT_NAME_LAST]
-               + [cb for cb in callbacks if cb.save_last] + callbacks)
-    for cb in ordered:
-        if cb.dirpath:
-            return str(Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"), cb
-    return None
-
-
-class PreemptionCheckpoint(L.Callback):
-    """Every fit ends with `last.ckpt` of its last step and flushed metrics, whatever stops it.
-
-    - the end of training (max_steps, max_epochs, early stopping): saved unless the last
-      validation already wrote this step, so a fit shorter than the validation interval keeps it;
-    - SIGTERM (pre-emption, scancel, SLURM time limit, torchrun shutting down): Lightning raises
-      `SIGTERMException` at the end of the running step on every rank (rank 0 broadcasts it), so
-      all ranks save together and `--ckpt_path last` continues as if never stopped;
-    - Ctrl+C or any other exception: saved on a single process only (under DDP a crash on one
-      rank must not leave the others waiting in the save's barrier).
-    Nothing is saved when this fit trained no step (a failed start, a finished run resumed) or in
-    fast_dev_run. The metrics of the last step, when log_every_n_steps skipped it, are logged at
-    the end (all of a max_steps fit's last step, which succu logs anyway; of a step after which an
-    interruption came, the train/loss the module kept), and every logger is saved.
-    """
-
-    def __init__(self) -> None:
-        self._start_step: int | None = None
-        self._unlogged: tuple[int, dict] | None = None
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start_step, self._unlogged = trainer.global_step, None
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
-                           batch: Any, batch_idx: int) -> None:
-        # Lightning sends one step in log_every_n_steps to the loggers (at this step index, right
-        # after this hook); keep a skipped step's metrics so the end of the fit can send them.
-        # References only (tensors, never read back here): no host sync on any step.
-        connector = trainer._logger_connector
-        if not trainer.loggers or trainer.fit_loop._should_accumulate():
-            return
-        if connector.should_update_logs:
-            self._unlogged = None
-            return
-        # succu logs per-step values on `logged_step`s only; on a step it skipped, what is known
-        # of it is the loss the LanguageModule kept (the logged values are older steps').
-        if isinstance(pl_module, LanguageModule) and pl_module.unlogged_loss is not None:
-            metrics = {"train/loss": pl_module.unlogged_loss}
-        else:
-            metrics = dict(connector.metrics["log"])
-        self._unlogged = (trainer.fit_loop.epoch_loop._batches_that_stepped, metrics)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.save_last(trainer, "end of training")
-        self.flush(trainer)
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                     exception: BaseException) -> None:
-        if trainer.state.fn != "fit":
-            return
-        if isinstance(exception, SIGTERMException) or trainer.world_size == 1:
-            try:
-                self.save_last(trainer, type(exception).__name__)
-            except Exception as err:  # never hide the exception that stopped the fit
-                rank_zero_warn(f"could not save last.ckpt after {type(exception).__name__}: {err}")
-        self.flush(trainer)
-
-    def save_last(self, trainer: L.Trainer, why: str) -> None:
-        if trainer.fast_dev_run or self._start_step is None or trainer.global_step <= self._start_step:
-            return
-        target = last_checkpoint_target(trainer)
-        if target is None:
-            return
-        path, callback = target
-        done = callback._last_global_step_saved == trainer.global_step and Path(path).is_file()
-        # Every rank must take the same branch: saving is collective (a barrier).
-        if trainer.strategy.broadcast(done):
-            if why != "end of training":
-                rank_zero_info(f"{why}: {path} already holds step {trainer.global_step}")
-            return
-        trainer.save_checkpoint(path, weights_only=False)
-        callback._last_global_step_saved = trainer.global_step
-        callback.last_model_path = path
-        rank_zero_info(f"{why}: saved {path} at step {trainer.global_step}")
-
-    def flush(self, trainer: L.Trainer) -> None:
-        """Send the last step's skipped metrics, then write every logger's buffer to disk."""
-        unlogged, self._unlogged = self._unlogged, None
-        if unlogged and unlogged[1]:
-            trainer._logger_connector.log_metrics(unlogged[1], step=unlogged[0])  # saves each logger
-        for logger in trainer.loggers:
-            logger.save()

@@ -86,22 +86,3 @@ def run_cli(fn: Callable[[], T]) -> T:
         if message is None or os.environ.get("SUCCU_DEBUG"):
             raise
         fail(message)
-
-
-def check_device(name: str) -> str:
-    """A `--device` value torch can use here, or a ValueError naming it (torch's own errors for a
-    missing CUDA are an AssertionError or a RuntimeError deep inside the first transfer)."""
-    import torch
-
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0 or (device.index or 0) >= count:
-            raise ValueError(f"--device {name}: this machine has {count} usable CUDA device(s); "
-                             "use --device cpu")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"--device {name}: MPS is not available here; use --device cpu")
-    return name

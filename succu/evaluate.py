@@ -42,7 +42,8 @@ import torch
 
 from succu.checkpoint import load_datamodule, load_module, read_checkpoint
 from succu.contracts import NamedCorpora
-from succu.errors import check_device, fail, run_cli
+from succu.devices import check_device
+from succu.errors import fail, run_cli
 from succu.generate import note, resolve_unknown
 from succu.modules.base import DEFAULT_ALPHA, IGNORE_INDEX, LanguageModule
 from succu.nn.gates import Position, parse_position, position_for, position_label

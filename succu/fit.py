@@ -14,23 +14,17 @@ network's Config dataclass whole (`--model.init_args.model.n_layer 6`), and the 
 
 This is the one place that composes a run. An experiment YAML names its run folder once
 (`trainer.default_root_dir: runs/<name>`) and lists what differs; unless it sets its own, every
-run gets the same loggers (CSV in the run folder, W&B offline under the same folder and name) and
-the same two checkpoints (`last.ckpt` rewritten at every validation, `best-step=<N>.ckpt` by
-lowest `val/loss`), atomic checkpoint writes, and `last.ckpt` plus flushed metrics at the end of
-every fit whatever stops it (PreemptionCheckpoint). Each fit claims its own `version_N` folder
-(`os.mkdir`, so concurrent fits never share one); validate/test get no loggers unless the config
-names them; a fit that fails before training a step removes the folder and offline W&B run it made.
+run gets the same loggers (CSV in the run folder, W&B offline under the same folder and name), the
+same two checkpoints (`last.ckpt` rewritten at every validation, `best-step=<N>.ckpt` by lowest
+`val/loss`), atomic checkpoint writes, and the every-run callbacks (`EVERY_RUN`: `lr` logged, a
+summary line when no progress bar draws, `last.ckpt` and flushed metrics whatever stops the fit).
+Run folders (claiming a version, `--ckpt_path last`, cleaning up a failed start) are
+`succu.runs`; device requests that cannot start are refused before the Trainer is built
+(`succu.devices`). validate/test get no loggers unless the config names them.
 
 Errors: bad configuration or input found before training starts is one `error:` line (exit 2);
-an error once batches run is re-raised with its traceback.
-
-Runs (docs/operations.md): device requests that cannot start are refused before the Trainer is
-built; `precision: bf16-mixed` means bf16 autocast wherever the run lands, the CPU included
-(Lightning's torch.autocast("cpu")); `--ckpt_path last` is the newest `last*.ckpt` (or SLURM `hpc_ckpt_*.ckpt`) in the run's
-own checkpoint folders (every `version_*/checkpoints`, not only the new one's; never a file
-elsewhere under the run folder); orphan `.*.tmp` files of killed writes there are removed at the
-start of a fit; SIGTERM writes `last.ckpt` of the current step and exits with status 143; the
-resolved config is logged to every logger.
+an error once batches run is re-raised with its traceback. SIGTERM writes `last.ckpt` of the
+current step and exits with status 143.
 
 Start-up imports what the run uses: wandb only when a W&B logger is composed, tensorly only when
 the model holds tensor-train layers, datasets only when a corpus is tokenised. Everything alive
@@ -47,8 +41,6 @@ import gc
 import importlib.util
 import logging
 import os
-import re
-import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -62,25 +54,27 @@ if __name__ == "__main__":
 import lightning as L  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback  # noqa: E402
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger  # noqa: E402
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger  # noqa: E402
 from lightning.pytorch.plugins.io import CheckpointIO  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn  # noqa: E402
 from lightning.pytorch.utilities.exceptions import SIGTERMException  # noqa: E402
 
-from callbacks.distributed import PreemptionCheckpoint, check_devices  # noqa: E402
-from callbacks.logging import LearningRate, ProgressLog  # noqa: E402
+from callbacks.progress import LearningRate, ProgressLog  # noqa: E402
+from callbacks.safety import PreemptionCheckpoint  # noqa: E402
+from succu import runs  # noqa: E402
 from succu.checkpoint import AtomicCheckpointIO, read_checkpoint  # noqa: E402
 from succu.contracts import QAProbes  # noqa: E402
+from succu.devices import check_devices  # noqa: E402
 from succu.errors import TrainingError, run_cli  # noqa: E402
-from succu.io import remove_orphans  # noqa: E402
 from succu.modules.base import LanguageModule  # noqa: E402
 
 # No `predict`: a LanguageModule has no predict_step (prompts in, text out is succu.generate).
 SUBCOMMANDS = ("fit", "validate", "test")
 DEFAULT_CONFIG = Path("configs") / "succulm.yaml"  # relative to the working directory
 WANDB_PROJECT = "succu"
+# One of each for every run unless the config names its own.
+EVERY_RUN = (LearningRate, ProgressLog, PreemptionCheckpoint)
 SIGTERM_EXIT = 143  # 128 + SIGTERM: stopped by a signal, last.ckpt written, resume with --ckpt_path last
-LAST_PATTERNS = ("last*.ckpt", "hpc_ckpt_*.ckpt")
 
 
 class LoggedConfigCallback(SaveConfigCallback):
@@ -101,78 +95,6 @@ class LoggedConfigCallback(SaveConfigCallback):
             logger.log_hyperparams({"config": config})
 
 
-def checkpoint_folders(root: str | Path) -> list[tuple[Path, tuple[str, ...]]]:
-    """A run root's own checkpoint folders and what may resume from each: SLURM's
-    `hpc_ckpt_*.ckpt` in the root itself (where Lightning writes them), `last*.ckpt` in
-    `<root>/checkpoints` (a run without loggers) and `<root>/version_*/checkpoints` (logged runs)."""
-    root = Path(root)
-    folders = [root / "checkpoints", *sorted(root.glob("version_*/checkpoints"))]
-    return [(root, ("hpc_ckpt_*.ckpt",)), *((folder, ("last*.ckpt",)) for folder in folders)]
-
-
-def find_last_checkpoint(roots: list[str | Path], dirpaths: list[str | Path] = ()) -> str | None:
-    """The newest `last*.ckpt` or `hpc_ckpt_*.ckpt` in the run's own checkpoint folders: those of
-    each root (`checkpoint_folders`) and each explicit ModelCheckpoint `dirpath`. Nothing deeper:
-    any other file under a root (a download, a copied-in run) is not this run's checkpoint."""
-    places = [place for root in roots for place in checkpoint_folders(root)]
-    places += [(Path(d), LAST_PATTERNS) for d in dirpaths]
-    found: dict[str, float] = {}
-    for folder, patterns in places:
-        for pattern in patterns:
-            for path in folder.glob(pattern):
-                if path.is_file():
-                    found[str(path)] = path.stat().st_mtime
-    return max(found, key=found.get) if found else None
-
-
-def checkpoint_roots(trainer: L.Trainer) -> list[str]:
-    """Where a run's version folders live: default_root_dir, and each logger's save_dir and
-    save_dir/name (Lightning's `<save_dir>/<name>/version_N/checkpoints`)."""
-    roots = [trainer.default_root_dir]
-    for logger in trainer.loggers:
-        if logger.save_dir:
-            roots += [logger.save_dir, str(Path(logger.save_dir, str(logger.name or "")))]
-    return list(dict.fromkeys(str(Path(r)) for r in roots))
-
-
-def checkpoint_dirpaths(trainer: L.Trainer) -> list[str]:
-    """The folders the config names for its ModelCheckpoints (None until resolved at setup)."""
-    return list(dict.fromkeys(str(cb.dirpath) for cb in trainer.checkpoint_callbacks
-                              if isinstance(cb, ModelCheckpoint) and cb.dirpath))
-
-
-def launched_as_rank_zero() -> bool:
-    """Before the Trainer exists, a process knows its rank only from its launcher's environment:
-    Lightning's DDP children get LOCAL_RANK, torchrun RANK, srun SLURM_PROCID, other nodes NODE_RANK."""
-    return all(os.environ.get(key, "0") == "0" for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "NODE_RANK"))
-
-
-def claim_version(root: str | Path) -> int:
-    """Create the first free `<root>/version_N` and return N. `os.mkdir` is atomic: of two fits
-    started together on one run folder, each gets its own (Lightning only lists the folder)."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    taken = [int(m.group(1)) for p in root.iterdir() if (m := re.fullmatch(r"version_(\d+)", p.name))]
-    version = max(taken, default=-1) + 1
-    while True:
-        try:
-            (root / f"version_{version}").mkdir()
-            return version
-        except FileExistsError:
-            version += 1
-
-
-def claim_versions(loggers: list[Logger]) -> list[Path]:
-    """Give each CSV/TensorBoard logger without a fixed version a folder of its own (rank 0 only:
-    Lightning broadcasts rank 0's log dir and checkpoint folder to the other ranks)."""
-    claimed = []
-    for logger in loggers:
-        if isinstance(logger, (CSVLogger, TensorBoardLogger)) and logger._version is None:
-            logger._version = claim_version(logger.root_dir)
-            claimed.append(Path(logger.log_dir))
-    return claimed
-
-
 def default_loggers(root: str) -> list[Logger]:
     """CSV in `root` (version_N folders) and W&B under the same folder, named after it: offline
     unless WANDB_MODE=online is set (`main` sets offline when WANDB_MODE is unset)."""
@@ -189,62 +111,6 @@ def default_checkpoints() -> list[ModelCheckpoint]:
         ModelCheckpoint(filename="last", enable_version_counter=False),
         ModelCheckpoint(monitor="val/loss", filename="best-{step}", save_top_k=1),
     ]
-
-
-class RunStarted(L.Callback):
-    """Marks the moment batches start to run: errors after it are not configuration errors.
-    `start_step` is the global step training started from (None before training starts).
-
-    With `freeze_gc` (a `python -m succu.fit` process, not a fit inside a longer-lived one such
-    as the tests'), everything alive when training starts is frozen out of the garbage collector.
-    """
-
-    def __init__(self, freeze_gc: bool = False) -> None:
-        self.started = False
-        self.start_step: int | None = None
-        self.freeze_gc = freeze_gc
-
-    def mark(self, *args) -> None:
-        self.started = True
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.started, self.start_step = True, trainer.global_step
-        if self.freeze_gc:
-            # It lives until the process ends: spare every later collection, and the exit, from
-            # walking it. Not in a longer-lived process: its cycles would never be collected.
-            gc.freeze()
-
-    on_validation_start = on_test_start = on_predict_start = mark
-
-
-def current_wandb_run():
-    """The W&B run of this process, if any: a new WandbLogger joins it instead of starting one."""
-    return getattr(sys.modules.get("wandb"), "run", None)
-
-
-def discard_wandb_run(logger: WandbLogger, joined) -> None:
-    """Finish an offline W&B run this fit started and delete its folder (not a run it `joined`,
-    which an earlier fit in this process started; an online run exists on the server already)."""
-    run = logger._experiment  # None when the run was never started
-    if run is None or run is joined or not run.offline:
-        return
-    folder = Path(run.dir).parent  # <save_dir>/wandb/offline-run-<date>-<id>
-    run.finish(exit_code=1)
-    latest = folder.parent / "latest-run"
-    if latest.is_symlink() and latest.resolve() == folder.resolve():
-        latest.unlink()
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def discard_run(trainer: L.Trainer, claimed: list[Path], joined) -> None:
-    """What a run that trained no step created: its claimed version folders (unless a checkpoint
-    is in them) and its offline W&B run, so failed starts do not pile up empty versions."""
-    for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
-            discard_wandb_run(logger, joined)
-    for folder in claimed:
-        if not any(folder.rglob("*.ckpt")):
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 def as_list(value) -> list:
@@ -297,19 +163,17 @@ class SuccuCLI(LightningCLI):
         checkpointing = config.get("enable_checkpointing") is not False
         if checkpointing and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
             callbacks += default_checkpoints()
-        # One of each for every run unless the config names its own: `lr` logged, a one-line
-        # summary when no progress bar draws, last.ckpt at the end and on interruption.
-        for kind in (LearningRate, ProgressLog, PreemptionCheckpoint):
+        for kind in EVERY_RUN:
             if not any(isinstance(c, kind) for c in callbacks):
                 callbacks.append(kind())
-        self.run_started = RunStarted(freeze_gc=self.freeze_gc)
+        self.run_started = runs.RunStarted(freeze_gc=self.freeze_gc)
         kwargs["callbacks"] = [*callbacks, self.run_started]
         return super().instantiate_trainer(**kwargs)
 
     def compose_loggers(self, config: dict) -> list[Logger] | bool:
         """The shared loggers for a fit whose config names none; none for validate/test/predict
         (an evaluation is no new run: no version folder, no W&B run). Rank 0 claims each logger's
-        version folder now, exclusively (`claim_versions`)."""
+        version folder now, exclusively (`succu.runs.claim_versions`)."""
         logger = config.get("logger")
         if logger in (None, True):
             if self.subcommand not in (None, "fit"):
@@ -319,8 +183,8 @@ class SuccuCLI(LightningCLI):
         # Here, not at start-up: only a run with a W&B logger imports wandb.
         if os.environ.get("WANDB_MODE") == "offline" and any(isinstance(x, WandbLogger) for x in loggers):
             quiet_offline_wandb()
-        self.claimed = claim_versions(loggers) if launched_as_rank_zero() else []
-        self.joined_wandb_run = current_wandb_run()
+        self.claimed = runs.claim_versions(loggers) if runs.launched_as_rank_zero() else []
+        self.joined_wandb_run = runs.current_wandb_run()
         return loggers or False
 
     def _run_subcommand(self, subcommand: str) -> None:
@@ -329,7 +193,7 @@ class SuccuCLI(LightningCLI):
         except BaseException as err:  # SystemExit and Ctrl+C too: nothing to keep of a failed start
             start = self.run_started.start_step
             if start is None or self.trainer.global_step <= start:
-                discard_run(self.trainer, self.claimed, self.joined_wandb_run)
+                runs.discard_run(self.trainer, self.claimed, self.joined_wandb_run)
             if self.run_started.started and isinstance(err, Exception):
                 raise TrainingError(f"{subcommand} failed while running: {err}") from err
             raise
@@ -343,26 +207,19 @@ class SuccuCLI(LightningCLI):
         in a requeued job script).
         """
         config = self.config_init[self.subcommand]
-        roots, dirpaths = checkpoint_roots(self.trainer), checkpoint_dirpaths(self.trainer)
-        if launched_as_rank_zero():
-            self.remove_orphans(roots, dirpaths)
+        roots, dirpaths = runs.checkpoint_roots(self.trainer), runs.checkpoint_dirpaths(self.trainer)
+        if runs.launched_as_rank_zero():
+            for path in runs.remove_orphan_writes(roots, dirpaths):
+                rank_zero_info(f"removed {path}, left by a write that was killed")
         if config.get("ckpt_path") != "last":
             return
-        path = find_last_checkpoint(roots, dirpaths)
+        path = runs.find_last_checkpoint(roots, dirpaths)
         if path is None:
             rank_zero_warn("--ckpt_path last: no last*.ckpt in the checkpoint folders of "
                            f"{', '.join(roots + dirpaths)}; starting from scratch")
         else:
             rank_zero_info(f"--ckpt_path last: resuming from {path}")
         config["ckpt_path"] = path
-
-    @staticmethod
-    def remove_orphans(roots: list[str], dirpaths: list[str]) -> None:
-        """Temporary files that killed checkpoint writes left in the run's checkpoint folders
-        (`succu.io.remove_orphans`: only those whose writer is gone)."""
-        folders = [folder for root in roots for folder, _ in checkpoint_folders(root)] + dirpaths
-        for path in remove_orphans(folders):
-            rank_zero_info(f"removed {path}, left by a write that was killed")
 
     def after_fit(self) -> None:
         """Talk to the freshly fitted model when its data has probe prompts (rank 0 only)."""

@@ -20,7 +20,8 @@ import sys
 import torch
 
 from succu.checkpoint import load_module
-from succu.errors import check_device, fail, run_cli
+from succu.devices import check_device
+from succu.errors import fail, run_cli
 from succu.modules.base import DEFAULT_ALPHA, LanguageModule, check_sampling
 from succu.modules.noise_lm import NoiseModule
 from succu.nn.gates import Position, parse_position, position_for, position_label

@@ -21,8 +21,9 @@ import pytest
 import torch
 
 from callbacks import distributed  # noqa: E402
-from callbacks.distributed import DistributedTraining, check_devices, rank_seed  # noqa: E402
+from callbacks.distributed import DistributedTraining, rank_seed  # noqa: E402
 from succu import fit  # noqa: E402
+from succu.devices import check_devices  # noqa: E402
 from tests.ddp_probe import (  # noqa: E402
     PYTHON,
     REPO,

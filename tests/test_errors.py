@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from succu import errors, fit
-from succu.errors import TrainingError, check_device, exception_chain, run_cli, user_message
+from succu.devices import check_device
+from succu.errors import TrainingError, exception_chain, run_cli, user_message
 from succu.models.gated_gpt import GatedGPTConfig
 from succu.models.gpt import GPTConfig
 from succu.models.hypersurface import HypersurfaceConfig

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from callbacks.logging import LearningRate, ProgressLog
+from callbacks.progress import LearningRate, ProgressLog
 from succu import fit
 from tests.wandb_log import read_wandb, wandb_summary
 

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from succu import fit as succu_fit  # noqa: E402
+from succu import runs  # noqa: E402
 from tests.ddp_probe import (  # noqa: E402
     DDP_CPU,
     REPO,
@@ -143,14 +144,14 @@ def test_ddp_sigterm_then_resume_matches_an_uninterrupted_ddp_run(tmp_path, cach
 # ---- `--ckpt_path last` ---------------------------------------------------------------------------
 def test_last_is_the_newest_last_checkpoint_under_the_run_folders(tmp_path):
     old = touch(tmp_path / "version_0" / "checkpoints" / "last.ckpt", 1000)
-    assert succu_fit.find_last_checkpoint([tmp_path]) == str(old)
+    assert runs.find_last_checkpoint([tmp_path]) == str(old)
     new = touch(tmp_path / "version_1" / "checkpoints" / "last.ckpt", 2000)
     touch(tmp_path / "version_1" / "checkpoints" / "best-step=4.ckpt", 3000)  # not a "last"
     touch(tmp_path / "version_1" / "checkpoints" / ".last.ckpt.abc.tmp", 4000)  # a torn write
-    assert succu_fit.find_last_checkpoint([tmp_path, tmp_path / "missing"]) == str(new)
+    assert runs.find_last_checkpoint([tmp_path, tmp_path / "missing"]) == str(new)
     hpc = touch(tmp_path / "hpc_ckpt_1.ckpt", 5000)  # SLURM's requeue checkpoint counts too
-    assert succu_fit.find_last_checkpoint([tmp_path]) == str(hpc)
-    assert succu_fit.find_last_checkpoint([tmp_path / "empty"]) is None
+    assert runs.find_last_checkpoint([tmp_path]) == str(hpc)
+    assert runs.find_last_checkpoint([tmp_path / "empty"]) is None
 
 
 def test_ckpt_path_last_finds_the_previous_version_folder(tmp_path, monkeypatch, cache_dir):

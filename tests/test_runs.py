@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from succu import fit, sweep
+from succu import fit, runs, sweep
 from succu.analysis import alpha_sweep
 from succu.checkpoint import read_checkpoint
 from succu.io import host_tag, remove_orphans, writable_folder
@@ -126,7 +126,7 @@ def test_ctrl_c_before_the_first_validation_saves_last_ckpt(tmp_path, monkeypatc
 # ---- run folders: exclusive, no litter -----------------------------------------------------------
 def claim_after(barrier, root: str, queue) -> None:
     barrier.wait()
-    queue.put(fit.claim_version(root))
+    queue.put(runs.claim_version(root))
 
 
 def test_concurrent_fits_claim_distinct_version_folders(tmp_path):
@@ -139,7 +139,7 @@ def test_concurrent_fits_claim_distinct_version_folders(tmp_path):
     for p in procs:
         p.join()
     assert versions == list(range(6))
-    assert fit.claim_version(tmp_path) == 6
+    assert runs.claim_version(tmp_path) == 6
 
 
 def test_validate_and_failed_starts_leave_no_version_folder(tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from succu import fit
+from succu import fit, runs
 from succu.data import pin_memory
 from succu.models.gated_gpt import GatedGPT, GatedGPTConfig
 from succu.models.gpt import GPT, GPTConfig
@@ -170,9 +170,9 @@ def test_batches_are_pinned_only_for_a_cuda_device():
 
 
 def test_only_a_cli_process_freezes_the_garbage_collector():
-    assert fit.RunStarted().freeze_gc is False
+    assert runs.RunStarted().freeze_gc is False
     trainer = fit.L.Trainer(accelerator="cpu", devices=1, logger=False)
-    started = fit.RunStarted(freeze_gc=True)
+    started = runs.RunStarted(freeze_gc=True)
     try:
         started.on_train_start(trainer, None)
         assert gc.get_freeze_count() > 0

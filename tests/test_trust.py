@@ -13,7 +13,7 @@ import lightning as L
 import pytest
 import torch
 
-from succu import fit, generate, sweep
+from succu import fit, generate, runs, sweep
 from succu.checkpoint import AtomicCheckpointIO, CheckpointError, load_datamodule, load_module
 from tests.paths import touch
 
@@ -231,10 +231,10 @@ def test_ckpt_path_last_looks_only_in_the_runs_checkpoint_folders(tmp_path):
     touch(root / "last.ckpt", 4000)
     trainer = L.Trainer(default_root_dir=root, logger=L.pytorch.loggers.CSVLogger(root, name=""),
                         accelerator="cpu", enable_progress_bar=False, enable_model_summary=False)
-    folders = fit.checkpoint_roots(trainer), fit.checkpoint_dirpaths(trainer)
-    assert fit.find_last_checkpoint(*folders) == str(own)
+    folders = runs.checkpoint_roots(trainer), runs.checkpoint_dirpaths(trainer)
+    assert runs.find_last_checkpoint(*folders) == str(own)
     own.unlink()
-    assert fit.find_last_checkpoint(*folders) is None
+    assert runs.find_last_checkpoint(*folders) is None
 
 
 def test_ckpt_path_hyperparameters_are_not_merged_into_the_config(tmp_path, monkeypatch):

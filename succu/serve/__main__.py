@@ -7,7 +7,8 @@ import argparse
 import os
 import sys
 
-from succu.errors import check_device, fail, run_cli
+from succu.devices import check_device
+from succu.errors import fail, run_cli
 from succu.nn.gates import parse_position, position_for
 
 EXTRA = {"serve": ("fastapi", "uvicorn"), "serve-test": ("fastapi", "uvicorn", "selenium")}

@@ -1,0 +1,163 @@
+"""Run folders: claim a version, find the last checkpoint, clean up, discard a failed start.
+
+A run lives under its root (`trainer.default_root_dir: runs/<name>`): each fit claims its own
+`version_N` (`os.mkdir`, so concurrent fits never share one), checkpoints go to
+`version_N/checkpoints/` (or `<root>/checkpoints/` without loggers; SLURM's `hpc_ckpt_*.ckpt` in
+the root itself), and `--ckpt_path last` resumes from the newest `last*.ckpt` among the run's own
+checkpoint folders, never a file elsewhere under the root. Orphan temporary files of killed
+checkpoint writes are removed when the next fit starts, and a fit that fails before training a
+step removes the version folder and offline W&B run it made.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+
+from succu.io import remove_orphans
+
+LAST_PATTERNS = ("last*.ckpt", "hpc_ckpt_*.ckpt")
+
+
+def checkpoint_folders(root: str | Path) -> list[tuple[Path, tuple[str, ...]]]:
+    """A run root's own checkpoint folders and what may resume from each: SLURM's
+    `hpc_ckpt_*.ckpt` in the root itself (where Lightning writes them), `last*.ckpt` in
+    `<root>/checkpoints` (a run without loggers) and `<root>/version_*/checkpoints` (logged runs)."""
+    root = Path(root)
+    folders = [root / "checkpoints", *sorted(root.glob("version_*/checkpoints"))]
+    return [(root, ("hpc_ckpt_*.ckpt",)), *((folder, ("last*.ckpt",)) for folder in folders)]
+
+
+def find_last_checkpoint(roots: list[str | Path], dirpaths: list[str | Path] = ()) -> str | None:
+    """The newest `last*.ckpt` or `hpc_ckpt_*.ckpt` in the run's own checkpoint folders: those of
+    each root (`checkpoint_folders`) and each explicit ModelCheckpoint `dirpath`. Nothing deeper:
+    any other file under a root (a download, a copied-in run) is not this run's checkpoint."""
+    places = [place for root in roots for place in checkpoint_folders(root)]
+    places += [(Path(d), LAST_PATTERNS) for d in dirpaths]
+    found: dict[str, float] = {}
+    for folder, patterns in places:
+        for pattern in patterns:
+            for path in folder.glob(pattern):
+                if path.is_file():
+                    found[str(path)] = path.stat().st_mtime
+    return max(found, key=found.get) if found else None
+
+
+def checkpoint_roots(trainer: L.Trainer) -> list[str]:
+    """Where a run's version folders live: default_root_dir, and each logger's save_dir and
+    save_dir/name (Lightning's `<save_dir>/<name>/version_N/checkpoints`)."""
+    roots = [trainer.default_root_dir]
+    for logger in trainer.loggers:
+        if logger.save_dir:
+            roots += [logger.save_dir, str(Path(logger.save_dir, str(logger.name or "")))]
+    return list(dict.fromkeys(str(Path(r)) for r in roots))
+
+
+def checkpoint_dirpaths(trainer: L.Trainer) -> list[str]:
+    """The folders the config names for its ModelCheckpoints (None until resolved at setup)."""
+    return list(dict.fromkeys(str(cb.dirpath) for cb in trainer.checkpoint_callbacks
+                              if isinstance(cb, ModelCheckpoint) and cb.dirpath))
+
+
+def launched_as_rank_zero() -> bool:
+    """Before the Trainer exists, a process knows its rank only from its launcher's environment:
+    Lightning's DDP children get LOCAL_RANK, torchrun RANK, srun SLURM_PROCID, other nodes NODE_RANK."""
+    return all(os.environ.get(key, "0") == "0" for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "NODE_RANK"))
+
+
+def claim_version(root: str | Path) -> int:
+    """Create the first free `<root>/version_N` and return N. `os.mkdir` is atomic: of two fits
+    started together on one run folder, each gets its own (Lightning only lists the folder)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    taken = [int(m.group(1)) for p in root.iterdir() if (m := re.fullmatch(r"version_(\d+)", p.name))]
+    version = max(taken, default=-1) + 1
+    while True:
+        try:
+            (root / f"version_{version}").mkdir()
+            return version
+        except FileExistsError:
+            version += 1
+
+
+def claim_versions(loggers: list[Logger]) -> list[Path]:
+    """Give each CSV/TensorBoard logger without a fixed version a folder of its own (rank 0 only:
+    Lightning broadcasts rank 0's log dir and checkpoint folder to the other ranks)."""
+    claimed = []
+    for logger in loggers:
+        if isinstance(logger, (CSVLogger, TensorBoardLogger)) and logger._version is None:
+            logger._version = claim_version(logger.root_dir)
+            claimed.append(Path(logger.log_dir))
+    return claimed
+
+
+
+class RunStarted(L.Callback):
+    """Marks the moment batches start to run: errors after it are not configuration errors.
+    `start_step` is the global step training started from (None before training starts).
+
+    With `freeze_gc` (a `python -m succu.fit` process, not a fit inside a longer-lived one such
+    as the tests'), everything alive when training starts is frozen out of the garbage collector.
+    """
+
+    def __init__(self, freeze_gc: bool = False) -> None:
+        self.started = False
+        self.start_step: int | None = None
+        self.freeze_gc = freeze_gc
+
+    def mark(self, *args) -> None:
+        self.started = True
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started, self.start_step = True, trainer.global_step
+        if self.freeze_gc:
+            # It lives until the process ends: spare every later collection, and the exit, from
+            # walking it. Not in a longer-lived process: its cycles would never be collected.
+            gc.freeze()
+
+    on_validation_start = on_test_start = on_predict_start = mark
+
+
+def current_wandb_run():
+    """The W&B run of this process, if any: a new WandbLogger joins it instead of starting one."""
+    return getattr(sys.modules.get("wandb"), "run", None)
+
+
+def discard_wandb_run(logger: WandbLogger, joined) -> None:
+    """Finish an offline W&B run this fit started and delete its folder (not a run it `joined`,
+    which an earlier fit in this process started; an online run exists on the server already)."""
+    run = logger._experiment  # None when the run was never started
+    if run is None or run is joined or not run.offline:
+        return
+    folder = Path(run.dir).parent  # <save_dir>/wandb/offline-run-<date>-<id>
+    run.finish(exit_code=1)
+    latest = folder.parent / "latest-run"
+    if latest.is_symlink() and latest.resolve() == folder.resolve():
+        latest.unlink()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def discard_run(trainer: L.Trainer, claimed: list[Path], joined) -> None:
+    """What a run that trained no step created: its claimed version folders (unless a checkpoint
+    is in them) and its offline W&B run, so failed starts do not pile up empty versions."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            discard_wandb_run(logger, joined)
+    for folder in claimed:
+        if not any(folder.rglob("*.ckpt")):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_orphan_writes(roots: list[str], dirpaths: list[str]) -> list[Path]:
+    """Temporary files that killed checkpoint writes left in the run's checkpoint folders (only
+    those whose writer is gone: `succu.io.remove_orphans`); the removed paths."""
+    folders = [folder for root in roots for folder, _ in checkpoint_folders(root)] + dirpaths
+    return list(remove_orphans(folders))
