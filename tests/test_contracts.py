@@ -1,8 +1,8 @@
-"""The contracts between the parts: config objects passed whole, declared capabilities, layering."""
+"""The contracts between the parts: config objects passed whole, declared capabilities (the
+layering is tests/test_layers.py)."""
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import inspect
 import subprocess
@@ -84,22 +84,3 @@ def test_a_missing_capability_is_one_line_naming_both(tmp_path):
                        "prompts to talk to and scored QA pairs; MixtureDataModule has none")
     with pytest.raises(CapabilityError, match="MixtureDataModule has none"):
         tt_sweep.make_probe(data, None)
-
-
-def imported_modules(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
-    return names
-
-
-def test_layers_point_one_way():
-    """succu's core never imports datamodules or callbacks; only the CLI composes them."""
-    core = [p for p in (REPO / "succu").rglob("*.py") if p.name != "fit.py"]
-    offenders = {str(p.relative_to(REPO)): sorted(imported_modules(p) & {"datamodules", "callbacks"})
-                 for p in core}
-    assert not {k: v for k, v in offenders.items() if v}
