@@ -101,7 +101,8 @@ def test_empty_or_binary_corpus_file_is_one_line_naming_it(tmp_path, capsys, con
 def test_bad_succulent_pair_file_is_one_line_naming_it(tmp_path, capsys, content, message):
     """The project's message names the file; the raw decode error it replaced is not reported
     instead (user_message stops at a context suppressed with `from None`)."""
-    from datamodules.succulent import NORMAL_FILE, QA_FILE, SuccuPairsDataModule
+    from datamodules.succulent import SuccuPairsDataModule
+    from datamodules.succulent_files import NORMAL_FILE, QA_FILE
 
     data = tmp_path / "pairs"
     SuccuPairsDataModule().save_reference_files(data)
@@ -112,7 +113,8 @@ def test_bad_succulent_pair_file_is_one_line_naming_it(tmp_path, capsys, content
 
 
 def test_empty_embeddings_file_is_one_line_naming_it(tmp_path, capsys):
-    from datamodules.succulent import EMBEDDINGS_FILE, SuccuPairsDataModule
+    from datamodules.succulent import SuccuPairsDataModule
+    from datamodules.succulent_files import EMBEDDINGS_FILE
 
     data = tmp_path / "pairs"
     SuccuPairsDataModule().save_reference_files(data)
