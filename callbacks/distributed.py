@@ -50,7 +50,7 @@ from succu.contracts import BatchSized, require
 from succu.loggers import log_metrics
 from succu.modules.base import LanguageModule
 
-TORCH_STREAM = 3  # stream id of the per-step torch seed (0: windows, 1: batch_from, see text.py)
+TORCH_STREAM = 3  # stream id of the per-step torch seed (0: windows, 1: batch_from, see windows.py)
 
 
 # ---- configurations that cannot work -----------------------------------------------------------
