@@ -90,7 +90,7 @@ def test_empty_or_binary_corpus_file_is_one_line_naming_it(tmp_path, capsys, con
     corpus.write_bytes(content)
     line = one_error(capsys, "--config", SHAKESPEARE, "--trainer.fast_dev_run", "1",
                      "--data.init_args.data_path", str(corpus),
-                     "--data.init_args.cache_dir", str(tmp_path / "cache"))
+                     "--data.init_args.tokens.cache_dir", str(tmp_path / "cache"))
     assert message in line and str(corpus) in line and "data_path" in line
 
 
@@ -157,7 +157,7 @@ def test_cuda_without_a_device_is_one_line(monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("override, key", [
-    (["--data.init_args.block_size", "0"], "block_size"),
+    (["--data.init_args.windows.block_size", "0"], "block_size"),
     (["--model.init_args.model.n_layer", "0"], "n_layer"),
 ])
 def test_sizes_that_cannot_train_are_refused_before_training(capsys, override, key):
