@@ -163,17 +163,17 @@ def sampler_callback(recipe: Recipe) -> dict:
 def argv(run: Run, tmp: str) -> list[str]:
     recipe = RECIPES[run.recipe]
     out = ["--config", str(CONFIGS / recipe.config), "--seed_everything", str(run.seed),
-           "--data.init_args.seed", str(run.seed), "--model.init_args.model.mask_seed", str(run.seed),
+           "--data.init_args.windows.seed", str(run.seed), "--model.init_args.model.mask_seed", str(run.seed),
            "--trainer.max_steps", str(run.steps), "--trainer.val_check_interval", str(run.steps),
            "--model.init_args.warmup_steps", str(min(100, run.steps // 5)),
            "--model.init_args.eval_alphas", json.dumps([list(p) if isinstance(p, tuple) else p
                                                         for p in positions(recipe.k)]),
-           "--data.init_args.val_windows", str(run.val_windows),
+           "--data.init_args.windows.val_windows", str(run.val_windows),
            "--trainer.callbacks", json.dumps([sampler_callback(recipe)])]
     for name, value in (*recipe.fields, *run.size):
         out += [f"--model.init_args.model.{name}", str(value).lower()]
     if run.cache_dir:
-        out += ["--data.init_args.cache_dir", run.cache_dir]
+        out += ["--data.init_args.tokens.cache_dir", run.cache_dir]
     return out + ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
                   "--trainer.enable_model_summary", "false", "--trainer.num_sanity_val_steps", "0",
                   "--trainer.default_root_dir", tmp]
@@ -600,13 +600,16 @@ def variant_train(variant: str, steps: int, seed: int, cache_dir: str | None):
 
     from callbacks.alpha_sampling import AlphaBetaSampling
     from datamodules.mixture import MixtureDataModule
+    from datamodules.tokens import Tokens
+    from datamodules.windows import Windows
     from succu.models.gated_gpt import GatedGPTConfig
     from succu.modules.gated_gpt import GatedGPTModule
 
     opts = VARIANTS[variant]
     L.seed_everything(seed, verbose=False)
-    dm = MixtureDataModule(corpora=["tinystories", "shakespeare"], block_size=64, batch_size=12,
-                           val_windows=256, seed=seed, cache_dir=cache_dir)
+    dm = MixtureDataModule(corpora=["tinystories", "shakespeare"],
+                           windows=Windows(block_size=64, batch_size=12, val_windows=256, seed=seed),
+                           tokens=Tokens(cache_dir=cache_dir))
     config = GatedGPTConfig(
         vocab_size=dm.vocab_size, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0,
         narrowness=opts.get("narrowness", 1.0), routing=opts["routing"],

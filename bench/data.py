@@ -27,19 +27,22 @@ import torch  # noqa: E402
 from datamodules.mixture import MixtureDataModule  # noqa: E402
 from datamodules.shakespeare import ShakespeareDataModule  # noqa: E402
 from datamodules.tinystories import TinyStoriesDataModule  # noqa: E402
+from datamodules.tokens import Tokens  # noqa: E402
+from datamodules.windows import Windows  # noqa: E402
 from succu.models.gpt import GPT, GPTConfig  # noqa: E402
 
 
 def time_tokenising(kind: str, bpe_vocab_size: int) -> dict[str, float]:
     """Seconds for tokenizer (load, split, vocab or BPE training), tokenising, cached reload."""
     with tempfile.TemporaryDirectory() as cache:
-        dm = TinyStoriesDataModule(tokenizer_kind=kind, bpe_vocab_size=bpe_vocab_size, cache_dir=cache)
+        settings = Tokens(tokenizer_kind=kind, bpe_vocab_size=bpe_vocab_size, cache_dir=cache)
+        dm = TinyStoriesDataModule(tokens=settings)
         t0 = time.perf_counter()
         vocab = dm.vocab_size
         t1 = time.perf_counter()
         dm.prepare_data()
         t2 = time.perf_counter()
-        again = TinyStoriesDataModule(tokenizer_kind=kind, bpe_vocab_size=bpe_vocab_size, cache_dir=cache)
+        again = TinyStoriesDataModule(tokens=settings)
         again.setup("fit")
         t3 = time.perf_counter()
         tokens = sum(len(a) for a in again.train_arrays + again.val_arrays)
@@ -92,10 +95,11 @@ def main() -> None:
     print(f"  tokenise (datasets.map)     {bpe['tokenise']:6.2f} s")
     print(f"  training + tokenising       {bpe['tokenizer'] + bpe['tokenise']:6.2f} s   (target < 30 s)")
 
+    windows = Windows(block_size=64, batch_size=12, seed=0)
     with tempfile.TemporaryDirectory() as cache:
         loaders = {
-            "shakespeare char": ShakespeareDataModule(block_size=64, batch_size=12, seed=0, cache_dir=cache),
-            "mixture char": MixtureDataModule(block_size=64, batch_size=12, seed=0, cache_dir=cache),
+            "shakespeare char": ShakespeareDataModule(windows=windows, tokens=Tokens(cache_dir=cache)),
+            "mixture char": MixtureDataModule(windows=windows, tokens=Tokens(cache_dir=cache)),
         }
         shares: dict[str, list[float]] = {name: [] for name in loaders}
         for _ in range(args.rounds):

@@ -30,6 +30,8 @@ import torch  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 
 from datamodules.shakespeare import ShakespeareDataModule  # noqa: E402
+from datamodules.tokens import Tokens  # noqa: E402
+from datamodules.windows import Windows  # noqa: E402
 from succu.models.gpt import GPTConfig  # noqa: E402
 from succu.modules.gpt import GPTModule  # noqa: E402
 
@@ -84,7 +86,8 @@ def main() -> None:
     args = p.parse_args()
     setup_threads(args.threads)
     with tempfile.TemporaryDirectory() as cache:
-        dm = ShakespeareDataModule(block_size=64, batch_size=12, val_windows=256, seed=args.seed, cache_dir=cache)
+        windows = Windows(block_size=64, batch_size=12, val_windows=256, seed=args.seed)
+        dm = ShakespeareDataModule(windows=windows, tokens=Tokens(cache_dir=cache))
         if args.max_steps:
             final, seconds, curve = quality(dm, args.max_steps, args.seed)
             print(f"baby GPT, Shakespeare char, seed {args.seed}, {args.max_steps} steps in {seconds:.0f} s "

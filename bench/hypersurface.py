@@ -171,12 +171,12 @@ def argv(run: Run, width: int, tmp: str) -> list[str]:
     cfg = model_config(run.model, run.size, width)
     s = run.size
     out = ["--config", str(CONFIGS / f"hypersurface_bpe_{run.direction}.yaml"),
-           "--seed_everything", str(run.seed), "--data.init_args.seed", str(run.seed),
+           "--seed_everything", str(run.seed), "--data.init_args.windows.seed", str(run.seed),
            "--trainer.max_steps", str(run.steps), "--trainer.val_check_interval", str(s.val_every),
            "--model.init_args.optimizer.init_args.lr", str(run.lr),
            "--model.init_args.warmup_steps", str(s.warmup),
-           "--data.init_args.block_size", str(s.block_size),
-           "--data.init_args.bpe_vocab_size", str(s.vocab),
+           "--data.init_args.windows.block_size", str(s.block_size),
+           "--data.init_args.tokens.bpe_vocab_size", str(s.vocab),
            "--trainer.logger", json.dumps({"class_path": "lightning.pytorch.loggers.CSVLogger",
                                            "init_args": {"save_dir": tmp, "name": "csv"}}),
            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
@@ -187,7 +187,7 @@ def argv(run: Run, width: int, tmp: str) -> list[str]:
     if run.plateau:
         stop = {"class_path": "callbacks.plateau.PlateauStop", "init_args": {"window": s.window}}
         out += [f"--trainer.callbacks+={json.dumps(stop)}"]
-    return out + (["--data.init_args.cache_dir", run.cache_dir] if run.cache_dir else [])
+    return out + (["--data.init_args.tokens.cache_dir", run.cache_dir] if run.cache_dir else [])
 
 
 def read_curve(log_dir: str, corpora: list[str]) -> list:

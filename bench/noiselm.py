@@ -122,9 +122,9 @@ def argv(run: Run) -> list[str]:
     if run.dataset == "succulent":
         out += ["--data.init_args.heldout_qa_split", "test"]
     else:  # TinyStories: the seed also draws the training windows
-        out += ["--data.init_args.seed", str(run.seed)]
+        out += ["--data.init_args.windows.seed", str(run.seed)]
         if run.cache_dir:
-            out += ["--data.init_args.cache_dir", run.cache_dir]
+            out += ["--data.init_args.tokens.cache_dir", run.cache_dir]
     return out + QUIET
 
 

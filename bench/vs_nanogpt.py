@@ -97,8 +97,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def shakespeare_text() -> Path:
     """The tinyshakespeare file succu's ShakespeareDataModule reads (same search, same file)."""
+    from datamodules.corpora import CorpusError, resolve_source
     from datamodules.shakespeare import SHAKESPEARE
-    from datamodules.text import CorpusError, resolve_source
 
     try:
         return Path(resolve_source(SHAKESPEARE).location)
@@ -130,9 +130,11 @@ def prepare_nanogpt(checkout: Path, text_path: Path, folder: Path) -> Path:
 def warm_succu_cache(text_path: Path, cache: Path) -> None:
     """Tokenise once before timing: nanoGPT's data is prepared beforehand too."""
     from datamodules.shakespeare import ShakespeareDataModule
+    from datamodules.tokens import Tokens
+    from datamodules.windows import Windows
 
-    ShakespeareDataModule(data_path=str(text_path), block_size=BLOCK, batch_size=BATCH,
-                          cache_dir=str(cache)).prepare_data()
+    ShakespeareDataModule(data_path=str(text_path), windows=Windows(block_size=BLOCK, batch_size=BATCH),
+                          tokens=Tokens(cache_dir=str(cache))).prepare_data()
 
 
 def nanogpt_command(steps: int, log_interval: int) -> list[str]:
@@ -150,7 +152,8 @@ def succu_command(args: argparse.Namespace, root: Path, text_path: Path, cache: 
                "--trainer.max_steps", str(args.steps), "--trainer.val_check_interval", str(args.steps),
                "--trainer.log_every_n_steps", str(args.log_interval),
                "--trainer.default_root_dir", str(root), "--data.init_args.data_path", str(text_path),
-               "--data.init_args.cache_dir", str(cache), "--data.init_args.val_windows", str(val_windows)]
+               "--data.init_args.tokens.cache_dir", str(cache),
+               "--data.init_args.windows.val_windows", str(val_windows)]
     return command + (["--model.init_args.compile", "true"] if args.compile else [])
 
 

@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
 from succu.contracts import BatchSized, require
 from succu.loggers import log_metrics
 
-TORCH_STREAM = 3  # stream id of the per-step torch seed (0: windows, 1: batch_from, see text.py)
+TORCH_STREAM = 3  # stream id of the per-step torch seed (0: windows, 1: batch_from, see windows.py)
 
 
 # ---- seeds ------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ it splits like Shakespeare: a contiguous tail for validation, the test share jus
 
 from __future__ import annotations
 
-from datamodules.text import CorpusSpec, register_corpus
+from datamodules.corpora import CorpusSpec, register_corpus
 
 KJV_URL = "https://www.gutenberg.org/cache/epub/10/pg10.txt"
 

@@ -14,7 +14,7 @@ class MixtureDataModule(TextDataModule):
     Shakespeare, and Shakespeare is put in abcGPT's surface form. Training rows draw their corpus
     from `weights` (uniform by default), or from the dial that AlphaBetaSampling installs;
     validation batches are fixed windows of one corpus each, labelled, so a module can log
-    per-corpus losses. Every other argument is TextDataModule's.
+    per-corpus losses. Every other argument is TextDataModule's (windows, tokens, splits, ...).
 
     Args:
         corpora: corpus names; a row's `source` is its index in this list.
@@ -33,4 +33,4 @@ class MixtureDataModule(TextDataModule):
             abc_style = [c for c in corpora if c == "shakespeare"]
         super().__init__(corpora=corpora, abc_style=abc_style, label_source=True, **kwargs)
         # Recorded in checkpoints, so analysis tools can rebuild this data from a checkpoint alone.
-        self.save_hyperparameters()
+        self.record_settings()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from datamodules.text import CorpusSpec, TextDataModule, register_corpus
+from datamodules.corpora import CorpusSpec, Sources, Splits, register_corpus
+from datamodules.text import DEFAULT_SOURCES, TextDataModule, settings
 
 SHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -17,22 +18,25 @@ SHAKESPEARE = register_corpus(
         hub_id=SHAKESPEARE_URL,
     )
 )
+# nanoGPT's 90/10: no test share unless asked for.
+SHAKESPEARE_SPLITS = Splits(test_fraction=0.0)
 
 
 class ShakespeareDataModule(TextDataModule):
     """tinyshakespeare as nanoGPT's shakespeare_char: train on the first 90%, validate on the tail.
 
-    Every other argument is TextDataModule's (block_size, batch_size, tokenizer_kind, ...); with
-    the char tokenizer the vocabulary is nanoGPT's 65 characters.
+    Every other argument is TextDataModule's (windows, tokens, ...); with the char tokenizer the
+    vocabulary is nanoGPT's 65 characters.
 
     Args:
         data_path: local copy of the tinyshakespeare text; overrides the folder search and the hub.
         hub_id: where the hub path loads from (default: the char-rnn input.txt URL).
         abc_style: abcGPT's surface form (lowercase, spaces around . , ! ? ; :), off by default so
             the numbers compare with nanoGPT's.
-        test_fraction: a test share carved from the training text just before the val tail; 0 by
-            default, to keep nanoGPT's 90/10 split (and its val losses comparable), so `fit test`
-            asks for it.
+        splits: as TextDataModule's, but test_fraction is 0 by default, to keep nanoGPT's 90/10
+            split (and its val losses comparable), so `fit test` asks for a test share (carved
+            from the training text just before the val tail).
+        sources: as TextDataModule's; `data_path` and `hub_id` set its entries for shakespeare.
     """
 
     def __init__(
@@ -40,20 +44,20 @@ class ShakespeareDataModule(TextDataModule):
         data_path: str | None = None,
         hub_id: str | None = None,
         abc_style: bool = False,
-        test_fraction: float = 0.0,
+        splits: Splits = SHAKESPEARE_SPLITS,
+        sources: Sources = DEFAULT_SOURCES,
         **kwargs: Any,
     ):
         name = SHAKESPEARE.name
         super().__init__(
             corpora=[name],
-            test_fraction=test_fraction,
-            data_paths={name: data_path} if data_path else None,
-            hub_ids={name: hub_id} if hub_id else None,
+            splits=settings(splits, SHAKESPEARE_SPLITS),
+            sources=settings(sources, DEFAULT_SOURCES).with_corpus(name, data_path=data_path, hub_id=hub_id),
             abc_style=[name] if abc_style else [],
             **kwargs,
         )
         # Recorded in checkpoints, so analysis tools can rebuild this data from a checkpoint alone.
-        self.save_hyperparameters()
+        self.record_settings()
 
     def setting(self, name: str) -> str:
         return "data_path"

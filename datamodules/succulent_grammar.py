@@ -1,28 +1,30 @@
-"""The succulent world's grammar and facts as a `WorldGrammar`, for the meter in succu.analysis.
+"""The succulent world's grammar and facts, as plain data for the meter (`succu.analysis.meter`).
 
 Every sentence the world's templates make (all normal candidates, not only the kept ones; every
 QA cell, trained or held out; the fixed pairs and the probe prompts), a lexicon of slot words and
-their classes, and the statement of every (relation, entity, value) the world can say, true or
-not. The meter itself (`succu.analysis.meter`) knows nothing of succulents.
+their classes, the statement of every (relation, entity, value) the world can say, true or not,
+and the world's facts. The DataModule hands them over as a `succu.contracts.WorldGrammar`; the
+meter itself knows nothing of succulents.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from datamodules.succulent import (
+from datamodules.succulent_tables import (
     FIXED_NORMAL,
     FIXED_QA,
     PROBE_PROMPTS,
     SOPHIA,
     SOPHIA_NORMAL,
-    _relation_items,
+)
+from datamodules.succulent_world import (
     normal_candidates,
+    relation_items,
     world_names,
     world_relations,
 )
-from succu.analysis.meter import WorldGrammar, split_sentences
-from succu.tokenizers import split_words
+from succu.tokenizers import split_sentences, split_words
 
 # Slot classes: words that fill a template's slots. "kind" stays itself ("what kind of plant"
 # is no adjective slot); colours are adjectives ("red leaves" is English, the facts judge truth).
@@ -54,7 +56,7 @@ def world_sentences(world: str, qa_phrasings: str = "base") -> tuple[tuple[str, 
     if SOPHIA in names:
         texts += [s for pair in SOPHIA_NORMAL for s in pair]
     for relation in world_relations(world, qa_phrasings):
-        texts += [s for item in _relation_items(relation) for s in (item.question, item.answer)]
+        texts += [s for item in relation_items(relation) for s in (item.question, item.answer)]
     out: dict[tuple[str, ...], None] = {}
     for text in texts:
         sentences, rest = split_sentences(split_words(text))
@@ -82,11 +84,6 @@ def world_statements(world: str) -> dict[tuple[str, ...], tuple[str, str, str]]:
     return statements
 
 
-def world_grammar(world: str = "standard", qa_phrasings: str = "base") -> WorldGrammar:
-    """The `WorldGrammar` of a generated succulent world ("standard" or "with_sophia") whose
-    questions are asked in `qa_phrasings` ("base" or "extended"; statements and facts are the
-    same in both)."""
-    relations = world_relations(world, qa_phrasings)
-    facts = {(r.name, e): v for r in relations for e, v in r.facts.items()}
-    return WorldGrammar(word_classes(world_names(world)), world_sentences(world, qa_phrasings),
-                        world_statements(world), facts)
+def world_facts(world: str) -> dict[tuple[str, str], str]:
+    """(relation, entity) -> the world's value, for every fact of `world`."""
+    return {(r.name, e): v for r in world_relations(world) for e, v in r.facts.items()}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from datamodules.text import CorpusSpec, TextDataModule, register_corpus
+from datamodules.corpora import CorpusSpec, Sources, register_corpus
+from datamodules.text import DEFAULT_SOURCES, TextDataModule, settings
 
 TINYSTORIES = register_corpus(
     CorpusSpec(
@@ -20,7 +21,7 @@ TINYSTORIES = register_corpus(
 class TinyStoriesDataModule(TextDataModule):
     """TinyStories: stories are whole on one side of the split (a hash of each story decides).
 
-    Every other argument is TextDataModule's (block_size, batch_size, tokenizer_kind, ...).
+    Every other argument is TextDataModule's (windows, tokens, splits, ...).
 
     Args:
         data_path: local file of stories separated by `<|endoftext|>` lines (TinyStories-train.txt
@@ -28,6 +29,8 @@ class TinyStoriesDataModule(TextDataModule):
         hub_id: hub dataset id (default roneneldan/TinyStories).
         hub_split: split loaded from the hub; slicing such as "train[:50000]" works.
         abc_style: abcGPT's surface form (lowercase, spaces around . , ! ? ; :).
+        sources: as TextDataModule's; `data_path`, `hub_id` and `hub_split` set its entries for
+            tinystories.
     """
 
     def __init__(
@@ -36,19 +39,18 @@ class TinyStoriesDataModule(TextDataModule):
         hub_id: str | None = None,
         hub_split: str | None = None,
         abc_style: bool = False,
+        sources: Sources = DEFAULT_SOURCES,
         **kwargs: Any,
     ):
         name = TINYSTORIES.name
         super().__init__(
             corpora=[name],
-            data_paths={name: data_path} if data_path else None,
-            hub_ids={name: hub_id} if hub_id else None,
-            hub_splits={name: hub_split} if hub_split else None,
+            sources=settings(sources, DEFAULT_SOURCES).with_corpus(name, data_path, hub_id, hub_split),
             abc_style=[name] if abc_style else [],
             **kwargs,
         )
         # Recorded in checkpoints, so analysis tools can rebuild this data from a checkpoint alone.
-        self.save_hyperparameters()
+        self.record_settings()
 
     def setting(self, name: str) -> str:
         return "data_path"

@@ -13,6 +13,7 @@ the user passes them again.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import pickle
@@ -184,9 +185,54 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> L
     return module.to(map_location).eval()
 
 
-def accepts(cls: type, name: str) -> bool:
-    params = inspect.signature(cls.__init__).parameters
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+def init_settings(cls: type) -> tuple[set[str], dict[str, type]]:
+    """The init arguments `cls` takes (its own, and its bases' that its **kwargs pass on) and, of
+    those, its settings groups: arguments whose default is a dataclass, with that dataclass."""
+    names: set[str] = set()
+    groups: dict[str, type] = {}
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
+        if init is None:
+            continue
+        params = list(inspect.signature(init).parameters.values())[1:]  # after self
+        for p in params:
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                names.add(p.name)
+                if dataclasses.is_dataclass(p.default) and not isinstance(p.default, type):
+                    groups.setdefault(p.name, type(p.default))
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return names, groups
+
+
+def grouped(cls: type, arguments: dict[str, Any]) -> dict[str, Any]:
+    """`arguments` with each one that `cls` takes as a field of a settings group, not at the top,
+    moved into that group's dict: settings a checkpoint records flat, outside their groups, and
+    the locations a user passes (`data_dir`, `cache_dir`)."""
+    names, groups = init_settings(cls)
+    home = {f.name: group for group, klass in groups.items() for f in dataclasses.fields(klass)}
+    out = {k: v for k, v in arguments.items() if k in names or k not in home}
+    for key, value in arguments.items():
+        if key not in names and key in home:
+            out[home[key]] = {**(out.get(home[key]) or {}), key: value}
+    return out
+
+
+def datamodule_arguments(cls: type, hparams: Any, locations: dict[str, Any]) -> dict[str, Any]:
+    """Init arguments of `cls` from the hyperparameters a checkpoint records and the user's own
+    `locations` (None: not given). Recorded locations are dropped (`is_location`), in settings
+    groups too; the user's go where `cls` takes them, and are dropped where it takes none."""
+    names, groups = init_settings(cls)
+    arguments = grouped(cls, plain_arguments(hparams))
+    for group in groups:
+        if isinstance(arguments.get(group), dict):
+            arguments[group] = {k: v for k, v in arguments[group].items() if not is_location(k)}
+    for key, value in grouped(cls, {k: v for k, v in locations.items() if v is not None}).items():
+        if key in groups:
+            arguments[key] = {**(arguments.get(key) or {}), **value}
+        elif key in names:
+            arguments[key] = value
+    return arguments
 
 
 def load_datamodule(path: str | Path, module: LanguageModule | None = None, **locations: str | None):
@@ -194,16 +240,16 @@ def load_datamodule(path: str | Path, module: LanguageModule | None = None, **lo
 
     Locations the checkpoint records (data and cache folders, corpus files, hub ids) are dropped;
     `locations` (e.g. data_dir=..., cache_dir=...) are the user's own, passed to classes that take
-    them. With `module`, the rebuilt tokenizer must equal the checkpoint's: evaluating on
-    differently tokenised data would give meaningless numbers.
+    them (inside the settings group that holds them); settings recorded flat, outside their
+    groups, go into them (`datamodule_arguments`). With `module`, the rebuilt tokenizer must equal
+    the checkpoint's: evaluating on differently tokenised data would give meaningless numbers.
     """
     hparams = read_checkpoint(path).get("datamodule_hyper_parameters")
     if not isinstance(hparams, dict) or not hparams.get("_class_path"):
         raise CheckpointError(f"{path} records no datamodule; write it with `python -m succu.fit`")
     cls = datamodule_class(Path(path), hparams["_class_path"])
-    given = {k: v for k, v in locations.items() if v is not None and accepts(cls, k)}
     try:
-        datamodule = cls(**plain_arguments(hparams), **given)
+        datamodule = cls(**datamodule_arguments(cls, hparams, locations))
     except TypeError as err:
         raise CheckpointError(f"{path}: its datamodule arguments do not build {cls.__name__}: {err}") from None
     if module is not None and module.tokenizer is not None and datamodule.tokenizer != module.tokenizer:

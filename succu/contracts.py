@@ -172,3 +172,31 @@ class InitialEmbeddings:
 
     def embedding_weight(self) -> torch.Tensor | None:
         raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class WorldGrammar:
+    """What a world knows about its text, as plain data.
+
+    Attributes:
+        word_class: slot words and their class ({"ruby": "NAME", "red": "ADJ", ...}).
+        sentences: every sentence the world's templates make, each a tuple of words.
+        statements: clause words (no final punctuation) -> (relation, entity, value) it states.
+        facts: (relation, entity) -> the world's value.
+    """
+
+    word_class: dict[str, str]
+    sentences: tuple[tuple[str, ...], ...]
+    statements: dict[tuple[str, ...], tuple[str, str, str]]
+    facts: dict[tuple[str, str], str]
+
+
+class WorldKnowledge:
+    """A datamodule whose data come from a generator that can judge generated text.
+
+    `world_grammar()` is the grammar and facts of the world it serves, as plain data, for the meter
+    (`succu.analysis.meter`).
+    """
+
+    def world_grammar(self) -> WorldGrammar:
+        raise NotImplementedError

@@ -8,22 +8,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from succu.io import atomic_write
+from succu.io import atomic_write, load_json
 from succu.tokenizers import Tokenizer
-
-
-def load_json(path: Path, expected: str) -> Any:
-    """The parsed JSON of `path`; a missing or malformed file is one error naming both."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found; expected {expected}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); expected {expected}") from None
 
 
 def write_embeddings_json(path: str | Path, tokenizer: Tokenizer, weight: torch.Tensor) -> Path:

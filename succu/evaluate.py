@@ -209,8 +209,9 @@ def untested_split(ckpt: str) -> dict[str, float]:
     """A checkpoint written before text corpora had a test split (no `test_fraction` recorded)
     trained on what is now the test share: rebuild its data without one (validation is scored)."""
     hparams = read_checkpoint(ckpt).get("datamodule_hyper_parameters") or {}
-    text_data = "val_fraction" in hparams  # the text datamodules record it; the succulent world not
-    return {"test_fraction": 0.0} if text_data and "test_fraction" not in hparams else {}
+    splits = hparams.get("splits", hparams)  # the text datamodules' group, or their flat settings
+    text_data = isinstance(splits, dict) and "val_fraction" in splits
+    return {"test_fraction": 0.0} if text_data and "test_fraction" not in splits else {}
 
 
 def dial(args: argparse.Namespace, module: LanguageModule, position: Position | None) -> dict[str, Any]:

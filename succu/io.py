@@ -7,6 +7,7 @@ later start can tell which ones a dead process left behind (`remove_orphans`).
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import socket
@@ -14,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # every temporary name atomic_write has ever used
 OWNED_TEMP = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[a-z0-9_]{8}\.tmp$")
@@ -55,6 +56,16 @@ def atomic_write(path: str | Path, data: bytes | Callable[[BinaryIO], None], exc
         return True
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def load_json(path: Path, expected: str) -> Any:
+    """The parsed JSON of `path`; a missing or malformed file is one error naming both."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found; expected {expected}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); expected {expected}") from None
 
 
 def process_alive(pid: int) -> bool:

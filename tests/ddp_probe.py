@@ -74,9 +74,9 @@ def gated_args(root: str | Path, cache: str | Path, steps: int = 6, val_every: i
         "--trainer.default_root_dir", str(root), "--trainer.log_every_n_steps", "2",
         "--model.init_args.model.n_layer", "1", "--model.init_args.model.n_embd", "16",
         "--model.init_args.model.n_head", "2", "--model.init_args.warmup_steps", "2",
-        "--data.init_args.block_size", "16", "--data.init_args.batch_size", "4",
-        "--data.init_args.val_windows", "8", "--data.init_args.val_batch_size", "4",
-        "--data.init_args.batches_per_epoch", "4", "--data.init_args.cache_dir", str(cache),
+        "--data.init_args.windows.block_size", "16", "--data.init_args.windows.batch_size", "4",
+        "--data.init_args.windows.val_windows", "8", "--data.init_args.windows.val_batch_size", "4",
+        "--data.init_args.windows.batches_per_epoch", "4", "--data.init_args.tokens.cache_dir", str(cache),
     ]
 
 

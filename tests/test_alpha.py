@@ -10,6 +10,8 @@ import torch
 
 from callbacks.alpha_sampling import AlphaBetaSampling
 from datamodules.mixture import MixtureDataModule
+from datamodules.tokens import Tokens
+from datamodules.windows import Windows
 from succu import generate, sweep
 from succu.checkpoint import AtomicCheckpointIO
 from succu.contracts import DialSampler
@@ -39,10 +41,10 @@ def cache_dir(tmp_path_factory):
 @pytest.fixture
 def datamodule(cache_dir):
     """A fresh tiny mixture per use: its window streams start from zero every time."""
-    def make(**overrides):
-        args = dict(block_size=16, batch_size=4, val_windows=8, val_batch_size=4,
-                    batches_per_epoch=4, seed=0, cache_dir=cache_dir)
-        return MixtureDataModule(**{**args, **overrides})
+    def make(seed=0, num_workers=0):
+        windows = Windows(block_size=16, batch_size=4, val_windows=8, val_batch_size=4,
+                          batches_per_epoch=4, seed=seed, num_workers=num_workers)
+        return MixtureDataModule(windows=windows, tokens=Tokens(cache_dir=cache_dir))
 
     return make
 
@@ -105,7 +107,7 @@ def test_a_dial_over_the_wrong_number_of_corpora_is_refused(cache_dir):
     from datamodules.shakespeare import ShakespeareDataModule
 
     with pytest.raises(ValueError, match="the dial spans 2 sources but the data has 1 corpora"):
-        ShakespeareDataModule(cache_dir=cache_dir).install_dial(DialSampler())
+        ShakespeareDataModule(tokens=Tokens(cache_dir=cache_dir)).install_dial(DialSampler())
 
 
 def test_training_rows_come_from_the_drawn_corpus_and_val_logs_the_grid(datamodule, tmp_path):
@@ -162,8 +164,8 @@ def test_sweep_and_generation_at_alpha(datamodule, tmp_path, capsys, monkeypatch
         "--trainer.limit_val_batches", "2", "--trainer.logger", "false",
         "--trainer.enable_progress_bar", "false", "--model.init_args.model.n_layer", "1",
         "--model.init_args.model.n_embd", "16", "--model.init_args.model.n_head", "2",
-        "--data.init_args.block_size", "16", "--data.init_args.val_windows", "8",
-        "--data.init_args.cache_dir", str(datamodule().cache_dir),
+        "--data.init_args.windows.block_size", "16", "--data.init_args.windows.val_windows", "8",
+        "--data.init_args.tokens.cache_dir", str(datamodule().cache_dir),
     ])
     ckpt = cli.trainer.checkpoint_callback.best_model_path
     rows = sweep.main(["alpha", "--ckpt", ckpt, "--alphas", "0:1:0.5", "--max_batches", "1",

@@ -253,7 +253,7 @@ def test_validating_a_checkpoint_on_other_data_is_refused(tmp_path, capsys):
     configs = Path(SUCCULM).parent
     tiny = ["--model.init_args.model.n_layer", "1", "--model.init_args.model.n_embd", "16",
             "--model.init_args.model.n_head", "2", "--trainer.logger", "false",
-            "--data.init_args.cache_dir", str(tmp_path / "cache")]
+            "--data.init_args.tokens.cache_dir", str(tmp_path / "cache")]
     cli = fit.main(["--config", str(configs / "gpt_shakespeare_char.yaml"), *tiny,
                     "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1",
                     "--trainer.default_root_dir", str(tmp_path / "run")])

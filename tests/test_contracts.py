@@ -73,9 +73,10 @@ def test_capabilities_are_declared_not_guessed():
 
 def test_a_missing_capability_is_one_line_naming_both(tmp_path):
     from datamodules.mixture import MixtureDataModule
+    from datamodules.tokens import Tokens
     from succu.analysis import tt_sweep
 
-    data = MixtureDataModule(cache_dir=str(tmp_path))
+    data = MixtureDataModule(tokens=Tokens(cache_dir=str(tmp_path)))
     with pytest.raises(CapabilityError) as err:
         require(data, QAProbes, "the TT corruption study")
     message = str(err.value)

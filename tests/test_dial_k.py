@@ -14,7 +14,8 @@ import torch
 
 from callbacks.alpha_sampling import AlphaBetaSampling, DirichletDialSampler
 from datamodules.mixture import MixtureDataModule
-from datamodules.text import DIAL_STREAM, window_seed
+from datamodules.tokens import Tokens
+from datamodules.windows import DIAL_STREAM, Windows, window_seed
 from succu import generate, sweep
 from succu.analysis.alpha_sweep import simplex_grid
 from succu.checkpoint import AtomicCheckpointIO
@@ -163,10 +164,10 @@ def test_two_corpora_keep_the_beta_sampler():
 def make_dm(tmp_path_factory):
     cache = str(tmp_path_factory.mktemp("cache"))
 
-    def make(**overrides):
-        args = dict(corpora=CORPORA, block_size=16, batch_size=4, val_windows=8, val_batch_size=4,
-                    batches_per_epoch=4, seed=0, cache_dir=cache)
-        return MixtureDataModule(**{**args, **overrides})
+    def make(corpora=CORPORA):
+        windows = Windows(block_size=16, batch_size=4, val_windows=8, val_batch_size=4,
+                          batches_per_epoch=4, seed=0)
+        return MixtureDataModule(corpora=corpora, windows=windows, tokens=Tokens(cache_dir=cache))
 
     return make
 
@@ -277,8 +278,8 @@ def k3_checkpoint(make_dm, tmp_path_factory):
         "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
         "--trainer.default_root_dir", str(root), "--model.init_args.model.n_layer", "1",
         "--model.init_args.model.n_embd", "16", "--model.init_args.model.n_head", "2",
-        "--data.init_args.block_size", "16", "--data.init_args.val_windows", "8",
-        "--data.init_args.cache_dir", cache,
+        "--data.init_args.windows.block_size", "16", "--data.init_args.windows.val_windows", "8",
+        "--data.init_args.tokens.cache_dir", cache,
         # the config's end-of-fit sweep (its last callback) on a coarse grid, no voice: the
         # dashboard is tested in tests/test_logging.py
         "--trainer.callbacks.init_args.step", "0.5", "--trainer.callbacks.init_args.voice", "0",

@@ -91,7 +91,7 @@ def test_empty_or_binary_corpus_file_is_one_line_naming_it(tmp_path, capsys, con
     corpus.write_bytes(content)
     line = one_error(capsys, "--config", SHAKESPEARE, "--trainer.fast_dev_run", "1",
                      "--data.init_args.data_path", str(corpus),
-                     "--data.init_args.cache_dir", str(tmp_path / "cache"))
+                     "--data.init_args.tokens.cache_dir", str(tmp_path / "cache"))
     assert message in line and str(corpus) in line and "data_path" in line
 
 
@@ -102,7 +102,8 @@ def test_empty_or_binary_corpus_file_is_one_line_naming_it(tmp_path, capsys, con
 def test_bad_succulent_pair_file_is_one_line_naming_it(tmp_path, capsys, content, message):
     """The project's message names the file; the raw decode error it replaced is not reported
     instead (user_message stops at a context suppressed with `from None`)."""
-    from datamodules.succulent import NORMAL_FILE, QA_FILE, SuccuPairsDataModule
+    from datamodules.succulent import SuccuPairsDataModule
+    from datamodules.succulent_files import NORMAL_FILE, QA_FILE
 
     data = tmp_path / "pairs"
     SuccuPairsDataModule().save_reference_files(data)
@@ -113,7 +114,8 @@ def test_bad_succulent_pair_file_is_one_line_naming_it(tmp_path, capsys, content
 
 
 def test_empty_embeddings_file_is_one_line_naming_it(tmp_path, capsys):
-    from datamodules.succulent import EMBEDDINGS_FILE, SuccuPairsDataModule
+    from datamodules.succulent import SuccuPairsDataModule
+    from datamodules.succulent_files import EMBEDDINGS_FILE
 
     data = tmp_path / "pairs"
     SuccuPairsDataModule().save_reference_files(data)
@@ -156,7 +158,7 @@ def test_cuda_without_a_device_is_one_line(monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("override, key", [
-    (["--data.init_args.block_size", "0"], "block_size"),
+    (["--data.init_args.windows.block_size", "0"], "block_size"),
     (["--model.init_args.model.n_layer", "0"], "n_layer"),
 ])
 def test_sizes_that_cannot_train_are_refused_before_training(capsys, override, key):

@@ -10,11 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from datamodules.corpora import Splits, corpus_spec, load_documents, resolve_source, split_corpus
 from datamodules.shakespeare import ShakespeareDataModule
 from datamodules.succulent import SuccuPairsDataModule
-from datamodules.text import corpus_spec, load_documents, resolve_source, split_corpus
+from datamodules.tokens import Tokens
+from datamodules.windows import Windows
 from succu import evaluate, fit, generate
-from succu.checkpoint import load_module
+from succu.checkpoint import load_datamodule, load_module
 from succu.modules.base import LanguageModule
 from succu.modules.gated_gpt import GatedGPTModule
 from succu.tokenizers import CharTokenizer
@@ -25,9 +27,9 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
 CHAR = ["--config", str(CONFIGS / "gpt_shakespeare_char.yaml"), *QUIET,
         "--model.init_args.model.n_layer", "1", "--model.init_args.model.n_embd", "16",
-        "--model.init_args.model.n_head", "2", "--data.init_args.block_size", "16",
-        "--data.init_args.val_windows", "8", "--data.init_args.batch_size", "4",
-        "--data.init_args.test_fraction", "0.05"]
+        "--model.init_args.model.n_head", "2", "--data.init_args.windows.block_size", "16",
+        "--data.init_args.windows.val_windows", "8", "--data.init_args.windows.batch_size", "4",
+        "--data.init_args.splits.test_fraction", "0.05"]
 
 
 def error_line(stderr: str) -> str:
@@ -51,7 +53,7 @@ def char_ckpt(tmp_path_factory, shared_data, cache) -> str:
     """A char GPT on Shakespeare, fitted for a few steps through the CLI."""
     root = tmp_path_factory.mktemp("char")
     cli = fit.main([*CHAR, "--trainer.max_steps", "4", "--trainer.val_check_interval", "4",
-                    "--data.init_args.cache_dir", cache, "--trainer.default_root_dir", str(root)])
+                    "--data.init_args.tokens.cache_dir", cache, "--trainer.default_root_dir", str(root)])
     return cli.trainer.checkpoint_callback.best_model_path
 
 
@@ -176,15 +178,35 @@ def test_evaluate_reads_checkpoints_as_plain_data_only(word_ckpt, tmp_path, caps
 def test_corpus_scores_the_test_split_exactly_as_fit_test_does(char_ckpt, cache, capsys):
     scores = evaluate.main(["--ckpt", char_ckpt, "--corpus", "shakespeare"])
     val = evaluate.main(["--ckpt", char_ckpt, "--corpus", "--split", "val"])
-    cli = fit.main(["test", *CHAR, "--data.init_args.cache_dir", cache, "--ckpt_path", char_ckpt])
+    cli = fit.main(["test", *CHAR, "--data.init_args.tokens.cache_dir", cache, "--ckpt_path", char_ckpt])
     logged = cli.trainer.callback_metrics
     assert list(scores) == ["shakespeare (test)"] and list(val) == ["shakespeare (val)"]
     assert scores["shakespeare (test)"]["loss"] == pytest.approx(float(logged["test/loss"]), rel=1e-5)
     assert scores["shakespeare (test)"]["loss"] != val["shakespeare (val)"]["loss"]
 
 
+def flatten(ckpt: dict, *drop: str) -> None:
+    """The datamodule's settings in the flat form `load_datamodule` also reads: each group's
+    fields at the top level (less `drop`)."""
+    hparams = ckpt["datamodule_hyper_parameters"]
+    for group in ("windows", "tokens", "splits", "sources"):
+        hparams.update(hparams.pop(group))
+    for key in drop:
+        del hparams[key]
+
+
+def test_a_checkpoint_with_flat_data_settings_rebuilds_the_same_datamodule(char_ckpt, tmp_path, cache):
+    flat = rewrite(char_ckpt, tmp_path / "flat.ckpt", flatten)
+    assert "block_size" in torch.load(flat, weights_only=True)["datamodule_hyper_parameters"]
+    old, new = (load_datamodule(path, load_module(path), cache_dir=cache) for path in (flat, char_ckpt))
+    assert (old.windows, old.tokens, old.splits, old.sources) == (new.windows, new.tokens, new.splits, new.sources)
+    assert old.splits.test_fraction == 0.05 and old.block_size == 16  # the fit's, not the defaults
+    assert [b["input_ids"].tolist() for b in old.val_batches()] == [b["input_ids"].tolist() for b in new.val_batches()]
+    assert evaluate.main(["--ckpt", flat, "--corpus"]) == evaluate.main(["--ckpt", char_ckpt, "--corpus"])
+
+
 def test_a_checkpoint_from_before_test_splits_is_scored_on_validation(char_ckpt, tmp_path, capsys):
-    old = rewrite(char_ckpt, tmp_path / "old.ckpt", lambda c: c["datamodule_hyper_parameters"].pop("test_fraction"))
+    old = rewrite(char_ckpt, tmp_path / "old.ckpt", lambda c: flatten(c, "test_fraction"))
     scores = evaluate.main(["--ckpt", old, "--corpus"])
     # It trained on what is now the test share: scoring that would flatter it.
     assert "has no test split (test_fraction=0)" in capsys.readouterr().err
@@ -193,7 +215,8 @@ def test_a_checkpoint_from_before_test_splits_is_scored_on_validation(char_ckpt,
 
 
 def test_running_text_splits_three_ways_and_validation_is_unchanged(shared_data, cache):
-    dms = [ShakespeareDataModule(test_fraction=f, cache_dir=cache, val_windows=8) for f in (0.0, 0.05)]
+    dms = [ShakespeareDataModule(windows=Windows(val_windows=8), tokens=Tokens(cache_dir=cache),
+                                 splits=Splits(test_fraction=f)) for f in (0.0, 0.05)]
     for dm in dms:
         dm.setup()
     before, now = dms

@@ -115,11 +115,13 @@ def test_module_hyperparameters_mirror_the_config():
 
 def test_fit_on_shakespeare_learns_and_checkpoints_the_tokenizer(tmp_path, monkeypatch, shared_data):
     from datamodules.shakespeare import ShakespeareDataModule
+    from datamodules.tokens import Tokens
+    from datamodules.windows import Windows
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("SUCCU_DATA_DIR", str(shared_data))
     L.seed_everything(0, verbose=False)
-    dm = ShakespeareDataModule(block_size=32, batch_size=16, val_windows=32, cache_dir=str(tmp_path / "cache"))
+    dm = ShakespeareDataModule(windows=Windows(block_size=32, batch_size=16, val_windows=32), tokens=Tokens(cache_dir=str(tmp_path / "cache")))
     module = tiny_module(GPTModule,
         vocab_size=dm.vocab_size, block_size=dm.block_size, n_layer=1, n_head=2, n_embd=32,
         warmup_steps=5, optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2),

@@ -252,14 +252,12 @@ def test_module_hyperparameters_mirror_the_config():
 
 def test_fit_logs_in_and_out_of_domain_losses_and_diagnostics(tmp_path, monkeypatch, shared_data):
     from datamodules.mixture import MixtureDataModule
+    from datamodules.windows import Windows
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("SUCCU_DATA_DIR", str(shared_data))
     L.seed_everything(0, verbose=False)
-    dm = MixtureDataModule(
-        corpora=["tinystories", "shakespeare"], weights=[1, 0], abc_style=[], block_size=32,
-        batch_size=8, val_windows=16,
-    )
+    dm = MixtureDataModule(corpora=["tinystories", "shakespeare"], weights=[1, 0], abc_style=[], windows=Windows(block_size=32, batch_size=8, val_windows=16))
     module = tiny_module(HypersurfaceModule,
         vocab_size=dm.vocab_size, block_size=dm.block_size, n_layer=1, n_head=2, n_embd=32,
         variant="orthogonal", warmup_steps=2, optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2),
@@ -335,15 +333,16 @@ def test_rarity_classes_and_cos_histogram():
 
 def rarity_fit(tmp_path, variant: str, steps: int):
     """A tiny character-level fit on a two-corpus folder whose rare tokens are known by hand."""
+    from datamodules.corpora import Sources, Splits
     from datamodules.mixture import MixtureDataModule
+    from datamodules.tokens import Tokens
+    from datamodules.windows import Windows
 
     data = tmp_path / "data"
     data.mkdir(exist_ok=True)
     (data / "tinyshakespeare.txt").write_text("ccccc" + "abab abba baab " * 400)  # c: 5 times, in training
     (data / "kjv.txt").write_text("abcd dcba cdq " * 400)
-    dm = MixtureDataModule(corpora=["shakespeare", "kjv"], weights=[1, 0], abc_style=[],
-                           block_size=8, batch_size=4, val_windows=8, data_dir=str(data),
-                           cache_dir=str(tmp_path / "cache"), test_fraction=0.1)
+    dm = MixtureDataModule(corpora=["shakespeare", "kjv"], weights=[1, 0], abc_style=[], windows=Windows(block_size=8, batch_size=4, val_windows=8), tokens=Tokens(cache_dir=str(tmp_path / "cache")), splits=Splits(test_fraction=0.1), sources=Sources(data_dir=str(data)))
     module = tiny_module(HypersurfaceModule, vocab_size=dm.vocab_size, block_size=8, n_layer=1,
                          n_head=2, n_embd=16, variant=variant, diagnostics=False, warmup_steps=0,
                          optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2))

@@ -34,9 +34,9 @@ QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summa
          "--trainer.num_sanity_val_steps", "0"]
 GATED_TINY = ["--model.init_args.model.n_layer", "1", "--model.init_args.model.n_embd", "16",
               "--model.init_args.model.n_head", "2", "--model.init_args.warmup_steps", "2",
-              "--data.init_args.block_size", "16", "--data.init_args.batch_size", "4",
-              "--data.init_args.val_windows", "8", "--data.init_args.val_batch_size", "4",
-              "--data.init_args.batches_per_epoch", "4"]
+              "--data.init_args.windows.block_size", "16", "--data.init_args.windows.batch_size", "4",
+              "--data.init_args.windows.val_windows", "8", "--data.init_args.windows.val_batch_size", "4",
+              "--data.init_args.windows.batches_per_epoch", "4"]
 
 
 @pytest.fixture(scope="session")
@@ -95,7 +95,7 @@ def test_wandb_offline_run_is_complete_and_never_touches_the_network(tmp_path, c
     monkeypatch.setenv("WANDB_BASE_URL", server.url)
     try:  # the shipped abcgpt config carries the generation table, alpha histogram and sweep
         cli = fit.main(["--config", str(CONFIGS / "abcgpt_char.yaml"), *GATED_TINY, *QUIET,
-                        "--data.init_args.cache_dir", str(cache_dir),
+                        "--data.init_args.tokens.cache_dir", str(cache_dir),
                         "--trainer.max_steps", "4", "--trainer.val_check_interval", "2",
                         "--trainer.log_every_n_steps", "1", "--trainer.default_root_dir", str(tmp_path / "run"),
                         "--trainer.logger", "lightning.pytorch.loggers.WandbLogger",
@@ -201,7 +201,7 @@ def test_succulm_tt_logs_compression_trap_and_the_tt_sweep(tmp_path):
 def test_abcgpt_logs_the_dial_grid_samples_at_each_alpha_histogram_and_sweep(tmp_path, cache_dir):
     # No overlay: abcgpt_char.yaml itself ships GenerationTable, AlphaHistogram and SweepReport.
     cli, logger = recorded_fit(tmp_path, "abcgpt_char.yaml", *GATED_TINY,
-                               "--data.init_args.cache_dir", str(cache_dir),
+                               "--data.init_args.tokens.cache_dir", str(cache_dir),
                                "--trainer.max_steps", "4", "--trainer.val_check_interval", "2",
                                "--trainer.log_every_n_steps", "1")
     grid = {f"val/loss/{c}@alpha={a}" for c in ("tinystories", "shakespeare") for a in ("0", "0.5", "1")}
@@ -225,7 +225,7 @@ def test_a_three_source_dial_logs_shares_histograms_the_simplex_sweep_and_the_vo
     # abcgpt_char_k3.yaml ships the dashboard; its SweepReport (the last callback) on a coarse
     # grid, with a few short voice samples.
     cli, logger = recorded_fit(tmp_path, "abcgpt_char_k3.yaml", *GATED_TINY,
-                               "--data.init_args.cache_dir", str(cache_dir),
+                               "--data.init_args.tokens.cache_dir", str(cache_dir),
                                "--trainer.max_steps", "4", "--trainer.val_check_interval", "2",
                                "--trainer.log_every_n_steps", "1",
                                "--trainer.callbacks.init_args.step", "0.5",
@@ -256,8 +256,8 @@ def test_gpt_baseline_logs_losses_and_samples_from_validation_text(tmp_path, cac
     cli, logger = recorded_fit(
         tmp_path, "gpt_shakespeare_char.yaml", "--model.init_args.model.n_layer", "1",
         "--model.init_args.model.n_embd", "16", "--model.init_args.model.n_head", "2",
-        "--data.init_args.block_size", "16", "--data.init_args.val_windows", "4",
-        "--data.init_args.cache_dir", str(cache_dir),
+        "--data.init_args.windows.block_size", "16", "--data.init_args.windows.val_windows", "4",
+        "--data.init_args.tokens.cache_dir", str(cache_dir),
         "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.log_every_n_steps", "1")
     assert {"train/loss", "val/loss", "val/ppl"} <= logger.metric_keys
     samples = table(logger, "samples/generations")

@@ -7,12 +7,14 @@ import torch
 
 from callbacks.plateau import PlateauStop
 from datamodules.shakespeare import ShakespeareDataModule
+from datamodules.tokens import Tokens
+from datamodules.windows import Windows
 from succu.modules.gpt import GPTModule
 from tests.tiny import tiny_module
 
 
 def fit(tmp_path, lr: float, window: int, steps: int = 60, rule: float = 0.01):
-    dm = ShakespeareDataModule(block_size=8, batch_size=4, val_windows=8, cache_dir=str(tmp_path / "cache"))
+    dm = ShakespeareDataModule(windows=Windows(block_size=8, batch_size=4, val_windows=8), tokens=Tokens(cache_dir=str(tmp_path / "cache")))
     module = tiny_module(GPTModule, vocab_size=dm.vocab_size, block_size=8, n_layer=1, n_head=2, n_embd=16,
                          warmup_steps=0, min_lr_ratio=1.0, optimizer=lambda p: torch.optim.AdamW(p, lr=lr))
     stop = PlateauStop(window=window, min_improvement=rule)

@@ -126,9 +126,9 @@ def test_quiet_known_warnings_drops_the_litlogger_tip_and_leafspec(caplog):
 
 def test_gated_gpt_val_ppl_and_lr_reach_the_csv(tmp_path):
     tiny = ["--model.init_args.model.n_layer", "1", "--model.init_args.model.n_embd", "16",
-            "--model.init_args.model.n_head", "2", "--data.init_args.block_size", "16",
-            "--data.init_args.batch_size", "4", "--data.init_args.val_windows", "8",
-            "--data.init_args.val_batch_size", "4", "--data.init_args.cache_dir", str(tmp_path / "cache")]
+            "--model.init_args.model.n_head", "2", "--data.init_args.windows.block_size", "16",
+            "--data.init_args.windows.batch_size", "4", "--data.init_args.windows.val_windows", "8",
+            "--data.init_args.windows.val_batch_size", "4", "--data.init_args.tokens.cache_dir", str(tmp_path / "cache")]
     fit.main(["--config", str(REPO / "configs" / "abcgpt_char.yaml"), *tiny,
               "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
               "--trainer.log_every_n_steps", "1", "--trainer.num_sanity_val_steps", "0",

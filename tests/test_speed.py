@@ -28,8 +28,8 @@ from tests.tiny import tiny_module
 REPO = Path(__file__).resolve().parents[1]
 GPT_YAML = str(REPO / "configs" / "gpt_shakespeare_char.yaml")
 TINY_GPT = ["--model.init_args.model.n_layer", "1", "--model.init_args.model.n_embd", "16",
-            "--model.init_args.model.n_head", "2", "--data.init_args.block_size", "16",
-            "--data.init_args.batch_size", "4", "--data.init_args.val_windows", "8",
+            "--model.init_args.model.n_head", "2", "--data.init_args.windows.block_size", "16",
+            "--data.init_args.windows.batch_size", "4", "--data.init_args.windows.val_windows", "8",
             "--trainer.num_sanity_val_steps", "0"]
 # bf16 keeps 8 bits of mantissa: a tiny network's logits move by ~1e-2, its mean loss by less.
 BF16_LOSS_RTOL, BF16_LOGITS_ATOL = 2e-2, 0.1
@@ -95,7 +95,7 @@ def test_compile_option_runs_a_fit_through_the_cli(fast_compile, tmp_path):
     cli = fit.main(["--config", GPT_YAML, *TINY_GPT, "--model.init_args.compile", "true",
                     "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.logger", "false",
                     "--trainer.default_root_dir", str(tmp_path / "run"),
-                    "--data.init_args.cache_dir", str(tmp_path / "cache")])
+                    "--data.init_args.tokens.cache_dir", str(tmp_path / "cache")])
     module = cli.model
     assert module.compile_network and module._compiled is not None
     assert torch.isfinite(cli.trainer.callback_metrics["val/loss"])
@@ -143,7 +143,7 @@ def test_bf16_mixed_on_the_cpu_is_autocast_not_a_silent_32_bit(tmp_path):
     cli = fit.main(["--config", GPT_YAML, *TINY_GPT, "--trainer.precision", "bf16-mixed",
                     "--trainer.accelerator", "auto", "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
                     "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path / "run"),
-                    "--data.init_args.cache_dir", str(tmp_path / "cache")])
+                    "--data.init_args.tokens.cache_dir", str(tmp_path / "cache")])
     trainer = cli.trainer
     assert trainer.precision == "bf16-mixed" and trainer.precision_plugin.device == "cpu"
     assert torch.isfinite(trainer.callback_metrics["val/loss"])
@@ -155,7 +155,7 @@ def test_train_loss_is_logged_on_the_interval_and_at_the_last_step(tmp_path):
               "--trainer.log_every_n_steps", "3", "--trainer.val_check_interval", "7",
               "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
               "--trainer.logger.save_dir", str(tmp_path / "run"),
-              "--data.init_args.cache_dir", str(tmp_path / "cache")])
+              "--data.init_args.tokens.cache_dir", str(tmp_path / "cache")])
     (path,) = (tmp_path / "run").glob("**/metrics.csv")
     with path.open() as f:
         rows = list(csv.DictReader(f))

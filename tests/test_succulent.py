@@ -8,17 +8,10 @@ import re
 import pytest
 import torch
 
-from datamodules.succulent import (
-    EMBEDDINGS_FILE,
-    NORMAL_FILE,
-    PROBE_PROMPTS_TRAINING,
-    PROBE_PROMPTS_UNSEEN,
-    QA_FILE,
-    SuccuPairsDataModule,
-    embedding_matrix,
-    encode_pair,
-    generate_world,
-)
+from datamodules.succulent import SuccuPairsDataModule, embedding_matrix, encode_pair
+from datamodules.succulent_files import EMBEDDINGS_FILE, NORMAL_FILE, QA_FILE
+from datamodules.succulent_tables import PROBE_PROMPTS_TRAINING, PROBE_PROMPTS_UNSEEN
+from datamodules.succulent_world import generate_world
 from succu.embeddings import read_embeddings_json, write_embeddings_json
 from succu.tokenizers import split_words
 

@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import datamodules.text as text_mod
-from datamodules.mixture import MixtureDataModule
-from datamodules.shakespeare import SHAKESPEARE_URL, ShakespeareDataModule
-from datamodules.text import (
+import datamodules.tokens as tokens_mod
+from datamodules.corpora import (
     CorpusError,
+    Sources,
+    Splits,
     corpus_spec,
     load_documents,
     resolve_source,
     split_corpus,
-    token_dtype,
 )
+from datamodules.mixture import MixtureDataModule
+from datamodules.shakespeare import SHAKESPEARE_URL, ShakespeareDataModule
 from datamodules.tinystories import TinyStoriesDataModule
+from datamodules.tokens import Tokens, token_dtype
+from datamodules.windows import Windows
 from succu.tokenizers import BPETokenizer, CharTokenizer, fold_ascii, normalize_text
+from tests.paths import REPO
 from tests.paths import SHARED_DATA as DATA_DIR
 from tests.tiny import tiny_module
 
@@ -67,22 +74,22 @@ def contains(array: np.ndarray, row: torch.Tensor) -> bool:
 
 # ---- splits --------------------------------------------------------------------------------------
 def test_shakespeare_split_is_nanogpts_contiguous_tail(cache):
-    dm = ready(ShakespeareDataModule(cache_dir=cache))
+    dm = ready(ShakespeareDataModule(tokens=Tokens(cache_dir=cache)))
     text = shakespeare_text()
     cut = int(len(text) * 0.9)
     assert dm.vocab_size == 65
     # nanoGPT's 90/10 by default; a test share (test_fraction) comes out of the training 90%.
     assert dm.tokenizer.decode(dm.train_arrays[0].tolist()) == text[:cut]
     assert dm.tokenizer.decode(dm.val_arrays[0].tolist()) == text[cut:]
-    split = ready(ShakespeareDataModule(test_fraction=0.05, cache_dir=cache))
+    split = ready(ShakespeareDataModule(tokens=Tokens(cache_dir=cache), splits=Splits(test_fraction=0.05)))
     train_and_test = [split.train_arrays[0], split.load_arrays("test")[0]]
     assert "".join(split.tokenizer.decode(a.tolist()) for a in train_and_test) == text[:cut]
     assert split.tokenizer.decode(split.val_arrays[0].tolist()) == text[cut:]
 
 
 def test_splits_are_deterministic(tmp_path, cache):
-    a = ready(TinyStoriesDataModule(cache_dir=cache))
-    b = ready(TinyStoriesDataModule(cache_dir=str(tmp_path)))  # recomputed from scratch
+    a = ready(TinyStoriesDataModule(tokens=Tokens(cache_dir=cache)))
+    b = ready(TinyStoriesDataModule(tokens=Tokens(cache_dir=str(tmp_path))))  # recomputed from scratch
     assert a.tokenizer == b.tokenizer
     for x, y in zip(a.train_arrays + a.val_arrays, b.train_arrays + b.val_arrays):
         assert np.array_equal(x, y)
@@ -105,7 +112,7 @@ def test_no_story_crosses_train_and_val():
 
 
 def test_stories_end_with_eos_and_fold_to_ascii(cache):
-    dm = ready(TinyStoriesDataModule(cache_dir=cache))
+    dm = ready(TinyStoriesDataModule(tokens=Tokens(cache_dir=cache)))
     tok = dm.tokenizer
     assert tok.vocab[0] == "<EOS>" and all(ord(c) < 128 for c in tok.vocab[1:])
     ids = dm.val_arrays[0].tolist()
@@ -117,7 +124,7 @@ def test_stories_end_with_eos_and_fold_to_ascii(cache):
 
 # ---- normalisation switches --------------------------------------------------------------------
 def test_abc_style_switch_on_shakespeare(cache):
-    dm = ready(ShakespeareDataModule(abc_style=True, cache_dir=cache))
+    dm = ready(ShakespeareDataModule(abc_style=True, tokens=Tokens(cache_dir=cache)))
     assert not any(c.isupper() for c in dm.tokenizer.vocab)
     head = dm.tokenizer.decode(dm.train_arrays[0][:80].tolist())
     assert head.startswith("first citizen :\nbefore we proceed any further , hear me speak .\n")
@@ -126,28 +133,28 @@ def test_abc_style_switch_on_shakespeare(cache):
 
 
 def test_fold_ascii_switch_off_keeps_curly_quotes(cache):
-    dm = TinyStoriesDataModule(fold_ascii=False, cache_dir=cache)
+    dm = TinyStoriesDataModule(fold_ascii=False, tokens=Tokens(cache_dir=cache))
     assert {"\u201c", "\u201d", "\u2014"} <= set(dm.tokenizer.vocab)
     assert dm.tokenizer.normalizers == []
 
 
 # ---- cache ---------------------------------------------------------------------------------------
 def test_vocab_size_works_before_setup_and_caches_the_tokenizer(tmp_path):
-    dm = ShakespeareDataModule(cache_dir=str(tmp_path))
+    dm = ShakespeareDataModule(tokens=Tokens(cache_dir=str(tmp_path)))
     assert dm.vocab_size == 65  # what the CLI links into the model at instantiation
     assert dm.tokenizer_path().is_file()
     assert not (tmp_path / "tokens").exists()  # token ids are written by prepare_data only
 
 
 def test_second_load_does_no_tokenising(tmp_path, monkeypatch):
-    first = ready(TinyStoriesDataModule(cache_dir=str(tmp_path)))
+    first = ready(TinyStoriesDataModule(tokens=Tokens(cache_dir=str(tmp_path))))
 
     def forbidden(*args, **kwargs):
         raise AssertionError("the cache should have been used")
 
-    monkeypatch.setattr(text_mod, "tokenize_documents", forbidden)
+    monkeypatch.setattr(tokens_mod, "tokenize_documents", forbidden)
     monkeypatch.setattr(text_mod, "load_documents", forbidden)
-    second = ready(TinyStoriesDataModule(cache_dir=str(tmp_path)))
+    second = ready(TinyStoriesDataModule(tokens=Tokens(cache_dir=str(tmp_path))))
     assert second.tokenizer == first.tokenizer
     assert np.array_equal(second.train_arrays[0], first.train_arrays[0])
     meta = json.loads((second.token_dir("tinystories") / "meta.json").read_text())
@@ -155,22 +162,22 @@ def test_second_load_does_no_tokenising(tmp_path, monkeypatch):
 
 
 def test_cache_is_invalidated_when_the_tokenizer_changes(tmp_path, monkeypatch):
-    char = ready(ShakespeareDataModule(cache_dir=str(tmp_path)))
+    char = ready(ShakespeareDataModule(tokens=Tokens(cache_dir=str(tmp_path))))
     calls = []
-    real = text_mod.tokenize_documents
-    monkeypatch.setattr(text_mod, "tokenize_documents", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = tokens_mod.tokenize_documents
+    monkeypatch.setattr(tokens_mod, "tokenize_documents", lambda *a, **k: calls.append(1) or real(*a, **k))
     # Another tokenizer object with a different vocabulary: new key, tokenised again.
-    swapped = ShakespeareDataModule(cache_dir=str(tmp_path))
+    swapped = ShakespeareDataModule(tokens=Tokens(cache_dir=str(tmp_path)))
     swapped._tokenizer = CharTokenizer([*char.tokenizer.vocab, "<EOS>"])
     assert swapped.token_dir("shakespeare") != char.token_dir("shakespeare")
     ready(swapped)
     assert calls == [1, 1]  # train and val (no test split by default: nanoGPT's 90/10)
     # BPE, and BPE of another size, get their own caches too.
-    bpe = ready(ShakespeareDataModule(tokenizer_kind="bpe", bpe_vocab_size=300, cache_dir=str(tmp_path)))
+    bpe = ready(ShakespeareDataModule(tokens=Tokens(tokenizer_kind="bpe", bpe_vocab_size=300, cache_dir=str(tmp_path))))
     assert isinstance(bpe.tokenizer, BPETokenizer) and bpe.vocab_size == 300
     assert len(calls) == 4
     assert len(bpe.train_arrays[0]) < 0.8 * len(char.train_arrays[0])  # 44 merges already help
-    other = ShakespeareDataModule(tokenizer_kind="bpe", bpe_vocab_size=280, cache_dir=str(tmp_path))
+    other = ShakespeareDataModule(tokens=Tokens(tokenizer_kind="bpe", bpe_vocab_size=280, cache_dir=str(tmp_path)))
     assert other.token_dir("shakespeare") != bpe.token_dir("shakespeare")
 
 
@@ -186,20 +193,20 @@ def first_batches(dm, n=3):
 
 
 def test_windows_reproducible_from_seed_and_different_across_ranks(cache, monkeypatch):
-    a = first_batches(ready(ShakespeareDataModule(seed=7, cache_dir=cache)))
-    b = first_batches(ready(ShakespeareDataModule(seed=7, cache_dir=cache)))
+    a = first_batches(ready(ShakespeareDataModule(windows=Windows(seed=7), tokens=Tokens(cache_dir=cache))))
+    b = first_batches(ready(ShakespeareDataModule(windows=Windows(seed=7), tokens=Tokens(cache_dir=cache))))
     for x, y in zip(a, b):
         assert torch.equal(x["input_ids"], y["input_ids"]) and torch.equal(x["labels"], y["labels"])
     assert not torch.equal(a[0]["input_ids"], a[1]["input_ids"])
-    other_seed = first_batches(ready(ShakespeareDataModule(seed=8, cache_dir=cache)), 1)
+    other_seed = first_batches(ready(ShakespeareDataModule(windows=Windows(seed=8), tokens=Tokens(cache_dir=cache))), 1)
     assert not torch.equal(a[0]["input_ids"], other_seed[0]["input_ids"])
     monkeypatch.setenv("RANK", "1")
-    rank1 = first_batches(ready(ShakespeareDataModule(seed=7, cache_dir=cache)), 1)
+    rank1 = first_batches(ready(ShakespeareDataModule(windows=Windows(seed=7), tokens=Tokens(cache_dir=cache))), 1)
     assert not torch.equal(a[0]["input_ids"], rank1[0]["input_ids"])
 
 
 def test_windows_are_shifted_slices_of_the_training_split(cache):
-    dm = ready(ShakespeareDataModule(block_size=32, batch_size=5, cache_dir=cache))
+    dm = ready(ShakespeareDataModule(windows=Windows(block_size=32, batch_size=5), tokens=Tokens(cache_dir=cache)))
     batch = first_batches(dm, 1)[0]
     assert batch["input_ids"].shape == (5, 32) and batch["input_ids"].dtype == torch.long
     assert set(batch) == {"input_ids", "labels"}
@@ -210,8 +217,8 @@ def test_windows_are_shifted_slices_of_the_training_split(cache):
 
 def test_global_seed_is_the_default_window_seed(cache, monkeypatch):
     monkeypatch.setenv("PL_GLOBAL_SEED", "7")
-    implicit = first_batches(ready(ShakespeareDataModule(cache_dir=cache)), 1)[0]
-    explicit = first_batches(ready(ShakespeareDataModule(seed=7, cache_dir=cache)), 1)[0]
+    implicit = first_batches(ready(ShakespeareDataModule(tokens=Tokens(cache_dir=cache))), 1)[0]
+    explicit = first_batches(ready(ShakespeareDataModule(windows=Windows(seed=7), tokens=Tokens(cache_dir=cache))), 1)[0]
     assert torch.equal(implicit["input_ids"], explicit["input_ids"])
 
 
@@ -226,9 +233,9 @@ class Recorder(L.Callback):
 def test_resume_continues_the_window_stream_exactly(cache, tmp_path):
     from succu.modules.gpt import GPTModule
 
-    stream = ready(ShakespeareDataModule(seed=3, batches_per_epoch=100, cache_dir=cache))
+    stream = ready(ShakespeareDataModule(windows=Windows(seed=3, batches_per_epoch=100), tokens=Tokens(cache_dir=cache)))
     reference = [b["input_ids"] for b in first_batches(stream, 7)]
-    dm = ShakespeareDataModule(seed=3, batches_per_epoch=4, cache_dir=cache)
+    dm = ShakespeareDataModule(windows=Windows(seed=3, batches_per_epoch=4), tokens=Tokens(cache_dir=cache))
     model = tiny_module(GPTModule, vocab_size=dm.vocab_size, block_size=64, n_layer=1, n_head=1, n_embd=16)
     recorder = Recorder()
     trainer = L.Trainer(
@@ -241,15 +248,15 @@ def test_resume_continues_the_window_stream_exactly(cache, tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(recorder.batches, reference[:6]))
     state = dm.state_dict()
     assert state["train_batches"] == 6  # what the model consumed, not what the loader prefetched
-    resumed = ShakespeareDataModule(seed=3, batches_per_epoch=4, cache_dir=cache)
+    resumed = ShakespeareDataModule(windows=Windows(seed=3, batches_per_epoch=4), tokens=Tokens(cache_dir=cache))
     resumed.load_state_dict(state)
     assert torch.equal(first_batches(ready(resumed), 1)[0]["input_ids"], reference[6])
 
 
 def test_validation_windows_are_fixed_and_evenly_spaced(cache):
-    dm = ready(ShakespeareDataModule(val_windows=50, val_batch_size=16, cache_dir=cache))
+    dm = ready(ShakespeareDataModule(windows=Windows(val_windows=50, val_batch_size=16), tokens=Tokens(cache_dir=cache)))
     batches = list(dm.val_dataloader())
-    again = list(ready(ShakespeareDataModule(val_windows=50, val_batch_size=16, seed=99, cache_dir=cache)).val_dataloader())
+    again = list(ready(ShakespeareDataModule(windows=Windows(val_windows=50, val_batch_size=16, seed=99), tokens=Tokens(cache_dir=cache))).val_dataloader())
     assert [len(b["input_ids"]) for b in batches] == [16, 16, 16, 2]
     assert all(torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(batches, again))
     val = dm.val_arrays[0]
@@ -264,7 +271,7 @@ def mixture(tmp_path_factory, cache):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_DATASETS_OFFLINE", "1")
         mp.setenv("SUCCU_DATA_DIR", str(DATA_DIR))
-        return ready(MixtureDataModule(seed=5, val_windows=24, batch_size=16, cache_dir=cache))
+        return ready(MixtureDataModule(windows=Windows(seed=5, val_windows=24, batch_size=16), tokens=Tokens(cache_dir=cache)))
 
 
 def test_mixture_labels_rows_with_their_source(mixture):
@@ -297,7 +304,7 @@ def test_mixture_validation_batches_are_per_corpus(mixture):
 # ---- errors and the hub path ---------------------------------------------------------------------
 def test_missing_file_names_the_setting(tmp_path):
     with pytest.raises(CorpusError, match="data_path") as err:
-        _ = ShakespeareDataModule(data_path=str(tmp_path / "nope.txt"), cache_dir=str(tmp_path)).vocab_size
+        _ = ShakespeareDataModule(data_path=str(tmp_path / "nope.txt"), tokens=Tokens(cache_dir=str(tmp_path))).vocab_size
     assert "\n" not in str(err.value) and isinstance(err.value, FileNotFoundError)
 
 
@@ -307,9 +314,9 @@ def test_offline_hub_without_a_local_file_names_the_setting(tmp_path, monkeypatc
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("hub touched offline"))
     monkeypatch.setenv("SUCCU_DATA_DIR", str(tmp_path))  # an empty folder: no local copy
     for dm, setting, says in (  # local by default: the error offers the hub, which is opt-in
-        (TinyStoriesDataModule(cache_dir=str(tmp_path)), "data_path", "or source=hub to download"),
-        (TinyStoriesDataModule(source="hub", cache_dir=str(tmp_path)), "data_path", "is offline"),
-        (MixtureDataModule(source="auto", cache_dir=str(tmp_path)), "data_paths.tinystories", "is offline"),
+        (TinyStoriesDataModule(tokens=Tokens(cache_dir=str(tmp_path))), "data_path", "or source=hub to download"),
+        (TinyStoriesDataModule(tokens=Tokens(cache_dir=str(tmp_path)), sources=Sources(source="hub")), "data_path", "is offline"),
+        (MixtureDataModule(tokens=Tokens(cache_dir=str(tmp_path)), sources=Sources(source="auto")), "data_paths.tinystories", "is offline"),
     ):
         with pytest.raises(CorpusError, match=says) as err:
             _ = dm.vocab_size
@@ -321,7 +328,7 @@ def test_unknown_names_are_rejected():
     with pytest.raises(ValueError, match="unknown corpus"):
         MixtureDataModule(corpora=["tinystories", "klingon"])
     with pytest.raises(ValueError, match="tokenizer_kind"):
-        ShakespeareDataModule(tokenizer_kind="word")
+        ShakespeareDataModule(tokens=Tokens(tokenizer_kind="word"))
     with pytest.raises(ValueError, match="source"):
         resolve_source(corpus_spec("shakespeare"), source="web")
 
@@ -371,7 +378,7 @@ def test_hub_path_loads_through_datasets_when_online(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setenv("SUCCU_DATA_DIR", str(tmp_path))
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
-    dm = ready(MixtureDataModule(source="hub", hub_splits={"tinystories": "train[:300]"}, cache_dir=str(tmp_path)))
+    dm = ready(MixtureDataModule(tokens=Tokens(cache_dir=str(tmp_path)), sources=Sources(source="hub", hub_splits={"tinystories": "train[:300]"})))
     assert calls[0] == ("roneneldan/TinyStories", {"split": "train[:300]"})
     assert calls[1] == ("text", {"data_files": SHAKESPEARE_URL, "sample_by": "document", "split": "train"})
     tok = dm.tokenizer
@@ -380,3 +387,49 @@ def test_hub_path_loads_through_datasets_when_online(tmp_path, monkeypatch):
     splits = (dm.train_arrays[0], dm.val_arrays[0], dm.load_arrays("test")[0])
     n_stories = sum(int((a == tok.eos_id).sum()) for a in splits)
     assert n_stories == 300
+
+
+# ---- settings groups -------------------------------------------------------------------------------
+def test_settings_groups_round_trip_through_the_cli(tmp_path, cache, capsys):
+    """A group given in part in YAML keeps its other defaults (Shakespeare's own: no test share);
+    --print_config shows every group whole, and the printed data section builds the same datamodule."""
+    from succu import fit
+
+    config = str(REPO / "configs" / "gpt_shakespeare_char.yaml")
+    overlay = tmp_path / "data.yaml"
+    overlay.write_text(yaml.safe_dump({"data": {"init_args": {
+        "windows": {"block_size": 32}, "splits": {"val_fraction": 0.2}, "tokens": {"cache_dir": cache}}}}))
+    with pytest.raises(SystemExit) as exc:
+        fit.main(["--config", config, "--config", str(overlay), "--print_config"])
+    assert exc.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    groups = printed["data"]["init_args"]
+    assert groups["windows"] == dataclasses.asdict(Windows(block_size=32, batch_size=12, val_windows=256))
+    assert groups["splits"] == dataclasses.asdict(Splits(val_fraction=0.2, test_fraction=0.0))
+    assert groups["tokens"] == dataclasses.asdict(Tokens(cache_dir=cache))
+    assert groups["sources"] == dataclasses.asdict(Sources())
+    (tmp_path / "printed.yaml").write_text(yaml.safe_dump({"data": printed["data"]}))
+    built = [fit.SuccuCLI(fit.LanguageModule, L.LightningDataModule, subclass_mode_model=True,
+                          subclass_mode_data=True, auto_configure_optimizers=False, run=False,
+                          args=args + ["--trainer.logger", "false"]).datamodule
+             for args in (["--config", config, "--config", str(overlay)],
+                          ["--config", config, "--config", str(tmp_path / "printed.yaml")])]
+    for dm in built:
+        assert dm.windows == Windows(block_size=32) and dm.splits == Splits(val_fraction=0.2, test_fraction=0.0)
+        assert dm.block_size == 32 and dm.hparams["splits"] == groups["splits"]
+
+
+def test_flat_settings_go_into_their_groups_and_locations_are_dropped():
+    """What `load_datamodule` builds from flat recorded settings and the user's own locations."""
+    from succu.checkpoint import datamodule_arguments, init_settings
+
+    names, groups = init_settings(ShakespeareDataModule)
+    fields = [f.name for cls in groups.values() for f in dataclasses.fields(cls)]
+    assert set(groups) == {"windows", "tokens", "splits", "sources"} and len(fields) == len(set(fields))
+    recorded = {"_class_path": "datamodules.shakespeare.ShakespeareDataModule", "abc_style": True,
+                "block_size": 32, "test_fraction": 0.1, "cache_dir": "/planted", "data_path": "/planted",
+                "splits": {"split_seed": 3, "val_fraction": 0.2}, "sources": {"data_dir": "/planted", "source": "hub"}}
+    args = datamodule_arguments(ShakespeareDataModule, recorded, {"cache_dir": "/mine", "data_dir": None})
+    assert args == {"abc_style": True, "windows": {"block_size": 32}, "sources": {},
+                    "splits": {"split_seed": 3, "val_fraction": 0.2, "test_fraction": 0.1},
+                    "tokens": {"cache_dir": "/mine"}}

@@ -13,6 +13,7 @@ import lightning as L
 import pytest
 import torch
 
+from datamodules.corpora import Sources
 from succu import fit, generate, runs, sweep
 from succu.checkpoint import AtomicCheckpointIO, CheckpointError, load_datamodule, load_module
 from tests.paths import touch
@@ -60,8 +61,8 @@ def gated_ckpt(tmp_path_factory, shared_data, cache) -> str:
     cli = fit.main(["--config", str(CONFIGS / "abcgpt_char.yaml"), *QUIET,
                     "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
                     "--model.init_args.model.n_layer", "1", "--model.init_args.model.n_embd", "16",
-                    "--model.init_args.model.n_head", "2", "--data.init_args.block_size", "16",
-                    "--data.init_args.val_windows", "8", "--data.init_args.cache_dir", cache,
+                    "--model.init_args.model.n_head", "2", "--data.init_args.windows.block_size", "16",
+                    "--data.init_args.windows.val_windows", "8", "--data.init_args.tokens.cache_dir", cache,
                     "--trainer.default_root_dir", str(root)])
     return cli.trainer.checkpoint_callback.best_model_path
 
@@ -157,14 +158,17 @@ def test_planted_data_and_cache_paths_are_ignored_by_the_alpha_sweep(gated_ckpt,
     secret.write_text("not for the sweep to read\n" * 100)
 
     def plant_paths(ckpt):
-        ckpt["datamodule_hyper_parameters"].update(
-            data_paths={"shakespeare": str(secret)}, data_dir=str(tmp_path), cache_dir=str(planted_cache),
-            source="hub", hub_ids={"tinystories": "https://example.invalid/stories.txt"})
+        hparams = ckpt["datamodule_hyper_parameters"]
+        planted = dict(data_paths={"shakespeare": str(secret)}, data_dir=str(tmp_path), source="hub",
+                       hub_ids={"tinystories": "https://example.invalid/stories.txt"})
+        hparams["sources"].update(planted)  # in their settings groups
+        hparams["tokens"].update(cache_dir=str(planted_cache))
+        hparams.update(planted, cache_dir=str(planted_cache))  # and flat, outside the groups
 
     hostile = rewrite(gated_ckpt, tmp_path / "paths.ckpt", plant_paths)
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("the hub was touched"))
     dm = load_datamodule(hostile, load_module(hostile))
-    assert (dm.data_paths, dm.data_dir, dm.source, dm.hub_ids) == ({}, None, "local", {})
+    assert dm.sources == Sources() and dm.tokens.cache_dir is None
     assert str(secret) not in dm.source_of("shakespeare").location
     user_cache = tmp_path / "user_cache"  # a path the user passes again is used
     rows = sweep.main([*tool_args("alpha", hostile, tmp_path / "out"), "--cache_dir", str(user_cache)])
@@ -213,11 +217,12 @@ def test_a_missing_corpus_is_one_line_and_no_download(online_without_corpora, ca
 
 
 def test_the_mixture_names_the_per_corpus_setting(online_without_corpora, tmp_path):
+    from datamodules.corpora import CorpusError
     from datamodules.mixture import MixtureDataModule
-    from datamodules.text import CorpusError
+    from datamodules.tokens import Tokens
 
     with pytest.raises(CorpusError) as err:
-        _ = MixtureDataModule(cache_dir=str(tmp_path)).vocab_size
+        _ = MixtureDataModule(tokens=Tokens(cache_dir=str(tmp_path))).vocab_size
     message = str(err.value)
     assert "data_paths.tinystories" in message and "$SUCCU_DATA_DIR" in message and "\n" not in message
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from datamodules.mixture import MixtureDataModule
+from datamodules.tokens import Tokens
 from succu.analysis.voice import (
     VoiceMeter,
     continuations,
@@ -23,7 +24,7 @@ from tests.tiny import tiny_module
 @pytest.fixture(scope="module")
 def texts(cache):
     """Training and validation text of TinyStories and Shakespeare, as the mixture shapes them."""
-    dm = MixtureDataModule(cache_dir=cache)
+    dm = MixtureDataModule(tokens=Tokens(cache_dir=cache))
     return corpus_texts(dm, "train"), corpus_texts(dm, "val")
 
 

@@ -57,7 +57,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from succu.analysis.meter import METER_RATES, Meter, WorldKnowledge
+from succu.analysis.meter import METER_RATES, Meter
 from succu.analysis.trap import (
     hidden_token_ids,
     leak_token_ids,
@@ -65,7 +65,7 @@ from succu.analysis.trap import (
     probe_trap,
     qa_metrics,
 )
-from succu.contracts import QAProbes, require
+from succu.contracts import QAProbes, WorldKnowledge, require
 from succu.io import atomic_write, figure_bytes, remove_orphans, writable_folder, write_outputs
 from succu.modules.base import IGNORE_INDEX, LanguageModule
 from succu.nn.tt import TTLinear, compress_linears, tt_dims

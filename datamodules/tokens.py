@@ -1,0 +1,146 @@
+"""Token ids of text corpora: one shared tokenizer, ids tokenised once and cached on disk.
+
+One tokenizer serves every corpus in use: char over all their text, or byte-level BPE trained on
+their training splits. It is cached as JSON under a key of the corpora (source fingerprint, split
+settings, surface rules) and the tokenizer settings. Each split's ids are tokenised once with
+`datasets.map` (batched) into a flat uint16/uint32 file under a key of the corpus and the
+tokenizer's state, so a second run reads the arrays and tokenises nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from succu.io import atomic_write
+from succu.tokenizers import (
+    BPETokenizer,
+    CharTokenizer,
+    CorpusTokenizer,
+    normalize_text,
+    tokenizer_from_state,
+)
+
+EOS = "<EOS>"
+TOKENIZER_KINDS = ("char", "bpe")
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """How text becomes token ids, and where they are cached.
+
+    Attributes:
+        tokenizer_kind: "char" (every character of the corpora in use) or "bpe" (byte-level BPE
+            trained on the training splits).
+        bpe_vocab_size: BPE vocabulary size, specials included.
+        cache_dir: tokenizer and token cache (default: $SUCCU_CACHE_DIR or ~/.cache/succu).
+    """
+
+    tokenizer_kind: str = "char"
+    bpe_vocab_size: int = 1024
+    cache_dir: str | None = None
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def token_dtype(vocab_size: int) -> type[np.unsignedinteger]:
+    return np.uint16 if vocab_size <= 2**16 else np.uint32
+
+
+def tokenizer_path(cache_dir: Path, tokens: Tokens, corpus_keys: list[dict[str, Any]]) -> Path:
+    """Where the tokenizer of these corpora (`corpus_keys`, in order) and settings is cached."""
+    kind = tokens.tokenizer_kind
+    key = {
+        "kind": kind, "corpora": corpus_keys,
+        "bpe_vocab_size": tokens.bpe_vocab_size if kind == "bpe" else None,
+    }
+    return cache_dir / "tokenizers" / f"{kind}-{digest(key)}.json"
+
+
+def load_or_build_tokenizer(path: Path, build: Callable[[], CorpusTokenizer]) -> CorpusTokenizer:
+    """The tokenizer cached at `path`, built and cached first when there is none."""
+    if not path.is_file():
+        tok = build()
+        # First writer wins, and everyone reads the file: DDP ranks agree on one tokenizer.
+        atomic_write(path, json.dumps(tok.state_dict()).encode(), exclusive=True)
+    return tokenizer_from_state(json.loads(path.read_text()))
+
+
+def build_tokenizer(tokens: Tokens, texts: Callable[[tuple[str, ...]], Iterable[str]],
+                    specials: list[str], rules: Sequence[str]) -> CorpusTokenizer:
+    """A new tokenizer: char over every split's text (`texts(sides)`), or BPE trained on the
+    training splits; `rules` are the surface rules it applies to raw prompts."""
+    if tokens.tokenizer_kind == "char":
+        return CharTokenizer.from_texts(texts(("train", "val", "test")), specials, rules)
+    return BPETokenizer.train(texts(("train",)), tokens.bpe_vocab_size, specials, rules)
+
+
+def token_dir(cache_dir: Path, name: str, corpus_key: dict[str, Any], tokenizer_digest: str) -> Path:
+    """The folder of corpus `name`'s cached ids under this tokenizer (by the digest of its state)."""
+    key = {"corpus": corpus_key, "tokenizer": tokenizer_digest}
+    return cache_dir / "tokens" / f"{name}-{digest(key)}"
+
+
+def tokenize_documents(ds: Any, tokenizer: CorpusTokenizer, documents: bool, rules: Sequence[str]):
+    """All ids of a split as one flat array, tokenised with `datasets.map` (batched, in memory).
+
+    Each document is normalised, stripped, encoded and followed by `<EOS>`; running-text chunks
+    (normalised when split) are encoded as they are.
+    """
+    import datasets
+    import pyarrow.compute as pc
+
+    dtype = token_dtype(tokenizer.vocab_size)
+    eos = tokenizer.token_id(EOS)
+
+    def encode(batch: dict[str, list[str]]) -> dict[str, list[np.ndarray]]:
+        texts = batch["text"]
+        if documents:
+            texts = [normalize_text(t.strip(), rules).strip() for t in texts]
+        ids = tokenizer.encode_batch(texts, normalized=True)
+        if documents:
+            ids = [np.append(a, eos) for a in ids]
+        return {"ids": [a.astype(dtype) for a in ids]}
+
+    features = datasets.Features({"ids": datasets.List(datasets.Value(np.dtype(dtype).name))})
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        out = ds.map(
+            encode, batched=True, batch_size=1000, remove_columns=ds.column_names,
+            features=features, keep_in_memory=True, new_fingerprint=f"succu-{id(tokenizer)}",
+        )
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+    column = out.data.column("ids")
+    if column.num_chunks == 0 or len(out) == 0:
+        return np.zeros(0, dtype=dtype)
+    return pc.list_flatten(column).to_numpy().astype(dtype, copy=False)
+
+
+def write_token_cache(folder: Path, splits: dict[str, Any], sides: tuple[str, ...], tokenizer: CorpusTokenizer,
+                      documents: bool, rules: Sequence[str], corpus_key: dict[str, Any]) -> None:
+    """Tokenise the `sides` of one corpus's splits into `folder`: `<side>.bin` each, then
+    `meta.json` (dtype, lengths, key), written last: a folder with meta.json is complete."""
+    meta: dict[str, Any] = {"dtype": np.dtype(token_dtype(tokenizer.vocab_size)).name}
+    for side in sides:
+        ids = tokenize_documents(splits[side], tokenizer, documents, rules)
+        atomic_write(folder / f"{side}.bin", ids.tobytes())
+        meta[side] = int(len(ids))
+    meta["key"] = {"corpus": corpus_key, "tokenizer": tokenizer.kind}
+    atomic_write(folder / "meta.json", json.dumps(meta, indent=1).encode())
+
+
+def read_token_array(folder: Path, side: str) -> np.ndarray:
+    """The cached ids of one split, memory-mapped."""
+    meta = json.loads((folder / "meta.json").read_text())
+    return np.memmap(folder / f"{side}.bin", dtype=meta["dtype"], mode="r", shape=(meta[side],))
