@@ -33,12 +33,12 @@ import lightning as L
 import numpy as np
 import torch
 
-from callbacks.alpha_sampling import dial_batch_alpha
+from succu import dial
 from succu.analysis.trap import markdown_table
 from succu.contracts import NamedCorpora, QAProbes
+from succu.dial import Position, as_position, dial_batch_alpha, position_for, position_label
 from succu.io import write_outputs
 from succu.loggers import log_image, log_metrics, log_table
-from succu.nn.gates import Position, as_position, position_for, position_label
 from succu.nn.utils import eval_mode
 
 GENERATION_COLUMNS = ["step", "prompt", "alpha", "text"]
@@ -325,7 +325,7 @@ class SweepReport(L.Callback):
             raise ValueError(f"SweepReport(kind='alpha') needs a gated model, not {type(pl_module).__name__}")
         k = pl_module.model.n_sources
         names = corpus_names(trainer.datamodule, [f"corpus{c}" for c in range(k)])
-        positions = alpha_sweep.dial_grid(k, self.alphas if self.alphas or k > 2 else "0:1:0.25", self.step)
+        positions = dial.dial_grid(k, self.alphas if self.alphas or k > 2 else "0:1:0.25", self.step)
         batches = alpha_sweep.val_batches(trainer.datamodule, self.max_batches)
         rows = self.rows = alpha_sweep.sweep(pl_module, batches, positions, names)
         self.publish(trainer, "alpha", alpha_sweep.outputs(
@@ -335,13 +335,10 @@ class SweepReport(L.Callback):
             self.voice_sweep(trainer, pl_module, k)
 
     def voice_positions(self, k: int) -> list[Position]:
-        from succu.analysis import alpha_sweep
-
+        """`voice_alphas`, else the voice meter's default points (`succu.dial.voice_positions`)."""
         if self.voice_alphas is not None:
-            return alpha_sweep.dial_grid(k, self.voice_alphas, self.step)
-        if k == 2:
-            return [0.0, 0.25, 0.5, 0.75, 1.0]
-        return [*alpha_sweep.simplex_grid(k, 0.5), (1.0 / k,) * k]
+            return dial.dial_grid(k, self.voice_alphas, self.step)
+        return dial.voice_positions(k)
 
     def voice_sweep(self, trainer: L.Trainer, pl_module: L.LightningModule, k: int) -> None:
         """The voice meter's shares at `voice_positions`, and its accuracy on validation text."""

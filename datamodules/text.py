@@ -42,8 +42,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from succu.contracts import BatchSized, DialSampler, NamedCorpora, TextSplits, TrainingTokenCounts
+from succu.contracts import BatchSized, NamedCorpora, TextSplits, TrainingTokenCounts
 from succu.data import ResumableTraining, pin_memory
+from succu.dial import DialSampler
 from succu.io import atomic_write
 from succu.tokenizers import (
     BPETokenizer,

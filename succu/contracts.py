@@ -12,11 +12,11 @@ These are plain mixins with no state of their own, so models (pure torch) and da
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
+
+from succu.dial import DialSampler
 
 T = TypeVar("T")
 
@@ -62,52 +62,12 @@ class DialModel:
 
 
 # ---- datamodules ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class DialSampler:
-    """How a dial's training positions and corpora are drawn, row by row, in the data pipeline.
-
-    A dial spans `n_sources` = K corpora. `draw(seed, n)` gives (alpha, source): alpha the dial
-    position of each row, source (n,) int64 the corpus each row is cut from, drawn so that
-    P(source = k | alpha) = alpha_k, the row's share of corpus k: a corpus tends to come with a
-    dial position that leans towards it. Two sources (this class): alpha (n,) float32 is the
-    corpus-1 share, alpha ~ Beta(a, b) (or U(0, 1)), source ~ Bernoulli(alpha). K sources (a
-    subclass, e.g. callbacks.alpha_sampling.DirichletDialSampler): alpha (n, K) float32 on the
-    simplex, alpha ~ Dirichlet(concentration), source ~ Categorical(alpha); the Beta fields are
-    not used. `per_sample` False gives the whole batch one alpha and one source. Draws for batch k
-    on rank r come from a generator seeded by (seed, r, k): any batch can be recomputed, resume
-    needs only the batch index, and ranks differ.
-    """
-
-    a: float = 0.5
-    b: float = 0.5
-    distribution: str = "beta"
-    per_sample: bool = False
-    n_sources: int = 2
-
-    def __post_init__(self) -> None:
-        if self.distribution not in ("beta", "uniform"):
-            raise ValueError(f"distribution must be 'beta' or 'uniform', got {self.distribution!r}")
-        if not (self.a > 0 and self.b > 0):
-            raise ValueError(f"Beta parameters must be positive, got a={self.a}, b={self.b}")
-        if self.n_sources != 2:
-            raise ValueError(f"the Beta dial spans 2 sources, got n_sources={self.n_sources}")
-
-    def draw(self, seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(alpha (n,) float32, source (n,) int64) from the generator seeded by `seed`."""
-        rng = np.random.default_rng(seed)
-        k = n if self.per_sample else 1
-        alpha = rng.random(k) if self.distribution == "uniform" else rng.beta(self.a, self.b, k)
-        source = (rng.random(k) < alpha).astype(np.int64)
-        alpha, source = torch.from_numpy(alpha).float(), torch.from_numpy(source)
-        return alpha.expand(n).clone(), source.expand(n).clone()
-
-
 class NamedCorpora:
     """A datamodule over named corpora whose batches label each row's corpus with `source`.
 
     `corpora` names them in index order; `corpus_weights` is the training share of each (zero for
     a corpus used only out of domain); `install_dial` makes training batches carry `alpha` and
-    draw each row's corpus from the dial.
+    draw each row's corpus from the dial (a `succu.dial.DialSampler`; None removes it).
     """
 
     corpora: list[str]

@@ -12,7 +12,7 @@ from callbacks.alpha_sampling import AlphaBetaSampling
 from datamodules.mixture import MixtureDataModule
 from succu import generate, sweep
 from succu.checkpoint import AtomicCheckpointIO
-from succu.contracts import DialSampler
+from succu.dial import DialSampler
 from succu.modules.gated_gpt import GatedGPTModule
 from tests.ddp_probe import StopAt
 from tests.tiny import tiny_module
