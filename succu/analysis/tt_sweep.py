@@ -61,12 +61,12 @@ from succu.analysis.meter import METER_RATES, Meter, WorldKnowledge
 from succu.analysis.trap import (
     hidden_token_ids,
     leak_token_ids,
-    markdown_table,
     probe_trap,
     qa_metrics,
 )
 from succu.contracts import QAProbes, require
 from succu.io import atomic_write, figure_bytes, remove_orphans, writable_folder, write_outputs
+from succu.loggers import markdown_table
 from succu.modules.base import IGNORE_INDEX, LanguageModule
 from succu.nn.tt import TTLinear, compress_linears, tt_dims
 from succu.nn.utils import eval_mode
