@@ -61,6 +61,36 @@ class DialModel:
         raise NotImplementedError
 
 
+class BlockDiagnostics:
+    """A model that reports per-block statistics and attention maps of a forward pass.
+
+    `diagnostics(input_ids, mask)` runs the model once and gives scalars named
+    `block<i>/<statistic>` (averaged over the positions the (B, T) `mask` selects) and
+    `attention`: one (B, n_head, T, T) map per block.
+    """
+
+    def diagnostics(self, input_ids: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class LatentReadout:
+    """A model that reads its logits against token latents through a per-context transform.
+
+    `latents` (V, d) is the token table; `transform(input_ids)` the transform T_t of every
+    position (None where the model has none); `readout_table(transform)` the table the logits are
+    read against; `forward(input_ids, transform=T)` runs with T in place of T_t. The latent
+    measurements (`succu.analysis.latents`) need nothing else.
+    """
+
+    latents: torch.Tensor
+
+    def transform(self, input_ids: torch.Tensor) -> Any:
+        raise NotImplementedError
+
+    def readout_table(self, transform: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+
 # ---- datamodules ----------------------------------------------------------------------------
 class NamedCorpora:
     """A datamodule over named corpora whose batches label each row's corpus with `source`.
@@ -78,6 +108,14 @@ class NamedCorpora:
 
     def install_dial(self, sampler: DialSampler | None) -> None:
         raise NotImplementedError
+
+
+def in_domain_corpora(datamodule: Any) -> set[int] | None:
+    """The corpora a model trains on, by index (a positive `corpus_weights` share), of a
+    datamodule over several named corpora; None (every corpus is in domain) for any other."""
+    if isinstance(datamodule, NamedCorpora) and len(datamodule.corpora) > 1:
+        return {i for i, w in enumerate(datamodule.corpus_weights) if w > 0}
+    return None
 
 
 class TextSplits:

@@ -164,12 +164,13 @@ def assert_config_logged(logger: RecordingLogger, config: str) -> None:
 
 
 def test_succulm_logs_losses_diagnostics_attention_and_samples(tmp_path):
-    # Replaces succulm.yaml's own GenerationTable with a shorter one.
+    # Replaces succulm.yaml's own callbacks with a shorter GenerationTable and the diagnostics.
     extras = overlay(tmp_path, "trainer:\n  callbacks:\n"
                      "    - class_path: callbacks.generations.GenerationTable\n"
-                     "      init_args: {max_new_tokens: 5, n_prompts: 2}\n")
+                     "      init_args: {max_new_tokens: 5, n_prompts: 2}\n"
+                     "    - class_path: callbacks.diagnostics.Diagnostics\n")
     cli, logger = recorded_fit(tmp_path, "succulm.yaml", "--model.init_args.model.profile", "tiny",
-                               "--model.init_args.diagnostics", "true", "--config", extras,
+                               "--config", extras,
                                "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
                                "--trainer.limit_val_batches", "1", "--trainer.log_every_n_steps", "1")
     assert {"train/loss", "val/loss", "val/ppl", "diag/block0/resid_norm", "diag/block0/ffn_norm",
