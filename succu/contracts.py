@@ -91,6 +91,21 @@ class LatentReadout:
         raise NotImplementedError
 
 
+# ---- LightningModules -----------------------------------------------------------------------
+class KeyRuleStop:
+    """A module that can stop generating by its statistics (key) rule.
+
+    `key_search(prompt, max_new_tokens, beams, search, budget)` answers one prompt (token ids)
+    greedily with EOS and the other specials banned, stopping where the rule says, through a stub
+    search ("beam", or depth first: "minimax", "alphabeta"); it returns the result (`tokens`,
+    `stopped`) and the number of next-token evaluations it took.
+    """
+
+    def key_search(self, prompt: list[int], max_new_tokens: int, beams: int = 1,
+                   search: str = "beam", budget: int = 200) -> tuple[Any, int]:
+        raise NotImplementedError
+
+
 # ---- datamodules ----------------------------------------------------------------------------
 class NamedCorpora:
     """A datamodule over named corpora whose batches label each row's corpus with `source`.

@@ -20,11 +20,11 @@ import sys
 import torch
 
 from succu.checkpoint import load_module
+from succu.contracts import KeyRuleStop
 from succu.devices import check_device
 from succu.dial import centre, parse_position, position_for, position_label, sweep_positions
 from succu.errors import fail, run_cli
 from succu.modules.base import LanguageModule, check_sampling
-from succu.modules.noise_lm import NoiseModule
 from succu.nn.noise import SEARCHES
 
 # New tokens per prompt at most: far beyond any block_size here, and at CPU speeds (~10^3 tokens/s)
@@ -128,7 +128,7 @@ def load(args: argparse.Namespace) -> LanguageModule:
         fail(f"--alpha needs a gated model; {args.ckpt} holds {type(module.model).__name__}")
     if position is not None:
         args.alpha = position_for(position, module.model.n_sources)
-    if args.stop == "key" and not isinstance(module, NoiseModule):
+    if args.stop == "key" and not isinstance(module, KeyRuleStop):
         fail(f"--stop key needs a noise-embedding LM (NoiseLM, NoiseTransformerLM); {args.ckpt} "
              f"holds {type(module.model).__name__}")
     if args.beams < 1 or args.budget < 1:
@@ -172,7 +172,7 @@ def generate_main(argv: list[str] | None) -> list[str]:
     return outputs
 
 
-def key_rule(module: NoiseModule, args: argparse.Namespace, prompts: list[str]) -> list[str]:
+def key_rule(module: LanguageModule, args: argparse.Namespace, prompts: list[str]) -> list[str]:
     """Greedy answers stopped by the statistics rule, each printed with its search's cost."""
     outputs = []
     for shown, prompt in zip(args.prompt, prompts):

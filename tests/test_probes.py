@@ -1,6 +1,6 @@
 """Probes as callbacks: QA exact match and the end-of-fit talk (callbacks.qa), the diagnostics a
-model declares (callbacks.diagnostics), and checkpoints that record switches which became
-callbacks."""
+model declares (callbacks.diagnostics), `--stop key` by a declared capability, and checkpoints
+that record switches which became callbacks."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import torch
 
 from callbacks.diagnostics import Diagnostics
 from callbacks.qa import QAExactMatch, TalkAfterFit
-from succu import fit
+from succu import fit, generate
 from succu.analysis.qa import qa_exact_match, report
 from succu.checkpoint import init_arguments, load_module
-from succu.contracts import CapabilityError
+from succu.contracts import CapabilityError, KeyRuleStop
 from succu.models.gpt import GPTConfig
 from succu.modules.gpt import GPTModule
 from succu.modules.hypersurface import HypersurfaceModule
@@ -88,3 +88,25 @@ def test_checkpoints_with_retired_arguments_still_load(tmp_path):
         torch.testing.assert_close(loaded.state_dict(), module.state_dict())
     assert init_arguments(HypersurfaceModule) == {"model", "rare_threshold", "optimizer", "warmup_steps",
                                                   "min_lr_ratio", "compile"}
+
+
+class KeyStub(GPTModule, KeyRuleStop):
+    """Not a noise LM, but declares the key rule: generate takes its word for it."""
+
+    def key_search(self, prompt, max_new_tokens, beams=1, search="beam", budget=200):
+        return SimpleNamespace(tokens=self.tokenizer.encode("w1 w2"), stopped=True), 3
+
+
+@pytest.mark.parametrize("cls", [KeyStub, GPTModule])
+def test_stop_key_asks_for_the_capability_not_a_class(cls, monkeypatch, capsys):
+    module = tiny_module(cls, vocab_size=12, block_size=8, n_layer=1, n_head=1, n_embd=8)
+    module.tokenizer = WordTokenizer.from_words([f"w{i}" for i in range(8)])
+    monkeypatch.setattr(generate, "load_module", lambda *a, **k: module.eval())
+    argv = ["--ckpt", "any.ckpt", "--prompt", "w3", "--stop", "key"]
+    if cls is GPTModule:
+        with pytest.raises(SystemExit) as exit_:
+            generate.main(argv)
+        assert exit_.value.code == 2 and "--stop key needs a noise-embedding LM" in capsys.readouterr().err
+        return
+    assert generate.main(argv) == ["w1 w2"]
+    assert "[stopped by the rule; 3 expansions]" in capsys.readouterr().out
