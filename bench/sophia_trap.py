@@ -61,7 +61,7 @@ offline()
 import torch  # noqa: E402
 
 from succu import fit  # noqa: E402
-from succu.analysis.meter import Meter, WorldKnowledge  # noqa: E402
+from succu.analysis.meter import Meter  # noqa: E402
 from succu.analysis.trap import hidden_token_ids  # noqa: E402
 from succu.analysis.tt_sweep import (  # noqa: E402
     ARTICLE_PLAN,
@@ -70,7 +70,7 @@ from succu.analysis.tt_sweep import (  # noqa: E402
     parse_experiments,
     sweep,
 )
-from succu.contracts import QAProbes, require  # noqa: E402
+from succu.contracts import QAProbes, WorldKnowledge, require  # noqa: E402
 from succu.io import atomic_write  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -28,7 +28,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from callbacks.tensor_train import CompressionProbe
-from succu.analysis.meter import Meter, WorldKnowledge
+from succu.analysis.meter import Meter
 from succu.analysis.trap import (
     OFFENDER_COLUMNS,
     TrapCounts,
@@ -37,7 +37,7 @@ from succu.analysis.trap import (
     probe_trap,
     qa_metrics,
 )
-from succu.contracts import QAProbes, require
+from succu.contracts import QAProbes, WorldKnowledge, require
 from succu.loggers import log_metrics, log_table, markdown_table
 
 ACTIONS = ("warn", "stop")

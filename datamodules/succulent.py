@@ -45,8 +45,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from succu.analysis.meter import WorldGrammar, WorldKnowledge
-from succu.contracts import BatchSized, InitialEmbeddings, QAProbes
+from succu.contracts import BatchSized, InitialEmbeddings, QAProbes, WorldGrammar, WorldKnowledge
 from succu.data import ResumableTraining, pin_memory
 from succu.embeddings import load_json, read_embeddings_json
 from succu.tokenizers import SPECIALS, WordTokenizer, split_words

@@ -21,8 +21,8 @@ from datamodules.succulent import (
     world_names,
     world_relations,
 )
-from succu.analysis.meter import WorldGrammar, split_sentences
-from succu.tokenizers import split_words
+from succu.contracts import WorldGrammar
+from succu.tokenizers import split_sentences, split_words
 
 # Slot classes: words that fill a template's slots. "kind" stays itself ("what kind of plant"
 # is no adjective slot); colours are adjectives ("red leaves" is English, the facts judge truth).

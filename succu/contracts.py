@@ -12,6 +12,7 @@ These are plain mixins with no state of their own, so models (pure torch) and da
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -131,6 +132,34 @@ def in_domain_corpora(datamodule: Any) -> set[int] | None:
     if isinstance(datamodule, NamedCorpora) and len(datamodule.corpora) > 1:
         return {i for i, w in enumerate(datamodule.corpus_weights) if w > 0}
     return None
+
+
+@dataclass(frozen=True)
+class WorldGrammar:
+    """What a world knows about its text, as plain data.
+
+    Attributes:
+        word_class: slot words and their class ({"ruby": "NAME", "red": "ADJ", ...}).
+        sentences: every sentence the world's templates make, each a tuple of words.
+        statements: clause words (no final punctuation) -> (relation, entity, value) it states.
+        facts: (relation, entity) -> the world's value.
+    """
+
+    word_class: dict[str, str]
+    sentences: tuple[tuple[str, ...], ...]
+    statements: dict[tuple[str, ...], tuple[str, str, str]]
+    facts: dict[tuple[str, str], str]
+
+
+class WorldKnowledge:
+    """A datamodule whose data come from a generator that can judge generated text.
+
+    `world_grammar()` is the grammar and facts of the world it serves, as a `WorldGrammar`; the
+    grammar and fact meter (`succu.analysis.meter`) reads text with it.
+    """
+
+    def world_grammar(self) -> WorldGrammar:
+        raise NotImplementedError
 
 
 class TextSplits:

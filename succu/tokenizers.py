@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 SPECIALS = ("<PAD>", "<BOS>", "<EOS>", "<UNK>")
 PUNCTUATION = (".", ",", "?", "!")
+SENTENCE_ENDS = frozenset({".", "?", "!"})
 
 
 class Tokenizer:
@@ -112,6 +113,17 @@ def split_words(sentence: str) -> list[str]:
     for sign in PUNCTUATION:
         sentence = sentence.replace(sign, f" {sign} ")
     return [t for t in re.split(r"\s+", sentence.strip()) if t]
+
+
+def split_sentences(words: Sequence[str]) -> tuple[list[tuple[str, ...]], tuple[str, ...]]:
+    """(complete sentences, each ending with . ? or !; the unfinished rest, maybe empty)."""
+    sentences, current = [], []
+    for word in words:
+        current.append(word)
+        if word in SENTENCE_ENDS:
+            sentences.append(tuple(current))
+            current = []
+    return sentences, tuple(current)
 
 
 def join_words(words: Iterable[str]) -> str:

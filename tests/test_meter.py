@@ -10,8 +10,8 @@ import pytest
 
 from datamodules.succulent import SuccuPairsDataModule, generate_world, left_out_normal_pairs
 from datamodules.succulent_grammar import world_grammar
-from succu.analysis.meter import Meter, MeterCounts, split_clauses, split_sentences
-from succu.tokenizers import split_words
+from succu.analysis.meter import Meter, MeterCounts, split_clauses
+from succu.tokenizers import split_sentences, split_words
 
 
 @pytest.fixture(scope="module", params=[("standard", "base"), ("with_sophia", "base"),
@@ -114,7 +114,7 @@ def test_counts_and_rates():
 
 
 def test_datamodule_declares_its_world_knowledge():
-    from succu.analysis.meter import WorldKnowledge
+    from succu.contracts import WorldKnowledge
 
     dm = SuccuPairsDataModule(world="with_sophia")
     assert isinstance(dm, WorldKnowledge)

@@ -157,7 +157,8 @@ def test_article_plan_and_experiment_parsing():
 
 
 def test_probe_trap_carries_the_meter_counts():
-    from succu.analysis.meter import Meter, WorldGrammar
+    from succu.analysis.meter import Meter
+    from succu.contracts import WorldGrammar
 
     grammar = WorldGrammar({"ruby": "NAME", "winy": "NAME", "boy": "G", "girl": "G"},
                            (("ruby", "is", "a", "boy", "."),), {("ruby", "is", "a", "girl"):

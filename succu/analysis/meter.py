@@ -2,8 +2,8 @@
 
 A generated world (the succulent world, `datamodules/succulent.py`) knows every sentence its
 templates make and every fact it states, so it can judge any sentence a model writes. It hands
-that knowledge over as plain data, a `WorldGrammar`, through the `WorldKnowledge` capability; this
-module turns it into counts, never importing the world itself.
+that knowledge over as plain data, a `succu.contracts.WorldGrammar`, through the `WorldKnowledge`
+capability; this module turns it into counts, never importing the world itself.
 
 Grammar
     Words that fill a template's slots belong to a class (NAME, ADJ, NOUN, TIME, NUM, PRON);
@@ -34,38 +34,14 @@ Rates (`MeterCounts`; add counts with `+`)
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 
-SENTENCE_ENDS = frozenset({".", "?", "!"})
+from succu.contracts import WorldGrammar
+from succu.tokenizers import SENTENCE_ENDS, split_sentences
+
 CLAUSE_BREAKS = frozenset({"and", "because", "that", ","})
 START = "<s>"  # the class before a sentence's first word
-
-
-@dataclass(frozen=True)
-class WorldGrammar:
-    """What a world knows about its text, as plain data.
-
-    Attributes:
-        word_class: slot words and their class ({"ruby": "NAME", "red": "ADJ", ...}).
-        sentences: every sentence the world's templates make, each a tuple of words.
-        statements: clause words (no final punctuation) -> (relation, entity, value) it states.
-        facts: (relation, entity) -> the world's value.
-    """
-
-    word_class: dict[str, str]
-    sentences: tuple[tuple[str, ...], ...]
-    statements: dict[tuple[str, ...], tuple[str, str, str]]
-    facts: dict[tuple[str, str], str]
-
-
-class WorldKnowledge(ABC):
-    """A datamodule whose data come from a generator that can judge generated text."""
-
-    @abstractmethod
-    def world_grammar(self) -> WorldGrammar:
-        """The grammar and facts of the world this datamodule serves."""
 
 
 @dataclass(frozen=True)
@@ -120,17 +96,6 @@ class MeterCounts:
 
 
 METER_RATES = ("grammar_rate", "oot_rate", "fact_rate", "false_fact_rate")
-
-
-def split_sentences(words: Sequence[str]) -> tuple[list[tuple[str, ...]], tuple[str, ...]]:
-    """(complete sentences, each ending with . ? or !; the unfinished rest, maybe empty)."""
-    sentences, current = [], []
-    for word in words:
-        current.append(word)
-        if word in SENTENCE_ENDS:
-            sentences.append(tuple(current))
-            current = []
-    return sentences, tuple(current)
 
 
 def split_clauses(sentence: Sequence[str]) -> list[tuple[str, ...]]:

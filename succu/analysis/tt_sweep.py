@@ -56,14 +56,14 @@ from typing import Any
 import torch
 
 from succu.analysis.compression import clamp_bonds, ffn_specs, low_rank_, val_metrics
-from succu.analysis.meter import METER_RATES, Meter, WorldKnowledge
+from succu.analysis.meter import METER_RATES, Meter
 from succu.analysis.trap import (
     hidden_token_ids,
     leak_token_ids,
     probe_trap,
     qa_metrics,
 )
-from succu.contracts import QAProbes, require
+from succu.contracts import QAProbes, WorldKnowledge, require
 from succu.io import atomic_write, figure_bytes, remove_orphans, writable_folder, write_outputs
 from succu.loggers import markdown_table
 from succu.modules.base import LanguageModule
