@@ -1,12 +1,14 @@
-"""What a model or a datamodule offers, declared by inheritance and checked with `isinstance`.
+"""What a model, a module or a datamodule offers, declared by inheritance, checked by `isinstance`.
 
 A feature is never guessed from an attribute's presence: a model that keeps a KV cache subclasses
 `KVCacheModel`, a model with a dial subclasses `DialModel`, and so on. A renamed method then fails
 loudly (the base raises NotImplementedError) instead of silently switching a feature off, and a
 tool asked for a capability that a checkpoint lacks says which one in one line (`require`).
 
-These are plain mixins with no state of their own, so models (pure torch) and datamodules
-(Lightning) can both inherit them; nothing here imports Lightning.
+These are plain mixins with no state of their own, so models (pure torch), LightningModules and
+datamodules can all inherit them; nothing here imports Lightning. Probes and tools ask for them:
+`callbacks.diagnostics` for `BlockDiagnostics` or `LatentReadout`, `generate --stop key` for
+`KeyRuleStop`, `callbacks.qa` for `QAProbes`, the grammar meter for `WorldKnowledge`.
 """
 
 from __future__ import annotations
