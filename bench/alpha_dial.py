@@ -148,7 +148,7 @@ def positions(k: int) -> list:
 
 
 def label(position) -> str:
-    from succu.nn.gates import position_label
+    from succu.dial import position_label
 
     return position_label(position)
 
@@ -241,7 +241,8 @@ def train_and_score(run: Run) -> Row:
     params = sum(p.numel() for p in module.parameters())
     grid = []
     if recipe.k == 3 and recipe.gated:
-        from succu.analysis.alpha_sweep import simplex_grid, sweep
+        from succu.analysis.alpha_sweep import sweep
+        from succu.dial import simplex_grid
 
         grid = [{**r, "alpha": label(r["alpha"])}
                 for r in sweep(module, dm.test_batches(), simplex_grid(3, GRID_STEP), names)]
@@ -475,7 +476,7 @@ def k3_figures(rows: list[Row], folder: Path) -> list[Path]:
     """Ternary maps, means over seeds: each corpus's test loss (on the grid when the runs have it,
     else at the vertices and the centre) and the voice shares at the positions they were read."""
     from succu.analysis.plots import save_figure, ternary_figure
-    from succu.nn.gates import parse_position
+    from succu.dial import parse_position
 
     if all(r.grid for r in rows):
         points = [parse_position(g["alpha"]) for g in rows[0].grid]

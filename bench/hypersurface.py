@@ -72,9 +72,10 @@ import torch  # noqa: E402
 
 from callbacks.plateau import PlateauStop  # noqa: E402
 from succu import fit  # noqa: E402
-from succu.analysis.latents import RARITY, context_tables, cos_histogram  # noqa: E402
+from succu.analysis.latents import context_tables, cos_histogram  # noqa: E402
 from succu.io import atomic_write  # noqa: E402
 from succu.models.hypersurface import HypersurfaceConfig, HypersurfaceLM, random_latents  # noqa: E402
+from succu.modules.hypersurface import RARITY  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CORPORA = ["tinystories", "shakespeare", "kjv"]  # the configs' MixtureDataModule corpora, in order

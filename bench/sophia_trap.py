@@ -113,7 +113,6 @@ def fit_argv(config: str, run: Run, root: str, embeddings: str) -> list[str]:
     out = ["--config", str(CONFIGS / config), "--trainer.max_steps", str(run.steps),
            "--trainer.val_check_interval", str(run.steps), "--seed_everything", str(run.seed),
            "--model.init_args.warmup_steps", str(min(100, run.steps // 5)),
-           "--model.init_args.log_qa", "false",  # the sweep's dense row scores the QA
            "--trainer.default_root_dir", root]
     if config == "succulm_stage1.yaml":
         out += ["--model.init_args.save_embeddings", embeddings]

@@ -2,7 +2,7 @@
 over K > 2 corpora, alpha ~ Dirichlet(concentration) on the simplex and corpus ~ Categorical(alpha).
 
 This callback is where a user configures the draws; it does not draw them. At setup it installs a
-`succu.contracts.DialSampler` into the datamodule, whose training pipeline then draws, for every
+`succu.dial` sampler into the datamodule, whose training pipeline then draws, for every
 row, alpha and the corpus and cuts that row from the drawn corpus; each batch carries `alpha` and
 `source`, which the gated module reads like any other input. Because a Shakespeare row (corpus 1)
 tends to come with a high alpha and a TinyStories row (corpus 0) with a low one, units specialised
@@ -11,53 +11,19 @@ at m ~ 1 learn Shakespeare and units at m ~ 0 learn TinyStories.
 The draws for batch k on rank r come from a generator seeded by (seed, r, k) in the datamodule, so
 DDP ranks draw different dials, DataLoader workers can make batches, and a resumed run continues
 the same draws from the batch index alone: the callback keeps no state. The number of corpora
-comes from the datamodule at setup: two keep the Beta draws above, bit for bit; more get the
-`DirichletDialSampler` below, drawn from the same per-batch generator.
+comes from the datamodule at setup: two keep the Beta draws above, bit for bit; more get
+`succu.dial.DirichletDialSampler`, drawn from the same per-batch generator (`succu.dial.sampler_for`
+is the rule).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import lightning as L
-import numpy as np
-import torch
 
-from succu.contracts import DialModel, DialSampler, NamedCorpora, require
+from succu import dial
+from succu.contracts import DialModel, NamedCorpora, require
 from succu.loggers import logged_step
 from succu.modules.base import LanguageModule
-
-
-@dataclass(frozen=True)
-class DirichletDialSampler(DialSampler):
-    """The K-source dial: alpha ~ Dirichlet(concentration) per row (or per batch), then the row's
-    corpus ~ Categorical(alpha), by the inverse CDF of one uniform draw.
-
-    The draws for batch k on rank r come from numpy's generator seeded by (seed, r, k), like the
-    two-source sampler's: recomputable, resumable from the batch index, distinct across ranks.
-    `alpha` is (n, K) float32; `n_sources` is set from `concentration`, and the two-source
-    fields (a, b, distribution) are not used.
-    """
-
-    concentration: tuple[float, ...] = (1.0, 1.0, 1.0)
-    distribution: str = "dirichlet"
-
-    def __post_init__(self) -> None:
-        c = self.concentration
-        if len(c) < 2 or not all(x > 0 for x in c):
-            raise ValueError(f"Dirichlet concentration must be at least 2 positive numbers, got {list(c)}")
-        object.__setattr__(self, "n_sources", len(c))
-
-    def draw(self, seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(alpha (n, K) float32, source (n,) int64) from the generator seeded by `seed`."""
-        rng = np.random.default_rng(seed)
-        k = n if self.per_sample else 1
-        alpha = rng.dirichlet(self.concentration, k)
-        u = rng.random(k)
-        # Corpus j where u first falls below the cumulative share: P(j) = alpha_j.
-        source = (u[:, None] >= np.cumsum(alpha, axis=1)[:, :-1]).sum(axis=1).astype(np.int64)
-        alpha, source = torch.from_numpy(alpha).float(), torch.from_numpy(source)
-        return alpha.expand(n, -1).clone(), source.expand(n).clone()
 
 
 class AlphaBetaSampling(L.Callback):
@@ -78,29 +44,13 @@ class AlphaBetaSampling(L.Callback):
         self, a: float = 0.5, b: float = 0.5, distribution: str = "beta", per_sample: bool = False,
         concentration: float | list[float] | None = None,
     ):
-        self.sampler = DialSampler(a=a, b=b, distribution=distribution, per_sample=per_sample)
-        if concentration is not None:
-            values = [concentration] if isinstance(concentration, (int, float)) else concentration
-            if not values or not all(x > 0 for x in values):
-                raise ValueError(f"concentration must be positive numbers, got {concentration}")
+        self.sampler = dial.DialSampler(a=a, b=b, distribution=distribution, per_sample=per_sample)
+        dial.check_concentration(concentration)
         self.concentration = concentration
 
-    def sampler_for(self, k: int) -> DialSampler:
+    def sampler_for(self, k: int) -> dial.DialSampler:
         """The draws for a dial over k corpora: the Beta sampler for two, Dirichlet beyond."""
-        if k == 2:
-            return self.sampler
-        s = self.sampler
-        c = self.concentration
-        if s.distribution == "uniform":
-            c = 1.0
-        elif c is None and s.a != s.b:
-            raise ValueError(f"a dial over {k} corpora needs `concentration` (a={s.a} and b={s.b} "
-                             "differ, so they name no symmetric Dirichlet)")
-        c = s.a if c is None else c
-        values = [float(c)] * k if isinstance(c, (int, float)) else [float(x) for x in c]
-        if len(values) != k:
-            raise ValueError(f"concentration has {len(values)} values for {k} corpora: {values}")
-        return DirichletDialSampler(concentration=tuple(values), per_sample=s.per_sample)
+        return dial.sampler_for(k, self.sampler, self.concentration)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         data = require(trainer.datamodule, NamedCorpora, "AlphaBetaSampling")
@@ -133,10 +83,3 @@ class AlphaBetaSampling(L.Callback):
         if isinstance(data, NamedCorpora):
             data.install_dial(None)
 
-
-def dial_batch_alpha(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The batch's alpha per row, (B,) (or (B, K) for K corpora), whether it was drawn per row or
-    once for the batch."""
-    alpha = batch["alpha"]
-    n = batch["source"].numel()
-    return alpha.expand(n, *alpha.shape[1:]) if alpha.shape[0] == 1 else alpha

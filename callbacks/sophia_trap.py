@@ -33,13 +33,12 @@ from succu.analysis.trap import (
     OFFENDER_COLUMNS,
     TrapCounts,
     hidden_token_ids,
-    markdown_table,
     offender_rows,
     probe_trap,
     qa_metrics,
 )
 from succu.contracts import QAProbes, WorldKnowledge, require
-from succu.loggers import log_metrics, log_table
+from succu.loggers import log_metrics, log_table, markdown_table
 
 ACTIONS = ("warn", "stop")
 

@@ -39,7 +39,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
-from succu.analysis.tt_sweep import evaluate_loss, ffn_specs
+from succu.analysis.compression import evaluate_loss, ffn_specs
 from succu.loggers import log_metrics
 from succu.nn.tt import TTLinear, compress_linears
 

@@ -41,8 +41,9 @@ from datamodules.tokens import (
     write_token_cache,
 )
 from datamodules.windows import BatchList, RandomWindows, Windows, WindowSampler, fixed_batches
-from succu.contracts import BatchSized, DialSampler, NamedCorpora, TextSplits, TrainingTokenCounts
+from succu.contracts import BatchSized, NamedCorpora, TextSplits, TrainingTokenCounts
 from succu.data import ResumableTraining, pin_memory
+from succu.dial import DialSampler
 from succu.tokenizers import CorpusTokenizer, check_normalizers
 
 G = TypeVar("G")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from succu.contracts import DialSampler
+from succu.dial import DialSampler
 
 
 @dataclass(frozen=True)

@@ -161,12 +161,32 @@ def datamodule_class(path: Path, target: Any) -> type[L.LightningDataModule]:
     return cls
 
 
+def init_arguments(cls: type) -> set[str] | None:
+    """The keyword arguments `cls(...)` takes: its own `__init__`'s and, while one passes
+    `**kwargs` on, its bases'; None when the chain ends open (any name is taken)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return names - {"self"}
+    return None
+
+
 def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> LanguageModule:
-    """Rebuild the LightningModule of a succu checkpoint, with its weights and tokenizer, in eval mode."""
+    """Rebuild the LightningModule of a succu checkpoint, with its weights and tokenizer, in eval mode.
+
+    Recorded arguments the module class no longer takes (a switch that became a callback) are
+    left out: they configured how a run was observed, not the weights."""
     ckpt = read_checkpoint(path)
     cls = module_class(Path(path), ckpt[CHECKPOINT_KEY].get("module"))
     target = cls.__name__
     hparams = plain_arguments(ckpt.get("hyper_parameters"))
+    taken = init_arguments(cls)
+    if taken is not None:
+        hparams = {k: v for k, v in hparams.items() if k in taken}
     if not isinstance(hparams.get("model"), dict):
         raise CheckpointError(f"{path} has no model config (written before configs were objects?)")
     try:

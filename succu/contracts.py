@@ -1,12 +1,14 @@
-"""What a model or a datamodule offers, declared by inheritance and checked with `isinstance`.
+"""What a model, a module or a datamodule offers, declared by inheritance, checked by `isinstance`.
 
 A feature is never guessed from an attribute's presence: a model that keeps a KV cache subclasses
 `KVCacheModel`, a model with a dial subclasses `DialModel`, and so on. A renamed method then fails
 loudly (the base raises NotImplementedError) instead of silently switching a feature off, and a
 tool asked for a capability that a checkpoint lacks says which one in one line (`require`).
 
-These are plain mixins with no state of their own, so models (pure torch) and datamodules
-(Lightning) can both inherit them; nothing here imports Lightning.
+These are plain mixins with no state of their own, so models (pure torch), LightningModules and
+datamodules can all inherit them; nothing here imports Lightning. Probes and tools ask for them:
+`callbacks.diagnostics` for `BlockDiagnostics` or `LatentReadout`, `generate --stop key` for
+`KeyRuleStop`, `callbacks.qa` for `QAProbes`, the grammar meter for `WorldKnowledge`.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
+
+from succu.dial import DialSampler
 
 T = TypeVar("T")
 
@@ -61,53 +64,58 @@ class DialModel:
         raise NotImplementedError
 
 
-# ---- datamodules ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class DialSampler:
-    """How a dial's training positions and corpora are drawn, row by row, in the data pipeline.
+class BlockDiagnostics:
+    """A model that reports per-block statistics and attention maps of a forward pass.
 
-    A dial spans `n_sources` = K corpora. `draw(seed, n)` gives (alpha, source): alpha the dial
-    position of each row, source (n,) int64 the corpus each row is cut from, drawn so that
-    P(source = k | alpha) = alpha_k, the row's share of corpus k: a corpus tends to come with a
-    dial position that leans towards it. Two sources (this class): alpha (n,) float32 is the
-    corpus-1 share, alpha ~ Beta(a, b) (or U(0, 1)), source ~ Bernoulli(alpha). K sources (a
-    subclass, e.g. callbacks.alpha_sampling.DirichletDialSampler): alpha (n, K) float32 on the
-    simplex, alpha ~ Dirichlet(concentration), source ~ Categorical(alpha); the Beta fields are
-    not used. `per_sample` False gives the whole batch one alpha and one source. Draws for batch k
-    on rank r come from a generator seeded by (seed, r, k): any batch can be recomputed, resume
-    needs only the batch index, and ranks differ.
+    `diagnostics(input_ids, mask)` runs the model once and gives scalars named
+    `block<i>/<statistic>` (averaged over the positions the (B, T) `mask` selects) and
+    `attention`: one (B, n_head, T, T) map per block.
     """
 
-    a: float = 0.5
-    b: float = 0.5
-    distribution: str = "beta"
-    per_sample: bool = False
-    n_sources: int = 2
-
-    def __post_init__(self) -> None:
-        if self.distribution not in ("beta", "uniform"):
-            raise ValueError(f"distribution must be 'beta' or 'uniform', got {self.distribution!r}")
-        if not (self.a > 0 and self.b > 0):
-            raise ValueError(f"Beta parameters must be positive, got a={self.a}, b={self.b}")
-        if self.n_sources != 2:
-            raise ValueError(f"the Beta dial spans 2 sources, got n_sources={self.n_sources}")
-
-    def draw(self, seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(alpha (n,) float32, source (n,) int64) from the generator seeded by `seed`."""
-        rng = np.random.default_rng(seed)
-        k = n if self.per_sample else 1
-        alpha = rng.random(k) if self.distribution == "uniform" else rng.beta(self.a, self.b, k)
-        source = (rng.random(k) < alpha).astype(np.int64)
-        alpha, source = torch.from_numpy(alpha).float(), torch.from_numpy(source)
-        return alpha.expand(n).clone(), source.expand(n).clone()
+    def diagnostics(self, input_ids: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, Any]:
+        raise NotImplementedError
 
 
+class LatentReadout:
+    """A model that reads its logits against token latents through a per-context transform.
+
+    `latents` (V, d) is the token table; `transform(input_ids)` the transform T_t of every
+    position (None where the model has none); `readout_table(transform)` the table the logits are
+    read against; `forward(input_ids, transform=T)` runs with T in place of T_t. The latent
+    measurements (`succu.analysis.latents`) need nothing else.
+    """
+
+    latents: torch.Tensor
+
+    def transform(self, input_ids: torch.Tensor) -> Any:
+        raise NotImplementedError
+
+    def readout_table(self, transform: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+
+# ---- LightningModules -----------------------------------------------------------------------
+class KeyRuleStop:
+    """A module that can stop generating by its statistics (key) rule.
+
+    `key_search(prompt, max_new_tokens, beams, search, budget)` answers one prompt (token ids)
+    greedily with EOS and the other specials banned, stopping where the rule says, through a stub
+    search ("beam", or depth first: "minimax", "alphabeta"); it returns the result (`tokens`,
+    `stopped`) and the number of next-token evaluations it took.
+    """
+
+    def key_search(self, prompt: list[int], max_new_tokens: int, beams: int = 1,
+                   search: str = "beam", budget: int = 200) -> tuple[Any, int]:
+        raise NotImplementedError
+
+
+# ---- datamodules ----------------------------------------------------------------------------
 class NamedCorpora:
     """A datamodule over named corpora whose batches label each row's corpus with `source`.
 
     `corpora` names them in index order; `corpus_weights` is the training share of each (zero for
     a corpus used only out of domain); `install_dial` makes training batches carry `alpha` and
-    draw each row's corpus from the dial.
+    draw each row's corpus from the dial (a `succu.dial.DialSampler`; None removes it).
     """
 
     corpora: list[str]
@@ -117,6 +125,42 @@ class NamedCorpora:
         raise NotImplementedError
 
     def install_dial(self, sampler: DialSampler | None) -> None:
+        raise NotImplementedError
+
+
+def in_domain_corpora(datamodule: Any) -> set[int] | None:
+    """The corpora a model trains on, by index (a positive `corpus_weights` share), of a
+    datamodule over several named corpora; None (every corpus is in domain) for any other."""
+    if isinstance(datamodule, NamedCorpora) and len(datamodule.corpora) > 1:
+        return {i for i, w in enumerate(datamodule.corpus_weights) if w > 0}
+    return None
+
+
+@dataclass(frozen=True)
+class WorldGrammar:
+    """What a world knows about its text, as plain data.
+
+    Attributes:
+        word_class: slot words and their class ({"ruby": "NAME", "red": "ADJ", ...}).
+        sentences: every sentence the world's templates make, each a tuple of words.
+        statements: clause words (no final punctuation) -> (relation, entity, value) it states.
+        facts: (relation, entity) -> the world's value.
+    """
+
+    word_class: dict[str, str]
+    sentences: tuple[tuple[str, ...], ...]
+    statements: dict[tuple[str, ...], tuple[str, str, str]]
+    facts: dict[tuple[str, str], str]
+
+
+class WorldKnowledge:
+    """A datamodule whose data come from a generator that can judge generated text.
+
+    `world_grammar()` is the grammar and facts of the world it serves, as a `WorldGrammar`; the
+    grammar and fact meter (`succu.analysis.meter`) reads text with it.
+    """
+
+    def world_grammar(self) -> WorldGrammar:
         raise NotImplementedError
 
 
@@ -171,32 +215,4 @@ class InitialEmbeddings:
     """A datamodule that brings token vectors to initialise a model's embedding."""
 
     def embedding_weight(self) -> torch.Tensor | None:
-        raise NotImplementedError
-
-
-@dataclass(frozen=True)
-class WorldGrammar:
-    """What a world knows about its text, as plain data.
-
-    Attributes:
-        word_class: slot words and their class ({"ruby": "NAME", "red": "ADJ", ...}).
-        sentences: every sentence the world's templates make, each a tuple of words.
-        statements: clause words (no final punctuation) -> (relation, entity, value) it states.
-        facts: (relation, entity) -> the world's value.
-    """
-
-    word_class: dict[str, str]
-    sentences: tuple[tuple[str, ...], ...]
-    statements: dict[tuple[str, ...], tuple[str, str, str]]
-    facts: dict[tuple[str, str], str]
-
-
-class WorldKnowledge:
-    """A datamodule whose data come from a generator that can judge generated text.
-
-    `world_grammar()` is the grammar and facts of the world it serves, as plain data, for the meter
-    (`succu.analysis.meter`).
-    """
-
-    def world_grammar(self) -> WorldGrammar:
         raise NotImplementedError

@@ -43,10 +43,10 @@ import torch
 from succu.checkpoint import load_datamodule, load_module, read_checkpoint
 from succu.contracts import NamedCorpora
 from succu.devices import check_device
+from succu.dial import Position, centre, own_end, parse_position, position_for, position_label
 from succu.errors import fail, run_cli
 from succu.generate import note, resolve_unknown
-from succu.modules.base import DEFAULT_ALPHA, IGNORE_INDEX, LanguageModule
-from succu.nn.gates import Position, parse_position, position_for, position_label
+from succu.modules.base import IGNORE_INDEX, LanguageModule
 from succu.sweep import add_location_arguments
 
 ALL = "*"  # --corpus without a name
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", default=None,
                    help="dial position of gated models: a number in [0, 1] for two sources, or K "
                         "comma-separated shares summing to 1 (e.g. 0.2,0.3,0.5) for K (default: "
-                        f"the middle, {DEFAULT_ALPHA:g} or 1/K each, for --text; each corpus's own "
+                        f"the middle, {position_label(centre(2))} or 1/K each, for --text; each corpus's own "
                         "end for --corpus)")
     p.add_argument("--batch_size", type=int, default=16, help="windows per forward pass")
     p.add_argument("--device", default="cpu", help="torch device to run on")
@@ -229,15 +229,12 @@ def dial(args: argparse.Namespace, module: LanguageModule, position: Position | 
         note(f"{name} has a dial and no --alpha was given: scoring each corpus at its own end of "
              f"the dial (corpus k at {ends}), as val/loss and fit test do")
         return {}  # evaluate_corpus asks module.eval_kwargs per batch
-    centre = module.dial_kwargs({})["alpha"]
-    corners = "--alpha 0 or 1 for either corpus's end" if k == 2 else f"--alpha {corner(k)} for a corner"
-    note(f"{name} has a dial and no --alpha was given: evaluating at alpha={position_label(centre)}, "
+    middle = module.dial_kwargs({})["alpha"]
+    corners = ("--alpha 0 or 1 for either corpus's end" if k == 2
+               else f"--alpha {position_label(own_end(0, k))} for a corner")
+    note(f"{name} has a dial and no --alpha was given: evaluating at alpha={position_label(middle)}, "
          f"the middle ({corners})")
-    return {"alpha": centre}
-
-
-def corner(k: int) -> str:
-    return ",".join(["1"] + ["0"] * (k - 1))
+    return {"alpha": middle}
 
 
 def compute_scores(args: argparse.Namespace) -> dict[str, Any]:

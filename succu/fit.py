@@ -17,7 +17,8 @@ This is the one place that composes a run. An experiment YAML names its run fold
 run gets the same loggers (CSV in the run folder, W&B offline under the same folder and name), the
 same two checkpoints (`last.ckpt` rewritten at every validation, `best-step=<N>.ckpt` by lowest
 `val/loss`), atomic checkpoint writes, and the every-run callbacks (`EVERY_RUN`: `lr` logged, a
-summary line when no progress bar draws, `last.ckpt` and flushed metrics whatever stops the fit).
+summary line when no progress bar draws, `last.ckpt` and flushed metrics whatever stops the fit,
+and a greedy talk with the fitted model when its data has QA probes).
 Run folders (claiming a version, `--ckpt_path last`, cleaning up a failed start) are
 `succu.runs`; device requests that cannot start are refused before the Trainer is built
 (`succu.devices`). validate/test get no loggers unless the config names them.
@@ -60,10 +61,10 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn  # noqa: 
 from lightning.pytorch.utilities.exceptions import SIGTERMException  # noqa: E402
 
 from callbacks.progress import LearningRate, ProgressLog  # noqa: E402
+from callbacks.qa import TalkAfterFit  # noqa: E402
 from callbacks.safety import PreemptionCheckpoint  # noqa: E402
 from succu import runs  # noqa: E402
 from succu.checkpoint import AtomicCheckpointIO, read_checkpoint  # noqa: E402
-from succu.contracts import QAProbes  # noqa: E402
 from succu.devices import check_devices  # noqa: E402
 from succu.errors import TrainingError, run_cli  # noqa: E402
 from succu.modules.base import LanguageModule  # noqa: E402
@@ -73,7 +74,7 @@ SUBCOMMANDS = ("fit", "validate", "test")
 DEFAULT_CONFIG = Path("configs") / "succulm.yaml"  # relative to the working directory
 WANDB_PROJECT = "succu"
 # One of each for every run unless the config names its own.
-EVERY_RUN = (LearningRate, ProgressLog, PreemptionCheckpoint)
+EVERY_RUN = (LearningRate, ProgressLog, PreemptionCheckpoint, TalkAfterFit)
 SIGTERM_EXIT = 143  # 128 + SIGTERM: stopped by a signal, last.ckpt written, resume with --ckpt_path last
 
 
@@ -220,14 +221,6 @@ class SuccuCLI(LightningCLI):
         else:
             rank_zero_info(f"--ckpt_path last: resuming from {path}")
         config["ckpt_path"] = path
-
-    def after_fit(self) -> None:
-        """Talk to the freshly fitted model when its data has probe prompts (rank 0 only)."""
-        smoke_test = bool(self.trainer.fast_dev_run)
-        if self.trainer.is_global_zero and not smoke_test and isinstance(self.datamodule, QAProbes):
-            from succu.analysis.qa import report
-
-            print(report(self.model, self.datamodule), flush=True)
 
 
 def default_args(argv: list[str]) -> list[str]:

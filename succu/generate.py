@@ -20,14 +20,13 @@ import sys
 import torch
 
 from succu.checkpoint import load_module
+from succu.contracts import KeyRuleStop
 from succu.devices import check_device
+from succu.dial import centre, parse_position, position_for, position_label, sweep_positions
 from succu.errors import fail, run_cli
-from succu.modules.base import DEFAULT_ALPHA, LanguageModule, check_sampling
-from succu.modules.noise_lm import NoiseModule
-from succu.nn.gates import Position, parse_position, position_for, position_label
+from succu.modules.base import LanguageModule, check_sampling
 from succu.nn.noise import SEARCHES
 
-ALPHA_SWEEP = [0.0, 0.25, 0.5, 0.75, 1.0]
 # New tokens per prompt at most: far beyond any block_size here, and at CPU speeds (~10^3 tokens/s)
 # minutes of output; a larger request is a typo (1e20), refused rather than left running.
 MAX_NEW_TOKENS = 10_000
@@ -68,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", default=None,
                    help=f"dial position of gated models (GatedGPT): a number in [0, 1] for two "
                         "sources, or K comma-separated shares summing to 1 (e.g. 0.2,0.3,0.5) for "
-                        f"K; default the middle ({DEFAULT_ALPHA:g}, or 1/K each)")
+                        f"K; default the middle ({position_label(centre(2))}, or 1/K each)")
     p.add_argument("--alpha_sweep", action="store_true",
                    help="gated models: continue each prompt at alpha = 0, 0.25, 0.5, 0.75, 1 (K "
                         "sources: at each corner and the centre)")
@@ -129,26 +128,17 @@ def load(args: argparse.Namespace) -> LanguageModule:
         fail(f"--alpha needs a gated model; {args.ckpt} holds {type(module.model).__name__}")
     if position is not None:
         args.alpha = position_for(position, module.model.n_sources)
-    if args.stop == "key" and not isinstance(module, NoiseModule):
+    if args.stop == "key" and not isinstance(module, KeyRuleStop):
         fail(f"--stop key needs a noise-embedding LM (NoiseLM, NoiseTransformerLM); {args.ckpt} "
              f"holds {type(module.model).__name__}")
     if args.beams < 1 or args.budget < 1:
         fail(f"--beams and --budget must be at least 1, got {args.beams} and {args.budget}")
     if module.has_dial and args.alpha is None and not args.alpha_sweep:
-        centre = position_label(module.dial_kwargs({})["alpha"])
+        middle = position_label(module.dial_kwargs({})["alpha"])
         note(f"{type(module.model).__name__} has a dial and no --alpha was given: generating at "
-             f"alpha={centre}, the middle (--alpha 0 or 1 for either corpus's end"
+             f"alpha={middle}, the middle (--alpha 0 or 1 for either corpus's end"
              f"{'' if module.model.n_sources == 2 else '; K shares for a corner, e.g. 1,0,0'})")
     return module
-
-
-def sweep_positions(k: int) -> list[Position]:
-    """--alpha_sweep's dial positions: five along a two-source dial; each corner and the centre
-    of a K-source one."""
-    if k == 2:
-        return list(ALPHA_SWEEP)
-    corners = [tuple(float(i == j) for i in range(k)) for j in range(k)]
-    return [*corners, (1.0 / k,) * k]
 
 
 def main(argv: list[str] | None = None) -> list[str]:
@@ -182,7 +172,7 @@ def generate_main(argv: list[str] | None) -> list[str]:
     return outputs
 
 
-def key_rule(module: NoiseModule, args: argparse.Namespace, prompts: list[str]) -> list[str]:
+def key_rule(module: LanguageModule, args: argparse.Namespace, prompts: list[str]) -> list[str]:
     """Greedy answers stopped by the statistics rule, each printed with its search's cost."""
     outputs = []
     for shown, prompt in zip(args.prompt, prompts):

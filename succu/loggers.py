@@ -3,12 +3,13 @@
 A LightningModule passes `self.loggers`, a callback `trainer.loggers`. Tables and images go only to
 loggers known to take them (`takes_media`): Lightning's WandbLogger, plus any class registered with
 `register_media_logger` (e.g. a test logger that records calls); a CSV or TensorBoard logger gets
-none, and the caller writes its own markdown/PNG copy under the run folder.
+none, and the caller writes its own markdown/PNG copy under the run folder (`run_folder`;
+`markdown_table` for a table).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,3 +73,18 @@ def log_image(loggers: Iterable[Logger], key: str, path: str | Path, step: int |
     for logger in loggers:
         if takes_media(logger):
             logger.log_image(key=key, images=[str(path)], step=step)
+
+
+def run_folder(trainer: L.Trainer) -> Path:
+    """`trainer.log_dir` (a collective under DDP: call it on every rank), else default_root_dir."""
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+def markdown_table(columns: Sequence[str], rows: Iterable[Sequence]) -> str:
+    """A GitHub markdown table (pipes in cells escaped)."""
+    def cell(v) -> str:
+        text = f"{v:.4g}" if isinstance(v, float) else str(v)
+        return text.replace("|", "\\|")
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)

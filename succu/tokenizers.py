@@ -115,14 +115,6 @@ def split_words(sentence: str) -> list[str]:
     return [t for t in re.split(r"\s+", sentence.strip()) if t]
 
 
-def join_words(words: Iterable[str]) -> str:
-    """Inverse of `split_words` up to case: glue punctuation back onto the previous word."""
-    text = " ".join(words)
-    for sign in PUNCTUATION:
-        text = text.replace(f" {sign}", sign)
-    return text
-
-
 def split_sentences(words: Sequence[str]) -> tuple[list[tuple[str, ...]], tuple[str, ...]]:
     """(complete sentences, each ending with . ? or !; the unfinished rest, maybe empty)."""
     sentences, current = [], []
@@ -132,6 +124,14 @@ def split_sentences(words: Sequence[str]) -> tuple[list[tuple[str, ...]], tuple[
             sentences.append(tuple(current))
             current = []
     return sentences, tuple(current)
+
+
+def join_words(words: Iterable[str]) -> str:
+    """Inverse of `split_words` up to case: glue punctuation back onto the previous word."""
+    text = " ".join(words)
+    for sign in PUNCTUATION:
+        text = text.replace(f" {sign}", sign)
+    return text
 
 
 class WordTokenizer(Tokenizer):

@@ -14,7 +14,7 @@ from datamodules.tokens import Tokens
 from datamodules.windows import Windows
 from succu import generate, sweep
 from succu.checkpoint import AtomicCheckpointIO
-from succu.contracts import DialSampler
+from succu.dial import DialSampler
 from succu.modules.gated_gpt import GatedGPTModule
 from tests.ddp_probe import StopAt
 from tests.tiny import tiny_module

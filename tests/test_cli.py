@@ -191,7 +191,8 @@ def test_diagnostics_log_under_diag_and_write_attention_png(tmp_path):
     cli = run_fit("--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
                   "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps", "0",
                   "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
-                  "--trainer.logger.save_dir", str(tmp_path), "--model.init_args.diagnostics", "true")
+                  "--trainer.logger.save_dir", str(tmp_path),
+                  "--trainer.callbacks+=callbacks.diagnostics.Diagnostics")
     metrics = cli.trainer.logged_metrics
     n_layer = cli.model.model.cfg.n_layer
     for i in range(n_layer):

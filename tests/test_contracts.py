@@ -11,10 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from succu.contracts import CapabilityError, DialModel, KVCacheModel, QAProbes, require
+from succu.contracts import (
+    BlockDiagnostics,
+    CapabilityError,
+    DialModel,
+    KeyRuleStop,
+    KVCacheModel,
+    LatentReadout,
+    QAProbes,
+    require,
+)
 from succu.models.gated_gpt import GatedGPT, GatedGPTConfig
 from succu.models.gpt import GPT, GPTConfig
+from succu.models.hypersurface import HypersurfaceLM
 from succu.models.noise_lm import NoiseLM, NoiseLMConfig
+from succu.models.succulm import SuccuLM
 from succu.modules.base import LanguageModule
 from succu.modules.gated_gpt import GatedGPTModule
 from succu.modules.gpt import GPTModule
@@ -69,6 +80,11 @@ def test_capabilities_are_declared_not_guessed():
     assert not isinstance(noise, KVCacheModel)
     assert not GPTModule(GPTConfig(vocab_size=11)).has_dial
     assert GatedGPTModule(GatedGPTConfig(vocab_size=11)).has_dial
+    # What the probes and tools ask for (callbacks.diagnostics, generate --stop key).
+    assert issubclass(SuccuLM, BlockDiagnostics) and issubclass(HypersurfaceLM, LatentReadout)
+    assert not issubclass(GPT, (BlockDiagnostics, LatentReadout))
+    assert issubclass(NoiseLMModule, KeyRuleStop) and issubclass(NoiseTransformerModule, KeyRuleStop)
+    assert not any(issubclass(c, KeyRuleStop) for c in (GPTModule, SuccuLMModule, GatedGPTModule))
 
 
 def test_a_missing_capability_is_one_line_naming_both(tmp_path):

@@ -12,20 +12,23 @@ import numpy as np
 import pytest
 import torch
 
-from callbacks.alpha_sampling import AlphaBetaSampling, DirichletDialSampler
+from callbacks.alpha_sampling import AlphaBetaSampling
 from datamodules.mixture import MixtureDataModule
 from datamodules.tokens import Tokens
 from datamodules.windows import DIAL_STREAM, Windows, window_seed
 from succu import generate, sweep
-from succu.analysis.alpha_sweep import simplex_grid
 from succu.checkpoint import AtomicCheckpointIO
-from succu.contracts import DialSampler
+from succu.dial import (
+    DialSampler,
+    DirichletDialSampler,
+    parse_position,
+    position_for,
+    simplex_grid,
+)
 from succu.models.gated_gpt import GatedGPT, GatedGPTConfig
 from succu.models.gpt import GPT
 from succu.modules.gated_gpt import GatedGPTModule
 from succu.nn.gates import (
-    parse_position,
-    position_for,
     route,
     sample_specialties,
     simplex_route,
@@ -333,7 +336,7 @@ def test_evaluate_scores_each_corpus_at_its_own_corner_as_fit_test(k3_checkpoint
 def test_the_voice_meter_needs_text_splits_and_positions_are_checked():
     from succu.analysis.voice import corpus_texts
     from succu.contracts import CapabilityError
-    from succu.nn.gates import as_position
+    from succu.dial import as_position
 
     with pytest.raises(CapabilityError, match="the voice meter needs a datamodule that can give the "
                                               "normalised text of each corpus's train/val/test split"):

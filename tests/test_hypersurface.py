@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from callbacks.diagnostics import Diagnostics
 from succu.analysis.latents import (
-    RARITY,
     coherence,
     context_average_ablation,
     context_tables,
@@ -21,7 +21,7 @@ from succu.analysis.latents import (
     gram_distance,
     latent_geometry,
     mean_transform,
-    rarity_classes,
+    validation_diagnostics,
 )
 from succu.models.hypersurface import (
     BASELINES,
@@ -31,7 +31,7 @@ from succu.models.hypersurface import (
     Transform,
     skew_unit,
 )
-from succu.modules.hypersurface import HypersurfaceModule
+from succu.modules.hypersurface import RARITY, HypersurfaceModule, rarity_classes
 from tests.tiny import tiny_module
 
 V, D = 40, 32
@@ -247,7 +247,7 @@ def test_module_hyperparameters_mirror_the_config():
     module = tiny_module(HypersurfaceModule, vocab_size=50, block_size=32, n_layer=1, n_head=2, n_embd=16, variant="lowrank", rank=2)
     assert module.model.cfg == HypersurfaceConfig(50, 32, 1, 2, 16, 0.0, False, "lowrank", 2, 1, 0)
     assert module.hparams["model"] == dataclasses.asdict(module.model.cfg)
-    assert {"model", "diagnostics", "rare_threshold", "warmup_steps", "min_lr_ratio"} == set(module.hparams)
+    assert {"model", "rare_threshold", "warmup_steps", "min_lr_ratio"} == set(module.hparams)
 
 
 def test_fit_logs_in_and_out_of_domain_losses_and_diagnostics(tmp_path, monkeypatch, shared_data):
@@ -266,11 +266,17 @@ def test_fit_logs_in_and_out_of_domain_losses_and_diagnostics(tmp_path, monkeypa
         max_steps=6, accelerator="cpu", logger=False, enable_progress_bar=False,
         enable_model_summary=False, default_root_dir=tmp_path, val_check_interval=6,
         check_val_every_n_epoch=None, num_sanity_val_steps=0, enable_checkpointing=False,
+        callbacks=[Diagnostics()],
     )
     trainer.fit(module, datamodule=dm)
     m = trainer.callback_metrics
-    assert {"val/loss/tinystories", "val/loss/shakespeare", "val/ppl/shakespeare", "diag/coherence/TE",
-            "diag/ctx_avg/loss_delta"} <= set(m)
+    diag = {"diag/coherence/E", "diag/gram/E", "diag/coherence/TE", "diag/gram/TE", "diag/ctx_avg/loss_delta"}
+    assert {"val/loss/tinystories", "val/loss/shakespeare", "val/ppl/shakespeare"} | diag <= set(m)
+    # The callback measures the first in-domain validation batch (TinyStories) of the last weights.
+    first = dm.val_batches()[0]
+    assert int(first["source"][0]) == 0
+    for name, value in validation_diagnostics(module.model, first).items():
+        assert float(m[f"diag/{name}"]) == pytest.approx(value, rel=1e-5, abs=1e-7)
     assert float(m["val/loss"]) == pytest.approx(float(m["val/loss/tinystories"]))  # in-domain only
     assert float(m["val/ppl"]) == pytest.approx(math.exp(float(m["val/loss"])), rel=1e-5)
     assert float(m["diag/gram/TE"]) == pytest.approx(float(m["diag/gram/E"]), abs=1e-5)  # orthogonal
@@ -344,7 +350,7 @@ def rarity_fit(tmp_path, variant: str, steps: int):
     (data / "kjv.txt").write_text("abcd dcba cdq " * 400)
     dm = MixtureDataModule(corpora=["shakespeare", "kjv"], weights=[1, 0], abc_style=[], windows=Windows(block_size=8, batch_size=4, val_windows=8), tokens=Tokens(cache_dir=str(tmp_path / "cache")), splits=Splits(test_fraction=0.1), sources=Sources(data_dir=str(data)))
     module = tiny_module(HypersurfaceModule, vocab_size=dm.vocab_size, block_size=8, n_layer=1,
-                         n_head=2, n_embd=16, variant=variant, diagnostics=False, warmup_steps=0,
+                         n_head=2, n_embd=16, variant=variant, warmup_steps=0,
                          optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2))
     trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=0,

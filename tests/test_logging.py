@@ -24,7 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from callbacks.logging import AlphaHistogram, GenerationTable, SweepReport  # noqa: E402
+from callbacks.alpha_histogram import AlphaHistogram  # noqa: E402
+from callbacks.generations import GenerationTable  # noqa: E402
+from callbacks.sweep_report import SweepReport  # noqa: E402
 from succu import fit  # noqa: E402
 from tests.ddp_probe import REPO, RecordingLogger  # noqa: E402
 from tests.wandb_log import read_wandb, wandb_summary  # noqa: E402
@@ -162,12 +164,13 @@ def assert_config_logged(logger: RecordingLogger, config: str) -> None:
 
 
 def test_succulm_logs_losses_diagnostics_attention_and_samples(tmp_path):
-    # Replaces succulm.yaml's own GenerationTable with a shorter one.
+    # Replaces succulm.yaml's own callbacks with a shorter GenerationTable and the diagnostics.
     extras = overlay(tmp_path, "trainer:\n  callbacks:\n"
-                     "    - class_path: callbacks.logging.GenerationTable\n"
-                     "      init_args: {max_new_tokens: 5, n_prompts: 2}\n")
+                     "    - class_path: callbacks.generations.GenerationTable\n"
+                     "      init_args: {max_new_tokens: 5, n_prompts: 2}\n"
+                     "    - class_path: callbacks.diagnostics.Diagnostics\n")
     cli, logger = recorded_fit(tmp_path, "succulm.yaml", "--model.init_args.model.profile", "tiny",
-                               "--model.init_args.diagnostics", "true", "--config", extras,
+                               "--config", extras,
                                "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
                                "--trainer.limit_val_batches", "1", "--trainer.log_every_n_steps", "1")
     assert {"train/loss", "val/loss", "val/ppl", "diag/block0/resid_norm", "diag/block0/ffn_norm",
@@ -183,7 +186,7 @@ def test_succulm_logs_losses_diagnostics_attention_and_samples(tmp_path):
 
 def test_succulm_tt_logs_compression_trap_and_the_tt_sweep(tmp_path):
     extras = overlay(tmp_path, "trainer:\n  callbacks+:\n"
-                     "    - class_path: callbacks.logging.SweepReport\n"
+                     "    - class_path: callbacks.sweep_report.SweepReport\n"
                      "      init_args: {kind: tt, layers: '2', bond_dims: '20', samples: 1}\n")
     cli, logger = recorded_fit(tmp_path, "succulm_tt.yaml", "--config", extras,
                                "--trainer.max_steps", "2", "--trainer.val_check_interval", "1",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from succu import fit, runs, sweep
+from succu import dial, fit, runs, sweep
 from succu.analysis import alpha_sweep
 from succu.checkpoint import read_checkpoint
 from succu.io import host_tag, remove_orphans, writable_folder
@@ -194,9 +194,9 @@ def test_sweeps_refuse_a_bad_out_before_any_work(kind, tmp_path, capsys):
 
 
 def test_alpha_ranges_count_down_and_never_come_out_empty():
-    assert alpha_sweep.parse_alphas("1:0:0.25") == [1.0, 0.75, 0.5, 0.25, 0.0]
+    assert dial.parse_alphas("1:0:0.25") == [1.0, 0.75, 0.5, 0.25, 0.0]
     with pytest.raises(ValueError, match="--alphas ','"):
-        alpha_sweep.parse_alphas(",")
+        dial.parse_alphas(",")
 
 
 def fake_sweep(monkeypatch, rows):

@@ -28,60 +28,12 @@ from pathlib import Path
 import torch
 
 from succu.contracts import NamedCorpora
+from succu.dial import Position, dial_grid, position_label
 from succu.io import atomic_write, figure_bytes, remove_orphans, writable_folder, write_outputs
 from succu.modules.base import LanguageModule, token_count
-from succu.nn.gates import Position, check_alpha, parse_position, position_for, position_label
 from succu.nn.utils import eval_mode
 
 HELP = "validation loss per corpus across the alpha dial of a gated model (CSV, markdown, PNG)"
-
-
-def parse_alphas(text: str) -> list[float]:
-    """'0:1:0.1' (start:stop:step, stop included; '1:0:0.25' counts down) or '0,0.25,1'."""
-    try:
-        if ":" in text:
-            start, stop, step = (float(x) for x in text.split(":"))
-            if step <= 0:
-                raise ValueError
-            n = int(round(abs(stop - start) / step))
-            sign = 1.0 if stop >= start else -1.0
-            alphas = [round(start + sign * i * step, 10) for i in range(n + 1)]
-        else:
-            alphas = [float(x) for x in text.split(",") if x.strip()]
-        if not alphas:
-            raise ValueError
-    except ValueError:
-        raise ValueError(f"--alphas {text!r}: expected start:stop:step (e.g. 0:1:0.1) or a comma list") from None
-    for a in alphas:
-        check_alpha(a)
-    return alphas
-
-
-def simplex_grid(k: int, step: float) -> list[tuple[float, ...]]:
-    """Every point of the k-source simplex whose shares are multiples of `step` (1/step whole)."""
-    n = round(1.0 / step) if step > 0 else 0
-    if n < 1 or abs(n * step - 1.0) > 1e-9:
-        raise ValueError(f"--step {step:g}: must divide 1 into a whole number of steps (e.g. 0.1, 0.25)")
-
-    def compositions(total: int, parts: int):
-        if parts == 1:
-            yield (total,)
-            return
-        for first in range(total, -1, -1):
-            for rest in compositions(total - first, parts - 1):
-                yield (first, *rest)
-
-    return [tuple(round(c / n, 10) for c in counts) for counts in compositions(n, k)]
-
-
-def dial_grid(k: int, alphas: str | None, step: float) -> list[Position]:
-    """The positions to sweep: `--alphas` (two sources: start:stop:step or a list; K: points
-    separated by ';'), else 0:1:0.1 along a two-source dial, the `--step` grid of a K-source one."""
-    if k == 2:
-        return parse_alphas(alphas or "0:1:0.1")
-    if alphas is None:
-        return simplex_grid(k, step)
-    return [position_for(parse_position(p.strip()), k) for p in alphas.split(";") if p.strip()]
 
 
 def val_batches(datamodule, max_batches: int | None = None) -> list[dict]:

@@ -31,17 +31,6 @@ from succu.models.hypersurface import HypersurfaceLM, Transform
 from succu.nn.utils import eval_mode
 
 IGNORE_INDEX = -100
-# Token classes by training-split occurrences: unseen (0), rare (1 .. threshold - 1; as a reported
-# class "rare" means fewer than threshold, unseen included), common (threshold or more).
-RARITY = ("unseen", "rare", "common")
-
-
-def rarity_classes(counts: torch.Tensor, threshold: int) -> torch.Tensor:
-    """(V,) class index into RARITY of every vocabulary id, from its training-split count."""
-    out = torch.full_like(counts, 2)
-    out[counts < threshold] = 1
-    out[counts == 0] = 0
-    return out
 
 
 def cosine_matrix(rows: torch.Tensor) -> torch.Tensor:

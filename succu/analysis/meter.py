@@ -2,8 +2,8 @@
 
 A generated world (the succulent world, `datamodules/succulent_world.py`) knows every sentence its
 templates make and every fact it states, so it can judge any sentence a model writes. It hands
-that knowledge over as plain data, a `WorldGrammar`, through the `WorldKnowledge` capability; this
-module turns it into counts, never importing the world itself.
+that knowledge over as plain data, a `succu.contracts.WorldGrammar`, through the `WorldKnowledge`
+capability; this module turns it into counts, never importing the world itself.
 
 Grammar
     Words that fill a template's slots belong to a class (NAME, ADJ, NOUN, TIME, NUM, PRON);

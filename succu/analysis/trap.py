@@ -207,13 +207,3 @@ def offender_rows(counts: TrapCounts, limit: int | None = None) -> list[list]:
 
 
 OFFENDER_COLUMNS = ["prompt", "seed", "sample", "generation", "hidden", "special"]
-
-
-def markdown_table(columns: Sequence[str], rows: Iterable[Sequence]) -> str:
-    """A GitHub markdown table (pipes in cells escaped)."""
-    def cell(v) -> str:
-        text = f"{v:.4g}" if isinstance(v, float) else str(v)
-        return text.replace("|", "\\|")
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from succu.contracts import TextSplits, require
-from succu.nn.gates import Position
+from succu.dial import Position
 
 ORDERS = (1, 2, 3, 4)
 BITS = 20

@@ -41,13 +41,12 @@ import torch
 from torch import nn
 
 from succu.contracts import DialModel
+from succu.dial import check_alpha, check_simplex
 from succu.models.gpt import GPT, INIT_STD, GPTConfig
 from succu.nn.attention import KVCache, positions
 from succu.nn.gates import (
     Gate,
     apply_gate,
-    check_alpha,
-    check_simplex,
     gated_linear,
     route,
     sample_simplex_specialties,

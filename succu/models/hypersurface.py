@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from succu.contracts import KVCacheModel
+from succu.contracts import KVCacheModel, LatentReadout
 from succu.models.gpt import INIT_STD, Block, GPTConfig, check_sizes
 from succu.nn.attention import KVCache, positions
 
@@ -266,7 +266,7 @@ class HyperNetwork(nn.Module):
         return emitted_transform(self.cfg.variant, raw, self.cfg.n_embd, self.cfg.rank)
 
 
-class HypersurfaceLM(nn.Module, KVCacheModel):
+class HypersurfaceLM(nn.Module, KVCacheModel, LatentReadout):
     def __init__(self, cfg: HypersurfaceConfig):
         super().__init__()
         if cfg.vocab_size <= 0:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from succu.contracts import KVCacheModel
+from succu.contracts import BlockDiagnostics, KVCacheModel
 from succu.models.gpt import check_sizes
 from succu.nn.attention import CausalSelfAttention, KVCache, positions
 
@@ -122,7 +122,7 @@ class Block(nn.Module):
         return x + ffn_out
 
 
-class SuccuLM(nn.Module, KVCacheModel):
+class SuccuLM(nn.Module, KVCacheModel, BlockDiagnostics):
     def __init__(self, cfg: SuccuLMConfig):
         super().__init__()
         if cfg.vocab_size <= 0:

@@ -51,11 +51,6 @@ def token_count(labels: torch.Tensor) -> float:
     return float((labels != IGNORE_INDEX).sum())
 
 
-# Where a model with a dial generates and evaluates when no alpha is given: the middle, where
-# both corpora's units are half open (never the ungated network, which no dial position equals).
-DEFAULT_ALPHA = 0.5
-
-
 def check_sampling(temperature: float, top_k: int | None, max_new_tokens: int) -> None:
     """Sampling settings that can run. Any temperature > 0 samples: tiny ones approach greedy
     decoding (`pick` divides logits already shifted to max 0, so nothing overflows)."""
@@ -200,13 +195,10 @@ class LanguageModule(L.LightningModule):
         return loss
 
     def eval_kwargs(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """Forward arguments that score a held-out batch: none, or for a dial model each corpus at
-        its own end of the dial (corpus k at alpha = k), as `val/loss` is defined (GatedGPTModule).
-        Test batches hold one corpus each, like validation's."""
-        if not self.has_dial:
-            return {}
-        corpus = int(batch["source"][0]) if "source" in batch else 0
-        return {"alpha": float(corpus >= 1)}
+        """Forward arguments that score a held-out batch: none here; a dial module scores each
+        corpus at its own end of the dial (GatedGPTModule). Test batches hold one corpus each,
+        like validation's."""
+        return {}
 
     # ---- per-corpus validation losses ---------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
@@ -347,7 +339,7 @@ class LanguageModule(L.LightningModule):
         Rows that emit `eos_id` are padded with it afterwards; generation stops when every row has.
         With the KV cache each step feeds one token; past the model's block_size the context window
         slides (the last block_size tokens), exactly as full recomputation does. A model with a
-        dial runs at `alpha=` (default `DEFAULT_ALPHA`, the middle of the dial).
+        dial runs at `alpha=` (default: the middle of the dial, `dial_kwargs`).
         """
         steps = self.steps(input_ids, max_new_tokens, temperature=temperature, top_k=top_k,
                            greedy=greedy, eos_id=eos_id, use_cache=use_cache, generator=generator,
@@ -355,9 +347,8 @@ class LanguageModule(L.LightningModule):
         return torch.cat([input_ids, *(nxt[:, None] for nxt in steps)], dim=1)
 
     def dial_kwargs(self, model_kwargs: dict[str, Any]) -> dict[str, Any]:
-        """`model_kwargs` with the default dial position filled in for a model with a dial."""
-        if self.has_dial and model_kwargs.get("alpha") is None:
-            return {**model_kwargs, "alpha": DEFAULT_ALPHA}
+        """`model_kwargs` with the default dial position filled in: as given here; a dial module
+        fills in the middle of its dial (GatedGPTModule)."""
         return model_kwargs
 
     def steps(self, input_ids: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,

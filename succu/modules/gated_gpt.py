@@ -8,9 +8,10 @@ from typing import Any
 
 import torch
 
+from succu import dial
+from succu.dial import Position, position_label
 from succu.models.gated_gpt import GatedGPT, GatedGPTConfig
-from succu.modules.base import DEFAULT_ALPHA, LanguageModule, token_count
-from succu.nn.gates import Position, check_alpha, check_simplex, position_label
+from succu.modules.base import LanguageModule, token_count
 
 
 class GatedGPTModule(LanguageModule):
@@ -51,27 +52,15 @@ class GatedGPTModule(LanguageModule):
 
     def position(self, alpha: float | Sequence[float]) -> Position:
         """A configured dial position, checked: a float for two sources, a K-tuple for K."""
-        number = isinstance(alpha, (int, float))
-        if self.n_sources == 2 and not number:
-            raise ValueError(f"a two-source dial takes alpha as one number in [0, 1], got {alpha}")
-        if self.n_sources == 2:
-            check_alpha(alpha)
-            return float(alpha)
-        if number:
-            raise ValueError(f"alpha must be a point of the {self.n_sources}-source simplex "
-                             f"({self.n_sources} shares summing to 1), got the number {alpha:g}")
-        point = check_simplex(torch.tensor(list(alpha), dtype=torch.float64), self.n_sources)
-        return tuple(point.tolist())
+        return dial.checked_position(alpha, self.n_sources)
 
     def own_end(self, corpus: int) -> Position:
         """Where corpus k is scored: alpha = k for two sources, the corner e_k for K."""
-        if self.n_sources == 2:
-            return float(corpus >= 1)
-        return tuple(float(k == corpus) for k in range(self.n_sources))
+        return dial.own_end(corpus, self.n_sources)
 
     def centre(self) -> Position:
         """The middle of the dial, where generation runs when no alpha is given."""
-        return DEFAULT_ALPHA if self.n_sources == 2 else (1.0 / self.n_sources,) * self.n_sources
+        return dial.centre(self.n_sources)
 
     def dial_kwargs(self, model_kwargs: dict[str, Any]) -> dict[str, Any]:
         if model_kwargs.get("alpha") is None:

@@ -1,4 +1,4 @@
-"""HypersurfaceModule: HypersurfaceLM in Lightning, with per-corpus val losses and `diag/` geometry."""
+"""HypersurfaceModule: HypersurfaceLM in Lightning, with per-corpus and per-rarity val losses."""
 
 from __future__ import annotations
 
@@ -7,10 +7,21 @@ from typing import Any
 
 import torch
 
-from succu.analysis.latents import RARITY, rarity_classes, validation_diagnostics
-from succu.contracts import NamedCorpora, TrainingTokenCounts
+from succu.contracts import TrainingTokenCounts, in_domain_corpora
 from succu.models.hypersurface import HypersurfaceConfig, HypersurfaceLM
 from succu.modules.base import LanguageModule
+
+# Token classes by training-split occurrences: unseen (0), rare (1 .. threshold - 1; as a reported
+# class "rare" means fewer than threshold, unseen included), common (threshold or more).
+RARITY = ("unseen", "rare", "common")
+
+
+def rarity_classes(counts: torch.Tensor, threshold: int) -> torch.Tensor:
+    """(V,) class index into RARITY of every vocabulary id, from its training-split count."""
+    out = torch.full_like(counts, 2)
+    out[counts < threshold] = 1
+    out[counts == 0] = 0
+    return out
 
 
 class HypersurfaceModule(LanguageModule):
@@ -20,9 +31,8 @@ class HypersurfaceModule(LanguageModule):
     (rows labelled by `source`), and `val/loss`, `val/ppl` pooled over the in-domain corpora (those
     with a positive training weight), so training on TinyStories with
     MixtureDataModule(corpora=[tinystories, shakespeare], weights=[1, 0]) monitors TinyStories and
-    reports Shakespeare as out-of-domain. With `diagnostics`, the first in-domain val batch also
-    gives `diag/coherence/E`, `diag/gram/E`, `diag/coherence/TE`, `diag/gram/TE` and
-    `diag/ctx_avg/loss_delta` (succu.analysis.latents).
+    reports Shakespeare as out-of-domain. The latent geometry (`diag/coherence/E`, ...) is the
+    `callbacks.diagnostics.Diagnostics` callback's.
 
     Tokens are split by how often the training text holds them (a datamodule with
     TrainingTokenCounts; `rare_threshold` > 0): validation and test also log
@@ -33,7 +43,6 @@ class HypersurfaceModule(LanguageModule):
 
     Args:
         model: the network (HypersurfaceConfig: sizes, variant, rank, hypernetwork depth).
-        diagnostics: log the `diag/` measurements at every validation.
         rare_threshold: occurrences below which a token is rare (0: no rarity split).
     """
 
@@ -42,7 +51,6 @@ class HypersurfaceModule(LanguageModule):
     def __init__(
         self,
         model: HypersurfaceConfig = HypersurfaceConfig(),  # noqa: B008
-        diagnostics: bool = True,
         rare_threshold: int = 10,
         **kwargs: Any,
     ):
@@ -50,27 +58,22 @@ class HypersurfaceModule(LanguageModule):
         if rare_threshold < 0:
             raise ValueError(f"rare_threshold must be >= 0 (0: no rarity split), got {rare_threshold}")
         self.model = HypersurfaceLM(self.model_config)
-        self.diagnostics = diagnostics
         self.rare_threshold = rare_threshold
         self.in_domain: set[int] | None = None  # None: every corpus is in-domain
         self.token_class: torch.Tensor | None = None  # (V,) index into RARITY per vocabulary id
-        self._diag_done = False
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
         datamodule = self._trainer.datamodule if self._trainer is not None else None
-        if isinstance(datamodule, NamedCorpora) and len(datamodule.corpora) > 1:
-            self.in_domain = {i for i, w in enumerate(datamodule.corpus_weights) if w > 0}
+        in_domain = in_domain_corpora(datamodule)
+        if in_domain is not None:
+            self.in_domain = in_domain
         if self.rare_threshold > 0 and isinstance(datamodule, TrainingTokenCounts):
             counts = datamodule.training_token_counts()
             self.token_class = rarity_classes(counts, self.rare_threshold)
 
     def is_in_domain(self, corpus: int) -> bool:
         return self.in_domain is None or corpus in self.in_domain
-
-    def on_validation_epoch_start(self) -> None:
-        super().on_validation_epoch_start()
-        self._diag_done = False
 
     def on_test_epoch_start(self) -> None:
         self.on_validation_epoch_start()
@@ -88,11 +91,7 @@ class HypersurfaceModule(LanguageModule):
         return corpus
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        corpus = self.score(batch)
-        if self.diagnostics and not self._diag_done and self.is_in_domain(corpus):
-            self._diag_done = True
-            for name, value in validation_diagnostics(self.model, batch).items():
-                self.log(f"diag/{name}", value, batch_size=1, sync_dist=True)
+        self.score(batch)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self.score(batch)

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from succu.contracts import KeyRuleStop
 from succu.models.noise_lm import NoiseLM, NoiseLMConfig
 from succu.modules.base import IGNORE_INDEX, LanguageModule
 from succu.nn.noise import (
@@ -34,7 +35,7 @@ NO_DECAY = (
 )
 
 
-class NoiseModule(LanguageModule):
+class NoiseModule(LanguageModule, KeyRuleStop):
     """What both noise-embedding LMs share (a subclass names `config_class` and `network_class`).
 
     Args:

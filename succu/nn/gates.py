@@ -37,18 +37,17 @@ Gradient routing (a straight-through estimator): the forward pass multiplies by 
 backward pass by the corpus route instead: m_k for a corpus-k row. For two sources that is m for
 a corpus-1 (Shakespeare) row and 1 - m for a corpus-0 (TinyStories) row; a unit with m = 1 thus
 learns only from Shakespeare, whatever alpha was drawn. Evaluation uses g with no routing.
+
+Dial positions themselves (parsing, checking, labels), the training draws and the dial's geometry
+are `succu.dial`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import torch
-
-# Dial positions on the simplex must sum to 1 within this (float32 draws and typed decimals).
-SIMPLEX_TOLERANCE = 1e-6
 
 
 def sample_specialties(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -66,13 +65,6 @@ def sample_simplex_specialties(
     return torch.from_numpy(m).float().view(*shape, k)
 
 
-def check_alpha(alpha: torch.Tensor | float) -> None:
-    a = torch.as_tensor(alpha)
-    if not bool(((a >= 0) & (a <= 1)).all()):
-        bad = a.flatten()[~((a.flatten() >= 0) & (a.flatten() <= 1))][0].item()
-        raise ValueError(f"alpha must be in [0, 1], got {bad:g}")
-
-
 def tent(alpha: torch.Tensor | float, m: torch.Tensor, narrowness: float = 1.0) -> torch.Tensor:
     """g(alpha, m): shape (n,) for a scalar alpha, (B, n) for alpha of shape (B,)."""
     alpha = torch.as_tensor(alpha, dtype=m.dtype, device=m.device)
@@ -82,69 +74,6 @@ def tent(alpha: torch.Tensor | float, m: torch.Tensor, narrowness: float = 1.0) 
     rel = ((alpha - m).abs() / span).clamp(max=1.0)
     # cos(pi/2) is 6e-17 in floating point, not 0: switch units outside their span fully off.
     return torch.cos(0.5 * math.pi * rel).pow(2).masked_fill(rel >= 1.0, 0.0)
-
-
-def check_simplex(alpha: torch.Tensor | Sequence[float], k: int) -> torch.Tensor:
-    """A K-source dial position as a float tensor, (k,) or (B, k): non-negative, each row summing
-    to 1 within SIMPLEX_TOLERANCE; anything else is one ValueError naming the value."""
-    a = torch.as_tensor(alpha, dtype=torch.float32) if not isinstance(alpha, torch.Tensor) else alpha
-    if a.dim() not in (1, 2) or a.shape[-1] != k:
-        raise ValueError(f"alpha must be a point of the {k}-source simplex ({k} shares, or (B, {k})), "
-                         f"got shape {tuple(a.shape)}")
-    rows = a.detach().reshape(-1, k).double()
-    ok = (rows >= 0).all(-1) & ((rows.sum(-1) - 1.0).abs() <= SIMPLEX_TOLERANCE)  # NaN fails both
-    if not bool(ok.all()):
-        row = rows[int((~ok).nonzero()[0])]
-        shown = ",".join(f"{x:g}" for x in row.tolist())
-        raise ValueError(f"alpha must be {k} non-negative shares summing to 1 (within "
-                         f"{SIMPLEX_TOLERANCE:g}), got {shown} (sum {float(row.sum()):g})")
-    return a
-
-
-Position = float | tuple[float, ...]  # a dial position: one number (two sources) or K shares
-
-
-def position_label(alpha: Position) -> str:
-    """`0.5`, or `0.2,0.3,0.5` for K shares: how metric names, tables and notes show a position
-    (the form `parse_position` reads)."""
-    return f"{alpha:g}" if isinstance(alpha, float) else ",".join(f"{a:g}" for a in alpha)
-
-
-def parse_position(text: str) -> Position:
-    """A dial position as typed: one number, the two-source alpha in [0, 1], or K comma-separated
-    shares of the sources ("0.2,0.3,0.5": non-negative, summing to 1 within SIMPLEX_TOLERANCE)."""
-    try:
-        values = [float(x) for x in text.split(",")]
-    except ValueError:
-        raise ValueError(f"alpha {text!r} must be a number in [0, 1] or comma-separated shares "
-                         "summing to 1 (e.g. 0.2,0.3,0.5)") from None
-    return as_position(values[0] if len(values) == 1 else values)
-
-
-def as_position(value: float | Sequence[float]) -> Position:
-    """A dial position as configured (YAML, a callback's arguments): one number, the two-source
-    alpha in [0, 1], or a list of K shares (non-negative, summing to 1); checked, as `Position`."""
-    if isinstance(value, (int, float)):
-        check_alpha(float(value))
-        return float(value)
-    values = tuple(float(x) for x in value)
-    check_simplex(torch.tensor(values, dtype=torch.float64), len(values))
-    return values
-
-
-def position_for(position: Position, k: int) -> Position:
-    """`position` as a dial over k sources takes it: a number for two (shares (1 - a, a) become
-    a), K shares for K; a position of another length is one ValueError naming both."""
-    if isinstance(position, float):
-        if k == 2:
-            return position
-        raise ValueError(f"alpha {position:g} is one number, but this dial spans {k} sources: give "
-                         f"{k} comma-separated shares summing to 1 (e.g. {','.join(['1'] + ['0'] * (k - 1))})")
-    if len(position) != k:
-        shown = ",".join(f"{a:g}" for a in position)
-        raise ValueError(f"alpha {shown} has {len(position)} shares, but this dial spans {k} sources: "
-                         f"give {'one number in [0, 1] or ' if k == 2 else ''}{k} shares summing to 1")
-    return position[1] if k == 2 else position
 
 
 def simplex_tent(alpha: torch.Tensor, m: torch.Tensor, narrowness: float = 1.0) -> torch.Tensor:

@@ -8,8 +8,8 @@ import os
 import sys
 
 from succu.devices import check_device
+from succu.dial import own_end, parse_position, position_for, position_label
 from succu.errors import fail, run_cli
-from succu.nn.gates import parse_position, position_for
 
 EXTRA = {"serve": ("fastapi", "uvicorn"), "serve-test": ("fastapi", "uvicorn", "selenium")}
 
@@ -79,8 +79,7 @@ def shot_positions(text: str | None, k: int) -> list[str]:
             fail("--compare needs a gated model; this checkpoint has no dial")
         return []
     if text is None:
-        return ["0", "1"] if k == 2 else [",".join("1" if i == j else "0" for i in range(k))
-                                          for j in (0, k - 1)]
+        return [position_label(own_end(corpus, k)) for corpus in (0, k - 1)]
     positions = [p.strip() for p in text.split(";") if p.strip()]
     if not 1 <= len(positions) <= 2:
         fail(f"--compare takes one or two ';'-separated dial positions, got {text!r}")

@@ -22,9 +22,9 @@ import torch
 
 from succu.checkpoint import load_module, read_checkpoint
 from succu.contracts import DialModel, KVCacheModel
+from succu.dial import Position, parse_position, position_for, position_label
 from succu.generate import unknown_summary
 from succu.modules.base import LanguageModule
-from succu.nn.gates import Position, parse_position, position_for, position_label
 
 # New tokens per stream at most. Lower than `succu.generate`'s cap: each stream holds a worker
 # thread, and a page is read as it streams (a few hundred characters fill the pane).
