@@ -1,10 +1,10 @@
-"""succu.benchmark's resumable study runs: a result is named by the run's fields, read back instead
+"""studies.runner's resumable study runs: a result is named by the run's fields, read back instead
 of recomputed, and recomputed when a config it trains from has changed since it was saved."""
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from succu.benchmark import StudyRun, run_key, saved_run
+from studies.runner import StudyRun, run_key, saved_run
 
 
 @dataclass(frozen=True)
@@ -51,3 +51,18 @@ def test_results_saved_before_stamps_are_still_read(tmp_path):
     run.result(tmp_path).parent.mkdir(parents=True)
     run.result(tmp_path).write_text('{"value": 7.0}')
     assert saved_run(run, tmp_path, lambda r: Row(0.0), lambda data: Row(**data)) == Row(7.0)
+
+
+def test_every_study_takes_the_shared_options_with_their_defaults():
+    from studies import dial, hypersurface, noiselm, sophia_trap
+
+    for module, out in ((dial, "runs/bench_alpha_dial"), (hypersurface, "runs/bench_hypersurface"),
+                        (noiselm, "runs/bench_noiselm"), (sophia_trap, "runs/bench_sophia_trap")):
+        args = module.parse_args([])
+        assert (args.jobs, args.out, args.quick) == (2, Path(out), False), module.__name__
+    for module in (dial, hypersurface):
+        args = module.parse_args(["--report_only", "--report", "r.md", "--figures", "fig", "--cache_dir", "c"])
+        assert (args.report_only, args.report, args.figures, args.cache_dir) == (True, Path("r.md"), Path("fig"), "c")
+    assert sophia_trap.parse_args(["--report"]).report_only  # sophia_trap's flag for the same thing
+    assert noiselm.parse_args(["--threads", "2"]).threads == 2 and dial.parse_args([]).threads == 1
+
