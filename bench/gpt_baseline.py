@@ -21,7 +21,7 @@ import argparse
 import tempfile
 import time
 
-from succu.benchmark import add_thread_arg, lockstep, offline, report_rounds, setup_threads
+from _common import add_thread_arg, lockstep, offline, report_rounds, setup_threads
 
 offline()
 
