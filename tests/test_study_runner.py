@@ -1,10 +1,15 @@
 """studies.runner's resumable study runs: a result is named by the run's fields, read back instead
 of recomputed, and recomputed when a config it trains from has changed since it was saved."""
 
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from studies.runner import StudyRun, run_key, saved_run
+from tests.paths import REPO
 
 
 @dataclass(frozen=True)
@@ -66,3 +71,15 @@ def test_every_study_takes_the_shared_options_with_their_defaults():
     assert sophia_trap.parse_args(["--report"]).report_only  # sophia_trap's flag for the same thing
     assert noiselm.parse_args(["--threads", "2"]).threads == 2 and dial.parse_args([]).threads == 1
 
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_make_bench_runs_the_speed_benches_and_no_study():
+    dry = subprocess.run(["make", "-n", "bench"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    loop = next(line for line in dry.stdout.splitlines() if line.startswith("for b in "))
+    listed = loop.removeprefix("for b in ").split("; do")[0].split()
+    assert listed == sorted(str(p.relative_to(REPO)) for p in (REPO / "bench").glob("[!_]*.py"))
+    studies = {p.stem for p in (REPO / "studies").glob("*.py")}
+    assert {"dial", "hypersurface", "noiselm", "sophia_trap"} <= studies
+    assert not studies & {p.rsplit("/", 1)[-1].removesuffix(".py") for p in listed}
+    assert "studies" not in dry.stdout
