@@ -83,3 +83,15 @@ def test_make_bench_runs_the_speed_benches_and_no_study():
     assert {"dial", "hypersurface", "noiselm", "sophia_trap"} <= studies
     assert not studies & {p.rsplit("/", 1)[-1].removesuffix(".py") for p in listed}
     assert "studies" not in dry.stdout
+
+
+def test_the_library_imports_neither_studies_nor_bench():
+    import ast
+
+    for package in ("succu", "datamodules", "callbacks"):
+        for path in (REPO / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                for name in names:
+                    assert name.split(".")[0] not in ("studies", "bench", "_common"), (path, name)
