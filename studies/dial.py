@@ -43,8 +43,8 @@ nothing it has (a study cut short reports what it finished with --report_only). 
 its results page, studies/results/dial.md (past block 64 every generated character recomputes the
 window, so the voice readings are a large share of it; `--voice 0` skips them).
 
-`--variants` keeps the earlier recipe search (validation sweeps, one training choice at a time,
-beside abcGPT's own figures; the results page's table): `--variant V`, `--seed S`.
+`--variants` runs the recipe search behind the shipped config (validation sweeps, one training
+choice at a time, beside abcGPT's own figures; the results page's table): `--variant V`, `--seed S`.
 """
 
 from __future__ import annotations
