@@ -11,7 +11,12 @@ export HF_DATASETS_OFFLINE ?= 1
 export HF_HUB_OFFLINE ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install fit fit-prepared test test-all lint bench clean
+.PHONY: help install fit fit-prepared test test-all lint bench study clean
+
+# The speed benches: every bench/*.py but the shared helpers (bench/_*.py). The research studies
+# live in studies/ and run one at a time with `make study`.
+BENCHES := $(filter-out bench/_%,$(sort $(wildcard bench/*.py)))
+STUDIES := $(filter-out runner,$(basename $(notdir $(filter-out studies/_%,$(wildcard studies/*.py)))))
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -39,14 +44,18 @@ test-all: install  ## every test, slow ones included
 	$(PY) -m pytest -q -m ""
 
 lint: install  ## ruff
-	$(PY) -m ruff check succu datamodules callbacks tests bench
+	$(PY) -m ruff check succu datamodules callbacks tests bench studies
 
-bench: install  ## every benchmark in bench/ (each prints its ratio against a same-run baseline); NANOGPT=DIR adds vs_nanogpt.py
-	@for b in bench/*.py; do case $$b in */_*) continue;; esac; \
+bench: install  ## the speed benches in bench/, each printing its ratio against a same-run baseline (minutes); NANOGPT=DIR adds vs_nanogpt.py
+	@for b in $(BENCHES); do \
 	  args=""; if [ $$b = bench/vs_nanogpt.py ]; then \
 	    if [ -z "$(NANOGPT)" ]; then echo "== $$b skipped (needs a nanoGPT checkout: make bench NANOGPT=DIR)"; continue; fi; \
 	    args="$(NANOGPT)"; fi; \
 	  echo "== $$b"; $(PY) $$b $$args || exit 1; done
+
+study: install  ## one research study (hours, resumable; pages in studies/results/): make study STUDY=dial|hypersurface|noiselm|sophia_trap [ARGS="--jobs 2"]
+	@case " $(STUDIES) " in *" $(STUDY) "*) ;; *) echo "make study STUDY=NAME [ARGS=...]: NAME is one of $(STUDIES)"; exit 2;; esac
+	$(PY) -m studies.$(STUDY) $(ARGS)
 
 clean:  ## remove run directories and caches (keeps .venv)
 	rm -rf runs lightning_logs .pytest_cache

@@ -18,7 +18,7 @@ import statistics
 import tempfile
 import time
 
-from succu.benchmark import add_thread_arg, offline, setup_threads  # noqa: E402
+from _common import add_thread_arg, offline, setup_threads  # noqa: E402
 
 offline()
 

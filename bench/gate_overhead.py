@@ -15,6 +15,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from _common import add_thread_arg, setup_threads
 
 from succu.models.gated_gpt import GatedGPT, GatedGPTConfig
 from succu.models.gpt import GPT
@@ -35,7 +36,7 @@ def timed_steps(model, optimizer, batches, kwargs_of) -> list[float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=1)
+    add_thread_arg(p)
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--per_sample", action="store_true", help="one alpha and corpus per row")
@@ -46,8 +47,7 @@ def main() -> None:
     p.add_argument("--block_size", type=int, default=64)
     p.add_argument("--batch_size", type=int, default=12)
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    print(f"torch threads: {torch.get_num_threads()}")
+    setup_threads(args.threads)
     cfg = GatedGPTConfig(vocab_size=80, block_size=args.block_size, n_layer=args.n_layer,
                          n_head=args.n_head, n_embd=args.n_embd, routing=args.routing)
     torch.manual_seed(0)

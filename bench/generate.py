@@ -14,6 +14,7 @@ import statistics
 import time
 
 import torch
+from _common import add_thread_arg, setup_threads
 
 from succu.models.succulm import SuccuLMConfig
 from succu.modules.succulm import SuccuLMModule
@@ -21,14 +22,13 @@ from succu.modules.succulm import SuccuLMModule
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=1)
+    add_thread_arg(p)
     p.add_argument("--profile", default="upper_middle")
     p.add_argument("--new_tokens", type=int, default=256)
     p.add_argument("--prompt_len", type=int, default=16)
     p.add_argument("--reps", type=int, default=5)
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    print(f"torch threads: {torch.get_num_threads()}")
+    setup_threads(args.threads)
     torch.manual_seed(0)
     block = args.prompt_len + args.new_tokens
     module = SuccuLMModule(SuccuLMConfig(vocab_size=160, block_size=block, profile=args.profile)).eval()

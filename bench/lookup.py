@@ -18,8 +18,8 @@ import math
 import time
 
 import torch
+from _common import add_thread_arg, setup_threads
 
-from succu.benchmark import add_thread_arg, setup_threads
 from succu.nn.lookup import available_backends, make_lookup
 
 # ---- lookup backends ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from succu.benchmark import add_thread_arg, lockstep, offline, report_rounds, setup_threads
+from _common import add_thread_arg, lockstep, offline, report_rounds, setup_threads
 
 offline()
 

@@ -23,6 +23,7 @@ import statistics
 import time
 
 import torch
+from _common import add_thread_arg, setup_threads
 from torch import nn
 
 from succu.nn.tt import TTLinear
@@ -91,12 +92,11 @@ def run_size(spec, layouts: list[str], reps: int) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    add_thread_arg(p)
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--layouts", default="mps,ttm")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    print(f"torch threads: {torch.get_num_threads()}")
+    setup_threads(args.threads)
     for spec in SIZES:
         run_size(spec, args.layouts.split(","), args.reps)
 

@@ -1,6 +1,6 @@
 """PlateauStop: end a fit when the monitored validation loss has stopped falling.
 
-The rule of the hypersurface study (bench/hypersurface.py), usable in any config: at a validation
+The rule of the hypersurface study (studies/hypersurface.py), usable in any config: at a validation
 at step s, with the value v(s) of `monitor` and the value v(s - window) recorded `window` steps
 earlier (the latest validation at or before that step),
 

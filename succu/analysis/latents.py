@@ -54,29 +54,6 @@ def gram_distance(rows: torch.Tensor) -> torch.Tensor:
     return ((g - eye) ** 2).sum(dim=(-1, -2)).div(v * (v - 1)).sqrt()
 
 
-def cos_histogram(rows: torch.Tensor, bins: int = 100) -> torch.Tensor:
-    """Counts of |cos(r_u, r_v)| over every pair u < v of each table (..., V, d), pooled, in `bins`
-    equal bins on [0, 1]: the distribution that coherence (its maximum) summarises by one pair."""
-    g = cosine_matrix(rows).abs()
-    v = g.size(-1)
-    upper = torch.triu(torch.ones(v, v, dtype=torch.bool, device=g.device), diagonal=1)
-    return torch.histc(g[..., upper].clamp(0.0, 1.0), bins=bins, min=0.0, max=1.0).long()
-
-
-def context_tables(model: HypersurfaceLM, input_ids: torch.Tensor, n_contexts: int, seed: int = 0):
-    """(input side, readout side) latent tables at n sampled positions of input_ids: T_t E of the
-    context transform (n, V, d), or the model's one table (V, d) where it has no T_t; the readout
-    side is b1's and input-only's trained head W, b0's trained E, else as the input side."""
-    transform = model.transform(input_ids)
-    if transform is None or model.hyper is None:
-        table = model.latents if transform is None else transform.rows(model.latents, shift=False)
-    else:
-        index = sample_positions(torch.ones_like(input_ids, dtype=torch.bool), n_contexts, seed)
-        table = transform.select(index).rows(model.latents, shift=False)
-    readout = model.lm_head.weight if model.lm_head is not None else table
-    return table, readout
-
-
 def sample_positions(mask: torch.Tensor, max_contexts: int, seed: int = 0) -> torch.Tensor:
     """Up to max_contexts flat indices of set positions of mask (B, T), evenly from a seeded draw."""
     flat = mask.flatten().nonzero().squeeze(1)

@@ -1,8 +1,8 @@
 """The hypersurface study: frozen random latents adapted per context, against trained embeddings.
 
-    python bench/hypersurface.py [--jobs 2] [--directions tinystories,shakespeare] [--seeds 0,1,2]
-                                 [--lrs 3e-4,1e-3,3e-3] [--cap 6000] [--out runs/bench_hypersurface]
-    python bench/hypersurface.py --quick      # smoke test: the whole path on a few steps
+    python -m studies.hypersurface [--jobs 2] [--directions tinystories,shakespeare] [--seeds 0,1,2]
+                                   [--lrs 3e-4,1e-3,3e-3] [--cap 6000] [--out runs/bench_hypersurface]
+    python -m studies.hypersurface --quick      # smoke test: the whole path on a few steps
 
 The regime the write-up (../shared/seeds/adaptive-latent-hypersurfaces.txt) argues about: a BPE
 vocabulary of 4,096 (V >> d = 128), trained on the training splits of TinyStories, Shakespeare and
@@ -40,9 +40,8 @@ trained E, of the head W, and of T_t E at 8 test contexts of the training corpus
 Tables give mean +- sd over seeds; a claim "holds"/"does not hold" only when the difference to B0
 exceeds 2 sqrt(sd_a^2 + sd_b^2); otherwise "no difference detected at this scale". Runs go to
 `--jobs` processes with one torch thread each; each run's result is a file under --out/runs, so a
-rerun resumes (a study cut short reports what it finished with --report_only). Cost: 80 runs of
-2-5 minutes each (one thread, 45-60 ms per step on a quiet core): 6.4 hours of run time measured
-on the 2-core machine, about 3.2 hours with --jobs 2 (bench/results/hypersurface.md).
+rerun resumes (a study cut short reports what it finished with --report_only). The default
+study is 80 runs; what they cost is on its results page, studies/results/hypersurface.md.
 """
 
 from __future__ import annotations
@@ -53,18 +52,17 @@ import csv
 import dataclasses
 import io
 import json
-import logging
 import math
 import statistics
 import tempfile
 import time
-import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-from succu.benchmark import StudyRun, offline, saved_run
+from studies import runner
+from studies.runner import StudyRun, offline, saved_run
 
 offline()
 
@@ -72,7 +70,7 @@ import torch  # noqa: E402
 
 from callbacks.plateau import PlateauStop  # noqa: E402
 from succu import fit  # noqa: E402
-from succu.analysis.latents import context_tables, cos_histogram  # noqa: E402
+from succu.analysis.latents import cosine_matrix, sample_positions  # noqa: E402
 from succu.io import atomic_write  # noqa: E402
 from succu.models.hypersurface import HypersurfaceConfig, HypersurfaceLM, random_latents  # noqa: E402
 from succu.modules.hypersurface import RARITY  # noqa: E402
@@ -203,6 +201,29 @@ def read_curve(log_dir: str, corpora: list[str]) -> list:
     return curve
 
 
+def cos_histogram(rows: torch.Tensor, bins: int = 100) -> torch.Tensor:
+    """Counts of |cos(r_u, r_v)| over every pair u < v of each table (..., V, d), pooled, in `bins`
+    equal bins on [0, 1]: the distribution that coherence (its maximum) summarises by one pair."""
+    g = cosine_matrix(rows).abs()
+    v = g.size(-1)
+    upper = torch.triu(torch.ones(v, v, dtype=torch.bool, device=g.device), diagonal=1)
+    return torch.histc(g[..., upper].clamp(0.0, 1.0), bins=bins, min=0.0, max=1.0).long()
+
+
+def context_tables(model: HypersurfaceLM, input_ids: torch.Tensor, n_contexts: int, seed: int = 0):
+    """(input side, readout side) latent tables at n sampled positions of input_ids: T_t E of the
+    context transform (n, V, d), or the model's one table (V, d) where it has no T_t; the readout
+    side is b1's and input-only's trained head W, b0's trained E, else as the input side."""
+    transform = model.transform(input_ids)
+    if transform is None or model.hyper is None:
+        table = model.latents if transform is None else transform.rows(model.latents, shift=False)
+    else:
+        index = sample_positions(torch.ones_like(input_ids, dtype=torch.bool), n_contexts, seed)
+        table = transform.select(index).rows(model.latents, shift=False)
+    readout = model.lm_head.weight if model.lm_head is not None else table
+    return table, readout
+
+
 @torch.no_grad()
 def end_histograms(net: HypersurfaceLM, ids: torch.Tensor) -> dict:
     """|cos| histograms at the end: b0's trained E, T_t E (or b2's T E) on the input side, and
@@ -219,10 +240,7 @@ def end_histograms(net: HypersurfaceLM, ids: torch.Tensor) -> dict:
 
 
 def train_and_score(run: Run) -> Row:
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(1)
+    runner.quiet_worker()
     width = matched_width(run.model, run.size)
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
         start = time.perf_counter()
@@ -559,7 +577,7 @@ def check_match(finals: dict) -> None:
 
 def report(study: Study, args: argparse.Namespace) -> None:
     lines = ["## Hypersurface study", "",
-             f"`python bench/hypersurface.py {' '.join(args.argv)}`".replace(" `", "`"), "",
+             f"`python -m studies.hypersurface {' '.join(args.argv)}`".replace(" `", "`"), "",
              f"Sizes: {dataclasses.asdict(args.size)}; cap {args.cap} steps; lrs {args.lrs}; "
              f"seeds {args.seeds}.", ""]
     for d in args.directions:
@@ -581,8 +599,8 @@ def report(study: Study, args: argparse.Namespace) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--jobs", type=int, default=2, help="runs at once (one torch thread each)")
+    p = runner.study_parser(__doc__, "runs/bench_hypersurface",
+                            "40 steps, a 512-token BPE, one lr, one seed", outputs=True)
     p.add_argument("--directions", default=None, help="training corpora (default: tinystories,"
                    "shakespeare; --quick: tinystories)")
     p.add_argument("--models", default=None, help=f"default: {','.join(MODELS)} (--quick: b0,film,"
@@ -590,16 +608,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--lrs", default="3e-4,1e-3,3e-3", help="the learning rates of every sweep")
     p.add_argument("--cap", type=int, default=6000, help="most steps of B0's sweep")
-    p.add_argument("--cache_dir", default=None, help="token cache (default: the datamodule's)")
-    p.add_argument("--out", type=Path, default=Path("runs/bench_hypersurface"),
-                   help="each run's result (runs/KEY.json: a rerun skips finished runs)")
-    p.add_argument("--report", type=Path, default=None, help="also write the markdown here")
-    p.add_argument("--figures", type=Path, default=None, help="folder for the PNGs (default: none)")
-    p.add_argument("--report_only", action="store_true", help="tables of the finished runs, no training")
-    p.add_argument("--quick", action="store_true", help="smoke test: 40 steps, a 512-token BPE, one lr, "
-                   "one seed")
-    args = p.parse_args(argv)
-    args.argv = argv if argv is not None else __import__("sys").argv[1:]
+    args = runner.parse(p, argv)
     quick = args.quick
     args.directions = (args.directions or ("tinystories" if quick else "tinystories,shakespeare")).split(",")
     args.models = (args.models or ("b0,film,input-only" if quick else ",".join(MODELS))).split(",")

@@ -1,4 +1,4 @@
-"""bench/sophia_trap.py --quick: both set-ups (random and prepared embeddings, the latter two
+"""python -m studies.sophia_trap --quick: both set-ups (random and prepared embeddings, the latter two
 chained fits) through the product, the sweep with its meter and baseline, the tables and the
 verdict lines; a rerun reuses every finished run."""
 
@@ -13,7 +13,7 @@ from tests.paths import REPO
 # About a minute: slow, run by `make test-all`; the study itself is the real check.
 @pytest.mark.slow
 def test_quick_study_prints_its_tables_and_resumes(tmp_path):
-    cmd = [sys.executable, str(REPO / "bench" / "sophia_trap.py"), "--quick", "--jobs", "1",
+    cmd = [sys.executable, "-m", "studies.sophia_trap", "--quick", "--jobs", "1",
            "--out", str(tmp_path)]
     first = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""bench/alpha_dial.py --quick: the dial study's whole path (two-corpus recipes against the
+"""python -m studies.dial --quick: the dial study's whole path (two-corpus recipes against the
 ungated GPT and the control code, test losses at the ends and the middle, the voice meter, the far
 specialists' gates, K = 3 at each vertex and the centre against an ungated 3-corpus GPT) through
 the product on a few steps; a rerun trains nothing and reads the same rows back."""
@@ -36,7 +36,7 @@ HEADINGS = (
 # About a minute: slow, run by `make test-all`; the study itself is the real check.
 @pytest.mark.slow
 def test_quick_study_prints_every_table_and_a_rerun_trains_nothing(tmp_path, cache):
-    cmd = [sys.executable, str(REPO / "bench" / "alpha_dial.py"), "--quick", "--jobs", "1",
+    cmd = [sys.executable, "-m", "studies.dial", "--quick", "--jobs", "1",
            "--out", str(tmp_path / "out"), "--figures", str(tmp_path / "fig"),
            "--report", str(tmp_path / "report.md"), "--cache_dir", cache]
     first = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)

@@ -1,12 +1,12 @@
 """What the dial is worth: baselines, a voice meter, the property, and a dial over K corpora.
 
-    python bench/alpha_dial.py [--jobs 2] [--steps 3000] [--seeds 1337,1,2] [--voice 64]
-                               [--recipes all] [--out runs/bench_alpha_dial]
-                               [--report dial.md] [--figures runs/bench_alpha_dial/fig]
-    python bench/alpha_dial.py --quick     # smoke test: the whole path on a few steps
-    python bench/alpha_dial.py --variants [--variant reference] [--steps 3000] [--seed 1337]
+    python -m studies.dial [--jobs 2] [--steps 3000] [--seeds 1337,1,2] [--voice 64]
+                           [--recipes all] [--out runs/bench_alpha_dial]
+                           [--report dial.md] [--figures runs/bench_alpha_dial/fig]
+    python -m studies.dial --quick     # smoke test: the whole path on a few steps
+    python -m studies.dial --variants [--variant reference] [--steps 3000] [--seed 1337]
 
-The study (issue 15). Every model trains through the product, `succu.fit.main` (what `python -m
+The study. Every model trains through the product, `succu.fit.main` (what `python -m
 succu.fit` runs), from a shipped config plus the command-line overrides that `argv` builds per
 recipe (steps, seed, the recipe's fields, and a callbacks list holding only the config's own
 AlphaBetaSampling, so the dashboard's sweeps do not run), and is scored by the same Trainer's
@@ -39,16 +39,12 @@ point and the ternary map of the losses.
 
 Each run's result is a JSON file under --out/runs named by the run's settings, so a rerun trains
 nothing it has (a study cut short reports what it finished with --report_only). Runs go to
-`--jobs` processes with one torch thread each. Cost, in CPU time of one thread (measured at 200
-steps on the 2-core machine): about 0.13 s per training step (3,000 steps: ~6.5 min with the
-validation and test sweeps), plus ~37 s per voice position (64 generations of 200 characters: past
-block 64 every character recomputes the window), i.e. ~10 min per two-source dialled run (5
-positions), ~9 min per k3 run (4), ~6.7 min per ungated run. Measured for the 21-run default
-study (bench/results/alpha_dial.md): 174.3 min of one-thread run time, about 1.7 h of wall time
-with --jobs 2 on the 2-core machine (`--voice 0`: ~40 min of CPU less).
+`--jobs` processes with one torch thread each. What the default study costs in CPU time is on
+its results page, studies/results/dial.md (past block 64 every generated character recomputes the
+window, so the voice readings are a large share of it; `--voice 0` skips them).
 
-`--variants` keeps the earlier recipe search (validation sweeps, one training choice at a time,
-beside abcGPT's own figures; the README's table): `--variant V`, `--seed S`.
+`--variants` runs the recipe search behind the shipped config (validation sweeps, one training
+choice at a time, beside abcGPT's own figures; the results page's table): `--variant V`, `--seed S`.
 """
 
 from __future__ import annotations
@@ -57,19 +53,16 @@ import argparse
 import contextlib
 import io
 import json
-import logging
 import math
 import statistics
-import sys
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from succu import benchmark
-from succu.benchmark import StudyRun, offline, saved_run
+from studies import runner
+from studies.runner import StudyRun, offline, saved_run
 
 offline()
 
@@ -215,10 +208,7 @@ def train_and_score(run: Run) -> Row:
     from succu import fit
     from succu.analysis.voice import voice_shares
 
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(1)
+    runner.quiet_worker()
     recipe = RECIPES[run.recipe]
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
         start = time.perf_counter()
@@ -269,8 +259,8 @@ def progress(row: Row, started: float) -> None:
 def pool_map(runs: list[Run], jobs: int, out: Path) -> list[Row]:
     """Every run in its own process slot (one torch thread each); finished runs are read back."""
     started = time.perf_counter()
-    return benchmark.pool_map(partial(execute, out=out), runs, jobs, lambda row: progress(row, started),
-                              finished=lambda run: run.saved(out) is not None)
+    return runner.pool_map(partial(execute, out=out), runs, jobs, lambda row: progress(row, started),
+                           finished=lambda run: run.saved(out) is not None)
 
 
 # ---- the report ------------------------------------------------------------------------------
@@ -507,7 +497,7 @@ def study_runs(args: argparse.Namespace) -> list[Run]:
 
 def report(rows: list[Row], args: argparse.Namespace) -> str:
     groups = by_recipe(rows)
-    lines = ["## The dial study", "", f"`python bench/alpha_dial.py {' '.join(args.argv)}`".replace(" `", "`"),
+    lines = ["## The dial study", "", f"`python -m studies.dial {' '.join(args.argv)}`".replace(" `", "`"),
              "", f"{args.steps} steps, seeds {','.join(map(str, args.seeds))}, voice {args.voice} "
              f"generations of {args.voice_length} characters per position; test split.", ""]
     report_two(groups, lines)
@@ -522,27 +512,18 @@ def report(rows: list[Row], args: argparse.Namespace) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--jobs", type=int, default=2, help="runs at once (one torch thread each)")
+    p = runner.study_parser(__doc__, "runs/bench_alpha_dial",
+                            f"12 steps of a 1-layer model, one seed, recipes {','.join(QUICK_RECIPES)}, "
+                            "4 voice samples of 24 characters", threads="--variants: torch threads",
+                            outputs=True)
     p.add_argument("--steps", type=int, default=3000, help="training steps (the configs' max_steps)")
     p.add_argument("--seeds", default="1337,1,2")
     p.add_argument("--recipes", default="all", help=f"'all' or a comma list of {', '.join(RECIPES)}")
     p.add_argument("--voice", type=int, default=64, help="generations per dial position (0: no voice)")
-    p.add_argument("--cache_dir", default=None, help="token cache (default: the datamodule's)")
-    p.add_argument("--out", type=Path, default=Path("runs/bench_alpha_dial"),
-                   help="each run's result (runs/KEY.json: a rerun skips finished runs)")
-    p.add_argument("--report", type=Path, default=None, help="also write the markdown here")
-    p.add_argument("--figures", type=Path, default=None, help="folder for the PNGs (default: none)")
-    p.add_argument("--report_only", action="store_true", help="tables of the finished runs, no training")
-    p.add_argument("--quick", action="store_true",
-                   help=f"smoke test: 12 steps of a 1-layer model, one seed, recipes {','.join(QUICK_RECIPES)}, "
-                        "4 voice samples of 24 characters")
     p.add_argument("--variants", action="store_true", help="the earlier recipe search instead (see --variant)")
     p.add_argument("--variant", choices=sorted(VARIANTS), default="reference", help="--variants: which")
     p.add_argument("--seed", type=int, default=1337, help="--variants: the seed")
-    p.add_argument("--threads", type=int, default=1, help="--variants: torch threads")
-    args = p.parse_args(argv)
-    args.argv = argv if argv is not None else sys.argv[1:]
+    args = runner.parse(p, argv)
     args.recipes = list(RECIPES) if args.recipes == "all" else args.recipes.split(",")
     unknown = [r for r in args.recipes if r not in RECIPES]
     if unknown:
@@ -653,8 +634,7 @@ def variant_report(variant: str, rows: list[dict], names: list[str]) -> None:
 def variants_main(args: argparse.Namespace) -> None:
     from succu.analysis.alpha_sweep import sweep
 
-    torch.set_num_threads(args.threads)
-    print(f"torch threads: {torch.get_num_threads()}")
+    runner.setup_threads(args.threads)
     module, dm, seconds = variant_train(args.variant, args.steps, args.seed, args.cache_dir)
     print(f"variant {args.variant}: {args.steps} steps in {seconds:.0f} s (seed {args.seed})")
     dm.setup("validate")

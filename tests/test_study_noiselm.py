@@ -1,4 +1,4 @@
-"""bench/noiselm.py --quick: the study's whole path (sweep, baselines, ablations, node usage, stop
+"""python -m studies.noiselm --quick: the study's whole path (sweep, baselines, ablations, node usage, stop
 rule, tables) through the product, on a few steps; and a rerun reuses every finished run."""
 
 import subprocess
@@ -11,7 +11,7 @@ from tests.paths import REPO
 
 @pytest.mark.slow
 def test_quick_study_prints_every_table_and_resumes(tmp_path):
-    cmd = [sys.executable, str(REPO / "bench" / "noiselm.py"), "--quick", "--jobs", "1",
+    cmd = [sys.executable, "-m", "studies.noiselm", "--quick", "--jobs", "1",
            "--datasets", "succulent", "--out", str(tmp_path)]
     first = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
     assert first.returncode == 0, first.stderr[-2000:]

@@ -1,8 +1,8 @@
 """The NoiseLM study: the write-up's encoder-free model against an n-gram and a matched GPT.
 
-    python bench/noiselm.py [--jobs 2] [--steps 3000] [--seeds 0 1 2] [--datasets succulent,tinystories]
-                            [--ablations all] [--ts_ablations core]
-    python bench/noiselm.py --quick          # smoke test: a few steps of everything, one seed
+    python -m studies.noiselm [--jobs 2] [--steps 3000] [--seeds 0 1 2] [--datasets succulent,tinystories]
+                              [--ablations all] [--ts_ablations core]
+    python -m studies.noiselm --quick          # smoke test: a few steps of everything, one seed
 
 Every model is trained by the product, `succu.fit.main` (what `python -m succu.fit` runs), from a
 shipped config plus command-line overrides (steps, learning rate, seed, the variant's fields), and
@@ -32,19 +32,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import logging
 import math
 import shutil
 import statistics
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from succu import benchmark
-from succu.benchmark import StudyRun, add_thread_arg, offline, saved_run, setup_threads
+from studies import runner
+from studies.runner import StudyRun, offline, saved_run, setup_threads
 
 offline()
 
@@ -141,10 +139,7 @@ def row_from_json(data: dict) -> Row:
 
 
 def train_and_score(run: Run, out: Path) -> Row:
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(1)
+    runner.quiet_worker()
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
         start = time.perf_counter()
         cli = fit.main([*argv(run), "--trainer.default_root_dir", tmp])
@@ -257,7 +252,7 @@ def stop_study(module, dm) -> dict:
 # ---- the study ------------------------------------------------------------------------------
 def pool_map(runs: list[Run], jobs: int, out: Path) -> list[Row]:
     """Every run in its own process slot (one torch thread each); rows in the order of `runs`."""
-    return benchmark.pool_map(partial(execute, out=out), runs, jobs, progress)
+    return runner.pool_map(partial(execute, out=out), runs, jobs, progress)
 
 
 def progress(row: Row) -> None:
@@ -437,22 +432,17 @@ def check_match(rows: list[Row], datasets: list[str], quick: bool) -> None:
                              f"resize configs/{MODEL_CONFIGS[d]['GPT']}")
 
 
-def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_thread_arg(p)
-    p.add_argument("--jobs", type=int, default=2, help="runs at once (one torch thread each)")
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = runner.study_parser(__doc__, "runs/bench_noiselm", "few steps, one seed and lr",
+                            out_help=" and the checkpoints the stop-rule study reads",
+                            threads=True, report_only=None)
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--datasets", default="succulent,tinystories")
     p.add_argument("--ablations", default="core",
                    help="succulent: 'all', 'core', 'none' or a comma list of names")
     p.add_argument("--ts_ablations", default="core", help="TinyStories: the same choices")
-    p.add_argument("--cache_dir", default=None, help="TinyStories token cache")
-    p.add_argument("--out", type=Path, default=Path("runs/bench_noiselm"),
-                   help="each run's result (runs/KEY.json: a rerun skips finished runs) and the "
-                        "checkpoints the stop-rule study reads")
-    p.add_argument("--quick", action="store_true", help="smoke test: few steps, one seed and lr")
-    args = p.parse_args()
+    args = runner.parse(p, argv)
     args.datasets = args.datasets.split(",")
     def pick(v: str) -> list[str]:
         names = list(ABLATIONS) if v == "all" else CORE if v == "core" else (
@@ -471,8 +461,8 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     setup_threads(args.threads)
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -1,8 +1,8 @@
 """The sophia trap as the SuccuLM tensor-network article set it up, measured over seeds.
 
-    python bench/sophia_trap.py [--jobs 2] [--seeds 0 1 2 3 4] [--samples 20] [--out runs/bench_sophia_trap]
-    python bench/sophia_trap.py --quick       # smoke test: a few steps, one seed, two experiments
-    python bench/sophia_trap.py --report      # the tables again, from the finished runs in --out
+    python -m studies.sophia_trap [--jobs 2] [--seeds 0 1 2 3 4] [--samples 20] [--out runs/bench_sophia_trap]
+    python -m studies.sophia_trap --quick       # smoke test: a few steps, one seed, two experiments
+    python -m studies.sophia_trap --report      # the tables again, from the finished runs in --out
 
 Two set-ups, each trained once per seed by the product (`succu.fit.main`, what
 `python -m succu.fit` runs) from the shipped configs, the seed being `seed_everything` (weights
@@ -26,13 +26,9 @@ is on the article's side of zero by more than two standard deviations of the dif
 "opposite" when on the other side by as much, else "no difference detected at this scale"; one
 seed gives no verdict.
 
-Run time, measured on the project's 2-core machine (one torch thread; CPU seconds, since the
-machine was shared): one upper_middle fit of 2,500 steps (`make fit`'s) is 140 s of CPU, and the
-sweep of one trained model (dense + the 13 experiments, each TT and low rank, 280 samples, the
-284 QA questions and the validation pass each) 59 s. A (set-up, seed) is one fit + a sweep
-(random, ~3.5 min) or two fits + a sweep (prepared, ~6 min); the full study, 2 set-ups x 5 seeds
-= 15 fits and 10 sweeps, is about 45 min of one core: about 25 min with --jobs 2 on a quiet
-2-core machine (expect 2-3x that while other jobs share it). --quick takes under a minute.
+A (set-up, seed) is one fit and a sweep (random) or two fits and a sweep (prepared): the default
+study, 2 set-ups x 5 seeds, is 15 fits and 10 sweeps; what they cost is on its results page,
+studies/results/sophia_trap.md.
 """
 
 from __future__ import annotations
@@ -43,22 +39,18 @@ import dataclasses
 import hashlib
 import io
 import json
-import logging
 import math
 import statistics
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from succu import benchmark
-from succu.benchmark import add_thread_arg, offline, setup_threads
+from studies import runner
+from studies.runner import offline, setup_threads
 
 offline()
-
-import torch  # noqa: E402
 
 from succu import fit  # noqa: E402
 from succu.analysis.meter import Meter  # noqa: E402
@@ -153,10 +145,7 @@ def execute(run: Run, out: Path) -> dict:
     done = out / "runs" / f"{run.key}.json"
     if done.exists():
         return json.loads(done.read_text())
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(1)
+    runner.quiet_worker()
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
         cli, fit_seconds = train(run, tmp)
         module = cli.model.eval()
@@ -177,7 +166,7 @@ def progress(result: dict) -> None:
 
 def pool_map(runs: list[Run], jobs: int, out: Path) -> list[dict]:
     """Every run in its own process slot (one torch thread each); results in the order of runs."""
-    return benchmark.pool_map(partial(execute, out=out), runs, jobs, progress)
+    return runner.pool_map(partial(execute, out=out), runs, jobs, progress)
 
 
 # ---- statistics -----------------------------------------------------------------------------
@@ -305,19 +294,14 @@ def report_verdicts(results: list[dict], setup: str) -> None:
 
 
 # ---- main -----------------------------------------------------------------------------------
-def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_thread_arg(p)
-    p.add_argument("--jobs", type=int, default=2, help="runs at once (one torch thread each)")
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = runner.study_parser(__doc__, "runs/bench_sophia_trap", "few steps, one seed", cache_dir=False,
+                            threads=True, report_only="--report")
     p.add_argument("--steps", type=int, default=2500, help="steps of every fit (the configs')")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--samples", type=int, default=20, help="samples per prompt at T = 0.6")
     p.add_argument("--setups", default="random,prepared", help="comma list of random, prepared")
-    p.add_argument("--out", type=Path, default=Path("runs/bench_sophia_trap"),
-                   help="each (set-up, seed)'s result (runs/KEY.json: a rerun resumes)")
-    p.add_argument("--report", action="store_true", help="only print the tables of finished runs")
-    p.add_argument("--quick", action="store_true", help="smoke test: few steps, one seed")
-    args = p.parse_args()
+    args = runner.parse(p, argv)
     args.setups = args.setups.split(",")
     unknown = [s for s in args.setups if s not in SETUPS]
     if unknown:
@@ -330,14 +314,14 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     setup_threads(args.threads)
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
     runs = [Run(s, seed, args.steps, args.plan, args.samples, qa_limit=args.qa_limit)
             for s in args.setups for seed in args.seeds]
     start = time.perf_counter()
-    if args.report:
+    if args.report_only:
         done = [args.out / "runs" / f"{r.key}.json" for r in runs]
         results = [json.loads(p.read_text()) for p in done if p.exists()]
     else:

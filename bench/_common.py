@@ -1,9 +1,7 @@
-"""Helpers for the scripts in bench/: thread setup, offline defaults, resumable study runs, and
-Trainer-vs-loop timing.
+"""What the speed benches share: thread set-up, offline defaults, and Trainer-vs-loop timing.
 
-A study (bench/noiselm.py, hypersurface.py, alpha_dial.py, sophia_trap.py) is many independent
-runs, each a frozen dataclass; `run_key` names each run's result file, so a rerun reads finished
-runs back instead of training them, and `pool_map` spreads the rest over worker processes.
+The scripts in bench/ run as `python bench/X.py` and import this module as a sibling
+(`from _common import ...`); the Makefile's `bench` target skips files named `_*`.
 
 Benchmarks on a shared 2-core machine are only meaningful when the compared sides run in the same
 process, interleaved finely, on a stated number of threads. `lockstep` does that for "the Trainer
@@ -15,23 +13,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
-import hashlib
-import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from succu.io import atomic_write
 from succu.modules.base import LanguageModule, warmup_cosine
 
 
@@ -52,85 +42,6 @@ def offline() -> None:
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("WANDB_MODE", "offline")
-
-
-R = TypeVar("R")
-
-
-def run_key(run: Any) -> str:
-    """The stable name of a study run's result file: a hash of the run's fields (a dataclass with
-    a `cache_dir`), the token cache's folder left out since it changes no number."""
-    text = repr(dataclasses.replace(run, cache_dir=None))
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-
-class StudyRun:
-    """Base of a study's frozen run dataclass: its result file's name and place, and the config
-    files it trains from (`configs`), whose contents stamp the result: a config edited since a
-    result was saved makes that run train again instead of being read back."""
-
-    @property
-    def key(self) -> str:
-        return run_key(self)
-
-    def result(self, out: Path) -> Path:
-        return Path(out) / "runs" / f"{self.key}.json"
-
-    def configs(self) -> list[Path]:
-        return []
-
-    def stamp(self) -> str:
-        digest = hashlib.sha1()
-        for path in self.configs():
-            digest.update(Path(path).read_bytes())
-        return digest.hexdigest()[:16]
-
-    def saved(self, out: Path) -> dict | None:
-        """The saved result's JSON (stamp removed), or None: not saved, or saved from other configs."""
-        done = self.result(out)
-        if not done.exists():
-            return None
-        data, stamp = json.loads(done.read_text()), self.stamp()
-        if data.pop("stamp", stamp) != stamp:
-            print(f"{done.name}: its configs changed since it was saved "
-                  f"({', '.join(p.name for p in self.configs())}); not reused", flush=True)
-            return None
-        return data
-
-
-def saved_run(run: StudyRun, out: Path, compute: Callable[[Any], R], load: Callable[[dict], R]) -> R:
-    """compute(run), its (dataclass) result written atomically as out/runs/<run.key>.json with the
-    run's config stamp; when an earlier study wrote that file from the same configs (or before
-    results were stamped), load(its JSON) instead of computing again."""
-    data = run.saved(out)
-    if data is not None:
-        return load(data)
-    result = compute(run)
-    atomic_write(run.result(out), json.dumps({**dataclasses.asdict(result), "stamp": run.stamp()}).encode())
-    return result
-
-
-def pool_map(work: Callable[[Any], R], runs: Sequence[Any], jobs: int, progress: Callable[[R], None],
-             finished: Callable[[Any], bool] = lambda run: False) -> list[R]:
-    """work(run) for every run, in `jobs` spawned processes (the work sets one torch thread each);
-    inline when jobs <= 1, and for finished(run) runs, which only read their result back. Results
-    come in the order of `runs`; progress(result) is called as each is known. `work` must be
-    picklable: a module-level function, or a functools.partial of one."""
-    results: dict[int, R] = {}
-    todo = []
-    for i, run in enumerate(runs):
-        if jobs <= 1 or finished(run):
-            results[i] = work(run)
-            progress(results[i])
-        else:
-            todo.append(i)
-    if todo:
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-            futures = {i: pool.submit(work, runs[i]) for i in todo}
-            for i, future in futures.items():
-                results[i] = future.result()
-                progress(results[i])
-    return [results[i] for i in range(len(runs))]
 
 
 class HandLoop:
