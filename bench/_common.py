@@ -22,7 +22,8 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from succu.modules.base import LanguageModule, warmup_cosine
+from succu.modules.base import LanguageModule
+from succu.optim import warmup_cosine
 
 
 def add_thread_arg(parser: argparse.ArgumentParser) -> None:

@@ -278,11 +278,17 @@ def no_litlogger_tip(record: logging.LogRecord) -> bool:
 NO_LITLOGGER_TIP = no_litlogger_tip  # one object, so adding it again is a no-op
 
 
+# Trainer settings every succu config shares, stated once: one device unless a config (e.g.
+# configs/cluster/ddp.yaml) asks for more; validation every `val_check_interval` steps, across
+# epoch boundaries (a text epoch is a fixed number of random batches, not a pass over the data).
+TRAINER_DEFAULTS = {"devices": 1, "check_val_every_n_epoch": None}
+
+
 def trainer_defaults() -> dict:
-    """With stdout not a terminal (a log file, a batch job, W&B's console capture) the progress
-    bar is off by default, since each of its redraws would land in the log (ProgressLog prints a
-    summary line instead); a config or command line that sets enable_progress_bar wins."""
-    defaults: dict = {}
+    """`TRAINER_DEFAULTS`; and with stdout not a terminal (a log file, a batch job, W&B's console
+    capture) the progress bar is off, since each of its redraws would land in the log (ProgressLog
+    prints a summary line instead). A config or the command line wins over each."""
+    defaults: dict = dict(TRAINER_DEFAULTS)
     if not sys.stdout.isatty():
         defaults["enable_progress_bar"] = False
     return defaults

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from succu.models.succulm import PROFILES, SuccuLM, SuccuLMConfig, sinusoidal_positions
-from succu.modules.base import warmup_cosine
 from succu.modules.succulm import SuccuLMModule
+from succu.optim import warmup_cosine
 from succu.tokenizers import WordTokenizer
 from tests.tiny import tiny_module
 

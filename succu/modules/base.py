@@ -29,18 +29,11 @@ from torchmetrics.text import Perplexity
 from succu.contracts import DialModel, KVCacheModel, NamedCorpora
 from succu.loggers import logged_step
 from succu.nn.utils import eval_mode
+from succu.optim import AdamW, warmup_cosine
 from succu.tokenizers import Tokenizer, tokenizer_from_state
 
 IGNORE_INDEX = -100
 CHECKPOINT_KEY = "succu"
-
-
-def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    """LR multiplier: linear warmup to 1, then cosine decay to `min_ratio` at `total` steps."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + 0.5 * (1.0 - min_ratio) * (1.0 + math.cos(math.pi * progress))
 
 
 def token_count(labels: torch.Tensor) -> float:
@@ -70,17 +63,14 @@ class LanguageModule(L.LightningModule):
             data-derived sizes (vocab_size, block_size) are linked into it from the datamodule by
             `python -m succu.fit`.
         optimizer: optimizer factory; parameters arrive as two groups, matrices (decayed with the
-            optimizer's own weight_decay) and vectors/gains (weight_decay 0). The configs set
-            AdamW's `fused: true` (one kernel for all parameters: a 3-6x faster optimizer step on
-            CPU and GPU); under 16-mixed with gradient clipping set it false (Lightning cannot clip
-            gradients that the fused step unscales itself; bf16-mixed and 32-bit are fine).
+            optimizer's own weight_decay) and vectors/gains (weight_decay 0). Default:
+            `succu.optim.AdamW` (nanoGPT's settings, fused), so a config names only the values
+            that differ (`optimizer: {init_args: {lr: 0.003}}`).
         warmup_steps: linear learning-rate warmup steps before the cosine decay.
         min_lr_ratio: the cosine ends at this fraction of the peak learning rate.
         compile: run the training, validation and test steps through `torch.compile` of the
             network (inductor; on CPU it needs a C++ compiler). The first steps pay the
-            compilation (about half a minute for the baby GPT on a 2-core CPU the first time;
-            inductor caches it for later runs), after which the baby GPT's steps are ~8% faster
-            on that CPU. Generation (`generate`, `complete`, `stream`) always runs the eager
+            compilation (inductor caches it for later runs). Generation (`generate`, `complete`, `stream`) always runs the eager
             network: with the KV cache every token has new shapes, which would recompile. The
             weights, checkpoints and their keys are the same either way (not saved as a
             hyperparameter: how a run executes, not what it trains).
@@ -91,7 +81,7 @@ class LanguageModule(L.LightningModule):
     def __init__(
         self,
         model: Any,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
+        optimizer: OptimizerCallable = AdamW,
         warmup_steps: int = 100,
         min_lr_ratio: float = 0.1,
         compile: bool = False,
