@@ -1,4 +1,7 @@
-"""Every shipped YAML in configs/ parses and fits one batch (`--trainer.fast_dev_run=1`)."""
+"""Every shipped YAML in configs/ parses and fits one batch (`--trainer.fast_dev_run=1`): each
+experiment alone, and each write-up-size overlay in configs/full/ over the experiment of its name
+(the cluster overlays: tests/test_distributed.py). A setting every config shares is stated once
+in code: no experiment restates it."""
 
 from pathlib import Path
 
@@ -7,9 +10,12 @@ import torch
 
 from succu import fit
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
-# Full-size configs run one real 64 x 256 step: tens of seconds each on one CPU thread.
-PARAMS = [pytest.param(p, marks=pytest.mark.slow) if p.stem.endswith("_full") else p for p in CONFIGS]
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
+# Write-up-size overlays run one real 64 x 256 step: tens of seconds each on one CPU thread.
+FULL = sorted((CONFIG_DIR / "full").glob("*.yaml"))
+PARAMS = [*([p] for p in CONFIGS),
+          *(pytest.param([CONFIG_DIR / p.name, p], marks=pytest.mark.slow, id=f"full/{p.stem}") for p in FULL)]
 
 
 def test_there_are_configs():
@@ -33,13 +39,27 @@ def stage1_embeddings(folder: Path) -> None:
 PREPARE = {"succulm_stage2": stage1_embeddings}
 
 
-@pytest.mark.parametrize("config", PARAMS, ids=lambda p: p.stem)
-def test_config_runs_fast_dev_run(config, tmp_path, monkeypatch):
+@pytest.mark.parametrize("configs", PARAMS, ids=lambda c: c[-1].stem)
+def test_config_runs_fast_dev_run(configs, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    if config.stem in PREPARE:
-        PREPARE[config.stem](tmp_path)
-    cli = fit.main(["--config", str(config), "--trainer.fast_dev_run", "1",
+    if configs[0].stem in PREPARE:
+        PREPARE[configs[0].stem](tmp_path)
+    given = [arg for config in configs for arg in ("--config", str(config))]
+    cli = fit.main([*given, "--trainer.fast_dev_run", "1",
                     "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"])
     assert cli.trainer.state.finished
     assert cli.trainer.global_step == 1
     assert cli.model.model.cfg.vocab_size == cli.datamodule.vocab_size
+
+
+def test_every_overlay_has_its_base():
+    assert FULL and all((CONFIG_DIR / p.name).is_file() for p in FULL)
+
+
+@pytest.mark.parametrize("config", [*CONFIGS, *FULL], ids=lambda p: str(p.relative_to(CONFIG_DIR)))
+def test_shared_settings_are_stated_once_in_code(config):
+    """The optimizer block and the trainer settings every run shares are defaults in code
+    (succu.optim.AdamW, succu.fit.TRAINER_DEFAULTS); a config states only what differs."""
+    text = config.read_text()
+    assert "torch.optim.AdamW" not in text and "check_val_every_n_epoch" not in text
+    assert "accelerator: auto" not in text and "devices: 1\n" not in text
