@@ -160,15 +160,10 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
             sentences and questions: the first stage that prepares embeddings for the
             standard world). Both have the same vocabulary. Ignored with `data_dir`.
         qa_phrasings: Which question templates the generated world asks: "base" (the default:
-            each relation's own wh- and yes/no templates, the world every result in the README
-            was measured on; seed 42: 163 words, 224 training QA pairs, 60 held-out) or
-            "extended" (opt-in: also a "tell me ..." wh-question per relation and "do you think
+            each relation's own wh- and yes/no templates, the world the studies use) or
+            "extended" (also a "tell me ..." wh-question per relation and "do you think
             <statement>?" for every fact with values, and a yes/no question is held out only
-            while the same value is trained in the other phrasing; seed 42: 390 training QA
-            pairs, 108 held-out, 167 words with "tell", "me", "think" and "if"). Measured on
-            `make fit` (one run each, on a loaded machine): held-out exact match 56.5% (61/108)
-            with "extended" vs 40.0% (24/60) with "base", both 100% on the training questions.
-            With `data_dir` the pairs come from the files, and this only picks the meter's
+            while the same value is trained in the other phrasing). With `data_dir` the pairs come from the files, and this only picks the meter's
             grammar, as `world` does.
         heldout_qa_split: Where the held-out QA is scored: "val" (with the held-out normal pairs)
             or "test" (with the left-out normal pairs; generated world only).

@@ -48,8 +48,8 @@ from pathlib import Path
 
 if __name__ == "__main__":
     # `python -m succu.fit`: the imports below create millions of objects that live as long as
-    # the process, and the collector would walk them all every few thousand allocations (about
-    # 1.5 s of a 2-core machine's start-up) to free nothing. main() freezes them, then turns it on.
+    # the process, and the collector would walk them all every few thousand allocations (a
+    # noticeable share of the start-up) to free nothing. main() freezes them, then turns it on.
     gc.disable()
 
 import lightning as L  # noqa: E402
@@ -262,8 +262,9 @@ def quiet_known_warnings() -> None:
 
 def quiet_offline_wandb() -> None:
     """An offline W&B run only prints set-up chatter (git root, sync hints: the run folder is in
-    the README). WANDB_SILENT applies once wandb sets itself up, after Lightning's WandbLogger has
-    passed it a deprecated `anonymous` setting, hence its terminal is made quiet now as well."""
+    docs/reference.md). WANDB_SILENT applies once wandb sets itself up, after Lightning's
+    WandbLogger has passed it a deprecated `anonymous` setting, hence its terminal is made quiet
+    now as well."""
     os.environ.setdefault("WANDB_SILENT", "true")
     if os.environ["WANDB_SILENT"].lower() == "true" and importlib.util.find_spec("wandb"):
         import wandb

@@ -45,7 +45,7 @@ def logged_step(trainer: L.Trainer) -> bool:
     """Whether the training step about to run (or running) reaches the loggers: one in
     log_every_n_steps (Lightning's own rule), every step of fast_dev_run, and the last step of a
     max_steps fit (PreemptionCheckpoint sends that one at the end). Per-step values are logged on
-    these steps only: every `self.log` costs ~0.4 ms of Python, and a value left on a GPU for the
+    these steps only: every `self.log` costs Python time at every step, and a value left on a GPU for the
     progress bar is read back (a host sync) at every step after it."""
     last = trainer.max_steps > 0 and trainer.global_step + 1 >= trainer.max_steps
     return bool(trainer._logger_connector.should_update_logs or trainer.fast_dev_run or last)

@@ -68,8 +68,8 @@ class GatedGPTConfig(GPTConfig):
         narrowness: tent width factor; < 1 narrows each unit's firing zone on the dial.
         gating: gate units by the dial; off gives the plain GPT.
         routing: straight-through routing of gradients by corpus (m or 1 - m). Off by default:
-            abcGPT's own training loop never activates it, and on it costs 0.7-0.9 nats at each
-            corpus's own end of the dial (studies/dial.py, studies/results/dial.md).
+            abcGPT's own training loop never activates it, and it costs loss at each corpus's own
+            end of the dial (studies/results/dial.md).
         n_sources: corpora the dial spans (the data's corpora, in order). 2: alpha is a number in
             [0, 1] (abcGPT's dial); K > 2: alpha is a point of the simplex, K shares summing to 1.
         specialty_concentration: specialties m ~ Dirichlet(c, ..., c) on the simplex; for two

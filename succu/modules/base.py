@@ -148,7 +148,7 @@ class LanguageModule(L.LightningModule):
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         # Batches are flat dicts of tensors (the data contract); moving them directly skips
-        # Lightning's generic collection walk, a measurable cost at SuccuLM's ~10 ms steps.
+        # Lightning's generic collection walk, a measurable cost at SuccuLM's short steps.
         if isinstance(batch, dict) and all(isinstance(v, torch.Tensor) for v in batch.values()):
             return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
