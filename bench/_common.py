@@ -22,6 +22,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
+from succu.devices import set_threads
 from succu.modules.base import LanguageModule
 from succu.optim import warmup_cosine
 
@@ -32,10 +33,9 @@ def add_thread_arg(parser: argparse.ArgumentParser) -> None:
 
 def setup_threads(n: int) -> int:
     """Pin torch to n threads and say so: every timing a bench prints is for this many."""
-    os.environ["OMP_NUM_THREADS"] = str(n)
-    torch.set_num_threads(n)
-    print(f"torch threads: {torch.get_num_threads()}", flush=True)
-    return torch.get_num_threads()
+    n = set_threads(n)
+    print(f"torch threads: {n}", flush=True)
+    return n
 
 
 def offline() -> None:

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from succu.devices import set_threads
 from succu.io import atomic_write
 
 R = TypeVar("R")
@@ -41,10 +42,9 @@ def offline() -> None:
 
 def setup_threads(n: int) -> int:
     """Pin torch to n threads and say so."""
-    os.environ["OMP_NUM_THREADS"] = str(n)
-    torch.set_num_threads(n)
-    print(f"torch threads: {torch.get_num_threads()}", flush=True)
-    return torch.get_num_threads()
+    n = set_threads(n)
+    print(f"torch threads: {n}", flush=True)
+    return n
 
 
 def quiet_worker() -> None:

@@ -113,3 +113,11 @@ def check_device(name: str) -> str:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"--device {name}: MPS is not available here; use --device cpu")
     return name
+
+
+def set_threads(n: int) -> int:
+    """Pin torch's intra-op threads to n (and OMP_NUM_THREADS, for the processes this one starts);
+    the count torch reports. On a shared machine one thread per process is the safe choice."""
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    torch.set_num_threads(n)
+    return torch.get_num_threads()
