@@ -1,8 +1,14 @@
-"""What every fit gets for safety: `last.ckpt` and flushed metrics whatever stops it.
+"""What every fit gets for safety: `last.ckpt` whatever stops it, and a stop when training diverges.
 
-`python -m succu.fit` adds `PreemptionCheckpoint` to every trainer, so `--ckpt_path last`
-continues exactly after the end of training, SIGTERM (pre-emption, scancel, a SLURM time limit),
-Ctrl+C or an exception on one process.
+`python -m succu.fit` adds both to every trainer:
+
+    PreemptionCheckpoint  `last.ckpt` and flushed metrics at the end of training, on SIGTERM
+                          (pre-emption, scancel, a SLURM time limit), Ctrl+C or an exception on
+                          one process, so `--ckpt_path last` continues exactly.
+    FiniteTraining        a non-finite training loss stops the fit with one line naming the step,
+                          the learning rate then and the likely cause; no checkpoint of non-finite
+                          weights is ever written, so `last.ckpt` and `best-*.ckpt` keep the last
+                          finite state and `--ckpt_path last` resumes from it.
 """
 
 from __future__ import annotations
@@ -11,10 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from succu.errors import NonFiniteError
+from succu.loggers import logged_step
 from succu.modules.base import LanguageModule
 
 
@@ -79,6 +88,9 @@ class PreemptionCheckpoint(L.Callback):
                      exception: BaseException) -> None:
         if trainer.state.fn != "fit":
             return
+        if isinstance(exception, NonFiniteError):  # the weights are what must not be kept
+            self.flush(trainer)
+            return
         if isinstance(exception, SIGTERMException) or trainer.world_size == 1:
             try:
                 self.save_last(trainer, type(exception).__name__)
@@ -111,3 +123,66 @@ class PreemptionCheckpoint(L.Callback):
             trainer._logger_connector.log_metrics(unlogged[1], step=unlogged[0])  # saves each logger
         for logger in trainer.loggers:
             logger.save()
+
+
+class FiniteTraining(L.Callback):
+    """Stop a fit whose training loss turns non-finite; never write non-finite weights.
+
+    Each step's loss adds one flag on its own device (no host sync); the flags are read on the
+    steps the loggers write (which sync anyway), before each validation and at the end of
+    training, summed over DDP ranks so that every rank stops together. The first non-finite step
+    stops the fit with a `NonFiniteError` naming it and the learning rate it ran at. Before any
+    checkpoint is written its weights are checked as well, since an update can make them
+    non-finite after the last finite loss: such a checkpoint is refused, and the checkpoints on
+    disk keep the last finite state.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[int, float, torch.Tensor]] = []  # (step, lr, loss not finite)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._pending = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            lr = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else float("nan")
+            self._pending.append((trainer.global_step, lr, ~torch.isfinite(loss.detach())))
+        if logged_step(trainer):
+            self.check(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self.check(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer)
+
+    def check(self, trainer: L.Trainer) -> None:
+        """Raise NonFiniteError at the first step since the last check whose loss was not finite."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        flags = torch.stack([bad.reshape(()) for _, _, bad in pending]).float()
+        flags = trainer.strategy.reduce(flags, reduce_op="sum")
+        if not bool(flags.any()):
+            return
+        step, lr, _ = pending[int(flags.nonzero()[0])]
+        raise NonFiniteError(
+            f"training stopped at step {step}: the training loss became non-finite (learning rate "
+            f"{lr:g} at that step); likely a learning rate too high for this model or too short a "
+            "warmup (model.init_args.optimizer.init_args.lr, model.init_args.warmup_steps), or no "
+            "gradient clipping (trainer.gradient_clip_val). No checkpoint of non-finite weights "
+            "was written: --ckpt_path last resumes from the last finite one")
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        self.check(trainer)
+        bad = [name for name, value in checkpoint.get("state_dict", {}).items()
+               if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+        if bad:
+            raise NonFiniteError(
+                f"refused to write a checkpoint at step {trainer.global_step}: {len(bad)} weight "
+                f"tensors hold non-finite values ({bad[0]}{', ...' if len(bad) > 1 else ''}); the "
+                "fit diverged. The checkpoints on disk keep the last finite state (--ckpt_path last)")

@@ -30,6 +30,11 @@ class TrainingError(RuntimeError):
     """An error raised while batches ran; its cause keeps the full traceback."""
 
 
+class NonFiniteError(ValueError):
+    """Training produced a non-finite loss or weights: the fit stops with one line (the numbers,
+    not the code, went wrong, so a traceback would only hide the message)."""
+
+
 def exception_chain(err: BaseException | None) -> list[BaseException]:
     """err, its cause, the cause's cause, ... (jsonargparse wraps errors raised while instantiating
     in layers of "Does not validate against any of the Union subtypes"). A context suppressed with

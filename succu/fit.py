@@ -62,11 +62,11 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException  # noqa: E40
 
 from callbacks.progress import LearningRate, ProgressLog  # noqa: E402
 from callbacks.qa import TalkAfterFit  # noqa: E402
-from callbacks.safety import PreemptionCheckpoint  # noqa: E402
+from callbacks.safety import FiniteTraining, PreemptionCheckpoint  # noqa: E402
 from succu import runs  # noqa: E402
 from succu.checkpoint import AtomicCheckpointIO, read_checkpoint  # noqa: E402
 from succu.devices import check_devices  # noqa: E402
-from succu.errors import TrainingError, run_cli  # noqa: E402
+from succu.errors import NonFiniteError, TrainingError, run_cli  # noqa: E402
 from succu.modules.base import LanguageModule  # noqa: E402
 
 # No `predict`: a LanguageModule has no predict_step (prompts in, text out is succu.generate).
@@ -74,7 +74,7 @@ SUBCOMMANDS = ("fit", "validate", "test")
 DEFAULT_CONFIG = Path("configs") / "succulm.yaml"  # relative to the working directory
 WANDB_PROJECT = "succu"
 # One of each for every run unless the config names its own.
-EVERY_RUN = (LearningRate, ProgressLog, PreemptionCheckpoint, TalkAfterFit)
+EVERY_RUN = (LearningRate, ProgressLog, PreemptionCheckpoint, FiniteTraining, TalkAfterFit)
 SIGTERM_EXIT = 143  # 128 + SIGTERM: stopped by a signal, last.ckpt written, resume with --ckpt_path last
 
 
@@ -195,7 +195,7 @@ class SuccuCLI(LightningCLI):
             start = self.run_started.start_step
             if start is None or self.trainer.global_step <= start:
                 runs.discard_run(self.trainer, self.claimed, self.joined_wandb_run)
-            if self.run_started.started and isinstance(err, Exception):
+            if self.run_started.started and isinstance(err, Exception) and not isinstance(err, NonFiniteError):
                 raise TrainingError(f"{subcommand} failed while running: {err}") from err
             raise
 
