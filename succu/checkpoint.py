@@ -348,6 +348,9 @@ def load_datamodule(path: str | Path, module: LanguageModule | None = None, **lo
         datamodule = cls(**datamodule_arguments(cls, hparams, locations))
     except TypeError as err:
         raise CheckpointError(f"{path}: its datamodule arguments do not build {cls.__name__}: {err}") from None
+    if locations.get("data_paths") and not isinstance(datamodule, TextFingerprints):
+        raise CheckpointError(f"--data_path names a corpus's text, but the data of {path} "
+                              f"({cls.__name__}) reads no text corpora")
     for line in check_corpus_text(path, datamodule, tool_hint):
         print(line, file=sys.stderr, flush=True)
     if module is not None and module.tokenizer is not None and datamodule.tokenizer != module.tokenizer:

@@ -209,8 +209,7 @@ class SuccuCLI(LightningCLI):
 
     def check_scored_text(self) -> None:
         """validate/test `--ckpt_path CKPT`: the data's text must be what CKPT trained on (else one
-        line naming both fingerprints, before anything is scored); rank 0 names the
-        files read."""
+        line naming both fingerprints, before anything is scored); rank 0 names the files read."""
         path = self.config_init[self.subcommand].get("ckpt_path")
         if not path or not Path(path).is_file():  # none, or Lightning's "best"/"last" (it says so)
             return

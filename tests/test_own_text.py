@@ -285,6 +285,17 @@ def test_bad_data_path_flags_are_one_line(lieder, capsys):
 
 
 @pytest.mark.usefixtures("isolated")
+def test_data_path_is_refused_for_data_without_text_corpora(tmp_path, capsys):
+    cli = fit.main(["--config", str(CONFIGS / "succulm.yaml"), *QUIET, "--model.init_args.model.profile", "tiny",
+                    "--data.init_args.batch_size", "8", "--trainer.fast_dev_run", "1"])
+    ckpt = str(tmp_path / "world.ckpt")
+    cli.trainer.save_checkpoint(ckpt)
+    line = refused(evaluate.main, ["--ckpt", ckpt, "--corpus", "--data_path", "world=x.txt"], capsys)
+    assert line == (f"error: --data_path names a corpus's text, but the data of {ckpt} (SuccuPairsDataModule) "
+                    "reads no text corpora")
+
+
+@pytest.mark.usefixtures("isolated")
 def test_the_shakespeare_config_pointed_at_a_file_keeps_to_that_file(lieder, cache, capsys):
     """Posing as Shakespeare: the default location holds tinyshakespeare.txt, which is refused."""
     cli = fit.main(["--config", str(CONFIGS / "gpt_shakespeare_char.yaml"), *QUIET, *TINY,
