@@ -58,7 +58,8 @@ class AlphaBetaSampling(L.Callback):
         model = pl_module.model if isinstance(pl_module, LanguageModule) else None
         if isinstance(model, DialModel) and model.n_sources != k:
             raise ValueError(f"the model's dial spans n_sources={model.n_sources} but the data has "
-                             f"{k} corpora: {data.corpora} (set model.n_sources to {k})")
+                             f"{k} corpora ({', '.join(data.corpora)}): set --model.init_args.model.n_sources "
+                             f"{k} (and eval_alphas for {k} sources, where the config lists them)")
         data.install_dial(self.sampler_for(k))
 
     def on_train_batch_start(

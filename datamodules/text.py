@@ -2,8 +2,9 @@
 
 The pipeline, per corpus, one module a stage:
 
-    corpora.py   source (a local file by default, the hub only when asked) and the deterministic
+    corpora.py   source (local files by default, the hub only when asked) and the deterministic
                  train / val / test split; surface rules (fold_ascii, abc_style) applied to the text.
+                 A name that is not a registered corpus is the user's own text under that name.
     tokens.py    one tokenizer shared by every corpus in use, ids tokenised once and cached on disk.
     windows.py   random training windows drawn from (seed, rank, batch index); fixed, evenly
                  spaced validation and test windows; rows labelled with their corpus (`source`).
@@ -27,7 +28,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from datamodules.corpora import Source, Sources, Splits, corpus_spec, document_texts, load_documents
+from datamodules.corpora import (
+    CorpusError,
+    CorpusSpec,
+    Source,
+    Sources,
+    Splits,
+    document_texts,
+    load_documents,
+    own_corpus,
+    registered_corpus,
+)
 from datamodules.tokens import (
     EOS,
     TOKENIZER_KINDS,
@@ -41,7 +52,14 @@ from datamodules.tokens import (
     write_token_cache,
 )
 from datamodules.windows import BatchList, RandomWindows, Windows, WindowSampler, fixed_batches
-from succu.contracts import BatchSized, NamedCorpora, TextSplits, TrainingTokenCounts
+from succu.contracts import (
+    BatchSized,
+    CorpusText,
+    NamedCorpora,
+    TextFingerprints,
+    TextSplits,
+    TrainingTokenCounts,
+)
 from succu.data import ResumableTraining, pin_memory
 from succu.dial import DialSampler
 from succu.tokenizers import CorpusTokenizer, check_normalizers
@@ -62,7 +80,8 @@ def settings(value: G | Mapping[str, Any], default: G) -> G:
     return value
 
 
-class TextDataModule(ResumableTraining, NamedCorpora, BatchSized, TrainingTokenCounts, TextSplits):
+class TextDataModule(ResumableTraining, NamedCorpora, BatchSized, TrainingTokenCounts, TextSplits,
+                     TextFingerprints):
     """K named text corpora, one shared tokenizer, random training windows, fixed val windows.
 
     Each settings group takes its dataclass or a dict of some of its fields (the rest keep their
@@ -70,12 +89,15 @@ class TextDataModule(ResumableTraining, NamedCorpora, BatchSized, TrainingTokenC
     model, scale-out tools may set the second (`BatchSized`).
 
     Args:
-        corpora: corpus names (registered `CorpusSpec`s, e.g. shakespeare, tinystories).
+        corpora: corpus names: registered ones (shakespeare, tinystories, kjv), or any other name
+            for your own text, given in `sources.data_paths` (else `<name>.txt` or a folder
+            `<name>` in the data folders).
         windows: rows and batches: block_size, batch_size, val_windows, val_batch_size,
             batches_per_epoch, seed, num_workers.
         tokens: the tokenizer and its cache: tokenizer_kind, bpe_vocab_size, cache_dir.
         splits: the train / val / test split: val_fraction, test_fraction, split_seed.
-        sources: where the text comes from: data_paths, data_dir, source, hub_ids, hub_splits.
+        sources: where the text comes from: data_paths, data_dir, source, hub_ids, hub_splits,
+            separators.
         abc_style: corpora given abcGPT's surface form (lowercase, spaced punctuation).
         fold_ascii: fold curly quotes, dashes and ellipses to ASCII in every corpus.
         weights: sampling weight per corpus for training rows (default: uniform).
@@ -99,8 +121,8 @@ class TextDataModule(ResumableTraining, NamedCorpora, BatchSized, TrainingTokenC
         self.tokens = settings(tokens, DEFAULT_TOKENS)
         self.splits = settings(splits, DEFAULT_SPLITS)
         self.sources = settings(sources, DEFAULT_SOURCES)
-        self.specs = [corpus_spec(name) for name in corpora]
         self.check_arguments(corpora, weights, abc_style)
+        self.specs = [self.spec_of(name) for name in corpora]
         self.corpora = list(corpora)
         self.block_size = self.windows.block_size
         self.batch_size = self.windows.batch_size
@@ -123,13 +145,15 @@ class TextDataModule(ResumableTraining, NamedCorpora, BatchSized, TrainingTokenC
         self._tokenizer_digest: str | None = None
         self._tokenizer_digest_of: CorpusTokenizer | None = None
         self._dial: DialSampler | None = None
+        self._texts: list[CorpusText] | None = None
 
-    def record_settings(self) -> None:
+    def record_settings(self, **resolved: Any) -> None:
         """Record the calling subclass's init arguments as its hyperparameters, as plain data: each
-        settings group as the dict of its fields (checkpoints load with `weights_only`)."""
+        settings group as the dict of its fields (checkpoints load with `weights_only`), and
+        `resolved` arguments as `__init__` resolved them (a corpus name derived from a path)."""
         groups = {name: dataclasses.asdict(getattr(self, name)) for name in GROUPS}
         self.save_hyperparameters(ignore=list(groups), frame=inspect.currentframe().f_back)
-        self.save_hyperparameters(groups)
+        self.save_hyperparameters({**groups, **resolved})
 
     def check_arguments(self, corpora: list[str], weights: list[float] | None, abc_style: list[str] | None) -> None:
         if not corpora or len(set(corpora)) != len(corpora):
@@ -140,11 +164,23 @@ class TextDataModule(ResumableTraining, NamedCorpora, BatchSized, TrainingTokenC
         if weights is not None and (len(weights) != len(corpora) or min(weights) < 0 or sum(weights) <= 0):
             raise ValueError(f"weights must be {len(corpora)} non-negative numbers, got {weights}")
         per_corpus = {"abc_style": abc_style, "data_paths": self.sources.data_paths,
-                      "hub_ids": self.sources.hub_ids, "hub_splits": self.sources.hub_splits}
+                      "hub_ids": self.sources.hub_ids, "hub_splits": self.sources.hub_splits,
+                      "separators": self.sources.separators}
         for what, names in per_corpus.items():
             unknown = sorted(set(names or []) - set(corpora))
             if unknown:
                 raise ValueError(f"{what} names corpora not in use: {unknown} (corpora: {corpora})")
+
+    def spec_of(self, name: str) -> CorpusSpec:
+        """The registered corpus of that name, else the user's own text under it."""
+        separator = (self.sources.separators or {}).get(name)
+        spec = registered_corpus(name)
+        if spec is None:
+            return own_corpus(name, separator)
+        if separator is not None:
+            raise ValueError(f"separators: {name} is a registered corpus, with its own rule for "
+                             "documents; give your text another name")
+        return spec
 
     # ---- settings ------------------------------------------------------------------------------
     def setting(self, name: str) -> str:
@@ -162,22 +198,43 @@ class TextDataModule(ResumableTraining, NamedCorpora, BatchSized, TrainingTokenC
             common &= set(self.rules(name))
         return check_normalizers(common)
 
+    def spec(self, name: str) -> CorpusSpec:
+        return self.specs[self.corpora.index(name)]
+
     def source_of(self, name: str) -> Source:
         if name not in self._resolved:
-            self._resolved[name] = self.sources.resolve(corpus_spec(name), self.setting(name))
+            self._resolved[name] = self.sources.resolve(self.spec(name), self.setting(name))
         return self._resolved[name]
 
     def corpus_key(self, name: str) -> dict[str, Any]:
-        return {
-            "corpus": name, "source": self.source_of(name).fingerprint(),
+        key = {
+            "corpus": name, "source": self.source_of(name).cache_key(),
             "val_fraction": self.splits.val_fraction, "test_fraction": self.splits.test_fraction,
             "split_seed": self.splits.split_seed, "rules": self.rules(name),
         }
+        if self.spec(name).own:  # a registered corpus's documents rule is fixed in code
+            key["separator"] = self.spec(name).separator
+        return key
+
+    def corpus_texts(self) -> list[CorpusText]:
+        """Each corpus's text and its fingerprint, hashed once per datamodule (`TextFingerprints`);
+        a corpus whose text cannot be found says why in `problem`."""
+        if self._texts is None:
+            texts = []
+            for name in self.corpora:
+                try:
+                    src = self.source_of(name)
+                except CorpusError as err:
+                    texts.append(CorpusText(name, "", self.setting(name), problem=err.reason))
+                    continue
+                texts.append(CorpusText(name, src.describe(), self.setting(name), **(src.text_fingerprint() or {})))
+            self._texts = texts
+        return self._texts
 
     def corpus_splits(self, name: str) -> dict[str, Any]:
         """{"train", "val", "test"} datasets of a corpus, loaded once per datamodule until tokenised."""
         if name not in self._datasets:
-            spec = corpus_spec(name)
+            spec = self.spec(name)
             docs = load_documents(spec, self.source_of(name), self.setting(name))
             self._datasets[name] = self.splits.split(spec, docs, self.rules(name))
         return self._datasets[name]
@@ -242,7 +299,8 @@ class TextDataModule(ResumableTraining, NamedCorpora, BatchSized, TrainingTokenC
             arr = read_token_array(self.token_dir(name), side)
             if len(arr) <= self.block_size + 1:
                 raise ValueError(
-                    f"{name} {side} split has {len(arr)} tokens, too few for block_size={self.block_size}"
+                    f"{name} {side} split has {len(arr)} tokens, too few for block_size={self.block_size} "
+                    f"(text: {self.source_of(name).describe()}): a longer text or a smaller block_size"
                 )
             arrays.append(arr)
         return arrays
@@ -250,6 +308,7 @@ class TextDataModule(ResumableTraining, NamedCorpora, BatchSized, TrainingTokenC
     def setup(self, stage: str | None = None) -> None:
         if self.train_arrays:
             return
+        self.corpus_texts()  # fingerprinted once, as the data is set up: what checkpoints record
         if not all((self.token_dir(n) / "meta.json").is_file() for n in self.corpora):
             self.prepare_data()  # called without a Trainer (scripts, tests)
         self.train_arrays = self.load_arrays("train")

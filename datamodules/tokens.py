@@ -1,7 +1,7 @@
 """Token ids of text corpora: one shared tokenizer, ids tokenised once and cached on disk.
 
-One tokenizer serves every corpus in use: char over all their text, or byte-level BPE trained on
-their training splits. It is cached as JSON under a key of the corpora (source fingerprint, split
+One tokenizer serves every corpus in use: char over all their text, byte-level BPE trained on
+their training splits, or words (`succu.tokenizers.WordTokenizer`) of their training splits. It is cached as JSON under a key of the corpora (source fingerprint, split
 settings, surface rules) and the tokenizer settings. Each split's ids are tokenised once with
 `datasets.map` (batched) into a flat uint16/uint32 file under a key of the corpus and the
 tokenizer's state, so a second run reads the arrays and tokenises nothing.
@@ -23,12 +23,14 @@ from succu.tokenizers import (
     BPETokenizer,
     CharTokenizer,
     CorpusTokenizer,
+    WordTokenizer,
     normalize_text,
+    split_words,
     tokenizer_from_state,
 )
 
 EOS = "<EOS>"
-TOKENIZER_KINDS = ("char", "bpe")
+TOKENIZER_KINDS = ("char", "bpe", "word")
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,9 @@ class Tokens:
     """How text becomes token ids, and where they are cached.
 
     Attributes:
-        tokenizer_kind: "char" (every character of the corpora in use) or "bpe" (byte-level BPE
-            trained on the training splits).
+        tokenizer_kind: "char" (every character of the corpora in use), "bpe" (byte-level BPE
+            trained on the training splits) or "word" (every word of the training splits,
+            lowercased, `. , ? !` apart; others read as `<UNK>`; `<PAD> <BOS> <EOS> <UNK>` first).
         bpe_vocab_size: BPE vocabulary size, specials included.
         cache_dir: tokenizer and token cache (default: $SUCCU_CACHE_DIR or ~/.cache/succu).
     """
@@ -76,10 +79,12 @@ def load_or_build_tokenizer(path: Path, build: Callable[[], CorpusTokenizer]) ->
 
 def build_tokenizer(tokens: Tokens, texts: Callable[[tuple[str, ...]], Iterable[str]],
                     specials: list[str], rules: Sequence[str]) -> CorpusTokenizer:
-    """A new tokenizer: char over every split's text (`texts(sides)`), or BPE trained on the
-    training splits; `rules` are the surface rules it applies to raw prompts."""
+    """A new tokenizer: char over every split's text (`texts(sides)`), BPE trained on the training
+    splits, or their words; `rules` are the surface rules it applies to raw prompts."""
     if tokens.tokenizer_kind == "char":
         return CharTokenizer.from_texts(texts(("train", "val", "test")), specials, rules)
+    if tokens.tokenizer_kind == "word":  # its specials include <EOS>
+        return WordTokenizer.from_words((w for text in texts(("train",)) for w in split_words(text)), rules)
     return BPETokenizer.train(texts(("train",)), tokens.bpe_vocab_size, specials, rules)
 
 

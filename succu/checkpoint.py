@@ -8,7 +8,9 @@ evaluate or compress a model.
 A checkpoint is data, never code (a file may come from anyone): it is read with
 `torch.load(weights_only=True)`, the classes it names are looked up in succu's own allow-lists
 (`MODULES`, `DATAMODULES`), and the files and network locations it records are not reused unless
-the user passes them again.
+the user passes them again. What it records of its text is a fingerprint per corpus (name, size,
+sha256; no path): a tool about to score a corpus checks the text it found against it
+(`check_corpus_text`) and refuses another.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import importlib
 import inspect
 import pickle
 import re
+import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,7 @@ import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from succu.contracts import CorpusText, TextFingerprints
 from succu.io import atomic_write
 from succu.modules.base import CHECKPOINT_KEY, LanguageModule
 from succu.modules.gated_gpt import GatedGPTModule
@@ -63,6 +68,7 @@ DATAMODULES: tuple[str, ...] = (
     "datamodules.shakespeare.ShakespeareDataModule",
     "datamodules.tinystories.TinyStoriesDataModule",
     "datamodules.mixture.MixtureDataModule",
+    "datamodules.own_text.OwnTextDataModule",
 )
 
 # Settings that say where files are read or written, or where the network is reached. A hostile
@@ -255,14 +261,84 @@ def datamodule_arguments(cls: type, hparams: Any, locations: dict[str, Any]) -> 
     return arguments
 
 
-def load_datamodule(path: str | Path, module: LanguageModule | None = None, **locations: str | None):
+def fingerprint_label(size: int, sha256: str, files: int | None = 1) -> str:
+    """A text fingerprint as messages show it: its size and the first 12 hex digits of its sha256."""
+    many = f"{files} files, " if isinstance(files, int) and files > 1 else ""
+    return f"{many}{size:,} bytes, sha256 {sha256[:12]}"
+
+
+def recorded_texts(path: str | Path) -> dict[str, dict[str, Any]] | None:
+    """The text fingerprints a checkpoint records, by corpus name; None when it records none
+    (written before checkpoints had them)."""
+    recorded = read_checkpoint(path)[CHECKPOINT_KEY].get("corpora")
+    if recorded is None:
+        return None
+    plain = isinstance(recorded, list) and all(
+        isinstance(r, dict) and isinstance(r.get("name"), str)
+        and (r.get("sha256") is None or (isinstance(r.get("sha256"), str) and isinstance(r.get("size"), int)))
+        for r in recorded)
+    if not plain:
+        raise CheckpointError(f"{path} records corpus fingerprints that are not a list of "
+                              "{name, size, sha256, files}")
+    return {r["name"]: r for r in recorded}
+
+
+def check_corpus_text(path: str | Path, datamodule: Any, hint: Callable[[CorpusText], str]) -> list[str]:
+    """Lines naming the text each corpus of `datamodule` is read from, once each is checked against
+    the fingerprint the checkpoint at `path` records for the corpus of that name.
+
+    A text that differs, or a corpus the checkpoint did not train on, is one CheckpointError line
+    naming both fingerprints and the way out (`hint(text)`: how the user names a corpus's text); a
+    checkpoint that records no fingerprints adds a `note:` line instead: its text cannot be
+    checked. Data without `TextFingerprints` (the succulent world, generated) gives no lines.
+    """
+    if not isinstance(datamodule, TextFingerprints):
+        return []
+    recorded, lines = recorded_texts(path), []
+    for text in datamodule.corpus_texts():
+        if text.problem is not None:
+            raise CheckpointError(f"{text.name}: {text.problem}; {hint(text)}")
+        if text.sha256 is None:  # a hub dataset: no files to hash
+            lines.append(f"{text.name}: reading {text.origin}; a hub dataset's text cannot be checked")
+            continue
+        found = fingerprint_label(text.size, text.sha256, text.files)
+        saved = None if recorded is None else recorded.get(text.name)
+        if recorded is None:
+            lines.append(f"{text.name}: reading {text.origin} ({found})")
+        elif saved is not None and saved.get("sha256") is None:
+            lines.append(f"{text.name}: reading {text.origin} ({found}); it trained on a hub dataset, "
+                         "whose text cannot be checked")
+        elif saved is None:
+            raise CheckpointError(f"{path} did not train on a corpus named {text.name} (it trained on "
+                                  f"{', '.join(recorded) or 'none'}); to score other text use "
+                                  f"python -m succu.evaluate --ckpt {path} --text FILE")
+        elif (saved["size"], saved["sha256"]) != (text.size, text.sha256):
+            trained = fingerprint_label(saved["size"], saved["sha256"], saved.get("files"))
+            raise CheckpointError(f"{text.name}: {text.origin} ({found}) is not the text {path} trained "
+                                  f"on ({trained}); {hint(text)}")
+        else:
+            lines.append(f"{text.name}: reading {text.origin} ({found}), the text the checkpoint trained on")
+    if recorded is None:
+        lines.append(f"note: {path} records no fingerprint of its text (written before checkpoints "
+                     "had them): could not check that this is the text it trained on")
+    return lines
+
+
+def tool_hint(text: CorpusText) -> str:
+    """How a user of evaluate and the sweeps names a corpus's text."""
+    return f"name the text it trained on with --data_path {text.name}=PATH"
+
+
+def load_datamodule(path: str | Path, module: LanguageModule | None = None, **locations: Any):
     """Rebuild the datamodule a checkpoint was trained on (LightningCLI saves its class and args).
 
     Locations the checkpoint records (data and cache folders, corpus files, hub ids) are dropped;
     `locations` (e.g. data_dir=..., cache_dir=...) are the user's own, passed to classes that take
     them (inside the settings group that holds them); settings recorded flat, outside their
-    groups, go into them (`datamodule_arguments`). With `module`, the rebuilt tokenizer must equal
-    the checkpoint's: evaluating on differently tokenised data would give meaningless numbers.
+    groups, go into them (`datamodule_arguments`). The text of each corpus must be the one the
+    checkpoint trained on (`check_corpus_text`; stderr names the files read). With `module`, the
+    rebuilt tokenizer must equal the checkpoint's: evaluating on differently tokenised data would
+    give meaningless numbers.
     """
     hparams = read_checkpoint(path).get("datamodule_hyper_parameters")
     if not isinstance(hparams, dict) or not hparams.get("_class_path"):
@@ -272,9 +348,14 @@ def load_datamodule(path: str | Path, module: LanguageModule | None = None, **lo
         datamodule = cls(**datamodule_arguments(cls, hparams, locations))
     except TypeError as err:
         raise CheckpointError(f"{path}: its datamodule arguments do not build {cls.__name__}: {err}") from None
+    if locations.get("data_paths") and not isinstance(datamodule, TextFingerprints):
+        raise CheckpointError(f"--data_path names a corpus's text, but the data of {path} "
+                              f"({cls.__name__}) reads no text corpora")
+    for line in check_corpus_text(path, datamodule, tool_hint):
+        print(line, file=sys.stderr, flush=True)
     if module is not None and module.tokenizer is not None and datamodule.tokenizer != module.tokenizer:
         raise CheckpointError(
             f"the datamodule rebuilt from {path} has a different tokenizer (the data and cache "
-            "folders it records are not reused: pass --data_dir / --cache_dir)"
+            "folders it records are not reused: pass --data_path NAME=PATH, --data_dir or --cache_dir)"
         )
     return datamodule

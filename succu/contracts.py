@@ -177,6 +177,46 @@ class TextSplits:
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class CorpusText:
+    """Which text a corpus is read from, and its fingerprint.
+
+    Attributes:
+        name: the corpus name.
+        origin: where the text is read from, for messages (a file, a folder or list and its file
+            count, a hub dataset).
+        setting: the datamodule setting that names its text (e.g. `data_path`), for hints.
+        size: bytes of its files, in order (None: a hub dataset, which has no files to hash).
+        sha256: hex sha256 of those bytes (one file: what `sha256sum` prints).
+        files: how many files.
+        problem: why no text can be read (no file found, the hub offline); None when it can.
+    """
+
+    name: str
+    origin: str
+    setting: str
+    size: int | None = None
+    sha256: str | None = None
+    files: int | None = None
+    problem: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        """What a checkpoint keeps: the name and the fingerprint, plain data, no path."""
+        return {"name": self.name, "size": self.size, "sha256": self.sha256, "files": self.files}
+
+
+class TextFingerprints:
+    """A datamodule that says which text each of its corpora is read from, with a fingerprint.
+
+    `corpus_texts()` is a `CorpusText` per corpus, in index order. A checkpoint records their
+    `record()`s (`LanguageModule.on_save_checkpoint`); tools that score a corpus compare them with
+    the text they are about to read and refuse another (`succu.checkpoint.check_corpus_text`).
+    """
+
+    def corpus_texts(self) -> list[CorpusText]:
+        raise NotImplementedError
+
+
 class TrainingTokenCounts:
     """A datamodule that counts each vocabulary id over the text it trains on.
 

@@ -3,6 +3,7 @@
     python -m succu.evaluate --ckpt runs/gpt_shakespeare_char/version_0/checkpoints/last.ckpt --text my.txt
     python -m succu.evaluate --ckpt CKPT --corpus shakespeare      # the test split of its own data
     python -m succu.evaluate --ckpt CKPT --corpus                  # every corpus it was trained on
+    python -m succu.evaluate --ckpt CKPT --corpus --data_path mytext=my.txt   # your own text's test split
 
 Reports, per text or corpus, the loss (mean nats per scored token), the perplexity (its exp) and
 bits per character (total nats / (ln 2 x characters of the scored text as the tokenizer reads it,
@@ -18,9 +19,13 @@ window gives); each token is scored exactly once, by the first window that reach
 smaller stride gives later tokens more context.
 
 --corpus [NAME] rebuilds the datamodule the checkpoint was trained on
-(`succu.checkpoint.load_datamodule`; its recorded paths are not reused: --data_dir, --cache_dir)
-and scores its test split (--split val for validation), the same batches `fit test` scores. Data
-with no test split is scored on validation, with a note.
+(`succu.checkpoint.load_datamodule`; its recorded paths are not reused: --data_path NAME=PATH,
+--data_dir, --cache_dir) and scores its test split (--split val for validation), the same batches
+`fit test` scores (and validation's are the fit's: the same windows give its val/loss). Data with
+no test split is scored on validation, with a note. It names the file(s) each corpus is read from
+and checks them against the fingerprint (size, sha256) the checkpoint recorded: another text is
+refused in one line naming both; a checkpoint written before fingerprints is scored with a note
+that its text could not be checked.
 
 A gated model (GatedGPT) runs at --alpha: one number in [0, 1] for a two-source dial, K
 comma-separated shares summing to 1 for a K-source one (--alpha 0.2,0.3,0.5). Without it (a note
@@ -191,7 +196,7 @@ def held_out_batches(args: argparse.Namespace, datamodule) -> tuple[str, list[di
 
 def evaluate_corpus(args: argparse.Namespace, module: LanguageModule, kwargs: dict[str, Any]) -> dict[str, Score]:
     datamodule = load_datamodule(args.ckpt, module, data_dir=args.data_dir, cache_dir=args.cache_dir,
-                                 **untested_split(args.ckpt))
+                                 data_paths=args.data_paths, **untested_split(args.ckpt))
     names = list(datamodule.corpora) if isinstance(datamodule, NamedCorpora) else [type(datamodule).__name__]
     if args.corpus != ALL and args.corpus not in names:
         fail(f"--corpus {args.corpus}: the checkpoint's data has {', '.join(names)} "
@@ -239,6 +244,8 @@ def dial(args: argparse.Namespace, module: LanguageModule, position: Position | 
 
 def compute_scores(args: argparse.Namespace) -> dict[str, Any]:
     """The scores asked for; bad input raises (run_cli turns it into one line)."""
+    if args.text is not None and args.data_paths:
+        fail("--data_path names a corpus's text for --corpus; --text scores its file as it is")
     position = None if args.alpha is None else parse_position(args.alpha)  # before the load
     if args.batch_size < 1:
         raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")

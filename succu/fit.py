@@ -21,7 +21,9 @@ summary line when no progress bar draws, `last.ckpt` and flushed metrics whateve
 and a greedy talk with the fitted model when its data has QA probes).
 Run folders (claiming a version, `--ckpt_path last`, cleaning up a failed start) are
 `succu.runs`; device requests that cannot start are refused before the Trainer is built
-(`succu.devices`). validate/test get no loggers unless the config names them.
+(`succu.devices`). validate/test get no loggers unless the config names them; with `--ckpt_path`
+they name the file(s) each corpus is read from and refuse, in one line naming both fingerprints,
+a text that is not the one the checkpoint trained on (`succu.checkpoint.check_corpus_text`).
 
 Errors: bad configuration or input found before training starts is one `error:` line (exit 2);
 an error once batches run is re-raised with its traceback. SIGTERM writes `last.ckpt` of the
@@ -64,7 +66,7 @@ from callbacks.progress import LearningRate, ProgressLog  # noqa: E402
 from callbacks.qa import TalkAfterFit  # noqa: E402
 from callbacks.safety import FiniteTraining, PreemptionCheckpoint  # noqa: E402
 from succu import runs  # noqa: E402
-from succu.checkpoint import AtomicCheckpointIO, read_checkpoint  # noqa: E402
+from succu.checkpoint import AtomicCheckpointIO, check_corpus_text, read_checkpoint  # noqa: E402
 from succu.devices import check_devices  # noqa: E402
 from succu.errors import NonFiniteError, TrainingError, run_cli  # noqa: E402
 from succu.modules.base import LanguageModule  # noqa: E402
@@ -198,6 +200,24 @@ class SuccuCLI(LightningCLI):
             if self.run_started.started and isinstance(err, Exception) and not isinstance(err, NonFiniteError):
                 raise TrainingError(f"{subcommand} failed while running: {err}") from err
             raise
+
+    def before_validate(self) -> None:
+        self.check_scored_text()
+
+    def before_test(self) -> None:
+        self.check_scored_text()
+
+    def check_scored_text(self) -> None:
+        """validate/test `--ckpt_path CKPT`: the data's text must be what CKPT trained on (else one
+        line naming both fingerprints, before anything is scored); rank 0 names the files read."""
+        path = self.config_init[self.subcommand].get("ckpt_path")
+        if not path or not Path(path).is_file():  # none, or Lightning's "best"/"last" (it says so)
+            return
+        lines = check_corpus_text(path, self.datamodule,
+                                  lambda text: f"give the text it trained on with --data.init_args.{text.setting} PATH")
+        if runs.launched_as_rank_zero():
+            for line in lines:
+                print(line, file=sys.stderr, flush=True)
 
     def before_fit(self) -> None:
         """Remove orphan temporary files from the run's checkpoint folders; then `--ckpt_path

@@ -5,8 +5,8 @@
     python -m succu.sweep alpha --ckpt runs/abcgpt_char/version_0/checkpoints/last.ckpt --alphas 0:1:0.1
 
 Each kind lives in its own module that exposes `HELP` (one line), `add_arguments(parser)` and
-`run(args)`; registering a new kind is one entry in SWEEPS. Every kind also gets `--data_dir` and
-`--cache_dir`: the paths a checkpoint records are not reused.
+`run(args)`; registering a new kind is one entry in SWEEPS. Every kind also gets `--data_path
+NAME=PATH`, `--data_dir` and `--cache_dir`: the paths a checkpoint records are not reused.
 
 Outputs: each kind checks that `--out` is a folder it can create and write before it loads
 anything (else one `error:` line naming it, exit 2), removes temporary files that killed writes
@@ -28,9 +28,27 @@ SWEEPS: dict[str, str] = {
 }
 
 
+class NamedPaths(argparse.Action):
+    """`NAME=PATH`, repeatable, into {name: [paths]}: a corpus's text, several files in order."""
+
+    def __call__(self, parser, namespace, value, option_string=None) -> None:
+        name, sep, path = str(value).partition("=")
+        if not (sep and name and path):
+            raise argparse.ArgumentError(self, f"{value!r}: give NAME=PATH, a corpus's name and its "
+                                               "text (e.g. mytext=my.txt)")
+        paths = {k: list(v) for k, v in (getattr(namespace, self.dest) or {}).items()}
+        paths.setdefault(name, []).append(path)
+        setattr(namespace, self.dest, paths)
+
+
 def add_location_arguments(parser: argparse.ArgumentParser) -> None:
     """Every sweep rebuilds its data from a checkpoint, whose own paths are never reused
     (succu.checkpoint.load_datamodule): the user names them here."""
+    parser.add_argument("--data_path", dest="data_paths", action=NamedPaths, default=None, metavar="NAME=PATH",
+                        help="the text of corpus NAME: a file or a folder of .txt files (repeat for "
+                             "more files, in order, or for other corpora); default: the corpus's file "
+                             "in --data_dir (your own text: NAME.txt or a folder NAME). It must be "
+                             "the text the checkpoint trained on")
     parser.add_argument("--data_dir", default=None,
                         help="folder with the data files (default: $SUCCU_DATA_DIR, else ./data and "
                              "../shared/data; the succulent world is generated)")

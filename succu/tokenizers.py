@@ -5,9 +5,10 @@ Every tokenizer is a plain object with `encode`, `decode`, a vocabulary list and
 to talk to a model. Special tokens are optional: the word tokenizer has `<PAD> <BOS> <EOS> <UNK>`
 (the SuccuLM convention), character tokenizers may have none.
 
-The corpus tokenizers, `CharTokenizer` and `BPETokenizer` (byte-level, trained locally with HF
-`tokenizers`), also carry the surface rules their training text went through (`fold_ascii`,
-`abc_style`) and apply them in `encode`, so a raw prompt lands on the form the model was trained on.
+The corpus tokenizers, `WordTokenizer`, `CharTokenizer` and `BPETokenizer` (byte-level, trained
+locally with HF `tokenizers`), also carry the surface rules their training text went through
+(`fold_ascii`, `abc_style`) and apply them in `encode`, so a raw prompt lands on the form the model
+was trained on.
 """
 
 from __future__ import annotations
@@ -134,41 +135,6 @@ def join_words(words: Iterable[str]) -> str:
     return text
 
 
-class WordTokenizer(Tokenizer):
-    """Whole-word vocabulary: specials `<PAD> <BOS> <EOS> <UNK>` first, then words sorted.
-
-    This is the reference SuccuLM's `make_word2id`: ids are stable for a given word set, so an
-    embeddings file `{word: vector}` or a pairs file from the reference maps onto the same ids.
-    Unknown words encode to `<UNK>` rather than failing, so any prompt can be asked.
-    """
-
-    kind = "word"
-
-    def __init__(self, vocab: Iterable[str]):
-        vocab = list(vocab)
-        if tuple(vocab[: len(SPECIALS)]) != SPECIALS:
-            raise ValueError(f"a WordTokenizer vocabulary must start with {list(SPECIALS)}")
-        super().__init__(vocab)
-
-    @classmethod
-    def from_words(cls, words: Iterable[str]) -> WordTokenizer:
-        rest = sorted(set(words) - set(SPECIALS))
-        return cls([*SPECIALS, *rest])
-
-    def encode(self, text: str) -> list[int]:
-        unk = self.stoi["<UNK>"]
-        return [self.stoi.get(w, unk) for w in split_words(text)]
-
-    def unknown(self, text: str) -> Counter[str]:
-        return Counter(w for w in split_words(text) if w not in self.stoi)
-
-    def without_unknown(self, text: str) -> str:
-        return join_words(w for w in split_words(text) if w in self.stoi)
-
-    def decode(self, ids: Iterable[int]) -> str:
-        return join_words(self.vocab[i] for i in ids)
-
-
 # ---- text surface rules shared by the corpus tokenizers ----------------------------------------
 # Curly quotes, dashes and the ellipsis folded to ASCII (TinyStories has a few; tinyshakespeare none).
 ASCII_FOLD = str.maketrans(
@@ -221,7 +187,7 @@ def normalize_text(text: str, names: Iterable[str]) -> str:
 
 
 class CorpusTokenizer(Tokenizer):
-    """A tokenizer for running text that knows the surface rules its training text went through.
+    """A tokenizer for text corpora that knows the surface rules its training text went through.
 
     `encode` applies those rules first, so a raw prompt lands on the model's surface form (curly
     quotes folded, or the abcGPT lowercase form); the data pipeline, which has normalised already,
@@ -243,6 +209,59 @@ class CorpusTokenizer(Tokenizer):
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "normalizers": list(self.normalizers)}
+
+
+class WordTokenizer(CorpusTokenizer):
+    """Whole-word vocabulary: specials `<PAD> <BOS> <EOS> <UNK>` first, then words sorted.
+
+    This is the reference SuccuLM's `make_word2id`: ids are stable for a given word set, so an
+    embeddings file `{word: vector}` or a pairs file from the reference maps onto the same ids.
+    Words are `split_words`'s (lowercased, `. , ? !` on their own), after the surface rules when a
+    text corpus has any. Unknown words encode to `<UNK>` rather than failing, so any prompt can be
+    asked.
+    """
+
+    kind = "word"
+
+    def __init__(self, vocab: Iterable[str], normalizers: Iterable[str] = ()):
+        vocab = list(vocab)
+        if tuple(vocab[: len(SPECIALS)]) != SPECIALS:
+            raise ValueError(f"a WordTokenizer vocabulary must start with {list(SPECIALS)}")
+        super().__init__(vocab, normalizers)
+
+    @classmethod
+    def from_words(cls, words: Iterable[str], normalizers: Iterable[str] = ()) -> WordTokenizer:
+        rest = sorted(set(words) - set(SPECIALS))
+        return cls([*SPECIALS, *rest], normalizers)
+
+    def words(self, text: str) -> list[str]:
+        return split_words(self.normalize(text))
+
+    def encode(self, text: str) -> list[int]:
+        unk = self.stoi["<UNK>"]
+        return [self.stoi.get(w, unk) for w in self.words(text)]
+
+    def encode_batch(self, texts: list[str], *, normalized: bool = False) -> list[Any]:
+        unk = self.stoi["<UNK>"]
+        split = split_words if normalized else self.words
+        return [np.asarray([self.stoi.get(w, unk) for w in split(t)], dtype=np.int64) for t in texts]
+
+    def unknown(self, text: str) -> Counter[str]:
+        return Counter(w for w in self.words(text) if w not in self.stoi)
+
+    def without_unknown(self, text: str) -> str:
+        return join_words(w for w in self.words(text) if w in self.stoi)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return join_words(self.vocab[i] for i in ids)
+
+    def state_dict(self) -> dict[str, Any]:
+        # The succulent world's tokenizer has no surface rules: its state stays {kind, vocab}.
+        return super().state_dict() if self.normalizers else Tokenizer.state_dict(self)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> WordTokenizer:
+        return cls(state["vocab"], state.get("normalizers", ()))
 
 
 class CharTokenizer(CorpusTokenizer):

@@ -249,8 +249,9 @@ def test_composed_run_gets_the_shared_loggers_and_checkpoints(tmp_path):
 
 
 def test_validating_a_checkpoint_on_other_data_is_refused(tmp_path, capsys):
-    """The data's tokenizer must be the checkpoint's: another vocabulary would give meaningless
-    numbers (same size) or a size-mismatch traceback (other size)."""
+    """The data must be the checkpoint's: its corpora (by their text fingerprints) and, for a
+    checkpoint that records none, its tokenizer: another vocabulary would give meaningless numbers
+    (same size) or a size-mismatch traceback (other size)."""
     configs = Path(SUCCULM).parent
     tiny = ["--model.init_args.model.n_layer", "1", "--model.init_args.model.n_embd", "16",
             "--model.init_args.model.n_head", "2", "--trainer.logger", "false",
@@ -262,6 +263,16 @@ def test_validating_a_checkpoint_on_other_data_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         fit.main(["validate", "--config", str(configs / "gpt_tinystories_char.yaml"), *tiny,
                   "--ckpt_path", ckpt])
+    assert exc.value.code == 2
+    err = error_line(capsys.readouterr().err)
+    assert err.startswith(f"error: {ckpt} did not train on a corpus named tinystories (it trained on shakespeare)")
+    older = tmp_path / "older.ckpt"  # no fingerprints: the tokenizer still tells
+    state = torch.load(ckpt, weights_only=True)
+    del state["succu"]["corpora"]
+    torch.save(state, older)
+    with pytest.raises(SystemExit) as exc:
+        fit.main(["validate", "--config", str(configs / "gpt_tinystories_char.yaml"), *tiny,
+                  "--ckpt_path", str(older)])
     assert exc.value.code == 2
     err = error_line(capsys.readouterr().err)
     assert "the checkpoint's tokenizer (char, 65 tokens) is not the data's" in err

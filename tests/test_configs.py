@@ -22,7 +22,7 @@ def test_there_are_configs():
     assert any(p.name == "succulm.yaml" for p in CONFIGS)
 
 
-def stage1_embeddings(folder: Path) -> None:
+def stage1_embeddings(folder: Path) -> list[str]:
     """What configs/succulm_stage1.yaml leaves for stage 2 (fast_dev_run writes no file): one
     vector per word of the shared vocabulary, at the model's width."""
     from datamodules.succulent import SuccuPairsDataModule
@@ -33,18 +33,26 @@ def stage1_embeddings(folder: Path) -> None:
     width = SuccuLMConfig(profile="upper_middle").resolved().n_embd
     write_embeddings_json(folder / "runs/succulm_stage1/succulm_embeddings.json", tokenizer,
                           torch.randn(tokenizer.vocab_size, width))
+    return []
 
 
-# Configs that read what another config's run writes: make that file first.
-PREPARE = {"succulm_stage2": stage1_embeddings}
+def own_text(folder: Path) -> list[str]:
+    """What configs/gpt_text.yaml asks of its user: a text of theirs, given on the command line."""
+    path = folder / "my.txt"
+    path.write_text("".join(f"Line {i}: the cat sat on the mat, {i * i} times.\n" for i in range(400)))
+    return ["--data.init_args.data_path", str(path)]
+
+
+# Configs that read what another config's run writes, or a user's file: make it first (and name it).
+PREPARE = {"succulm_stage2": stage1_embeddings, "gpt_text": own_text}
 
 
 @pytest.mark.parametrize("configs", PARAMS, ids=lambda c: c[-1].stem)
 def test_config_runs_fast_dev_run(configs, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    if configs[0].stem in PREPARE:
-        PREPARE[configs[0].stem](tmp_path)
     given = [arg for config in configs for arg in ("--config", str(config))]
+    if configs[0].stem in PREPARE:
+        given += PREPARE[configs[0].stem](tmp_path)
     cli = fit.main([*given, "--trainer.fast_dev_run", "1",
                     "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"])
     assert cli.trainer.state.finished

@@ -243,7 +243,8 @@ def test_a_model_and_data_of_different_sizes_are_refused(make_dm, tmp_path):
                          eval_alphas=[[1, 0, 0]], **TINY)
     trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_progress_bar=False,
                         default_root_dir=tmp_path, callbacks=[AlphaBetaSampling()])
-    with pytest.raises(ValueError, match="n_sources=3 but the data has 2 corpora"):
+    with pytest.raises(ValueError, match=r"n_sources=3 but the data has 2 corpora \(tinystories, "
+                                         r"shakespeare\): set --model.init_args.model.n_sources 2"):
         trainer.fit(module, datamodule=dm)
 
 

@@ -324,19 +324,27 @@ def test_offline_hub_without_a_local_file_names_the_setting(tmp_path, monkeypatc
         assert setting in message and "roneneldan/TinyStories" in message and "\n" not in message
 
 
-def test_unknown_names_are_rejected():
-    with pytest.raises(ValueError, match="unknown corpus"):
-        MixtureDataModule(corpora=["tinystories", "klingon"])
+def test_unknown_names_are_rejected(tmp_path):
+    # A name that is not registered is the user's own text: without a file for it, one line that
+    # lists every registered corpus.
+    dm = MixtureDataModule(corpora=["tinystories", "klingon"], tokens=Tokens(cache_dir=str(tmp_path)))
+    with pytest.raises(CorpusError, match=r"klingon: no text for corpus 'klingon': .* not a registered "
+                                          r"corpus \(kjv, shakespeare, tinystories\); set sources.data_paths.klingon"):
+        _ = dm.vocab_size
     with pytest.raises(ValueError, match="tokenizer_kind"):
-        ShakespeareDataModule(tokens=Tokens(tokenizer_kind="word"))
+        ShakespeareDataModule(tokens=Tokens(tokenizer_kind="sentencepiece"))
     with pytest.raises(ValueError, match="source"):
         resolve_source(corpus_spec("shakespeare"), source="web")
 
 
-def test_unknown_corpus_lists_the_known_ones():
-    corpus_spec("shakespeare")
-    corpus_spec("tinystories")
-    with pytest.raises(ValueError, match=r"unknown corpus 'klingon'; known corpora: \[.*'shakespeare'"):
+def test_unknown_corpus_lists_every_registered_one_imported_or_not(monkeypatch):
+    import sys
+
+    from datamodules.corpora import CORPORA
+
+    monkeypatch.delitem(CORPORA, "kjv", raising=False)  # as in a process that never imported it
+    monkeypatch.delitem(sys.modules, "datamodules.kjv", raising=False)
+    with pytest.raises(ValueError, match=r"unknown corpus 'klingon'; known corpora: \['kjv', 'shakespeare', 'tinystories'\]"):
         corpus_spec("klingon")
     with pytest.raises(ValueError, match="unknown corpus 'klingon.opera'"):
         corpus_spec("klingon.opera")

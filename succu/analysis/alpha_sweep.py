@@ -143,7 +143,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     module = load_module(args.ckpt)
     if not module.has_dial:
         raise ValueError(f"{args.ckpt} holds {type(module.model).__name__}, which has no alpha dial")
-    datamodule = load_datamodule(args.ckpt, module, data_dir=args.data_dir, cache_dir=args.cache_dir)
+    datamodule = load_datamodule(args.ckpt, module, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                                 data_paths=args.data_paths)
     names = list(datamodule.corpora) if isinstance(datamodule, NamedCorpora) else ["data"]
     # The dial spans the data's corpora (a model of another size fails at its first forward).
     alphas = dial_grid(max(2, len(names)), args.alphas, args.step)

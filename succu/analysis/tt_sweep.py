@@ -435,7 +435,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     out = writable_folder(args.out)  # before any work: a bad --out must not cost the sweep
     remove_orphans([out])
     module = load_module(args.ckpt)
-    datamodule = load_datamodule(args.ckpt, module, data_dir=args.data_dir, cache_dir=args.cache_dir)
+    datamodule = load_datamodule(args.ckpt, module, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                                 data_paths=args.data_paths)
     probe = make_probe(datamodule, args)
     rows = sweep(module, probe, cells, None, args.layout, modes, baseline=not args.no_baseline)
     table = markdown_rows(rows)

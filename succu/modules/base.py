@@ -7,7 +7,7 @@ takes that config whole as its `model` argument (YAML: `model.init_args.model.n_
 hyperparameter of the network is declared once, in the dataclass, with its docstring. Everything
 else lives here once: the next-token loss and perplexity, AdamW with decay/no-decay groups and
 warmup-then-cosine, per-corpus validation losses, generation with the KV cache, and the tokenizer
-carried inside every checkpoint.
+(and each corpus's text fingerprint) carried inside every checkpoint.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.utilities import GradClipAlgorithmType
 from torchmetrics.text import Perplexity
 
-from succu.contracts import DialModel, KVCacheModel, NamedCorpora
+from succu.contracts import DialModel, KVCacheModel, NamedCorpora, TextFingerprints
 from succu.loggers import logged_step
 from succu.nn.utils import eval_mode
 from succu.optim import AdamW, warmup_cosine
@@ -271,6 +271,10 @@ class LanguageModule(L.LightningModule):
             "module": f"{cls.__module__}.{cls.__qualname__}",
             "tokenizer": None if self.tokenizer is None else self.tokenizer.state_dict(),
         }
+        # Each corpus's name and text fingerprint (no path): tools refuse to score another text.
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        if isinstance(datamodule, TextFingerprints):
+            checkpoint[CHECKPOINT_KEY]["corpora"] = [text.record() for text in datamodule.corpus_texts()]
         # Layers swapped after construction (TTLinear) are not in the hyperparameters; record them
         # so loading can rebuild the same structure before the state dict arrives. A TTLinear can
         # only exist once succu.nn.tt is imported, so a run without one never imports tensorly.
