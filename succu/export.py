@@ -34,6 +34,9 @@ from succu.modules.base import LanguageModule
 from succu.tokenizers import Tokenizer
 
 FORMATS = ("hf", "succu")
+# The file that marks a folder of each format: writing one format over the other would leave a
+# folder neither reads (a stale succu.json names the wrong tensors; config.json the wrong model).
+MARKERS = {"hf": "config.json", "succu": "succu.json"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +67,10 @@ def main(argv: list[str] | None = None) -> Path:
 def export_main(argv: list[str] | None) -> Path:
     args = parse(argv)
     position = None if args.alpha is None else parse_position(args.alpha)  # before the load
+    for other, marker in MARKERS.items():
+        if other != args.format and (Path(args.out) / marker).exists():
+            fail(f"OUT {args.out} holds a --format {other} export ({marker}); write --format "
+                 f"{args.format} into another folder")
     ckpt = read_checkpoint(args.ckpt)
     module = module_from_checkpoint(ckpt, args.ckpt).eval()
     name = type(module.model).__name__
@@ -116,6 +123,8 @@ def hf_files(module: LanguageModule, alpha: Position | None) -> dict[str, bytes 
     }
     if tok is not None:
         files.update(tokenizer_files(tok, block_size))
+    else:
+        print("note: the checkpoint has no tokenizer; OUT holds the model only", file=sys.stderr)
     return files
 
 

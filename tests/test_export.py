@@ -294,6 +294,10 @@ def test_bad_flags_are_one_line(ckpts, tmp_path, capsys):
         ["--ckpt", ckpts["gated-0"], str(tmp_path), "--format", "succu", "--alpha", "0"], capsys)
     assert "invalid choice: 'onnx'" in refused(["--ckpt", ckpts["gpt"], str(tmp_path), "--format", "onnx"], capsys)
     assert "checkpoint not found" in refused(["--ckpt", str(tmp_path / "nope.ckpt"), str(tmp_path)], capsys)
+    export.main(["--ckpt", ckpts["gpt"], str(tmp_path / "hf")])
+    assert refused(["--ckpt", ckpts["gpt"], str(tmp_path / "hf"), "--format", "succu"], capsys) == (
+        f"error: OUT {tmp_path / 'hf'} holds a --format hf export (config.json); write --format "
+        "succu into another folder")
 
 
 def test_a_missing_extra_is_one_line_naming_the_install(ckpts, tmp_path, monkeypatch, capsys):
