@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> Path:
 def export_main(argv: list[str] | None) -> Path:
     args = parse(argv)
     position = None if args.alpha is None else parse_position(args.alpha)  # before the load
+    if args.format == "succu" and position is not None:
+        fail("--alpha is for --format hf; --format succu keeps the whole dial")
     for other, marker in MARKERS.items():
         if other != args.format and (Path(args.out) / marker).exists():
             fail(f"OUT {args.out} holds a --format {other} export ({marker}); write --format "
@@ -75,8 +77,6 @@ def export_main(argv: list[str] | None) -> Path:
     module = module_from_checkpoint(ckpt, args.ckpt).eval()
     name = type(module.model).__name__
     if args.format == "succu":
-        if position is not None:
-            fail("--alpha is for --format hf; --format succu keeps the whole dial")
         folder = module_checkpoint(module)
         folder["datamodule_hyper_parameters"] = ckpt.get("datamodule_hyper_parameters")
         write_folder(folder, writable_folder(args.out, "OUT"))

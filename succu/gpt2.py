@@ -106,8 +106,8 @@ def gpt2_form(model: nn.Module, alpha: Position | None = None) -> GPT2Form:
 def no_gpt2_reason(model: nn.Module) -> str:
     name = type(model).__name__
     if isinstance(model, HypersurfaceLM) and model.cfg.variant in BASELINES:
-        why = (f"its baseline {model.cfg.variant} is GPT-like but has its own module tree, which "
-               "is not mapped")
+        why = (f"baseline {model.cfg.variant} has a GPT's shape, but export does not map "
+               "HypersurfaceLM's module tree")
     elif isinstance(model, HypersurfaceLM):
         why = ("a hypernetwork transforms the token latents anew at every position, so no fixed "
                "embedding or head gives its logits")
