@@ -119,6 +119,11 @@ def transformers():
 
 
 @pytest.fixture(scope="module")
+def safetensors():
+    return pytest.importorskip("safetensors", reason='the export extra is not installed: pip install -e ".[export]"')
+
+
+@pytest.fixture(scope="module")
 def exported(ckpts, transformers, tmp_path_factory) -> dict[str, tuple]:
     """name -> (succu module, transformers model, transformers tokenizer) of every case."""
     root = tmp_path_factory.mktemp("hf")
@@ -280,7 +285,7 @@ def test_other_models_are_refused_saying_why(tmp_path, capsys, cls, config, reas
     assert line.startswith(f"error: {reason}") and line.endswith("(--format succu writes any model)")
 
 
-def test_an_unwritable_out_is_one_line(ckpts, tmp_path, capsys):
+def test_an_unwritable_out_is_one_line(ckpts, safetensors, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     line = refused(["--ckpt", ckpts["gpt"], str(blocker)], capsys)
@@ -294,6 +299,9 @@ def test_bad_flags_are_one_line(ckpts, tmp_path, capsys):
         ["--ckpt", ckpts["gated-0"], str(tmp_path), "--format", "succu", "--alpha", "0"], capsys)
     assert "invalid choice: 'onnx'" in refused(["--ckpt", ckpts["gpt"], str(tmp_path), "--format", "onnx"], capsys)
     assert "checkpoint not found" in refused(["--ckpt", str(tmp_path / "nope.ckpt"), str(tmp_path)], capsys)
+
+
+def test_one_format_is_not_written_over_the_other(ckpts, safetensors, tmp_path, capsys):
     export.main(["--ckpt", ckpts["gpt"], str(tmp_path / "hf")])
     assert refused(["--ckpt", ckpts["gpt"], str(tmp_path / "hf"), "--format", "succu"], capsys) == (
         f"error: OUT {tmp_path / 'hf'} holds a --format hf export (config.json); write --format "
@@ -329,8 +337,7 @@ def every_model(tmp_path: Path) -> dict[str, tuple[str, dict]]:
             for name, (m, kw) in modules.items()}
 
 
-def test_the_safetensors_form_loads_back_identical(tmp_path):
-    pytest.importorskip("safetensors", reason='the export extra is not installed: pip install -e ".[export]"')
+def test_the_safetensors_form_loads_back_identical(safetensors, tmp_path):
     for name, (ckpt, kw) in every_model(tmp_path).items():
         folder = tmp_path / f"{name}-folder"
         export.main(["--ckpt", ckpt, str(folder), "--format", "succu"])
@@ -345,8 +352,7 @@ def test_the_safetensors_form_loads_back_identical(tmp_path):
     assert json.loads((tmp_path / "succulm-tt-folder" / "succu.json").read_text())["succu"]["tt_layers"]
 
 
-def test_tools_take_the_folder_and_check_it(ckpts, tmp_path, capsys):
-    pytest.importorskip("safetensors", reason='the export extra is not installed: pip install -e ".[export]"')
+def test_tools_take_the_folder_and_check_it(ckpts, safetensors, tmp_path, capsys):
     folder = tmp_path / "gpt"
     export.main(["--ckpt", ckpts["gpt"], str(folder), "--format", "succu"])
     args = ["--prompt", "the king", "--max_new_tokens", "5", "--greedy"]
