@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[dev,serve-test]"
+	$(PY) -m pip install -q -e ".[dev,serve-test,export-test]"
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv and install succu (torch pinned first, CPU wheel)

@@ -46,6 +46,15 @@ FIVE_POINTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 # ---- positions ------------------------------------------------------------------------------
 def check_alpha(alpha: torch.Tensor | float) -> None:
+    """alpha (a number, or a tensor of them) in [0, 1]; anything else is one ValueError.
+
+    A Python number is checked as a Python number (rounded to float32, as the tensor it becomes),
+    so a forward pass at a fixed position has no data-dependent branch: torch.export traces it."""
+    if isinstance(alpha, (int, float)):
+        a = float(np.float32(alpha))
+        if not 0 <= a <= 1:  # NaN fails too
+            raise ValueError(f"alpha must be in [0, 1], got {a:g}")
+        return
     a = torch.as_tensor(alpha)
     if not bool(((a >= 0) & (a <= 1)).all()):
         bad = a.flatten()[~((a.flatten() >= 0) & (a.flatten() <= 1))][0].item()
@@ -54,7 +63,16 @@ def check_alpha(alpha: torch.Tensor | float) -> None:
 
 def check_simplex(alpha: torch.Tensor | Sequence[float], k: int) -> torch.Tensor:
     """A K-source dial position as a float tensor, (k,) or (B, k): non-negative, each row summing
-    to 1 within SIMPLEX_TOLERANCE; anything else is one ValueError naming the value."""
+    to 1 within SIMPLEX_TOLERANCE; anything else is one ValueError naming the value. K Python
+    numbers are checked as Python numbers, as `check_alpha` does, before they become a tensor."""
+    if isinstance(alpha, Sequence) and all(isinstance(x, (int, float)) for x in alpha):
+        shares = [float(np.float32(x)) for x in alpha]  # the float32 values the tensor will hold
+        if len(shares) != k:
+            raise ValueError(f"alpha must be a point of the {k}-source simplex ({k} shares, or "
+                             f"(B, {k})), got shape ({len(shares)},)")
+        if not (all(x >= 0 for x in shares) and abs(sum(shares) - 1.0) <= SIMPLEX_TOLERANCE):
+            raise ValueError(simplex_message(shares, k))
+        return torch.tensor(shares, dtype=torch.float32)
     a = torch.as_tensor(alpha, dtype=torch.float32) if not isinstance(alpha, torch.Tensor) else alpha
     if a.dim() not in (1, 2) or a.shape[-1] != k:
         raise ValueError(f"alpha must be a point of the {k}-source simplex ({k} shares, or (B, {k})), "
@@ -62,11 +80,14 @@ def check_simplex(alpha: torch.Tensor | Sequence[float], k: int) -> torch.Tensor
     rows = a.detach().reshape(-1, k).double()
     ok = (rows >= 0).all(-1) & ((rows.sum(-1) - 1.0).abs() <= SIMPLEX_TOLERANCE)  # NaN fails both
     if not bool(ok.all()):
-        row = rows[int((~ok).nonzero()[0])]
-        shown = ",".join(f"{x:g}" for x in row.tolist())
-        raise ValueError(f"alpha must be {k} non-negative shares summing to 1 (within "
-                         f"{SIMPLEX_TOLERANCE:g}), got {shown} (sum {float(row.sum()):g})")
+        raise ValueError(simplex_message(rows[int((~ok).nonzero()[0])].tolist(), k))
     return a
+
+
+def simplex_message(row: list[float], k: int) -> str:
+    shown = ",".join(f"{x:g}" for x in row)
+    return (f"alpha must be {k} non-negative shares summing to 1 (within {SIMPLEX_TOLERANCE:g}), "
+            f"got {shown} (sum {sum(row):g})")
 
 
 def position_label(alpha: Position) -> str:

@@ -9,16 +9,25 @@ The corpus tokenizers, `WordTokenizer`, `CharTokenizer` and `BPETokenizer` (byte
 locally with HF `tokenizers`), also carry the surface rules their training text went through
 (`fold_ascii`, `abc_style`) and apply them in `encode`, so a raw prompt lands on the form the model
 was trained on.
+
+`to_hf()` gives each of them as a Hugging Face `tokenizers.Tokenizer` that encodes any text to
+the same ids, its surface rules rebuilt as that library's normalizers (`hf_normalizers`): what
+`python -m succu.export` writes as tokenizer.json.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer as HFTokenizer
 
 SPECIALS = ("<PAD>", "<BOS>", "<EOS>", "<UNK>")
 PUNCTUATION = (".", ",", "?", "!")
@@ -97,6 +106,11 @@ class Tokenizer:
     def from_state(cls, state: dict[str, Any]) -> Tokenizer:
         return cls(state["vocab"])
 
+    def to_hf(self) -> HFTokenizer:
+        """This tokenizer as a Hugging Face `tokenizers.Tokenizer`: the same ids for any text,
+        the specials registered as special tokens."""
+        raise NotImplementedError
+
 
 def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
     """Rebuild a tokenizer saved by `Tokenizer.state_dict()`."""
@@ -146,7 +160,8 @@ ASCII_FOLD = str.maketrans(
         "\u2026": "...",
     }
 )
-ABC_PUNCTUATION = re.compile(r"([.,!?;:])")
+ABC_MARKS = ".,!?;:"
+ABC_PUNCTUATION = re.compile(f"([{re.escape(ABC_MARKS)}])")
 HORIZONTAL_SPACE = re.compile(r"[ \t]+")
 SPACE_AROUND_NEWLINE = re.compile(r"[ \t]*\n[ \t]*")
 
@@ -186,6 +201,44 @@ def normalize_text(text: str, names: Iterable[str]) -> str:
     return text
 
 
+# ---- the same rules as Hugging Face `tokenizers` normalizers (tokenizer.json) -----------------
+# Python's str.lower() writes a capital sigma that ends a word as the final form (Unicode's
+# Final_Sigma condition: a cased letter before it, none after, case-ignorable characters skipped);
+# the library's Lowercase maps one character at a time, so those sigmas are replaced first.
+FINAL_SIGMA = r"(?<=\p{Cased}\p{Case_Ignorable}*)\x{3a3}(?!\p{Case_Ignorable}*\p{Cased})"
+
+
+def hf_lowercase() -> list[Any]:
+    """str.lower() as normalizers."""
+    from tokenizers import Regex, normalizers
+
+    return [normalizers.Replace(Regex(FINAL_SIGMA), "\u03c2"), normalizers.Lowercase()]
+
+
+@functools.cache
+def python_space() -> str:
+    """A character class of exactly what Python's `\\s` matches in text (str.isspace), for the
+    library's regexes, whose own whitespace differs (the separators U+001C..U+001F)."""
+    spaces = [c for c in range(sys.maxunicode + 1) if chr(c).isspace()]
+    return "[" + "".join(f"\\x{{{c:x}}}" for c in spaces) + "]"
+
+
+def hf_normalizers(names: Iterable[str]) -> list[Any]:
+    """The surface rules `names` as `tokenizers` normalizers, in NORMALIZERS' order."""
+    from tokenizers import Regex, normalizers
+
+    rules = {
+        "fold_ascii": lambda: [normalizers.Replace(chr(c), to) for c, to in ASCII_FOLD.items()],
+        "abc_style": lambda: [
+            *hf_lowercase(),
+            *(normalizers.Replace(mark, f" {mark} ") for mark in ABC_MARKS),
+            normalizers.Replace(Regex(HORIZONTAL_SPACE.pattern), " "),
+            normalizers.Replace(Regex(SPACE_AROUND_NEWLINE.pattern), "\n"),
+        ],
+    }
+    return [n for name in check_normalizers(names) for n in rules[name]()]
+
+
 class CorpusTokenizer(Tokenizer):
     """A tokenizer for text corpora that knows the surface rules its training text went through.
 
@@ -209,6 +262,13 @@ class CorpusTokenizer(Tokenizer):
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "normalizers": list(self.normalizers)}
+
+    def hf_normalizer(self) -> Any:
+        """The surface rules as one `tokenizers` normalizer (None without rules)."""
+        from tokenizers import normalizers
+
+        rules = hf_normalizers(self.normalizers)
+        return normalizers.Sequence(rules) if rules else None
 
 
 class WordTokenizer(CorpusTokenizer):
@@ -262,6 +322,27 @@ class WordTokenizer(CorpusTokenizer):
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> WordTokenizer:
         return cls(state["vocab"], state.get("normalizers", ()))
+
+    def to_hf(self) -> HFTokenizer:
+        from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers
+        from tokenizers import Tokenizer as HFTokenizer
+
+        hf = HFTokenizer(models.WordLevel(dict(self.stoi), unk_token="<UNK>"))
+        # The surface rules first (when a text corpus has any), then split_words's own.
+        hf.normalizer = normalizers.Sequence([*hf_normalizers(self.normalizers), *hf_lowercase(),
+                                              *(normalizers.Replace(p, f" {p} ") for p in PUNCTUATION)])
+        hf.pre_tokenizer = pre_tokenizers.Split(Regex(python_space() + "+"), "removed")
+        # join_words: a space before every word but the first, none before punctuation. Each
+        # token gets a leading marker, punctuation loses it, Metaspace turns the rest into spaces
+        # and drops the first token's.
+        mark = "\u2581"
+        hf.decoder = decoders.Sequence([
+            decoders.Replace(Regex("^"), mark),
+            *(decoders.Replace(mark + p, p) for p in PUNCTUATION),
+            decoders.Metaspace(mark, "always", split=False),
+        ])
+        hf.add_special_tokens(list(SPECIALS))
+        return hf
 
 
 class CharTokenizer(CorpusTokenizer):
@@ -321,6 +402,19 @@ class CharTokenizer(CorpusTokenizer):
     def from_state(cls, state: dict[str, Any]) -> CharTokenizer:
         return cls(state["vocab"], state.get("normalizers", ()))
 
+    def to_hf(self) -> HFTokenizer:
+        from tokenizers import Regex, decoders, models, pre_tokenizers
+        from tokenizers import Tokenizer as HFTokenizer
+
+        # Every character its own piece, looked up whole; no <UNK>, so an unknown character is an
+        # error there too (the library names its missing "[UNK]").
+        hf = HFTokenizer(models.WordLevel(dict(self.stoi), unk_token="[UNK]"))
+        hf.normalizer = self.hf_normalizer()
+        hf.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), "isolated")
+        hf.decoder = decoders.Fuse()  # characters join with nothing between them
+        hf.add_special_tokens([t for t in self.vocab if len(t) != 1])
+        return hf
+
 
 class BPETokenizer(CorpusTokenizer):
     """Byte-level BPE trained locally with HF `tokenizers` (GPT-2 style: any text encodes, and
@@ -375,3 +469,13 @@ class BPETokenizer(CorpusTokenizer):
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> BPETokenizer:
         return cls(state["model"], state.get("normalizers", ()))
+
+    def to_hf(self) -> HFTokenizer:
+        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import normalizers
+
+        hf = HFTokenizer.from_str(self.model_json)
+        rules = [r for r in (self.hf_normalizer(), hf.normalizer) if r is not None]
+        if rules:  # the surface rules first, then whatever the trained model normalises itself
+            hf.normalizer = rules[0] if len(rules) == 1 else normalizers.Sequence(rules)
+        return hf

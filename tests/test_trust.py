@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from datamodules.corpora import Sources
-from succu import fit, generate, runs, sweep
+from succu import export, fit, generate, runs, sweep
 from succu.checkpoint import AtomicCheckpointIO, CheckpointError, load_datamodule, load_module
 from tests.paths import touch
 
@@ -76,6 +76,8 @@ def rewrite(src: str, dst: Path, edit) -> str:
 
 
 def tool_args(tool: str, ckpt: str, out: Path) -> list[str]:
+    if tool == "export":
+        return ["--ckpt", ckpt, str(out)]
     if tool == "generate":
         return ["--ckpt", ckpt, "--prompt", "is ruby a boy?", "--max_new_tokens", "2"]
     if tool == "alpha":
@@ -85,7 +87,7 @@ def tool_args(tool: str, ckpt: str, out: Path) -> list[str]:
 
 
 def run_tool(tool: str, ckpt: str, out: Path):
-    main = generate.main if tool == "generate" else sweep.main
+    main = {"generate": generate.main, "export": export.main}.get(tool, sweep.main)
     return main(tool_args(tool, ckpt, out))
 
 
@@ -96,7 +98,7 @@ def refused(tool: str, ckpt: str, tmp_path: Path, capsys) -> str:
     return error_line(capsys.readouterr().err)
 
 
-TOOLS = ["generate", "alpha", "tt"]
+TOOLS = ["generate", "export", "alpha", "tt"]
 
 
 # ---- (1) a pickle payload ---------------------------------------------------------------------

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from succu.contracts import DialModel
-from succu.dial import check_alpha, check_simplex
+from succu.dial import Position, check_alpha, check_simplex
 from succu.models.gpt import GPT, INIT_STD, GPTConfig
 from succu.nn.attention import KVCache, positions
 from succu.nn.gates import (
@@ -229,3 +229,20 @@ class GatedGPT(GPT, DialModel):
         for i, block in enumerate(t.h):
             x = block(x, kv_cache=kv_cache, layer=i)
         return self.lm_head(t.ln_f(x))
+
+
+class AtPosition(nn.Module):
+    """A dial model at one fixed position: `forward(input_ids)` -> logits (B, T, V), no cache.
+
+    The position is checked once, here, and kept as Python numbers: the forward pass then has no
+    branch on a tensor's value, so `torch.export.export(AtPosition(model, 0.3), (ids,))` traces it
+    (gates and style vectors become constants of the graph).
+    """
+
+    def __init__(self, model: GatedGPT, alpha: Position):
+        super().__init__()
+        model.dial_position(alpha)  # a position off this dial is one ValueError now
+        self.model, self.alpha = model, alpha
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids, alpha=self.alpha)
