@@ -34,6 +34,7 @@ from succu.tokenizers import Tokenizer, tokenizer_from_state
 
 IGNORE_INDEX = -100
 CHECKPOINT_KEY = "succu"
+TEST = "test"  # the key of the whole test split in `accumulate_loss`
 
 
 def token_count(labels: torch.Tensor) -> float:
@@ -42,6 +43,11 @@ def token_count(labels: torch.Tensor) -> float:
     A float because Lightning averages integer batch sizes across DDP ranks in integer arithmetic.
     """
     return float((labels != IGNORE_INDEX).sum())
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss): the perplexity of a mean per-token loss in nats (inf past float range)."""
+    return math.exp(loss) if loss < 709.0 else math.inf
 
 
 def check_sampling(temperature: float, top_k: int | None, max_new_tokens: int,
@@ -206,13 +212,24 @@ class LanguageModule(L.LightningModule):
         self.log("val/ppl", self.val_ppl, batch_size=batch["input_ids"].size(0))
         return loss
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Accumulate the batch's token losses; `on_test_epoch_end` logs test/loss and test/ppl."""
         logits = self(batch["input_ids"], **self.eval_kwargs(batch))
-        loss = self.loss(logits, batch["labels"])
-        n_tokens = token_count(batch["labels"])
-        self.log("test/loss", loss, batch_size=n_tokens, sync_dist=True)
-        self.log("test/ppl", loss.exp(), batch_size=n_tokens, sync_dist=True)
-        return loss
+        self.accumulate_loss(TEST, logits, batch["labels"])
+
+    def on_test_epoch_start(self) -> None:
+        self._loss_sums = {}
+
+    def on_test_epoch_end(self) -> None:
+        losses = self.reduced_losses([TEST])
+        if TEST in losses:
+            self.log_loss("test", losses[TEST][0])
+
+    def log_loss(self, split: str, loss: float, **kwargs: Any) -> None:
+        """`<split>/loss` (a mean per-token loss over the split) and `<split>/ppl`, its exp, both
+        from the same number."""
+        self.log(f"{split}/loss", loss, **kwargs)
+        self.log(f"{split}/ppl", perplexity(loss))
 
     def eval_kwargs(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         """Forward arguments that score a held-out batch: none here; a dial module scores each
