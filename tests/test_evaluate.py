@@ -175,8 +175,12 @@ def test_evaluate_reads_checkpoints_as_plain_data_only(word_ckpt, tmp_path, caps
 
 
 # ---- test splits -----------------------------------------------------------------------------------
-def test_corpus_scores_the_test_split_exactly_as_fit_test_does(char_ckpt, cache, capsys):
+def test_corpus_scores_the_test_split_exactly_as_fit_test_does(char_ckpt, cache, capsys, monkeypatch):
+    from succu.progress import progress
+
+    monkeypatch.setitem(progress.__kwdefaults__, "every", 0.0)  # a line per batch in a pipe
     scores = evaluate.main(["--ckpt", char_ckpt, "--corpus", "shakespeare"])
+    assert "evaluate (test): 1/" in capsys.readouterr().err
     val = evaluate.main(["--ckpt", char_ckpt, "--corpus", "--split", "val"])
     cli = fit.main(["test", *CHAR, "--data.init_args.tokens.cache_dir", cache, "--ckpt_path", char_ckpt])
     logged = cli.trainer.callback_metrics

@@ -26,6 +26,7 @@ import torch
 
 from succu.contracts import TextSplits, require
 from succu.dial import Position
+from succu.progress import progress
 
 ORDERS = (1, 2, 3, 4)
 BITS = 20
@@ -156,7 +157,7 @@ def voice_shares(module, meter: VoiceMeter, alphas: Sequence[Position], n: int =
     """At each alpha, the share of `n` continuations judged to be each corpus: one row per alpha,
     {"alpha": alpha, <corpus name>: share, ...}; each row's shares sum to 1."""
     rows = []
-    for alpha in alphas:
+    for alpha in progress(alphas, f"voice meter: {n} samples per position"):
         texts = continuations(module, alpha, n, prompts, length, temperature, seed)
         shares = meter.shares(texts)
         rows.append({"alpha": alpha, **{name: float(s) for name, s in zip(meter.names, shares)}})
