@@ -103,10 +103,18 @@ def test_the_alpha_sweep_prints_a_line_per_batch_and_alpha(gated, capsys, every_
                                                               batches[1]["labels"])))
 
 
-def test_the_voice_meter_prints_a_line_per_position(gated, capsys, every_item):
+def test_the_voice_meter_prints_a_line_per_generation_step(gated, capsys, every_item):
     meter = voice.VoiceMeter.fit({"a": TEXT * 4, "b": TEXT.upper() * 4})
-    rows = voice.voice_shares(gated, meter, [0.0, 1.0], n=2, length=4)
+    rows = voice.voice_shares(gated, meter, [0.0, 1.0], n=4, length=4)
     assert len(rows) == 2
-    lines = progress_lines(capsys.readouterr().err, "voice meter: 2 samples per position")
-    assert lines == ["voice meter: 2 samples per position: 1/2", "voice meter: 2 samples per position: 2/2",
-                     "voice meter: 2 samples per position: 2/2"]
+    # Prompts "the ", "and ", "she " share a batch, "a " has its own: 2 batches of 4 steps.
+    n = 2 * voice.sampling_steps(gated, 4, length=4)
+    what = "voice meter: 2 positions x 4 samples, steps"
+    lines = progress_lines(capsys.readouterr().err, what)
+    assert n == 2 * 2 * 4 and lines == [f"{what}: {i}/{n}" for i in range(1, n + 1)] + [lines[-1]]
+    # Sampled step by step, the texts are generate's.
+    texts = voice.continuations(gated, 1.0, 4, length=4, seed=5)
+    generator = torch.Generator().manual_seed(5)
+    batch = torch.tensor([gated.prompt_ids(p) for p in ("the ", "and ", "she ")])
+    first = gated.generate(batch, 4, temperature=0.8, generator=generator, alpha=1.0)
+    assert texts[:3] == [gated.tokenizer.decode(row) for row in first[:, batch.size(1):].tolist()]
