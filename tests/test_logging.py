@@ -276,6 +276,8 @@ def test_gpt_baseline_logs_losses_and_samples_from_validation_text(tmp_path, cac
 def test_logging_callbacks_refuse_bad_arguments():
     with pytest.raises(ValueError):
         GenerationTable(max_new_tokens=0)
+    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
+        GenerationTable(top_p=1.5)
     with pytest.raises(ValueError):
         AlphaHistogram(bins=0)
     with pytest.raises(ValueError, match="kind must be 'alpha' or 'tt'"):

@@ -110,3 +110,18 @@ def test_top_p_outside_zero_one_is_refused(top_p):
     module = tiny_module(GPTModule, vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=8)
     with pytest.raises(ValueError, match="top_p"):
         module.generate(torch.tensor([[1]]), 3, top_p=top_p)
+
+
+def test_complete_and_stream_take_top_p():
+    from succu.tokenizers import CharTokenizer
+
+    torch.manual_seed(0)
+    tok = CharTokenizer.from_texts(["the cat sat on the mat.\n"])
+    module = tiny_module(GPTModule, vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2,
+                         n_embd=16).eval()
+    module.tokenizer = tok
+    streamed = "".join(module.stream("the ", 12, top_p=0.7, generator=torch.Generator().manual_seed(2)))
+    (completed,) = module.complete(["the "], 12, top_p=0.7, generator=torch.Generator().manual_seed(2))
+    assert streamed == completed
+    (greedy,) = module.complete(["the "], 12, greedy=True)
+    assert module.complete(["the "], 12, top_p=1e-6, generator=torch.Generator())[0] == greedy
