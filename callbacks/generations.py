@@ -19,7 +19,7 @@ import torch
 from succu.contracts import QAProbes
 from succu.dial import Position, as_position, position_for, position_label
 from succu.loggers import log_table, markdown_table, run_folder
-from succu.modules.base import check_sampling
+from succu.sampling import check_sampling
 
 GENERATION_COLUMNS = ["step", "prompt", "alpha", "text"]
 

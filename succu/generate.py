@@ -25,8 +25,9 @@ from succu.contracts import KeyRuleStop
 from succu.devices import check_device
 from succu.dial import centre, parse_position, position_for, position_label, sweep_positions
 from succu.errors import fail, run_cli
-from succu.modules.base import LanguageModule, check_sampling
+from succu.modules.base import LanguageModule
 from succu.nn.noise import SEARCHES
+from succu.sampling import check_sampling
 
 # New tokens per prompt at most: far beyond any block_size here, and at CPU speeds (~10^3 tokens/s)
 # minutes of output; a larger request is a typo (1e20), refused rather than left running.

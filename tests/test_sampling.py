@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
-from succu.modules.base import LanguageModule, check_sampling, nucleus, sampling_probs
+from succu.modules.base import LanguageModule
 from succu.modules.gpt import GPTModule
+from succu.sampling import check_sampling, nucleus, sampling_probs
 from tests.tiny import tiny_module
 
 
