@@ -19,6 +19,7 @@ import torch
 from succu.contracts import QAProbes
 from succu.dial import Position, as_position, position_for, position_label
 from succu.loggers import log_table, markdown_table, run_folder
+from succu.sampling import check_sampling
 
 GENERATION_COLUMNS = ["step", "prompt", "alpha", "text"]
 
@@ -43,6 +44,8 @@ class GenerationTable(L.Callback):
         max_new_tokens: tokens generated per prompt.
         temperature: sampling temperature.
         top_k: sample from the k most likely tokens (None: all).
+        top_p: nucleus sampling, in (0, 1]: the fewest most likely tokens whose probability
+            reaches top_p (None or 1: all; after top_k when both are given).
         seed: seed of the sampling generator (the same draws at every validation).
         key: table name.
     """
@@ -51,14 +54,16 @@ class GenerationTable(L.Callback):
                  n_prompts: int = 4, prompt_tokens: int = 16,
                  alphas: list[float | list[float]] | None = None,
                  max_new_tokens: int = 48, temperature: float = 0.8, top_k: int | None = None,
-                 seed: int = 0, key: str = "samples/generations"):
+                 top_p: float | None = None, seed: int = 0, key: str = "samples/generations"):
         if every_n_validations < 0 or max_new_tokens < 1 or not temperature > 0:
             raise ValueError("every_n_validations >= 0, max_new_tokens >= 1 and temperature > 0 needed")
+        check_sampling(temperature, top_k, max_new_tokens, top_p)
         self.every_n_validations, self.prompts = every_n_validations, prompts
         # Checked now, so a bad position fails at startup; fitted to the dial's size when sampling.
         self.n_prompts, self.prompt_tokens = n_prompts, prompt_tokens
         self.alphas = None if alphas is None else [as_position(a) for a in alphas]
         self.max_new_tokens, self.temperature, self.top_k = max_new_tokens, temperature, top_k
+        self.top_p = top_p
         self.seed, self.key = seed, key
         self.validations = 0
         self.folder: Path | None = None
@@ -107,7 +112,8 @@ class GenerationTable(L.Callback):
             generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
             kwargs = {} if alpha is None else {"alpha": alpha}
             texts = pl_module.complete(self.prompts, self.max_new_tokens, temperature=self.temperature,
-                                       top_k=self.top_k, generator=generator, **kwargs)
+                                       top_k=self.top_k, top_p=self.top_p, generator=generator,
+                                       **kwargs)
             # Two sources keep the number; K shares are shown as "0.2,0.3,0.5" (one column type).
             shown = alpha if alpha is None or isinstance(alpha, float) else position_label(alpha)
             rows += [[trainer.global_step, p, shown, t] for p, t in zip(self.prompts, texts)]

@@ -5,8 +5,9 @@ K = 3) or the TT corruption sweep (SuccuLM): table `sweep/alpha` or `sweep/tt`, 
 `sweep/alpha_plot` or `sweep/tt_plot`, plus the CSV/markdown/PNG of `python -m succu.sweep` under
 `<log_dir>/sweeps/`; with `voice: N` also the voice meter's shares (table `sweep/voice`, image
 `sweep/voice_plot`, metrics `voice/accuracy...`). Tables and images go to the loggers that take
-them (`succu.loggers.takes_media`, e.g. WandbLogger); the files stay for every run. Sweeps run on
-rank 0 only (the bare module, no collectives).
+them (`succu.loggers.takes_media`, e.g. WandbLogger); over two sources W&B also gets a line chart
+of each corpus against alpha (`sweep/alpha_chart`, `sweep/voice_chart`); the files stay for every
+run. Sweeps run on rank 0 only (the bare module, no collectives).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from succu import dial
 from succu.contracts import NamedCorpora
 from succu.dial import Position
 from succu.io import write_outputs
-from succu.loggers import log_image, log_metrics, log_table, run_folder
+from succu.loggers import log_image, log_line_chart, log_metrics, log_table, run_folder
 from succu.nn.utils import eval_mode
 
 
@@ -99,7 +100,8 @@ class SweepReport(L.Callback):
         rows = self.rows = alpha_sweep.sweep(pl_module, batches, positions, names)
         self.publish(trainer, "alpha", alpha_sweep.outputs(
             "alpha_sweep", rows, names, f"Alpha sweep at step {trainer.global_step} (val loss, nats/token)",
-            f"alpha sweep at step {trainer.global_step}", "val loss (nats/token)"), rows, names)
+            f"alpha sweep at step {trainer.global_step}", "val loss (nats/token)"), rows, names,
+            f"val loss (nats/token) along the dial at step {trainer.global_step}")
         if self.voice:
             self.voice_sweep(trainer, pl_module, k)
 
@@ -122,19 +124,25 @@ class SweepReport(L.Callback):
                    f"{alpha_sweep.accuracy_text(accuracy)})")
         self.publish(trainer, "voice", alpha_sweep.outputs(
             "voice", rows, names, heading, f"voice at step {trainer.global_step}",
-            "share judged this corpus", best=max), rows, names)
+            "share judged this corpus", best=max), rows, names,
+            f"share of samples judged each corpus along the dial at step {trainer.global_step}")
         log_metrics(trainer, {"voice/accuracy" if c == "all" else f"voice/accuracy/{c}": v
                               for c, v in accuracy.items()})
 
     def publish(self, trainer: L.Trainer, what: str, files: dict[str, str | bytes],
-                rows: list[dict[str, Any]], names: list[str]) -> None:
+                rows: list[dict[str, Any]], names: list[str], chart_title: str) -> None:
         """Write the CSV/markdown/PNG under sweeps/, hand the table (`sweep/<what>`: one column
-        per share of a K-source position) and the PNG (`sweep/<what>_plot`) to the loggers."""
+        per share of a K-source position), for two sources the line chart of each corpus against
+        alpha (`sweep/<what>_chart`), and the PNG (`sweep/<what>_plot`) to the loggers."""
         paths = write_outputs(self.folder, files)
         k_source = isinstance(rows[0]["alpha"], tuple)
         shares = [f"alpha_{n}" for n in names] if k_source else ["alpha"]
         table = [[*(r["alpha"] if k_source else [r["alpha"]]), *(r[n] for n in names)] for r in rows]
         log_table(trainer.loggers, f"sweep/{what}", [*shares, *names], table, trainer.global_step)
+        if not k_source:  # a K-source grid has no single axis: its ternary PNG shows it
+            log_line_chart(trainer.loggers, f"sweep/{what}_chart", [r["alpha"] for r in rows],
+                           {n: [r[n] for r in rows] for n in names}, "alpha", chart_title,
+                           trainer.global_step)
         for path in paths:
             if path.suffix == ".png":
                 log_image(trainer.loggers, f"sweep/{what}_plot", path, trainer.global_step)

@@ -52,6 +52,7 @@ from succu.dial import Position, centre, own_end, parse_position, position_for, 
 from succu.errors import fail, run_cli
 from succu.generate import note, resolve_unknown
 from succu.modules.base import IGNORE_INDEX, LanguageModule
+from succu.progress import progress
 from succu.sweep import add_location_arguments
 
 ALL = "*"  # --corpus without a name
@@ -143,6 +144,13 @@ def text_batches(ids: list[int], block: int, stride: int, batch_size: int, pad: 
         }
 
 
+def window_count(n_ids: int, block: int, stride: int) -> int:
+    """How many windows `text_batches` cuts from `n_ids` tokens: one start every `stride`
+    tokens until a window reaches the last target."""
+    targets = n_ids - 1
+    return 1 if targets <= block else -(-(targets - block) // stride) + 1
+
+
 def read_text(path: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
@@ -178,7 +186,9 @@ def evaluate_text(args: argparse.Namespace, module: LanguageModule, kwargs: dict
     # Characters are counted on decoded ids, where <UNK> spells "<UNK>": count the words it stands
     # for instead (each is scored: every word follows <BOS> or another word).
     total = Score(characters=unk_chars)
-    for batch in text_batches(ids, block, stride, args.batch_size, pad):
+    batches = -(-window_count(len(ids), block, stride) // args.batch_size)
+    for batch in progress(text_batches(ids, block, stride, args.batch_size, pad),
+                          f"evaluate {args.text}", batches):
         total.add(score_batch(module, batch, kwargs))
     return {args.text: total}
 
@@ -203,7 +213,7 @@ def evaluate_corpus(args: argparse.Namespace, module: LanguageModule, kwargs: di
              "(--corpus alone scores all of them)")
     scores = {name: Score() for name in names}
     split, batches = held_out_batches(args, datamodule)
-    for batch in batches:  # held-out batches hold one corpus each, named by `source`
+    for batch in progress(batches, f"evaluate ({split})"):  # one corpus each, named by `source`
         name = names[int(batch["source"][0])] if "source" in batch else names[0]
         if args.corpus in (ALL, name):
             scores[name].add(score_batch(module, batch, kwargs or module.eval_kwargs(batch)))

@@ -82,12 +82,14 @@ SIGTERM_EXIT = 143  # 128 + SIGTERM: stopped by a signal, last.ckpt written, res
 
 class LoggedConfigCallback(SaveConfigCallback):
     """Lightning's config.yaml in the log dir, and the resolved config to every logger (W&B's
-    run config, CSV's hparams.yaml) under the key `config`. validate/test/predict without a
-    logger write nothing: their log dir would be the run folder itself."""
+    run config, CSV's hparams.yaml) under the key `config`; a fit's W&B run id beside it
+    (`succu.runs.record_wandb_id`). validate/test/predict without a logger write nothing: their
+    log dir would be the run folder itself."""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit" and not trainer.loggers:
             return
+        self.log_dir = trainer.log_dir  # a collective under DDP: every rank asks, here
         super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -96,6 +98,8 @@ class LoggedConfigCallback(SaveConfigCallback):
         config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
         for logger in trainer.loggers:
             logger.log_hyperparams({"config": config})
+        if stage == "fit" and self.log_dir is not None:
+            runs.record_wandb_id(trainer.loggers, self.log_dir)
 
 
 def default_loggers(root: str) -> list[Logger]:
@@ -221,7 +225,8 @@ class SuccuCLI(LightningCLI):
 
     def before_fit(self) -> None:
         """Remove orphan temporary files from the run's checkpoint folders; then `--ckpt_path
-        last`: the newest last.ckpt of earlier runs in this run's checkpoint folders.
+        last`: the newest last.ckpt of earlier runs in this run's checkpoint folders. A resumed
+        fit continues the W&B run of the checkpoint's run folder (`succu.runs.continue_wandb_run`).
 
         Lightning looks only in the new run's own checkpoint folder (a fresh version_N), which is
         empty; with nothing found, the fit starts from scratch (so `last` can be set and forgotten
@@ -232,15 +237,17 @@ class SuccuCLI(LightningCLI):
         if runs.launched_as_rank_zero():
             for path in runs.remove_orphan_writes(roots, dirpaths):
                 rank_zero_info(f"removed {path}, left by a write that was killed")
-        if config.get("ckpt_path") != "last":
-            return
-        path = runs.find_last_checkpoint(roots, dirpaths)
-        if path is None:
-            rank_zero_warn("--ckpt_path last: no last*.ckpt in the checkpoint folders of "
-                           f"{', '.join(roots + dirpaths)}; starting from scratch")
-        else:
-            rank_zero_info(f"--ckpt_path last: resuming from {path}")
-        config["ckpt_path"] = path
+        if config.get("ckpt_path") == "last":
+            path = runs.find_last_checkpoint(roots, dirpaths)
+            if path is None:
+                rank_zero_warn("--ckpt_path last: no last*.ckpt in the checkpoint folders of "
+                               f"{', '.join(roots + dirpaths)}; starting from scratch")
+            else:
+                rank_zero_info(f"--ckpt_path last: resuming from {path}")
+            config["ckpt_path"] = path
+        run_id = runs.continue_wandb_run(self.trainer.loggers, config.get("ckpt_path"))
+        if run_id is not None:
+            rank_zero_info(f"continuing W&B run {run_id}")
 
 
 def default_args(argv: list[str]) -> list[str]:

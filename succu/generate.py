@@ -5,8 +5,9 @@ Text is printed as it is generated. Prompt words a word vocabulary lacks become 
 names them); characters a character vocabulary lacks are an error naming them, or are dropped
 with `--drop_unknown`. A gated model (GatedGPT) without `--alpha` runs at the middle of its dial,
 alpha = 0.5 (the centre 1/K, ..., 1/K over K sources), and says so; `--alpha 0.2,0.3,0.5` is a
-point of a K-source dial (shares summing to 1), a single number the two-source alpha. Sampling is seeded (`--seed`) and reproducible; tiny temperatures
-approach greedy decoding. The noise-embedding LMs can instead stop by their statistics rule
+point of a K-source dial (shares summing to 1), a single number the two-source alpha. Sampling is
+seeded (`--seed`) and reproducible; tiny temperatures approach greedy decoding; `--top_k` and
+`--top_p` (nucleus) narrow the draw to the most likely tokens. The noise-embedding LMs can instead stop by their statistics rule
 (`--stop key`, greedy, EOS banned) with a stub search: `--search beam|minimax|alphabeta`, `--beams`
 stubs or children per stub, `--budget` expansions for the depth-first searches.
 """
@@ -24,8 +25,9 @@ from succu.contracts import KeyRuleStop
 from succu.devices import check_device
 from succu.dial import centre, parse_position, position_for, position_label, sweep_positions
 from succu.errors import fail, run_cli
-from succu.modules.base import LanguageModule, check_sampling
+from succu.modules.base import LanguageModule
 from succu.nn.noise import SEARCHES
+from succu.sampling import check_sampling
 
 # New tokens per prompt at most: far beyond any block_size here, and at CPU speeds (~10^3 tokens/s)
 # minutes of output; a larger request is a typo (1e20), refused rather than left running.
@@ -60,7 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0,
                    help="softmax temperature, > 0; tiny values approach --greedy")
     p.add_argument("--top_k", type=int, default=None, help="sample among the k most likely tokens")
-    p.add_argument("--greedy", action="store_true", help="argmax decoding (ignores temperature/top_k)")
+    p.add_argument("--top_p", type=float, default=None,
+                   help="nucleus sampling: among the fewest most likely tokens whose probability "
+                        "reaches p, in (0, 1] (after --top_k when both are given; 1: no cut)")
+    p.add_argument("--greedy", action="store_true",
+                   help="argmax decoding (ignores temperature, top_k and top_p)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling generator")
     p.add_argument("--no_cache", action="store_true", help="recompute the full context every step")
     p.add_argument("--device", default="cpu", help="torch device to run on")
@@ -121,7 +127,7 @@ def resolve_unknown(tok, text: str, what: str, drop: bool) -> tuple[str, dict[st
 
 def load(args: argparse.Namespace) -> LanguageModule:
     """The checkpoint's module, every setting checked; `args.alpha` becomes the model's position."""
-    check_sampling(args.temperature, args.top_k, args.max_new_tokens or 0)
+    check_sampling(args.temperature, args.top_k, args.max_new_tokens or 0, args.top_p)
     position = None if args.alpha is None else parse_position(args.alpha)  # before the load
     module = load_module(args.ckpt, map_location=check_device(args.device))
     if (args.alpha is not None or args.alpha_sweep) and not module.has_dial:
@@ -162,7 +168,7 @@ def generate_main(argv: list[str] | None) -> list[str]:
             pieces = []
             for piece in module.stream(
                 prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                top_k=args.top_k, greedy=args.greedy, use_cache=not args.no_cache,
+                top_k=args.top_k, top_p=args.top_p, greedy=args.greedy, use_cache=not args.no_cache,
                 generator=generator, **({} if alpha is None else {"alpha": alpha}),
             ):
                 print(piece, end="", flush=True)

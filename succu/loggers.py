@@ -4,7 +4,8 @@ A LightningModule passes `self.loggers`, a callback `trainer.loggers`. Tables an
 loggers known to take them (`takes_media`): Lightning's WandbLogger, plus any class registered with
 `register_media_logger` (e.g. a test logger that records calls); a CSV or TensorBoard logger gets
 none, and the caller writes its own markdown/PNG copy under the run folder (`run_folder`;
-`markdown_table` for a table).
+`markdown_table` for a table). Line charts (`log_line_chart`) go to W&B as native charts, and to
+a registered logger that has a `log_line_chart` method.
 """
 
 from __future__ import annotations
@@ -73,6 +74,25 @@ def log_image(loggers: Iterable[Logger], key: str, path: str | Path, step: int |
     for logger in loggers:
         if takes_media(logger):
             logger.log_image(key=key, images=[str(path)], step=step)
+
+
+def log_line_chart(loggers: Iterable[Logger], key: str, x: Sequence[float],
+                   lines: dict[str, Sequence[float]], xname: str, title: str, step: int | None) -> None:
+    """Hand a chart of each of `lines` against `x` to the loggers that draw charts: W&B gets a
+    line series (`wandb.plot.line_series`: the panel `key`, its data the table `<key>_table`), a
+    registered media logger with a `log_line_chart` method the same arguments; others none."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            chart = wandb.plot.line_series(xs=list(x), ys=[list(v) for v in lines.values()],
+                                           keys=list(lines), title=title, xname=xname)
+            logger.log_metrics({key: chart}, step=step)
+        elif takes_media(logger) and hasattr(logger, "log_line_chart"):
+            logger.log_line_chart(key=key, x=list(x), lines={k: list(v) for k, v in lines.items()},
+                                  xname=xname, title=title, step=step)
 
 
 def run_folder(trainer: L.Trainer) -> Path:

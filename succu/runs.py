@@ -7,6 +7,11 @@ the root itself), and `--ckpt_path last` resumes from the newest `last*.ckpt` am
 checkpoint folders, never a file elsewhere under the root. Orphan temporary files of killed
 checkpoint writes are removed when the next fit starts, and a fit that fails before training a
 step removes the version folder and offline W&B run it made.
+
+A fit with a W&B logger records its run's id in its version folder (`version_N/wandb_id`); a fit
+resumed from a checkpoint of that folder (`version_N/checkpoints/*.ckpt`) passes the id to its
+WandbLogger, so the metrics continue the same W&B run (offline: a new `offline-run-*` folder with
+the same id, which `wandb sync` uploads into that run after the first).
 """
 
 from __future__ import annotations
@@ -22,9 +27,12 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 
-from succu.io import remove_orphans
+from succu.io import atomic_write, remove_orphans
 
 LAST_PATTERNS = ("last*.ckpt", "hpc_ckpt_*.ckpt")
+WANDB_ID = "wandb_id"  # in a run's version folder: the id of the W&B run its fit logged to
+# What W&B accepts as a run id, and nothing that could be read as a path.
+WANDB_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def checkpoint_folders(root: str | Path) -> list[tuple[Path, tuple[str, ...]]]:
@@ -154,6 +162,49 @@ def discard_run(trainer: L.Trainer, claimed: list[Path], joined) -> None:
     for folder in claimed:
         if not any(folder.rglob("*.ckpt")):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def record_wandb_id(loggers: list[Logger], folder: str | Path) -> str | None:
+    """Write the id of the first W&B logger's run into `folder`/wandb_id (the run's version
+    folder; rank 0, once the run exists); the id, or None without a W&B logger."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            run_id = str(logger.experiment.id)
+            path = Path(folder) / WANDB_ID
+            if not path.is_file() or path.read_text().strip() != run_id:
+                atomic_write(path, f"{run_id}\n".encode())
+            return run_id
+    return None
+
+
+def recorded_wandb_id(ckpt_path: str | Path) -> str | None:
+    """The W&B run id recorded for the run that wrote a checkpoint: `wandb_id` beside it or in
+    its parent (`version_N/checkpoints/last.ckpt` -> `version_N/wandb_id`); None when neither
+    holds one (a checkpoint copied elsewhere, a run without W&B)."""
+    path = Path(ckpt_path)
+    for folder in (path.parent, path.parent.parent):
+        recorded = folder / WANDB_ID
+        if recorded.is_file():
+            run_id = recorded.read_text(errors="replace").strip()
+            return run_id if WANDB_ID_PATTERN.fullmatch(run_id) else None
+    return None
+
+
+def continue_wandb_run(loggers: list[Logger], ckpt_path: str | Path | None) -> str | None:
+    """Point each WandbLogger that has no run yet and no id of its own at the W&B run recorded
+    for `ckpt_path` (`recorded_wandb_id`), resuming it (`resume="allow"`); the id, or None."""
+    if not ckpt_path or not Path(ckpt_path).is_file():
+        return None
+    run_id = recorded_wandb_id(ckpt_path)
+    if run_id is None:
+        return None
+    for logger in loggers:
+        # WandbLogger keeps the arguments of wandb.init in `_wandb_init` and starts the run on
+        # first use; the fit has not used it yet when the checkpoint to resume is known.
+        if isinstance(logger, WandbLogger) and logger._experiment is None and not logger._wandb_init.get("id"):
+            logger._wandb_init.update(id=run_id, resume="allow")
+            logger._id = run_id
+    return run_id
 
 
 def remove_orphan_writes(roots: list[str], dirpaths: list[str]) -> list[Path]:

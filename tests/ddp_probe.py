@@ -212,6 +212,7 @@ class RecordingLogger(Logger):
         self.hparams: list[dict[str, Any]] = []
         self.tables: list[dict[str, Any]] = []
         self.images: list[dict[str, Any]] = []
+        self.charts: list[dict[str, Any]] = []
         RecordingLogger.instances.append(self)
 
     @property
@@ -237,6 +238,12 @@ class RecordingLogger(Logger):
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         self.metrics.append((step, {k: float(v) for k, v in metrics.items()}))
+
+    @rank_zero_only
+    def log_line_chart(self, key: str, x: list[float], lines: dict[str, list[float]], xname: str,
+                       title: str, step: int | None = None) -> None:
+        self.charts.append({"key": key, "x": x, "lines": lines, "xname": xname, "title": title,
+                            "step": step})
 
     @rank_zero_only
     def log_table(self, key: str, columns: list[str] | None = None, data: list[list[Any]] | None = None,

@@ -125,6 +125,9 @@ def test_generate_cli_talks_to_a_checkpoint(fitted, capsys):
                            "--max_new_tokens", "5", "--seed", "3"])
     assert out == again and len(out) == 2
     assert "is ruby a boy? ->" in capsys.readouterr().out
+    nucleus = ["--ckpt", path, "--prompt", "is ruby a boy?", "--max_new_tokens", "5", "--seed", "3"]
+    assert generate.main([*nucleus, "--top_p", "1"]) == out[:1]  # p = 1 cuts nothing
+    assert generate.main([*nucleus, "--top_p", "0.5"]) == generate.main([*nucleus, "--top_p", "0.5"])
 
 
 @pytest.mark.parametrize(
@@ -134,6 +137,8 @@ def test_generate_cli_talks_to_a_checkpoint(fitted, capsys):
         (["--temperature", "-0.5"], "temperature must be > 0, got -0.5"),
         (["--max_new_tokens", "-1"], "max_new_tokens must be >= 0, got -1"),
         (["--top_k", "0"], "top_k must be a positive integer"),
+        (["--top_p", "0"], "top_p must be in (0, 1] (1: no nucleus cut), got 0.0"),
+        (["--top_p", "1.5"], "top_p must be in (0, 1] (1: no nucleus cut), got 1.5"),
         (["--stop", "key"], "--stop key needs a noise-embedding LM (NoiseLM, NoiseTransformerLM)"),
     ],
 )

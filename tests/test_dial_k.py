@@ -233,8 +233,9 @@ def test_fit_test_scores_each_corpus_at_every_eval_position_and_its_own_corner(m
         own.append(logged[f"test/loss/{corpus}"])
         if k == 0:  # eval_alphas holds corpus 0's corner: the same number under both names
             assert logged[f"test/loss/{corpus}@alpha={corner}"] == pytest.approx(own[0])
-    # the pooled test/loss weighs every corpus at its own corner by its tokens
+    # the pooled test/loss weighs every corpus at its own corner by its tokens; test/ppl is its exp
     assert min(own) - 1e-6 <= logged["test/loss"] <= max(own) + 1e-6
+    assert logged["test/ppl"] == pytest.approx(math.exp(logged["test/loss"]), rel=1e-6)
 
 
 def test_a_model_and_data_of_different_sizes_are_refused(make_dm, tmp_path):

@@ -175,13 +175,23 @@ def test_evaluate_reads_checkpoints_as_plain_data_only(word_ckpt, tmp_path, caps
 
 
 # ---- test splits -----------------------------------------------------------------------------------
-def test_corpus_scores_the_test_split_exactly_as_fit_test_does(char_ckpt, cache, capsys):
+def test_corpus_scores_the_test_split_exactly_as_fit_test_does(char_ckpt, cache, capsys, monkeypatch):
+    from succu.progress import progress
+
+    monkeypatch.setitem(progress.__kwdefaults__, "every", 0.0)  # a line per batch in a pipe
     scores = evaluate.main(["--ckpt", char_ckpt, "--corpus", "shakespeare"])
+    assert "evaluate (test): 1/" in capsys.readouterr().err
     val = evaluate.main(["--ckpt", char_ckpt, "--corpus", "--split", "val"])
     cli = fit.main(["test", *CHAR, "--data.init_args.tokens.cache_dir", cache, "--ckpt_path", char_ckpt])
     logged = cli.trainer.callback_metrics
     assert list(scores) == ["shakespeare (test)"] and list(val) == ["shakespeare (val)"]
     assert scores["shakespeare (test)"]["loss"] == pytest.approx(float(logged["test/loss"]), rel=1e-5)
+    # test/ppl is exp(test/loss), to float precision (not a mean of per-batch perplexities)
+    assert float(logged["test/ppl"]) == pytest.approx(math.exp(float(logged["test/loss"])), rel=1e-6)
+    # val/ppl (torchmetrics' Perplexity over every token) is exp(val/loss) too
+    cli = fit.main(["validate", *CHAR, "--data.init_args.tokens.cache_dir", cache, "--ckpt_path", char_ckpt])
+    logged = cli.trainer.callback_metrics
+    assert float(logged["val/ppl"]) == pytest.approx(math.exp(float(logged["val/loss"])), rel=1e-5)
     assert scores["shakespeare (test)"]["loss"] != val["shakespeare (val)"]["loss"]
 
 
@@ -313,7 +323,9 @@ def test_fit_test_scores_a_gated_model_at_each_corpus_own_end(gated_ckpt):
     batch = {"input_ids": ids[:, :-1], "labels": ids[:, 1:], "source": torch.tensor([1])}
     with torch.no_grad():
         own_end = F.cross_entropy(module(batch["input_ids"], alpha=1.0)[0], batch["labels"][0])
-        torch.testing.assert_close(module.test_step(batch, 0), own_end)
+        module.on_test_epoch_start()
+        module.test_step(batch, 0)
+    assert module.local_losses()[(1, module.own_end(1))][0] == pytest.approx(float(own_end), rel=1e-6)
 
 
 def test_a_three_source_model_scores_text_at_the_centre_or_at_k_shares(gated3_ckpt, capsys):

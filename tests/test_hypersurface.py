@@ -374,6 +374,7 @@ def test_rare_token_split_counts_tokens_correctly_on_a_tiny_corpus(tmp_path):
     pooled = sum(metrics[f"test/loss/kjv/{k}"] * n[k] for k in n) / sum(n.values())
     assert pooled == pytest.approx(metrics["test/loss/kjv"], rel=1e-5)
     assert metrics["test/loss"] == pytest.approx(metrics["test/loss/shakespeare"])  # in-domain only
+    assert metrics["test/ppl"] == pytest.approx(math.exp(metrics["test/loss"]), rel=1e-6)
 
 
 @pytest.mark.parametrize("variant", ["film", "b1", "b2"])

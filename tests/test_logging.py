@@ -115,7 +115,8 @@ def test_wandb_offline_run_is_complete_and_never_touches_the_network(tmp_path, c
     seen = wandb_summary(read_wandb(wandb_file))
     assert {"train/loss", "val/loss", "train/alpha", "val/loss/tinystories@alpha=0",
             "val/loss/shakespeare@alpha=1", "samples/generations", "train/alpha_hist",
-            "sweep/alpha", "sweep/alpha_plot"} <= seen["history"]
+            "sweep/alpha", "sweep/alpha_plot", "sweep/alpha_chart_table"} <= seen["history"]
+    assert "sweep/alpha_chart" in seen["charts"]  # a W&B line chart of each corpus against alpha
     assert "config" in seen["config"] and "model" in seen["config"]  # resolved config + hparams
     assert json.loads(seen["config"]["model"])["n_layer"] == 1  # the model's config, as plain data
     resolved = json.loads(seen["config"]["config"])
@@ -221,6 +222,10 @@ def test_abcgpt_logs_the_dial_grid_samples_at_each_alpha_histogram_and_sweep(tmp
     assert sweep["columns"] == ["alpha", "tinystories", "shakespeare"]
     assert [r[0] for r in sweep["data"]] == [round(0.1 * i, 10) for i in range(11)]
     images(logger, "sweep/alpha_plot")
+    (chart,) = [c for c in logger.charts if c["key"] == "sweep/alpha_chart"]
+    assert chart["x"] == [r[0] for r in sweep["data"]] and chart["xname"] == "alpha"
+    assert chart["lines"] == {n: [r[1 + i] for r in sweep["data"]]
+                              for i, n in enumerate(["tinystories", "shakespeare"])}
     assert_config_logged(logger, "abcgpt_char.yaml")
 
 
@@ -250,6 +255,7 @@ def test_a_three_source_dial_logs_shares_histograms_the_simplex_sweep_and_the_vo
     assert voice["columns"] == sweep["columns"] and len(voice["data"]) == 7  # grid 0.5 + the centre
     assert all(abs(sum(r[3:]) - 1) < 1e-9 for r in voice["data"])
     images(logger, "sweep/voice_plot")
+    assert not logger.charts  # a simplex has no single axis: its ternary plots show it
     folder = Path(cli.trainer.log_dir) / "sweeps"
     assert {p.name for p in folder.iterdir()} >= {"alpha_sweep.csv", "alpha_sweep.png", "voice.md", "voice.png"}
 
@@ -270,6 +276,8 @@ def test_gpt_baseline_logs_losses_and_samples_from_validation_text(tmp_path, cac
 def test_logging_callbacks_refuse_bad_arguments():
     with pytest.raises(ValueError):
         GenerationTable(max_new_tokens=0)
+    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
+        GenerationTable(top_p=1.5)
     with pytest.raises(ValueError):
         AlphaHistogram(bins=0)
     with pytest.raises(ValueError, match="kind must be 'alpha' or 'tt'"):

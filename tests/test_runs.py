@@ -82,6 +82,47 @@ def test_a_fit_shorter_than_the_validation_interval_keeps_its_steps_and_resumes(
     assert not orphan.exists() and live.exists() and foreign.exists() and mine.exists()
 
 
+def test_a_resumed_fit_continues_its_wandb_run_offline(tmp_path, monkeypatch):
+    import wandb
+
+    from tests.wandb_log import read_wandb, wandb_summary
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_CONSOLE", "off")
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing may reach a server
+    root = tmp_path / "run"
+
+    def fit_and_finish(*extra: str):
+        wandb.finish()  # each fit as its own process: no W&B run left to join
+        cli = run_fit(root, "--trainer.log_every_n_steps", "1", *extra)
+        wandb.finish()
+        return cli
+
+    fit_and_finish("--trainer.max_steps", "2")
+    first = (root / "version_0" / "wandb_id").read_text().strip()
+    fit_and_finish("--trainer.max_steps", "4", "--ckpt_path", "last")
+    assert (root / "version_1" / "wandb_id").read_text().strip() == first
+    fit_and_finish("--trainer.max_steps", "5", "--ckpt_path",
+                   str(root / "version_1" / "checkpoints" / "last.ckpt"))
+    assert (root / "version_2" / "wandb_id").read_text().strip() == first
+    # Three offline folders of one run: `wandb sync` uploads them in order into that run.
+    folders = offline_runs(root)
+    # (W&B names each `offline-run-<date>_<time>-<id>`, adding `-1`, `-2` within one second)
+    assert len(folders) == 3 and all(f"-{first}" in f.name for f in folders)
+    seen = [wandb_summary(read_wandb(next(f.glob("run-*.wandb")))) for f in folders]
+    assert [s["run_ids"] for s in seen] == [{first}] * 3
+    assert [s["steps"][0] for s in seen] == [0, 2, 4] and seen[1]["steps"][-1] == 3
+    assert "train/loss" in seen[1]["history"] and "train/loss" in seen[2]["history"]
+
+    # A checkpoint whose folder records no run (copied elsewhere) starts a new W&B run.
+    copied = tmp_path / "copied.ckpt"
+    copied.write_bytes((root / "version_2" / "checkpoints" / "last.ckpt").read_bytes())
+    fit_and_finish("--trainer.max_steps", "6", "--ckpt_path", str(copied))
+    assert (root / "version_3" / "wandb_id").read_text().strip() != first
+    assert runs.recorded_wandb_id(copied) is None
+
+
 def test_an_exception_mid_fit_saves_last_ckpt_and_the_metrics(tmp_path, monkeypatch):
     from succu.modules.succulm import SuccuLMModule
 

@@ -67,10 +67,10 @@ def served(ckpts) -> dict[str, Served]:
 
 
 def reference(served: Served, prompt: str, length: int, seed: int, temperature: float = 0.8,
-              **dial) -> str:
+              top_p: float | None = None, **dial) -> str:
     """What one stream must send: the module's own `stream` with a generator of the same seed."""
     generator = torch.Generator().manual_seed(seed)
-    return "".join(served.module.stream(prompt, length, temperature=temperature,
+    return "".join(served.module.stream(prompt, length, temperature=temperature, top_p=top_p,
                                         generator=generator, **dial))
 
 
@@ -94,6 +94,7 @@ def test_requests_are_checked_and_described(served):
     gated, k3, gpt = served["gated"], served["k3"], served["gpt"]
     req = gated.parse({"prompt": "once", "alpha": "1", "temperature": "0.5", "max_new_tokens": "7"})
     assert (req.alpha, req.temperature, req.max_new_tokens, req.seed) == (1.0, 0.5, 7, 0)
+    assert req.top_p == 1.0 and gated.parse({"prompt": "once", "top_p": "0.9"}).top_p == 0.9
     assert gated.describe(req)["label"] == "alpha = 1 (tinystories 0.00 · shakespeare 1.00)"
     assert gated.parse({"prompt": "once"}).alpha == 0.5  # the middle when none is given
     assert gated.parse({"prompt": "once", "alpha": "0.75,0.25"}).alpha == 0.25  # shares (1-a, a)
@@ -120,6 +121,9 @@ BAD = [
     ("gated", {"temperature": "0"}, "temperature must be > 0, got 0"),
     ("gated", {"temperature": "-1"}, "temperature must be > 0, got -1"),
     ("gated", {"temperature": "hot"}, "temperature must be a number, got 'hot'"),
+    ("gated", {"top_p": "0"}, "top_p must be in (0, 1], got 0"),
+    ("gated", {"top_p": "1.5"}, "top_p must be in (0, 1], got 1.5"),
+    ("gated", {"top_p": "most"}, "top_p must be a number, got 'most'"),
     ("gated", {"max_new_tokens": str(MAX_NEW_TOKENS + 1)},
      f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS} on this page, got {MAX_NEW_TOKENS + 1}"),
     ("gated", {"max_new_tokens": "1e20"}, "max_new_tokens must be a whole number, got '1e20'"),
@@ -182,6 +186,10 @@ def test_a_stream_sends_its_position_then_tokens_then_done(clients, served, whic
     position = {} if dial is None else {"alpha": served[which].check_alpha(dial)}
     assert text == reference(served[which], "the king", 24, 5, **position)
     assert done["chars"] == len(text)
+    nucleus = stream_events(clients[which], **params, top_p=0.6, **({"alpha": dial} if dial else {}))
+    assert nucleus[0][1]["top_p"] == 0.6
+    text = "".join(data["text"] for name, data in nucleus if name == "token")
+    assert text == reference(served[which], "the king", 24, 5, top_p=0.6, **position)
 
 
 @needs_web

@@ -97,12 +97,17 @@ def test_compress_at_epoch_then_resume(tmp_path):
     assert callback(resumed, TensorTrainCompression).compressed  # not compressed twice
 
 
-def test_sweep_cli_writes_its_tables(compressed_at_fit_end, tmp_path):
+def test_sweep_cli_writes_its_tables(compressed_at_fit_end, tmp_path, monkeypatch, capsys):
+    from succu.progress import progress
+
+    monkeypatch.setitem(progress.__kwdefaults__, "every", 0.0)  # a line per cell in a pipe
     cli, root = compressed_at_fit_end
     ckpt = str(Path(root) / "checkpoints" / "last.ckpt")
     rows = sweep.main(["tt", "--ckpt", ckpt, "--layers", "0", "--bond_dims", "2,[3]",
                        "--seeds", "0", "--samples", "1", "--out", str(tmp_path)])
     assert [r["bond_dims"] for r in rows] == ["-", "2", "3"]
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tt sweep: ")]
+    assert [line.split(" in ")[0] for line in lines] == ["tt sweep: 1/2", "tt sweep: 2/2", "tt sweep: 2/2"]
     assert rows[1]["params"] >= rows[1]["lr"]["params"] and len(rows[1]["lr"]["rank"]) == 2
     for name in ("tt_sweep.csv", "tt_sweep.md", "tt_sweep.png"):
         assert (tmp_path / name).stat().st_size > 0

@@ -39,20 +39,31 @@ def read_wandb(path: str | Path) -> list[Any]:
 
 
 def wandb_summary(records: list[Any]) -> dict[str, Any]:
-    """History keys, config values (JSON), file names and record kinds of an offline run.
+    """History keys, config values (JSON), file names, record kinds, the run's id, the
+    `trainer/global_step` values of its history and its custom charts of an offline run.
 
-    Media (tables, images) are logged as nested items; their key is the first part."""
-    history, config, files, summary = set(), {}, set(), set()
+    Media (tables, images) are logged as nested items; their key is the first part. A custom
+    chart (wandb.plot) is a table `<key>_table` in the history and a panel under the config's
+    `_wandb.visualize.<key>`."""
+    history, config, files, summary, steps, charts = set(), {}, set(), set(), [], set()
+    run_ids = set()
     for r in records:
         kind = r.WhichOneof("record_type")
         if kind == "history":
             history |= {item.key or item.nested_key[0] for item in r.history.item}
+            steps += [int(float(item.value_json)) for item in r.history.item
+                      if (item.key or item.nested_key[0]) == "trainer/global_step"]
         elif kind == "config":
             for item in r.config.update:
                 config[item.key or item.nested_key[0]] = item.value_json
+                if list(item.nested_key[:2]) == ["_wandb", "visualize"] and len(item.nested_key) > 2:
+                    charts.add(item.nested_key[2])
         elif kind == "files":
             files |= {f.path for f in r.files.files}
         elif kind == "summary":
             summary |= {item.key or item.nested_key[0] for item in r.summary.update}
+        elif kind == "run":
+            run_ids.add(r.run.run_id)
     return {"history": history, "config": config, "files": files, "summary": summary,
-            "kinds": {r.WhichOneof("record_type") for r in records}}
+            "kinds": {r.WhichOneof("record_type") for r in records}, "run_ids": run_ids,
+            "steps": sorted(set(steps)), "charts": charts}

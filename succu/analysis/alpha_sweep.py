@@ -23,6 +23,7 @@ import argparse
 import csv
 import io
 import sys
+from itertools import product
 from pathlib import Path
 
 import torch
@@ -32,6 +33,7 @@ from succu.dial import Position, dial_grid, position_label
 from succu.io import atomic_write, figure_bytes, remove_orphans, writable_folder, write_outputs
 from succu.modules.base import LanguageModule, token_count
 from succu.nn.utils import eval_mode
+from succu.progress import progress
 
 HELP = "validation loss per corpus across the alpha dial of a gated model (CSV, markdown, PNG)"
 
@@ -49,21 +51,22 @@ def val_batches(datamodule, max_batches: int | None = None) -> list[dict]:
 
 @torch.no_grad()
 def sweep(module: LanguageModule, batches, alphas: list[float], names: list[str]) -> list[dict]:
-    """Token-weighted validation loss per corpus at each alpha; batches hold one corpus each."""
-    rows = []
+    """Token-weighted validation loss per corpus at each alpha; batches hold one corpus each.
+    Every batch at every alpha, alpha by alpha, with progress on standard error."""
+    batches = list(batches)
+    totals: list[dict[str, list[float]]] = [{} for _ in alphas]
+    work = product(range(len(alphas)), batches)
     with eval_mode(module):
-        for alpha in alphas:
-            totals: dict[str, list[float]] = {}
-            for batch in batches:
-                corpus = names[int(batch["source"][0])] if "source" in batch else names[0]
-                logits = module(batch["input_ids"].to(module.device), alpha=alpha)
-                labels = batch["labels"].to(module.device)
-                n = token_count(labels)
-                acc = totals.setdefault(corpus, [0.0, 0])
-                acc[0] += float(module.loss(logits, labels)) * n
-                acc[1] += n
-            rows.append({"alpha": alpha, **{c: t / n for c, (t, n) in totals.items()}})
-    return rows
+        for i, batch in progress(work, "alpha sweep", len(alphas) * len(batches)):
+            corpus = names[int(batch["source"][0])] if "source" in batch else names[0]
+            logits = module(batch["input_ids"].to(module.device), alpha=alphas[i])
+            labels = batch["labels"].to(module.device)
+            n = token_count(labels)
+            acc = totals[i].setdefault(corpus, [0.0, 0])
+            acc[0] += float(module.loss(logits, labels)) * n
+            acc[1] += n
+    return [{"alpha": alpha, **{c: t / n for c, (t, n) in total.items()}}
+            for alpha, total in zip(alphas, totals)]
 
 
 def markdown(rows: list[dict], names: list[str], pick=min) -> str:

@@ -68,6 +68,7 @@ from succu.io import atomic_write, figure_bytes, remove_orphans, writable_folder
 from succu.loggers import markdown_table
 from succu.modules.base import LanguageModule
 from succu.nn.tt import TTLinear, compress_linears
+from succu.progress import progress
 
 HELP = "tensor-train corruption study of FFN layers, with a low-rank baseline"
 
@@ -283,7 +284,7 @@ def sweep(module: LanguageModule, probe: Probe, layer_sets, bond_specs=None, lay
     reference = evaluate(module, probe)
     rows = [{"layers": "-", "bond_dims": "-", "params": 0, "dense_params": 0, "rel_error": 0.0,
              "model_params": sum(p.numel() for p in module.parameters()), **reference}]
-    for blocks, bonds in cells:
+    for blocks, bonds in progress(cells, "tt sweep"):
         start = time.perf_counter()
         asked = list(bonds) if isinstance(bonds, tuple) else [bonds] * len(blocks)
         used = clamp_bonds(module, blocks, asked)

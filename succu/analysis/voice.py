@@ -18,14 +18,16 @@ and the plot.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 import torch
 
 from succu.contracts import TextSplits, require
 from succu.dial import Position
+from succu.progress import progress
 
 ORDERS = (1, 2, 3, 4)
 BITS = 20
@@ -131,33 +133,66 @@ def continuations(module, alpha: Position, n: int, prompts: Sequence[str] = PROM
     """`n` sampled continuations of `prompts` (round robin) at `alpha`, `length` new tokens each,
     special tokens dropped (an EOS does not stop them). One seeded generator per call, so the
     dial position is the only thing that differs between two calls."""
-    tok = module.tokenizer
-    usable = [p for p in prompts if not tok.unknown(p)]
+    out: list[str] = [""] * n
+    for _ in sampling(module, alpha, n, prompts, length, temperature, seed, out):
+        pass
+    return out
+
+
+def sampling_steps(module, n: int, prompts: Sequence[str] = PROMPTS, length: int = WINDOW) -> int:
+    """How many generation steps `sampling` takes: `length` for each batch of prompts."""
+    return len(prompt_batches(prompt_ids(module, n, prompts))) * length
+
+
+def prompt_ids(module, n: int, prompts: Sequence[str]) -> list[list[int]]:
+    """The encoded prompt of each of `n` samples: `prompts` that fit the vocabulary, round robin."""
+    usable = [p for p in prompts if not module.tokenizer.unknown(p)]
     if not usable:
         raise ValueError(f"no voice prompt fits the model's vocabulary: {list(prompts)}")
-    chosen = [module.prompt_ids(usable[i % len(usable)]) for i in range(n)]
+    return [module.prompt_ids(usable[i % len(usable)]) for i in range(n)]
+
+
+def prompt_batches(chosen: list[list[int]]) -> list[list[int]]:
+    """The samples (indices) of each batch: prompts of the same length share one, so there are
+    fewer, wider steps (past the block size every step recomputes the window, so the number of
+    steps is what costs)."""
+    return [[i for i, ids in enumerate(chosen) if len(ids) == size]
+            for size in dict.fromkeys(len(ids) for ids in chosen)]
+
+
+def sampling(module, alpha: Position, n: int, prompts: Sequence[str], length: int,
+             temperature: float, seed: int, out: list[str]) -> Iterator[None]:
+    """`continuations` one generation step at a time: yields after each step of each batch, and
+    writes each batch's texts into `out` when it ends."""
+    tok = module.tokenizer
+    chosen = prompt_ids(module, n, prompts)
     generator = torch.Generator(device=module.device).manual_seed(seed)
     special = set(tok.special_ids)
-    out: list[str] = [""] * n
-    # Prompts of the same length share one batch: fewer, wider steps (past the block size every
-    # step recomputes the window, so the number of steps is what costs).
-    for size in dict.fromkeys(len(ids) for ids in chosen):
-        rows = [i for i, ids in enumerate(chosen) if len(ids) == size]
+    for rows in prompt_batches(chosen):
         batch = torch.tensor([chosen[i] for i in rows], device=module.device)
-        seq = module.generate(batch, length, temperature=temperature, generator=generator, alpha=alpha)
-        for i, row in zip(rows, seq[:, size:].tolist()):
+        new = []  # kept on the device until the batch ends: no host sync per step
+        for nxt in module.steps(batch, length, temperature=temperature, generator=generator, alpha=alpha):
+            new.append(nxt)
+            yield
+        sampled = torch.stack(new, dim=1).tolist() if new else [[] for _ in rows]
+        for i, row in zip(rows, sampled):
             out[i] = tok.decode([t for t in row if t not in special])[:length]
-    return out
 
 
 def voice_shares(module, meter: VoiceMeter, alphas: Sequence[Position], n: int = 64,
                  prompts: Sequence[str] = PROMPTS, length: int = WINDOW, temperature: float = 0.8,
                  seed: int = 0) -> list[dict]:
     """At each alpha, the share of `n` continuations judged to be each corpus: one row per alpha,
-    {"alpha": alpha, <corpus name>: share, ...}; each row's shares sum to 1."""
+    {"alpha": alpha, <corpus name>: share, ...}; each row's shares sum to 1. The sampling shows
+    its progress on standard error (`succu.progress`), step by step."""
+    texts = [[""] * n for _ in alphas]
+    steps = chain.from_iterable(sampling(module, alpha, n, prompts, length, temperature, seed, out)
+                                for alpha, out in zip(alphas, texts))
+    total = len(alphas) * sampling_steps(module, n, prompts, length)
+    for _ in progress(steps, f"voice meter: {len(alphas)} positions x {n} samples, steps", total):
+        pass
     rows = []
-    for alpha in alphas:
-        texts = continuations(module, alpha, n, prompts, length, temperature, seed)
-        shares = meter.shares(texts)
+    for alpha, sampled in zip(alphas, texts):
+        shares = meter.shares(sampled)
         rows.append({"alpha": alpha, **{name: float(s) for name, s in zip(meter.names, shares)}})
     return rows

@@ -30,10 +30,12 @@ from succu.contracts import DialModel, KVCacheModel, NamedCorpora, TextFingerpri
 from succu.loggers import logged_step
 from succu.nn.utils import eval_mode
 from succu.optim import AdamW, warmup_cosine
+from succu.sampling import check_sampling, sampling_probs
 from succu.tokenizers import Tokenizer, tokenizer_from_state
 
 IGNORE_INDEX = -100
 CHECKPOINT_KEY = "succu"
+TEST = "test"  # the key of the whole test split in `accumulate_loss`
 
 
 def token_count(labels: torch.Tensor) -> float:
@@ -44,15 +46,9 @@ def token_count(labels: torch.Tensor) -> float:
     return float((labels != IGNORE_INDEX).sum())
 
 
-def check_sampling(temperature: float, top_k: int | None, max_new_tokens: int) -> None:
-    """Sampling settings that can run. Any temperature > 0 samples: tiny ones approach greedy
-    decoding (`pick` divides logits already shifted to max 0, so nothing overflows)."""
-    if not (temperature > 0 and math.isfinite(temperature)):
-        raise ValueError(f"temperature must be > 0, got {temperature} (use greedy for argmax decoding)")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be a positive integer or None, got {top_k}")
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+def perplexity(loss: float) -> float:
+    """exp(loss): the perplexity of a mean per-token loss in nats (inf past float range)."""
+    return math.exp(loss) if loss < 709.0 else math.inf
 
 
 class LanguageModule(L.LightningModule):
@@ -176,13 +172,24 @@ class LanguageModule(L.LightningModule):
         self.log("val/ppl", self.val_ppl, batch_size=batch["input_ids"].size(0))
         return loss
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Accumulate the batch's token losses; `on_test_epoch_end` logs test/loss and test/ppl."""
         logits = self(batch["input_ids"], **self.eval_kwargs(batch))
-        loss = self.loss(logits, batch["labels"])
-        n_tokens = token_count(batch["labels"])
-        self.log("test/loss", loss, batch_size=n_tokens, sync_dist=True)
-        self.log("test/ppl", loss.exp(), batch_size=n_tokens, sync_dist=True)
-        return loss
+        self.accumulate_loss(TEST, logits, batch["labels"])
+
+    def on_test_epoch_start(self) -> None:
+        self._loss_sums = {}
+
+    def on_test_epoch_end(self) -> None:
+        losses = self.reduced_losses([TEST])
+        if TEST in losses:
+            self.log_loss("test", losses[TEST][0])
+
+    def log_loss(self, split: str, loss: float, **kwargs: Any) -> None:
+        """`<split>/loss` (a mean per-token loss over the split) and `<split>/ppl`, its exp, both
+        from the same number."""
+        self.log(f"{split}/loss", loss, **kwargs)
+        self.log(f"{split}/ppl", perplexity(loss))
 
     def eval_kwargs(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         """Forward arguments that score a held-out batch: none here; a dial module scores each
@@ -322,6 +329,7 @@ class LanguageModule(L.LightningModule):
         *,
         temperature: float = 1.0,
         top_k: int | None = None,
+        top_p: float | None = None,
         greedy: bool = False,
         eos_id: int | None = None,
         use_cache: bool = True,
@@ -333,10 +341,12 @@ class LanguageModule(L.LightningModule):
         Rows that emit `eos_id` are padded with it afterwards; generation stops when every row has.
         With the KV cache each step feeds one token; past the model's block_size the context window
         slides (the last block_size tokens), exactly as full recomputation does. A model with a
-        dial runs at `alpha=` (default: the middle of the dial, `dial_kwargs`).
+        dial runs at `alpha=` (default: the middle of the dial, `dial_kwargs`). Sampling divides
+        the logits by `temperature`, keeps the `top_k` most likely tokens, then the nucleus of
+        `top_p` (`sampling_probs`); `greedy` takes the argmax instead.
         """
         steps = self.steps(input_ids, max_new_tokens, temperature=temperature, top_k=top_k,
-                           greedy=greedy, eos_id=eos_id, use_cache=use_cache, generator=generator,
+                           top_p=top_p, greedy=greedy, eos_id=eos_id, use_cache=use_cache, generator=generator,
                            **model_kwargs)
         return torch.cat([input_ids, *(nxt[:, None] for nxt in steps)], dim=1)
 
@@ -346,17 +356,18 @@ class LanguageModule(L.LightningModule):
         return model_kwargs
 
     def steps(self, input_ids: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
-              top_k: int | None = None, greedy: bool = False, eos_id: int | None = None,
-              use_cache: bool = True, generator: torch.Generator | None = None, **model_kwargs: Any):
+              top_k: int | None = None, top_p: float | None = None, greedy: bool = False,
+              eos_id: int | None = None, use_cache: bool = True,
+              generator: torch.Generator | None = None, **model_kwargs: Any):
         """An iterator over the next token of every row, (B,), one step at a time (what `generate`
         collects and `stream` prints as it comes). Settings are checked now, not at the first step.
         """
-        check_sampling(temperature, top_k, max_new_tokens)
-        return self._steps(input_ids, max_new_tokens, temperature, top_k, greedy, eos_id,
+        check_sampling(temperature, top_k, max_new_tokens, top_p)
+        return self._steps(input_ids, max_new_tokens, temperature, top_k, top_p, greedy, eos_id,
                            use_cache, generator, self.dial_kwargs(model_kwargs))
 
-    def _steps(self, input_ids, max_new_tokens, temperature, top_k, greedy, eos_id, use_cache,
-               generator, model_kwargs):
+    def _steps(self, input_ids, max_new_tokens, temperature, top_k, top_p, greedy, eos_id,
+               use_cache, generator, model_kwargs):
         block = self.model.cfg.block_size
         cached = use_cache and isinstance(self.model, KVCacheModel)
         kv = {}  # a model without a cache takes no kv_cache argument at all
@@ -369,7 +380,8 @@ class LanguageModule(L.LightningModule):
                 fresh = seq[:, -block:]
                 cache = self.model.new_kv_cache() if cached else None
                 kv = {"kv_cache": cache} if cached else {}
-            nxt = self.next_token(fresh, model_kwargs, temperature, top_k, greedy, generator, kv)
+            nxt = self.next_token(fresh, model_kwargs, temperature, top_k, greedy, generator, kv,
+                                  top_p=top_p)
             if eos_id is not None:
                 nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
                 done |= nxt == eos_id
@@ -379,14 +391,14 @@ class LanguageModule(L.LightningModule):
             if eos_id is not None and bool(done.all()):
                 break
 
-    def next_token(self, fresh, model_kwargs, temperature, top_k, greedy, generator, kv):
+    def next_token(self, fresh, model_kwargs, temperature, top_k, greedy, generator, kv, top_p=None):
         """The next token of every row (B,) from the tokens the model has not seen yet (`fresh`:
         the whole window, or one token with a KV cache). A model with its own decoding rule
         overrides this (NoiseLM's hard snap)."""
         # Modes are set per step, not held across a yield: the caller's code runs in between.
         with torch.no_grad(), eval_mode(self.model):
             logits = self.model(fresh, **kv, **model_kwargs)[:, -1, :].float()
-        return self.pick(logits, temperature, top_k, greedy, generator)
+        return self.pick(logits, temperature, top_k, greedy, generator, top_p=top_p)
 
     @staticmethod
     def pick(
@@ -395,16 +407,13 @@ class LanguageModule(L.LightningModule):
         top_k: int | None,
         greedy: bool,
         generator: torch.Generator | None,
+        top_p: float | None = None,
     ) -> torch.Tensor:
+        """The next token of every row of `logits` (B, V): the argmax with `greedy`, else one draw
+        from `sampling_probs`."""
         if greedy:
             return logits.argmax(dim=-1)
-        # Shifted to max 0 first: a tiny temperature then sends the others to -inf (greedy in the
-        # limit) instead of overflowing to inf - inf = NaN, which multinomial refuses.
-        logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
-        if top_k is not None and top_k < logits.size(-1):
-            kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        probs = logits.softmax(dim=-1)
+        probs = sampling_probs(logits, temperature, top_k, top_p)
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
     def complete(self, prompts: list[str], max_new_tokens: int | None = None, **kwargs: Any) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,7 +10,7 @@ import torch
 from succu import dial
 from succu.dial import Position, position_label
 from succu.models.gated_gpt import GatedGPT, GatedGPTConfig
-from succu.modules.base import LanguageModule, token_count
+from succu.modules.base import LanguageModule
 
 
 class GatedGPTModule(LanguageModule):
@@ -93,23 +92,12 @@ class GatedGPTModule(LanguageModule):
         for a in self.positions_of(corpus):
             self.accumulate_loss((corpus, a), self(batch["input_ids"], alpha=a), batch["labels"])
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """The batch's loss at its corpus's own end (logged as `test/loss`, token-weighted, as
-        every module's test); every position of the grid is accumulated for the epoch's end."""
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Accumulate the batch's loss at every position of the grid; the epoch's end logs them
+        and `test/loss`: every corpus at its own end, pooled over tokens (as every module's test)."""
         corpus = int(batch["source"][0]) if "source" in batch else 0
-        own, labels = self.own_end(corpus), batch["labels"]
         for a in self.positions_of(corpus):
-            logits = self(batch["input_ids"], alpha=a)
-            self.accumulate_loss((corpus, a), logits, labels)
-            if a == own:
-                loss = self.loss(logits, labels)
-        n_tokens = token_count(labels)
-        self.log("test/loss", loss, batch_size=n_tokens, sync_dist=True)
-        self.log("test/ppl", loss.exp(), batch_size=n_tokens, sync_dist=True)
-        return loss
-
-    def on_test_epoch_start(self) -> None:
-        self._loss_sums = {}
+            self.accumulate_loss((corpus, a), self(batch["input_ids"], alpha=a), batch["labels"])
 
     def grid_losses(self) -> tuple[dict, list[Position]]:
         """({(corpus, position): (loss, tokens)} over the epoch and every rank, each corpus's own
@@ -127,15 +115,16 @@ class GatedGPTModule(LanguageModule):
     def on_test_epoch_end(self) -> None:
         losses, ends = self.grid_losses()
         self.log_grid("test", losses)
+        own = [losses[(c, e)] for c, e in enumerate(ends) if (c, e) in losses]
         for corpus, end in enumerate(ends):
             if (corpus, end) in losses:
                 self.log(f"test/loss/{self.corpus_name(corpus)}", losses[(corpus, end)][0])
+        if own:
+            self.log_loss("test", sum(loss * n for loss, n in own) / sum(n for _, n in own))
 
     def on_validation_epoch_end(self) -> None:
         losses, ends = self.grid_losses()
         self.log_grid("val", losses)
         own = [losses[(c, e)][0] for c, e in enumerate(ends) if (c, e) in losses]
         if own:
-            loss = sum(own) / len(own)
-            self.log("val/loss", loss, prog_bar=True)
-            self.log("val/ppl", math.exp(min(loss, 50.0)))
+            self.log_loss("val", sum(own) / len(own), prog_bar=True)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
 from succu.contracts import TrainingTokenCounts, in_domain_corpora
 from succu.models.hypersurface import HypersurfaceConfig, HypersurfaceLM
-from succu.modules.base import LanguageModule
+from succu.modules.base import LanguageModule, perplexity
 
 # Token classes by training-split occurrences: unseen (0), rare (1 .. threshold - 1; as a reported
 # class "rare" means fewer than threshold, unseen included), common (threshold or more).
@@ -75,9 +74,6 @@ class HypersurfaceModule(LanguageModule):
     def is_in_domain(self, corpus: int) -> bool:
         return self.in_domain is None or corpus in self.in_domain
 
-    def on_test_epoch_start(self) -> None:
-        self.on_validation_epoch_start()
-
     def score(self, batch: dict[str, torch.Tensor]) -> int:
         """Accumulate a held-out batch's loss under its corpus and each rarity class; the corpus.
         Val and test batches hold one corpus each (fixed windows), named by `source`."""
@@ -115,12 +111,11 @@ class HypersurfaceModule(LanguageModule):
                 self.log(f"{split}/tokens/{name}", float(n))
             else:
                 name = self.corpus_name(key)
-                self.log(f"{split}/ppl/{name}", math.exp(min(loss, 50.0)))
+                self.log(f"{split}/ppl/{name}", perplexity(loss))
             self.log(f"{split}/loss/{name}", loss)
         # Pooled over the in-domain corpora, token-weighted.
         pooled = [(loss * n, n) for c, (loss, n) in losses.items()
                   if not isinstance(c, tuple) and self.is_in_domain(c)]
         if pooled:
             loss = sum(s for s, _ in pooled) / sum(n for _, n in pooled)
-            self.log(f"{split}/loss", loss, prog_bar=split == "val")
-            self.log(f"{split}/ppl", math.exp(min(loss, 50.0)))
+            self.log_loss(split, loss, prog_bar=split == "val")

@@ -255,8 +255,9 @@ class NoiseLMModule(NoiseModule):
     def __init__(self, model: NoiseLMConfig = NoiseLMConfig(), **kwargs: Any):  # noqa: B008
         super().__init__(model, **kwargs)
 
-    def next_token(self, window, model_kwargs, temperature, top_k, greedy, generator, kv):
+    def next_token(self, window, model_kwargs, temperature, top_k, greedy, generator, kv, top_p=None):
         if greedy:  # the hard snap, not the argmax of the relaxed mixture
             with torch.no_grad(), eval_mode(self.model):
                 return self.model.snap_decode(window)
-        return super().next_token(window, model_kwargs, temperature, top_k, greedy, generator, kv)
+        return super().next_token(window, model_kwargs, temperature, top_k, greedy, generator, kv,
+                                  top_p=top_p)

@@ -3,7 +3,7 @@
 Routes:
     GET /             the page (static/index.html; static/page.js beside it)
     GET /info         the checkpoint's model and dial, and each control's limits (JSON)
-    GET /stream?prompt=...&alpha=...&temperature=...&max_new_tokens=...&seed=...
+    GET /stream?prompt=...&alpha=...&temperature=...&top_p=...&max_new_tokens=...&seed=...
                       server-sent events: `start` (the position and settings this stream uses),
                       `token` per new piece, then `done`, or one `error` with a one-line message
 

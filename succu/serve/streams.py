@@ -33,7 +33,7 @@ MAX_PROMPT_CHARS = 4000  # prompts come in a URL; longer ones slide out of any b
 # Streams running at once. Each costs a thread and a share of the CPU; past this a request is
 # refused with a message rather than slowing every open tab down.
 MAX_STREAMS = 16
-DEFAULTS = {"temperature": "0.8", "max_new_tokens": "200", "seed": "0"}
+DEFAULTS = {"temperature": "0.8", "top_p": "1", "max_new_tokens": "200", "seed": "0"}
 
 Emit = Callable[[str, dict[str, Any]], None]  # (event name, JSON-able payload)
 
@@ -45,6 +45,7 @@ class Request:
     prompt: str
     alpha: Position | None  # None: the model has no dial
     temperature: float
+    top_p: float  # nucleus sampling; 1: every token
     max_new_tokens: int
     seed: int
     notes: tuple[str, ...] = ()  # what the server changed, shown on the page (unknown words)
@@ -110,8 +111,12 @@ class Served:
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature:g} (small values such as "
                              "0.1 approach greedy decoding)")
-        return Request(prompt, self.check_alpha(params.get("alpha")), temperature, length, seed,
-                       tuple(notes))
+        top_p = number(params.get("top_p", DEFAULTS["top_p"]), "top_p")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p:g} (1 samples from every token, "
+                             "0.9 from the most likely ones holding 90% of the probability)")
+        return Request(prompt, self.check_alpha(params.get("alpha")), temperature, top_p, length,
+                       seed, tuple(notes))
 
     def check_prompt(self, text: str) -> tuple[str, list[str]]:
         """The prompt ready to encode: not empty, not huge, and every character known to the
@@ -141,7 +146,8 @@ class Served:
 
     def describe(self, request: Request) -> dict[str, Any]:
         """The `start` event: what this stream runs with, the dial position above all."""
-        out: dict[str, Any] = {"temperature": request.temperature, "seed": request.seed,
+        out: dict[str, Any] = {"temperature": request.temperature, "top_p": request.top_p,
+                               "seed": request.seed,
                                "max_new_tokens": request.max_new_tokens, "notes": list(request.notes)}
         if request.alpha is None:
             return {**out, "alpha": None, "label": "no dial"}
@@ -228,7 +234,8 @@ class TokenStream:
         started, chars = time.perf_counter(), 0
         with torch.inference_mode():
             pieces = module.stream(req.prompt, req.max_new_tokens, temperature=req.temperature,
-                                   use_cache=self.served.cached, generator=generator, **dial)
+                                   top_p=req.top_p, use_cache=self.served.cached,
+                                   generator=generator, **dial)
             for piece in pieces:
                 if self.stopped.is_set():
                     return

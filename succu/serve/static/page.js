@@ -143,7 +143,7 @@ function close(pane, state) {
 function run(pane) {
   close(pane, "streaming");
   const params = new URLSearchParams({
-    prompt: $("prompt").value, temperature: $("temperature").value,
+    prompt: $("prompt").value, temperature: $("temperature").value, top_p: $("top_p").value,
     max_new_tokens: $("length").value, seed: $("seed").value,
   });
   if (pane.dial) params.set("alpha", pane.dial.get());
@@ -185,6 +185,7 @@ async function boot() {
   $("model").textContent = `${info.checkpoint} · ${info.model} · ${dial}` +
     `${info.kv_cache ? " · KV cache" : ""} · at most ${info.max_new_tokens} new tokens`;
   $("temperature").value = info.defaults.temperature;
+  $("top_p").value = info.defaults.top_p;
   $("length").value = info.defaults.max_new_tokens;
   $("length").max = info.max_new_tokens;
   $("seed").value = info.defaults.seed;
