@@ -45,7 +45,8 @@ from typing import Any
 
 import torch
 
-from succu.checkpoint import load_datamodule, load_module, read_checkpoint
+from succu.checkpoint import load_datamodule, load_module
+from succu.checkpoint_files import read_checkpoint
 from succu.contracts import NamedCorpora
 from succu.devices import check_device
 from succu.dial import Position, centre, own_end, parse_position, position_for, position_label

@@ -8,7 +8,7 @@ with a dial needs), its control-code baseline and SuccuLM have that form (`succu
 model is refused in one line saying why.
 
 `--format succu` writes any model as the checkpoint itself without a pickle: model.safetensors
-and succu.json (`succu.checkpoint.write_folder`); every succu tool takes that folder as --ckpt.
+and succu.json (`succu.checkpoint_files.write_folder`); every succu tool takes that folder as --ckpt.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from succu.checkpoint import (
+from succu.checkpoint import module_from_checkpoint
+from succu.checkpoint_files import (
     module_checkpoint,
-    module_from_checkpoint,
     read_checkpoint,
     safetensors_torch,
     write_folder,

@@ -66,7 +66,8 @@ from callbacks.progress import LearningRate, ProgressLog  # noqa: E402
 from callbacks.qa import TalkAfterFit  # noqa: E402
 from callbacks.safety import FiniteTraining, PreemptionCheckpoint  # noqa: E402
 from succu import runs  # noqa: E402
-from succu.checkpoint import AtomicCheckpointIO, check_corpus_text, read_checkpoint  # noqa: E402
+from succu.checkpoint import check_corpus_text  # noqa: E402
+from succu.checkpoint_files import AtomicCheckpointIO, read_checkpoint  # noqa: E402
 from succu.devices import check_devices  # noqa: E402
 from succu.errors import NonFiniteError, TrainingError, run_cli  # noqa: E402
 from succu.modules.base import LanguageModule  # noqa: E402

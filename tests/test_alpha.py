@@ -13,7 +13,7 @@ from datamodules.mixture import MixtureDataModule
 from datamodules.tokens import Tokens
 from datamodules.windows import Windows
 from succu import generate, sweep
-from succu.checkpoint import AtomicCheckpointIO
+from succu.checkpoint_files import AtomicCheckpointIO
 from succu.dial import DialSampler
 from succu.modules.gated_gpt import GatedGPTModule
 from tests.ddp_probe import StopAt

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from succu import fit, generate
-from succu.checkpoint import AtomicCheckpointIO, CheckpointError, load_module, read_checkpoint
+from succu.checkpoint import load_module
+from succu.checkpoint_files import AtomicCheckpointIO, CheckpointError, read_checkpoint
 
 SUCCULM = str(Path(__file__).resolve().parents[1] / "configs" / "succulm.yaml")
 TINY = ["--model.init_args.model.profile", "tiny", "--data.init_args.batch_size", "8"]

@@ -17,7 +17,7 @@ from datamodules.mixture import MixtureDataModule
 from datamodules.tokens import Tokens
 from datamodules.windows import DIAL_STREAM, Windows, window_seed
 from succu import generate, sweep
-from succu.checkpoint import AtomicCheckpointIO
+from succu.checkpoint_files import AtomicCheckpointIO
 from succu.dial import (
     DialSampler,
     DirichletDialSampler,

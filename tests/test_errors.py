@@ -68,7 +68,7 @@ def test_bad_checkpoint_through_fit_is_one_line(checkpoints, capsys, kind, messa
 
 def test_corrupt_last_checkpoint_through_ckpt_path_last_is_one_line(checkpoints, tmp_path, capsys):
     """`--ckpt_path last` resolves at fit time; Lightning's own load goes through
-    AtomicCheckpointIO, which reads like succu.checkpoint.read_checkpoint."""
+    AtomicCheckpointIO, which reads like succu.checkpoint_files.read_checkpoint."""
     folder = tmp_path / "run" / "checkpoints"
     folder.mkdir(parents=True)
     (folder / "last.ckpt").write_bytes(checkpoints["truncated"].read_bytes())

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from succu import export, generate
-from succu.checkpoint import CheckpointError, load_module
+from succu.checkpoint import load_module
+from succu.checkpoint_files import CheckpointError
 from succu.models.gated_gpt import AtPosition
 from succu.modules.base import LanguageModule
 from succu.modules.gated_gpt import GatedGPTModule

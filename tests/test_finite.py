@@ -10,7 +10,7 @@ import torch
 
 from callbacks.safety import FiniteTraining
 from succu import fit
-from succu.checkpoint import read_checkpoint
+from succu.checkpoint_files import read_checkpoint
 from succu.errors import NonFiniteError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -79,3 +79,21 @@ def test_a_checkpoint_of_non_finite_weights_is_refused():
     with pytest.raises(NonFiniteError, match=r"refused to write a checkpoint at step 0: 1 weight tensors hold non-finite values \(w\)"):
         FiniteTraining().on_save_checkpoint(trainer, None, state)
     FiniteTraining().on_save_checkpoint(trainer, None, {"state_dict": {"w": torch.ones(2)}})
+
+
+def test_every_tool_refuses_a_checkpoint_of_non_finite_weights(tmp_path, capsys):
+    from succu import generate
+
+    fit.main(["--config", SUCCULM, *TINY, "--trainer.max_steps", "2", "--trainer.default_root_dir",
+              str(tmp_path / "run")])
+    (good,) = (tmp_path / "run").rglob("last.ckpt")
+    ckpt = torch.load(good, weights_only=True)
+    next(iter(v for v in ckpt["state_dict"].values() if v.is_floating_point())).view(-1)[0] = float("nan")
+    torch.save(ckpt, tmp_path / "nan.ckpt")
+    with pytest.raises(SystemExit) as exc:
+        generate.main(["--ckpt", str(tmp_path / "nan.ckpt"), "--prompt", "is ruby a boy?"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "holds non-finite weights" in err and len(err.strip().splitlines()) == 1
+    line = one_error(capsys, ["--config", SUCCULM, *TINY, "--trainer.max_steps", "3",
+                              "--ckpt_path", str(tmp_path / "nan.ckpt")])
+    assert "holds non-finite weights" in line

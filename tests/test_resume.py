@@ -178,7 +178,7 @@ def test_succulm_resumed_mid_epoch_matches_an_uninterrupted_run(tmp_path):
     import lightning as L
 
     from datamodules.succulent import SuccuPairsDataModule
-    from succu.checkpoint import AtomicCheckpointIO
+    from succu.checkpoint_files import AtomicCheckpointIO
     from succu.modules.succulm import SuccuLMModule
     from tests.ddp_probe import StopAt
 

@@ -18,7 +18,7 @@ import pytest
 
 from succu import dial, fit, runs, sweep
 from succu.analysis import alpha_sweep
-from succu.checkpoint import read_checkpoint
+from succu.checkpoint_files import read_checkpoint
 from succu.io import host_tag, remove_orphans, writable_folder
 
 SUCCULM = str(Path(__file__).resolve().parents[1] / "configs" / "succulm.yaml")

@@ -15,7 +15,8 @@ import torch
 
 from datamodules.corpora import Sources
 from succu import export, fit, generate, runs, sweep
-from succu.checkpoint import AtomicCheckpointIO, CheckpointError, load_datamodule, load_module
+from succu.checkpoint import load_datamodule, load_module
+from succu.checkpoint_files import AtomicCheckpointIO, CheckpointError
 from tests.paths import touch
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -249,7 +250,7 @@ def test_ckpt_path_hyperparameters_are_not_merged_into_the_config(tmp_path, monk
     import torch
 
     from succu import fit as succu_fit
-    from succu.checkpoint import read_checkpoint
+    from succu.checkpoint_files import read_checkpoint
 
     config = str(Path(__file__).resolve().parents[1] / "configs" / "succulm.yaml")
     monkeypatch.chdir(tmp_path)

@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from succu.checkpoint import load_module, read_checkpoint
+from succu.checkpoint import load_module
+from succu.checkpoint_files import read_checkpoint
 from succu.contracts import DialModel, KVCacheModel
 from succu.dial import Position, parse_position, position_for, position_label
 from succu.generate import unknown_summary
