@@ -30,7 +30,7 @@ from succu.modules.noise_transformer import NoiseTransformerModule
 from succu.modules.succulm import SuccuLMModule
 from succu.nn.tt import compress_linears
 from succu.tokenizers import BPETokenizer, CharTokenizer, WordTokenizer, normalize_text, split_words
-from tests.tiny import tiny_module
+from tests.tiny import tiny_module, write_checkpoint
 
 RULES = ["fold_ascii", "abc_style"]  # the abcGPT corpora's surface rules
 TEXT = ("Once upon a time, the King said: \u201cHello!\u201d \u2014 and the Queen smiled\u2026\n"
@@ -79,17 +79,6 @@ def spread(module: LanguageModule, seed: int, tok=None) -> LanguageModule:
     return module.eval()
 
 
-def write_ckpt(path: Path, module: LanguageModule, tok, corpora: list[str] | None = None) -> str:
-    """`module` saved as `python -m succu.fit` saves a checkpoint."""
-    module.tokenizer = tok
-    ckpt = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
-    if corpora:
-        ckpt["datamodule_hyper_parameters"] = {"corpora": corpora}
-    module.on_save_checkpoint(ckpt)
-    torch.save(ckpt, path)
-    return str(path)
-
-
 def build(name: str) -> LanguageModule:
     cls, tok, config, _, tt = CASES[name]
     module = tiny_module(cls, vocab_size=tok.vocab_size, **config)
@@ -110,7 +99,7 @@ def dial(alpha: str | None) -> dict:
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("export")
-    return {name: write_ckpt(root / f"{name}.ckpt", build(name), CASES[name][1]) for name in CASES}
+    return {name: write_checkpoint(root / f"{name}.ckpt", build(name), CASES[name][1]) for name in CASES}
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +189,7 @@ def test_the_tokenizer_keeps_the_surface_rules(exported):
 def test_a_byte_level_bpe_keeps_its_merges_and_rules(transformers, tmp_path):
     bpe = BPETokenizer.train([normalize_text(TEXT, RULES)] * 3, 300, ["<EOS>"], RULES)
     module = spread(tiny_module(GPTModule, vocab_size=bpe.vocab_size, **GPT_SIZES), seed=5)
-    export.main(["--ckpt", write_ckpt(tmp_path / "bpe.ckpt", module, bpe), str(tmp_path / "out")])
+    export.main(["--ckpt", write_checkpoint(tmp_path / "bpe.ckpt", module, bpe), str(tmp_path / "out")])
     tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
     for text in ["The King said \u201cHELLO\u201d\u2026", "caf\u00e9 \u2014 na\u00efve  \tROMEO!"]:
         assert tok(text)["input_ids"] == bpe.encode(text)
@@ -280,7 +269,7 @@ def test_a_dial_position_is_required_and_checked(ckpts, tmp_path, capsys, name, 
      "NoiseTransformerLM cannot be written as a GPT-2: its next token comes from a hidden Markov"),
 ])
 def test_other_models_are_refused_saying_why(tmp_path, capsys, cls, config, reason):
-    ckpt = write_ckpt(tmp_path / "m.ckpt", tiny_module(cls, vocab_size=CHAR.vocab_size, block_size=16,
+    ckpt = write_checkpoint(tmp_path / "m.ckpt", tiny_module(cls, vocab_size=CHAR.vocab_size, block_size=16,
                                                        **config), CHAR)
     line = refused(["--ckpt", ckpt, str(tmp_path / "out")], capsys)
     assert line.startswith(f"error: {reason}") and line.endswith("(--format succu writes any model)")
@@ -333,7 +322,7 @@ def every_model(tmp_path: Path) -> dict[str, tuple[str, dict]]:
                                           n_layer=1, n_head=2, n_embd=16, code_dim=8), {}),
         "ngram": (ngram, {}),
     }
-    return {name: (write_ckpt(tmp_path / f"{name}.ckpt", m.eval(), WORDS if "succulm" in name else CHAR,
+    return {name: (write_checkpoint(tmp_path / f"{name}.ckpt", m.eval(), WORDS if "succulm" in name else CHAR,
                               corpora=["tinystories", "shakespeare", "kjv"]), kw)
             for name, (m, kw) in modules.items()}
 

@@ -24,7 +24,7 @@ from succu.modules.gpt import GPTModule
 from succu.serve import streams
 from succu.serve.streams import MAX_NEW_TOKENS, Served
 from succu.tokenizers import CharTokenizer
-from tests.tiny import tiny_module
+from tests.tiny import tiny_module, write_checkpoint
 
 MISSING = [m for m in ("fastapi", "uvicorn", "httpx") if importlib.util.find_spec(m) is None]
 needs_web = pytest.mark.skipif(
@@ -41,13 +41,7 @@ def write_ckpt(path, cls, corpora: list[str] | None = None, **config) -> str:
     tok = CharTokenizer.from_texts([TEXT])
     module = tiny_module(cls, vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2,
                          n_embd=16, **config)
-    module.tokenizer = tok
-    ckpt = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
-    if corpora:
-        ckpt["datamodule_hyper_parameters"] = {"corpora": corpora}
-    module.on_save_checkpoint(ckpt)
-    torch.save(ckpt, path)
-    return str(path)
+    return write_checkpoint(path, module, tok, corpora)
 
 
 @pytest.fixture(scope="module")
