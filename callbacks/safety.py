@@ -155,6 +155,13 @@ class FiniteTraining(L.Callback):
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "fit" and not trainer.sanity_checking:
             self.check(trainer)
+            # The last update can make weights non-finite after a finite loss; validation and the
+            # probes after it (sampled generations, sweeps) would then fail on them.
+            bad = non_finite(pl_module.state_dict())
+            if bad:
+                raise NonFiniteError(
+                    f"training stopped at step {trainer.global_step}: {diverged(bad)}; the fit "
+                    "diverged. The checkpoints on disk keep the last finite state (--ckpt_path last)")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.check(trainer)
@@ -179,10 +186,21 @@ class FiniteTraining(L.Callback):
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
         self.check(trainer)
-        bad = [name for name, value in checkpoint.get("state_dict", {}).items()
-               if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+        bad = non_finite(checkpoint.get("state_dict", {}))
         if bad:
             raise NonFiniteError(
-                f"refused to write a checkpoint at step {trainer.global_step}: {len(bad)} weight "
-                f"tensors hold non-finite values ({bad[0]}{', ...' if len(bad) > 1 else ''}); the "
+                f"refused to write a checkpoint at step {trainer.global_step}: {diverged(bad)}; the "
                 "fit diverged. The checkpoints on disk keep the last finite state (--ckpt_path last)")
+
+
+def non_finite(state: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors in `state` that hold a NaN or an infinity."""
+    floats = [(name, value) for name, value in state.items() if torch.is_tensor(value) and value.is_floating_point()]
+    if not floats:
+        return []
+    flags = torch.stack([~torch.isfinite(value).all() for _, value in floats]).cpu()  # one sync
+    return [name for (name, _), bad in zip(floats, flags.tolist()) if bad]
+
+
+def diverged(bad: list[str]) -> str:
+    return f"{len(bad)} weight tensors hold non-finite values ({bad[0]}{', ...' if len(bad) > 1 else ''})"

@@ -32,6 +32,18 @@ class PoisonAt(L.Callback):
                 next(pl_module.parameters()).view(-1)[0] = float("nan")
 
 
+class PoisonAfter(L.Callback):
+    """Make one weight NaN after the update of step `step` (its loss was still finite)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                next(pl_module.parameters()).view(-1)[0] = float("nan")
+
+
 @pytest.fixture(autouse=True)
 def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -71,6 +83,18 @@ def test_the_checkpoints_keep_the_last_finite_step_and_last_resumes_from_it(caps
     assert read_checkpoint(last)["global_step"] == 5 and finite(last)
     cli = fit.main([*args, "--trainer.max_steps", "7", "--ckpt_path", "last"])
     assert cli.trainer.global_step == 7  # resumed from step 5, the last finite one
+
+
+def test_weights_that_turn_non_finite_after_a_finite_loss_stop_before_sampling(capsys, tmp_path):
+    run = tmp_path / "run"
+    callbacks = ('[{"class_path": "tests.test_finite.PoisonAfter", "init_args": {"step": 6}}, '
+                 '{"class_path": "callbacks.generations.GenerationTable", "init_args": {"max_new_tokens": 4}}]')
+    line = one_error(capsys, ["--config", SUCCULM, *TINY, "--trainer.max_steps", "20",
+                              "--trainer.val_check_interval", "3", "--trainer.callbacks", callbacks,
+                              "--trainer.default_root_dir", str(run)])
+    assert line.startswith("error: training stopped at step 6: 1 weight tensors hold non-finite values")
+    (last,) = run.rglob("last.ckpt")
+    assert read_checkpoint(last)["global_step"] == 3 and finite(last)
 
 
 def test_a_checkpoint_of_non_finite_weights_is_refused():
