@@ -132,20 +132,87 @@ def tokenize_documents(ds: Any, tokenizer: CorpusTokenizer, documents: bool, rul
     return pc.list_flatten(column).to_numpy().astype(dtype, copy=False)
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in 1 MiB pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while piece := f.read(1 << 20):
+            h.update(piece)
+    return h.hexdigest()
+
+
 def write_token_cache(folder: Path, splits: dict[str, Any], sides: tuple[str, ...], tokenizer: CorpusTokenizer,
                       documents: bool, rules: Sequence[str], corpus_key: dict[str, Any]) -> None:
     """Tokenise the `sides` of one corpus's splits into `folder`: `<side>.bin` each, then
-    `meta.json` (dtype, lengths, key), written last: a folder with meta.json is complete."""
-    meta: dict[str, Any] = {"dtype": np.dtype(token_dtype(tokenizer.vocab_size)).name}
+    `meta.json` (dtype, lengths, the SHA-256 of each file, key), written last: a folder with
+    meta.json is complete, and `cache_problem` can tell an intact one from a damaged one."""
+    meta: dict[str, Any] = {"dtype": np.dtype(token_dtype(tokenizer.vocab_size)).name, "sha256": {}}
+    (folder / "meta.json").unlink(missing_ok=True)  # a rebuild: no reader pairs old meta with new ids
     for side in sides:
         ids = tokenize_documents(splits[side], tokenizer, documents, rules)
-        atomic_write(folder / f"{side}.bin", ids.tobytes())
+        data = ids.tobytes()
+        atomic_write(folder / f"{side}.bin", data)
         meta[side] = int(len(ids))
+        meta["sha256"][side] = hashlib.sha256(data).hexdigest()
     meta["key"] = {"corpus": corpus_key, "tokenizer": tokenizer.kind}
     atomic_write(folder / "meta.json", json.dumps(meta, indent=1).encode())
 
 
+def read_meta(folder: Path, sides: Sequence[str]) -> dict[str, Any]:
+    """The token cache's meta.json, its fields checked: a ValueError says what is wrong."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError("meta.json is missing") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"meta.json is not valid JSON ({err})") from None
+    if not isinstance(meta, dict) or meta.get("dtype") not in ("uint16", "uint32"):
+        raise ValueError("meta.json names no token dtype (uint16 or uint32)")
+    if not isinstance(meta.get("sha256"), dict):
+        raise ValueError("meta.json has no checksums (a cache written before they were recorded)")
+    for side in sides:
+        count, checksum = meta.get(side), meta["sha256"].get(side)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0 or not isinstance(checksum, str):
+            raise ValueError(f"meta.json has no token count and checksum for {side}.bin")
+    return meta
+
+
+def check_sizes(folder: Path, meta: dict[str, Any], sides: Sequence[str]) -> None:
+    """Each `<side>.bin` holds exactly the bytes meta.json counts (a ValueError says which not)."""
+    itemsize = np.dtype(meta["dtype"]).itemsize
+    for side in sides:
+        path = folder / f"{side}.bin"
+        if not path.is_file():
+            raise ValueError(f"{side}.bin is missing")
+        size, expected = path.stat().st_size, meta[side] * itemsize
+        if size != expected:
+            raise ValueError(f"{side}.bin has {size:,} bytes where meta.json counts {meta[side]:,} "
+                             f"{meta['dtype']} ids ({expected:,} bytes)")
+
+
+def cache_problem(folder: Path, sides: Sequence[str]) -> str | None:
+    """What is wrong with the token cache in `folder` (None: complete and intact). Its meta.json,
+    the size of each `<side>.bin`, and its SHA-256 against the one meta.json recorded are checked:
+    read once per datamodule, so a garbled id is caught before it is trained on."""
+    try:
+        meta = read_meta(folder, sides)
+        check_sizes(folder, meta, sides)
+    except ValueError as err:
+        return str(err)
+    for side in sides:
+        if file_sha256(folder / f"{side}.bin") != meta["sha256"][side]:
+            return f"{side}.bin does not match the checksum meta.json recorded (its ids were changed)"
+    return None
+
+
 def read_token_array(folder: Path, side: str) -> np.ndarray:
-    """The cached ids of one split, memory-mapped."""
-    meta = json.loads((folder / "meta.json").read_text())
+    """The cached ids of one split, memory-mapped (its meta and size checked: a ValueError names
+    the folder; `cache_problem` verifies the ids themselves)."""
+    try:
+        meta = read_meta(folder, (side,))
+        check_sizes(folder, meta, (side,))
+    except ValueError as err:
+        raise ValueError(f"token cache {folder}: {err}; delete the folder to rebuild it") from None
+    if meta[side] == 0:  # an empty file cannot be mapped
+        return np.zeros(0, dtype=meta["dtype"])
     return np.memmap(folder / f"{side}.bin", dtype=meta["dtype"], mode="r", shape=(meta[side],))
