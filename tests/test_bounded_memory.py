@@ -188,3 +188,72 @@ def test_a_bad_byte_far_into_the_file_is_named_where_it_is(ckpt, tmp_path, capsy
     assert refused(["--ckpt", ckpt, "--text", str(path)], capsys) == (
         f"error: --text {path} is not UTF-8 text ({whole})")
     assert whole.startswith("byte 2800:")
+
+
+# ---- sweeps: grids and sample counts capped before anything is built ----------------------------
+@pytest.fixture
+def gated(tmp_path):
+    from succu.modules.gated_gpt import GatedGPTModule
+
+    def make(k: int) -> str:
+        tok = CharTokenizer(list("abcdefgh "))
+        module = tiny_module(GatedGPTModule, vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=1,
+                             n_embd=8, n_sources=k, **({} if k == 2 else {"eval_alphas": [[1] + [0] * (k - 1)]}))
+        return write_checkpoint(tmp_path / f"gated{k}.ckpt", module, tok, [f"c{i}" for i in range(k)])
+
+    return make
+
+
+def sweep_refusal(argv, capsys) -> str:
+    from succu import sweep
+
+    with pytest.raises(SystemExit) as exc:
+        sweep.main(argv)
+    assert exc.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1
+    return lines[0]
+
+
+@pytest.mark.parametrize("alphas, count", [("0:1:1e-9", "1,000,000,001"), ("0:1:0.00009", "11,112"),
+                                           ("0:inf:0.1", "more than 10,000")])
+def test_an_alpha_range_above_the_cap_is_refused(gated, tmp_path, capsys, alphas, count):
+    line = sweep_refusal(["alpha", "--ckpt", gated(2), "--alphas", alphas, "--out", str(tmp_path / "out")], capsys)
+    assert line == (f"error: --alphas {alphas} gives {count} dial positions; a sweep scores at most 10,000 "
+                    "(a larger step or a shorter range)")
+
+
+def test_a_simplex_step_above_the_cap_is_refused(gated, tmp_path, capsys):
+    out = ["--out", str(tmp_path / "out")]
+    assert sweep_refusal(["alpha", "--ckpt", gated(3), "--step", "1e-9", *out], capsys) == (
+        "error: --step 1e-09 over 3 sources gives more than 10,000 dial positions; a sweep scores at "
+        "most 10,000 (a larger step or a shorter range)")
+    assert sweep_refusal(["alpha", "--ckpt", gated(4), "--step", "0.01", *out], capsys) == (
+        "error: --step 0.01 over 4 sources gives 176,851 dial positions; a sweep scores at most 10,000 "
+        "(a larger step or a shorter range)")
+
+
+def test_voice_samples_above_the_cap_are_refused(gated, tmp_path, capsys):
+    assert sweep_refusal(["alpha", "--ckpt", gated(2), "--voice", "100000000"], capsys) == (
+        "error: --voice must be 0 (off) or a number of samples per position up to 10,000, got 100,000,000")
+
+
+def test_tt_samples_and_seeds_above_the_cap_are_refused(tmp_path, capsys):
+    ckpt = str(tmp_path / "never-read.ckpt")  # refused before the checkpoint is read
+    assert sweep_refusal(["tt", "--ckpt", ckpt, "--samples", "100000000"], capsys) == (
+        "error: --samples must be between 1 and 10,000 (rates need samples), got 100,000,000")
+    assert sweep_refusal(["tt", "--ckpt", ckpt, "--seeds", ",".join(map(str, range(101)))], capsys) == (
+        "error: --seeds wants 1 to 100 seeds, got 101")
+    assert sweep_refusal(["tt", "--ckpt", ckpt, "--seeds", "0,x"], capsys) == (
+        "error: --seeds wants comma-separated integers like '0,1,2', got '0,x'")
+
+
+@pytest.mark.parametrize("k, alphas, step", [
+    (2, None, 0.1), (2, "0:1:0.25", 0.1), (2, "1:0:0.3", 0.1), (2, "0:0.3:0.1", 0.1), (2, "0,0.5,1", 0.1),
+    (2, "0.2:0.2:0.1", 0.1), (3, None, 0.1), (3, None, 0.25), (4, None, 0.2), (3, "1,0,0;0,1,0;;", 0.1),
+])
+def test_grid_size_counts_what_dial_grid_builds(k, alphas, step):
+    from succu.analysis.alpha_sweep import grid_size
+    from succu.dial import dial_grid
+
+    assert grid_size(k, alphas, step) == len(dial_grid(k, alphas, step))
