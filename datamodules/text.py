@@ -163,6 +163,7 @@ class TextDataModule(ResumableTraining, NamedCorpora, BatchSized, TrainingTokenC
             raise ValueError(f"corpora must be a non-empty list of distinct names, got {corpora}")
         if self.tokens.tokenizer_kind not in TOKENIZER_KINDS:
             raise ValueError(f"tokenizer_kind must be one of {TOKENIZER_KINDS}, got {self.tokens.tokenizer_kind!r}")
+        self.windows.check()
         self.splits.check()
         if weights is not None and (len(weights) != len(corpora) or min(weights) < 0 or sum(weights) <= 0):
             raise ValueError(f"weights must be {len(corpora)} non-negative numbers, got {weights}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,12 +70,21 @@ def tokenizer_path(cache_dir: Path, tokens: Tokens, corpus_keys: list[dict[str, 
 
 
 def load_or_build_tokenizer(path: Path, build: Callable[[], CorpusTokenizer]) -> CorpusTokenizer:
-    """The tokenizer cached at `path`, built and cached first when there is none."""
-    if not path.is_file():
-        tok = build()
-        # First writer wins, and everyone reads the file: DDP ranks agree on one tokenizer.
-        atomic_write(path, json.dumps(tok.state_dict()).encode(), exclusive=True)
-    return tokenizer_from_state(json.loads(path.read_text()))
+    """The tokenizer cached at `path`, built and cached first when there is none; a cached file
+    that cannot be read as a tokenizer is rebuilt, with a note on stderr naming it."""
+    if path.is_file():
+        try:
+            return tokenizer_from_state(json.loads(path.read_text(encoding="utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            problem = f"not valid JSON ({err})"
+        except ValueError as err:
+            problem = str(err)
+        print(f"note: tokenizer cache {path}: {problem}; rebuilding it from the text", file=sys.stderr, flush=True)
+        path.unlink(missing_ok=True)
+    tok = build()
+    # First writer wins, and everyone reads the file: DDP ranks agree on one tokenizer.
+    atomic_write(path, json.dumps(tok.state_dict()).encode(), exclusive=True)
+    return tokenizer_from_state(json.loads(path.read_text(encoding="utf-8")))
 
 
 def build_tokenizer(tokens: Tokens, texts: Callable[[tuple[str, ...]], Iterable[str]],
