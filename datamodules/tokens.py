@@ -32,6 +32,7 @@ from succu.tokenizers import (
 
 EOS = "<EOS>"
 TOKENIZER_KINDS = ("char", "bpe", "word")
+VERIFIED = "verified.json"  # a token cache's file stamps when their checksums last matched
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,8 @@ def write_token_cache(folder: Path, splits: dict[str, Any], sides: tuple[str, ..
     `meta.json` (dtype, lengths, the SHA-256 of each file, key), written last: a folder with
     meta.json is complete, and `cache_problem` can tell an intact one from a damaged one."""
     meta: dict[str, Any] = {"dtype": np.dtype(token_dtype(tokenizer.vocab_size)).name, "sha256": {}}
-    (folder / "meta.json").unlink(missing_ok=True)  # a rebuild: no reader pairs old meta with new ids
+    for stale in ("meta.json", VERIFIED):  # a rebuild: no reader pairs old meta with new ids
+        (folder / stale).unlink(missing_ok=True)
     for side in sides:
         ids = tokenize_documents(splits[side], tokenizer, documents, rules)
         data = ids.tobytes()
@@ -166,6 +168,7 @@ def write_token_cache(folder: Path, splits: dict[str, Any], sides: tuple[str, ..
         meta["sha256"][side] = hashlib.sha256(data).hexdigest()
     meta["key"] = {"corpus": corpus_key, "tokenizer": tokenizer.kind}
     atomic_write(folder / "meta.json", json.dumps(meta, indent=1).encode())
+    stamp_verified(folder, meta["sha256"], sides)  # hashed as written: not read again to check
 
 
 def read_meta(folder: Path, sides: Sequence[str]) -> dict[str, Any]:
@@ -200,18 +203,53 @@ def check_sizes(folder: Path, meta: dict[str, Any], sides: Sequence[str]) -> Non
                              f"{meta['dtype']} ids ({expected:,} bytes)")
 
 
+def file_stamps(folder: Path, sides: Sequence[str]) -> dict[str, list[int]]:
+    """Size, modification and change times (ns) and inode of each `<side>.bin`: any write to a
+    file changes its change time, which no user can set back."""
+    stamps = {}
+    for side in sides:
+        info = (folder / f"{side}.bin").stat()
+        stamps[side] = [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino]
+    return stamps
+
+
+def stamp_verified(folder: Path, checksums: dict[str, str], sides: Sequence[str]) -> None:
+    """Record that the files match `checksums` as they are now (a read-only cache records
+    nothing: it is hashed again next time)."""
+    record = {"sha256": {side: checksums[side] for side in sides}, "files": file_stamps(folder, sides)}
+    try:
+        atomic_write(folder / VERIFIED, json.dumps(record).encode())
+    except OSError:
+        pass
+
+
+def verified_before(folder: Path, checksums: dict[str, str], sides: Sequence[str]) -> bool:
+    """Whether the files are unchanged since their checksums last matched these."""
+    try:
+        record = json.loads((folder / VERIFIED).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    expected = {"sha256": {side: checksums[side] for side in sides}, "files": file_stamps(folder, sides)}
+    return record == expected
+
+
 def cache_problem(folder: Path, sides: Sequence[str]) -> str | None:
-    """What is wrong with the token cache in `folder` (None: complete and intact). Its meta.json,
-    the size of each `<side>.bin`, and its SHA-256 against the one meta.json recorded are checked:
-    read once per datamodule, so a garbled id is caught before it is trained on."""
+    """What is wrong with the token cache in `folder` (None: complete and intact). Its meta.json
+    and the size of each `<side>.bin` are checked every time; the SHA-256 of each file against the
+    one meta.json recorded once per change of the files (`VERIFIED` holds their stamps when they
+    last matched), so a garbled id is caught before it is trained on, and an unchanged cache is
+    not read twice."""
     try:
         meta = read_meta(folder, sides)
         check_sizes(folder, meta, sides)
     except ValueError as err:
         return str(err)
+    if verified_before(folder, meta["sha256"], sides):
+        return None
     for side in sides:
         if file_sha256(folder / f"{side}.bin") != meta["sha256"][side]:
             return f"{side}.bin does not match the checksum meta.json recorded (its ids were changed)"
+    stamp_verified(folder, meta["sha256"], sides)
     return None
 
 

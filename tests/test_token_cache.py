@@ -4,6 +4,7 @@ naming it, and the fit reads the same ids as from a clean cache (never the damag
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -42,6 +43,15 @@ def garble_ids(folder: Path) -> str:
     return "train.bin does not match the checksum meta.json recorded"
 
 
+def garble_ids_keeping_the_time(folder: Path) -> str:
+    """The same, with the file's modification time set back (its change time moves on)."""
+    path = folder / "train.bin"
+    info = path.stat()
+    message = garble_ids(folder)
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+    return message
+
+
 def truncate(folder: Path) -> str:
     path = folder / "train.bin"
     size = path.stat().st_size
@@ -71,7 +81,7 @@ def written_before_checksums(folder: Path) -> str:
     return "meta.json has no checksums (a cache written before they were recorded)"
 
 
-DAMAGE = [garble_ids, truncate, garble_meta, missing_val, missing_meta, written_before_checksums]
+DAMAGE = [garble_ids, garble_ids_keeping_the_time, truncate, garble_meta, missing_val, missing_meta, written_before_checksums]
 
 
 @pytest.fixture(scope="module")
@@ -110,11 +120,13 @@ def test_a_damaged_cache_is_rebuilt_with_a_note(damage, corpus, tmp_path, capsys
     assert capsys.readouterr().err == ""
 
 
-def test_an_intact_cache_is_read_without_tokenising(corpus, tmp_path, capsys, monkeypatch):
+def test_an_intact_cache_is_read_without_tokenising_or_hashing(corpus, tmp_path, capsys, monkeypatch):
     import datamodules.tokens as tokens_mod
 
     datamodule(corpus, tmp_path, "bpe").setup("fit")
     monkeypatch.setattr(tokens_mod, "tokenize_documents", lambda *a, **k: pytest.fail("tokenised again"))
+    # Written and hashed in one go: its stamps say so, and unchanged files are not hashed again.
+    monkeypatch.setattr(tokens_mod, "file_sha256", lambda *a, **k: pytest.fail("hashed again"))
     dm = datamodule(corpus, tmp_path, "bpe")
     dm.prepare_data()
     dm.setup("fit")  # verified once per datamodule: prepare_data's check serves setup
@@ -130,3 +142,22 @@ def test_a_cache_damaged_after_the_check_is_refused_naming_it(corpus, tmp_path):
     with pytest.raises(ValueError, match=rf"token cache {folder}: train.bin has .* bytes where meta.json "
                                          r"counts .*; delete the folder to rebuild it"):
         read_token_array(folder, "train")
+
+
+@pytest.mark.parametrize("stamp", [None, b"\x00garbled"])
+def test_a_cache_without_its_stamp_is_hashed_once(corpus, tmp_path, monkeypatch, stamp):
+    import datamodules.tokens as tokens_mod
+
+    dm = datamodule(corpus, tmp_path)
+    dm.setup("fit")
+    folder = dm.token_dir("desert")
+    if stamp is None:
+        (folder / tokens_mod.VERIFIED).unlink()  # e.g. a cache copied from elsewhere
+    else:
+        (folder / tokens_mod.VERIFIED).write_bytes(stamp)
+    hashed = []
+    real = tokens_mod.file_sha256
+    monkeypatch.setattr(tokens_mod, "file_sha256", lambda path: hashed.append(path.name) or real(path))
+    sides = ("train", "val", "test")
+    assert cache_problem(folder, sides) is None and sorted(hashed) == ["test.bin", "train.bin", "val.bin"]
+    assert cache_problem(folder, sides) is None and len(hashed) == 3  # stamped: not hashed again
