@@ -241,7 +241,7 @@ def test_voice_samples_above_the_cap_are_refused(gated, tmp_path, capsys):
 def test_tt_samples_and_seeds_above_the_cap_are_refused(tmp_path, capsys):
     ckpt = str(tmp_path / "never-read.ckpt")  # refused before the checkpoint is read
     assert sweep_refusal(["tt", "--ckpt", ckpt, "--samples", "100000000"], capsys) == (
-        "error: --samples must be between 1 and 10,000 (rates need samples), got 100,000,000")
+        "error: --samples must be at most 10,000 per probe prompt and seed, got 100,000,000")
     assert sweep_refusal(["tt", "--ckpt", ckpt, "--seeds", ",".join(map(str, range(101)))], capsys) == (
         "error: --seeds wants 1 to 100 seeds, got 101")
     assert sweep_refusal(["tt", "--ckpt", ckpt, "--seeds", "0,x"], capsys) == (

@@ -265,9 +265,10 @@ def make_probe(datamodule, args: argparse.Namespace) -> Probe:
 
 
 def check_samples(samples: int) -> None:
-    if not 1 <= samples <= MAX_SAMPLES:
-        raise ValueError(f"--samples must be between 1 and {MAX_SAMPLES:,} (rates need samples), "
-                         f"got {samples:,}")
+    if samples < 1:
+        raise ValueError(f"--samples must be at least 1 (rates need samples), got {samples}")
+    if samples > MAX_SAMPLES:
+        raise ValueError(f"--samples must be at most {MAX_SAMPLES:,} per probe prompt and seed, got {samples:,}")
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
