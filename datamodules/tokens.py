@@ -5,6 +5,11 @@ their training splits, or words (`succu.tokenizers.WordTokenizer`) of their trai
 settings, surface rules) and the tokenizer settings. Each split's ids are tokenised once with
 `datasets.map` (batched) into a flat uint16/uint32 file under a key of the corpus and the
 tokenizer's state, so a second run reads the arrays and tokenises nothing.
+
+A cache carries its own check: meta.json holds each file's token count, dtype and SHA-256. Every
+start checks meta.json and the sizes; the checksums are compared whenever the files changed since
+they last matched (their stamps in verified.json). A damaged, partial or pre-checksum cache, or an
+unreadable cached tokenizer, is rebuilt from the text with a note naming it: never trained on.
 """
 
 from __future__ import annotations

@@ -18,6 +18,13 @@ every --stride tokens (default: block_size, i.e. non-overlapping chunks, the con
 window gives); each token is scored exactly once, by the first window that reaches it, so a
 smaller stride gives later tokens more context.
 
+The file is streamed: read twice in pieces of about a megabyte (once to count its tokens and the
+pieces the vocabulary lacks, so a refusal comes before any scoring; once to score), each piece
+cut where the ids of both sides join to those of the whole, and windows are cut from the ids as
+they are reached, so memory does not grow with the text and the scores equal those of the whole
+text at once. Only a regular file is read (a device or a pipe may never end), of at most
+--max_bytes (default 1,000,000,000).
+
 --corpus [NAME] rebuilds the datamodule the checkpoint was trained on
 (`succu.checkpoint.load_datamodule`; its recorded paths are not reused: --data_path NAME=PATH,
 --data_dir, --cache_dir) and scores its test split (--split val for validation), the same batches

@@ -223,7 +223,16 @@ def test_an_alpha_range_above_the_cap_is_refused(gated, tmp_path, capsys, alphas
                     "(a larger step or a shorter range)")
 
 
-def test_a_simplex_step_above_the_cap_is_refused(gated, tmp_path, capsys):
+def test_a_simplex_step_above_the_cap_is_refused(gated, tmp_path, capsys, monkeypatch):
+    import succu.checkpoint
+    from datamodules.mixture import MixtureDataModule
+    from datamodules.tokens import Tokens
+
+    def data(ckpt, module, **kwargs):  # the checkpoint's corpora, never set up: refused before
+        names = [f"c{i}" for i in range(module.model.n_sources)]
+        return MixtureDataModule(corpora=names, tokens=Tokens(cache_dir=str(tmp_path)))
+
+    monkeypatch.setattr(succu.checkpoint, "load_datamodule", data)
     out = ["--out", str(tmp_path / "out")]
     assert sweep_refusal(["alpha", "--ckpt", gated(3), "--step", "1e-9", *out], capsys) == (
         "error: --step 1e-09 over 3 sources gives more than 10,000 dial positions; a sweep scores at "

@@ -147,12 +147,13 @@ def run(args: argparse.Namespace) -> list[dict]:
                          f"{MAX_VOICE:,}, got {args.voice:,}")
     if args.max_batches is not None and args.max_batches < 1:
         raise ValueError(f"--max_batches must be a positive integer, got {args.max_batches}")
+    if args.alphas is not None and ";" not in args.alphas:  # a two-source range: refused before the load
+        check_grid_size(2, args.alphas, args.step)
     out = writable_folder(args.out)  # before any work: a bad --out must not cost the sweep
     remove_orphans([out])
     module = load_module(args.ckpt)
     if not module.has_dial:
         raise ValueError(f"{args.ckpt} holds {type(module.model).__name__}, which has no alpha dial")
-    check_grid_size(module.model.n_sources, args.alphas, args.step)  # before the data is read
     datamodule = load_datamodule(args.ckpt, module, data_dir=args.data_dir, cache_dir=args.cache_dir,
                                  data_paths=args.data_paths)
     names = list(datamodule.corpora) if isinstance(datamodule, NamedCorpora) else ["data"]
