@@ -187,8 +187,8 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
         # block_size is logged by the model, which receives the derived value through the CLI link;
         # logging the datamodule's None beside it would conflict.
         self.save_hyperparameters(ignore=["block_size"])
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if heldout_qa_split not in ("val", "test"):
             raise ValueError(f"heldout_qa_split must be 'val' or 'test', got {heldout_qa_split!r}")
         self.heldout_qa_split = heldout_qa_split

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,6 +45,7 @@ from datamodules.tokens import (
     TOKENIZER_KINDS,
     Tokens,
     build_tokenizer,
+    cache_problem,
     digest,
     load_or_build_tokenizer,
     read_token_array,
@@ -146,6 +148,7 @@ class TextDataModule(ResumableTraining, NamedCorpora, BatchSized, TrainingTokenC
         self._tokenizer_digest_of: CorpusTokenizer | None = None
         self._dial: DialSampler | None = None
         self._texts: list[CorpusText] | None = None
+        self._verified: set[Path] = set()  # token caches checked (checksums) by this datamodule
 
     def record_settings(self, **resolved: Any) -> None:
         """Record the calling subclass's init arguments as its hyperparameters, as plain data: each
@@ -160,6 +163,7 @@ class TextDataModule(ResumableTraining, NamedCorpora, BatchSized, TrainingTokenC
             raise ValueError(f"corpora must be a non-empty list of distinct names, got {corpora}")
         if self.tokens.tokenizer_kind not in TOKENIZER_KINDS:
             raise ValueError(f"tokenizer_kind must be one of {TOKENIZER_KINDS}, got {self.tokens.tokenizer_kind!r}")
+        self.windows.check()
         self.splits.check()
         if weights is not None and (len(weights) != len(corpora) or min(weights) < 0 or sum(weights) <= 0):
             raise ValueError(f"weights must be {len(corpora)} non-negative numbers, got {weights}")
@@ -284,13 +288,23 @@ class TextDataModule(ResumableTraining, NamedCorpora, BatchSized, TrainingTokenC
         return token_dir(self.cache_dir, name, self.corpus_key(name), self._tokenizer_digest)
 
     def prepare_data(self) -> None:
-        """Tokenise every corpus not cached yet (the only step that downloads or writes caches)."""
+        """Tokenise every corpus not cached yet (the only step that downloads or writes caches).
+        A cache that is there is verified first (`cache_problem`: sizes and checksums); a damaged
+        or partial one is rebuilt from the text, with a note on stderr naming it."""
         for spec in self.specs:
             folder = self.token_dir(spec.name)
-            if (folder / "meta.json").is_file():
+            if folder in self._verified:
                 continue
+            problem = cache_problem(folder, self.splits.sides()) if folder.exists() else "new"
+            if problem is None:
+                self._verified.add(folder)
+                continue
+            if problem != "new":
+                print(f"note: token cache {folder}: {problem}; rebuilding it from the text",
+                      file=sys.stderr, flush=True)
             write_token_cache(folder, self.corpus_splits(spec.name), self.splits.sides(), self.tokenizer,
                               spec.documents, self.rules(spec.name), self.corpus_key(spec.name))
+            self._verified.add(folder)
         self._datasets.clear()  # the texts are on disk as ids now
 
     def load_arrays(self, side: str) -> list[np.ndarray]:
@@ -309,8 +323,8 @@ class TextDataModule(ResumableTraining, NamedCorpora, BatchSized, TrainingTokenC
         if self.train_arrays:
             return
         self.corpus_texts()  # fingerprinted once, as the data is set up: what checkpoints record
-        if not all((self.token_dir(n) / "meta.json").is_file() for n in self.corpora):
-            self.prepare_data()  # called without a Trainer (scripts, tests)
+        if not all(self.token_dir(n) in self._verified for n in self.corpora):
+            self.prepare_data()  # without a Trainer (scripts, tests), or on another rank: verified here
         self.train_arrays = self.load_arrays("train")
         self.val_arrays = self.load_arrays("val")
 

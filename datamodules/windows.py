@@ -42,6 +42,18 @@ class Windows:
     seed: int | None = None
     num_workers: int = 0
 
+    def check(self) -> None:
+        """Counts that must be positive integers (num_workers: zero or more). block_size is the
+        model's too: its config refuses one below 1 (the CLI links it there)."""
+        for name in ("batch_size", "val_windows", "val_batch_size", "batches_per_epoch"):
+            value = getattr(self, name)
+            if value is None and name == "val_batch_size":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"windows.{name} must be a positive integer, got {value!r}")
+        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise ValueError(f"windows.num_workers must be zero or a positive integer, got {self.num_workers!r}")
+
 
 # Independent random streams of one batch index (distributed.py's per-step torch seed uses 3).
 WINDOW_STREAM, DIAL_STREAM = 0, 2

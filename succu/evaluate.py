@@ -18,6 +18,13 @@ every --stride tokens (default: block_size, i.e. non-overlapping chunks, the con
 window gives); each token is scored exactly once, by the first window that reaches it, so a
 smaller stride gives later tokens more context.
 
+The file is streamed: read twice in pieces of about a megabyte (once to count its tokens and the
+pieces the vocabulary lacks, so a refusal comes before any scoring; once to score), each piece
+cut where the ids of both sides join to those of the whole, and windows are cut from the ids as
+they are reached, so memory does not grow with the text and the scores equal those of the whole
+text at once. Only a regular file is read (a device or a pipe may never end), of at most
+--max_bytes (default 1,000,000,000).
+
 --corpus [NAME] rebuilds the datamodule the checkpoint was trained on
 (`succu.checkpoint.load_datamodule`; its recorded paths are not reused: --data_path NAME=PATH,
 --data_dir, --cache_dir) and scores its test split (--split val for validation), the same batches
@@ -37,12 +44,19 @@ each corpus at its own end (alpha = k for two sources, the corner e_k for K), as
 from __future__ import annotations
 
 import argparse
+import codecs
+import io
 import math
+import os
+import re
+import stat
 import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from succu.checkpoint import load_datamodule, load_module
@@ -51,12 +65,15 @@ from succu.contracts import NamedCorpora
 from succu.devices import check_device
 from succu.dial import Position, centre, own_end, parse_position, position_for, position_label
 from succu.errors import fail, run_cli
-from succu.generate import note, resolve_unknown
+from succu.generate import note, unknown_summary
 from succu.modules.base import IGNORE_INDEX, LanguageModule
 from succu.progress import progress
 from succu.sweep import add_location_arguments
+from succu.tokenizers import CorpusTokenizer
 
 ALL = "*"  # --corpus without a name
+CHUNK_BYTES = 1 << 20  # --text is read and tokenised about this many bytes at a time
+MAX_BYTES = 1_000_000_000  # --max_bytes's default
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"the middle, {position_label(centre(2))} or 1/K each, for --text; each corpus's own "
                         "end for --corpus)")
     p.add_argument("--batch_size", type=int, default=16, help="windows per forward pass")
+    p.add_argument("--max_bytes", type=int, default=MAX_BYTES,
+                   help=f"--text: refuse a file larger than this (default {MAX_BYTES:,} bytes)")
     p.add_argument("--device", default="cpu", help="torch device to run on")
     add_location_arguments(p)
     return p
@@ -124,25 +143,53 @@ def score_batch(module: LanguageModule, batch: dict[str, torch.Tensor], kwargs: 
     return Score(float(nats), int((labels != IGNORE_INDEX).sum()), chars)
 
 
-def text_batches(ids: list[int], block: int, stride: int, batch_size: int, pad: int):
+def text_batches(ids, block: int, stride: int, batch_size: int, pad: int):
     """Windows of `block` tokens starting every `stride` tokens, batched; each target is scored
     once, by the first window that holds it (labels -100 elsewhere and on padding)."""
-    rows, scored = [], 0  # scored: targets ids[1:scored] already scored by an earlier window
-    for start in range(0, len(ids) - 1, stride):
-        end = min(start + block, len(ids) - 1)
-        labels = ids[start + 1:end + 1]
-        skip = max(0, scored - start)
-        rows.append((ids[start:end], [IGNORE_INDEX] * skip + labels[skip:]))
+    yield from stream_batches([np.asarray(ids, dtype=np.int64)], len(ids), block, stride, batch_size, pad)
+
+
+def stream_batches(chunks: Iterable[np.ndarray], n_ids: int, block: int, stride: int, batch_size: int,
+                   pad: int) -> Iterator[dict[str, torch.Tensor]]:
+    """`text_batches` of the `n_ids` ids that `chunks` hold in order, read as the windows reach
+    them: only the ids from the current window's start on are kept (a chunk and a window)."""
+    source = iter(chunks)
+    buf, base = np.zeros(0, dtype=np.int64), 0  # buf holds ids[base:base + len(buf)]
+    rows: list[tuple[np.ndarray, np.ndarray]] = []
+    scored = 0  # targets ids[1:scored] already scored by an earlier window
+    for start in range(0, n_ids - 1, stride):
+        end = min(start + block, n_ids - 1)
+        while base + len(buf) < end + 1:
+            chunk = next(source, None)
+            if chunk is None:
+                raise ValueError(f"the text ended after {base + len(buf):,} of the {n_ids:,} tokens counted "
+                                 "before scoring (did it change while it was read?)")
+            buf = np.concatenate([buf, np.asarray(chunk, dtype=np.int64)])
+        labels = buf[start + 1 - base:end + 1 - base].copy()
+        labels[:max(0, scored - start)] = IGNORE_INDEX
+        rows.append((buf[start - base:end - base], labels))
         scored = end
-        if end == len(ids) - 1:
+        if len(rows) == batch_size:
+            yield window_batch(rows, pad)
+            rows = []
+        if end == n_ids - 1:
             break
-    for k in range(0, len(rows), batch_size):
-        chunk = rows[k:k + batch_size]
-        width = max(len(x) for x, _ in chunk)
-        yield {
-            "input_ids": torch.tensor([x + [pad] * (width - len(x)) for x, _ in chunk]),
-            "labels": torch.tensor([y + [IGNORE_INDEX] * (width - len(y)) for _, y in chunk]),
-        }
+        buf, base = buf[start + stride - base:], start + stride  # the next window starts there
+    if rows:
+        yield window_batch(rows, pad)
+    if any(len(chunk) for chunk in source):
+        raise ValueError(f"the text holds more than the {n_ids:,} tokens counted before scoring "
+                         "(did it change while it was read?)")
+
+
+def window_batch(rows: list[tuple[np.ndarray, np.ndarray]], pad: int) -> dict[str, torch.Tensor]:
+    """Rows of (inputs, labels), padded to the longest: inputs with `pad`, labels with -100."""
+    width = max(len(x) for x, _ in rows)
+    inputs = np.full((len(rows), width), pad, dtype=np.int64)
+    labels = np.full((len(rows), width), IGNORE_INDEX, dtype=np.int64)
+    for i, (x, y) in enumerate(rows):
+        inputs[i, :len(x)], labels[i, :len(y)] = x, y
+    return {"input_ids": torch.from_numpy(inputs), "labels": torch.from_numpy(labels)}
 
 
 def window_count(n_ids: int, block: int, stride: int) -> int:
@@ -152,43 +199,143 @@ def window_count(n_ids: int, block: int, stride: int) -> int:
     return 1 if targets <= block else -(-(targets - block) // stride) + 1
 
 
-def read_text(path: str) -> str:
+def check_text_file(path: str, max_bytes: int) -> None:
+    """A regular file of at most `max_bytes`: a device, FIFO or socket may never end."""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        info = os.stat(path)
     except FileNotFoundError:
         fail(f"--text {path} does not exist")
-    except IsADirectoryError:
+    if stat.S_ISDIR(info.st_mode):
         fail(f"--text {path} is a folder; give a text file")
-    except UnicodeDecodeError as err:
-        fail(f"--text {path} is not UTF-8 text (byte {err.start}: {err.reason})")
+    if not stat.S_ISREG(info.st_mode):
+        fail(f"--text {path} is not a regular file (a device, pipe or socket may never end); give a text file")
+    if info.st_size > max_bytes:
+        fail(f"--text {path} has {info.st_size:,} bytes, more than --max_bytes {max_bytes:,} "
+             "(give a larger --max_bytes to score it)")
 
 
-def encode_text(module: LanguageModule, text: str, path: str, drop: bool) -> tuple[list[int], int]:
-    """(`<BOS>` (when the tokenizer has one) + the text's ids, the characters that words read as
-    <UNK> have beyond the five of "<UNK>" (bits per character counts the text as written))."""
-    tok = module.tokenizer
-    text, counts = resolve_unknown(tok, text, str(path), drop)
-    unk_chars = 0
+# A place where every tokenizer's ids of the text before it and after it join to the ids of the
+# whole: after a newline that follows a non-space, or before one space, each between a letter or
+# digit and a letter or digit (the surface rules, word splitting and byte-level BPE's
+# pre-tokenisation keep to either side of both).
+CUT = re.compile(r"(?<=\S\n)(?=[^\W_])|(?<=[^\W_])(?= [^\W_])")
+
+
+def last_cut(text: str, start: int) -> int:
+    """Where the last `CUT` at or after `start` falls (0: none; the end of the text is searched
+    first)."""
+    for lo in dict.fromkeys((max(start, len(text) - 4096), start)):
+        last = 0
+        for match in CUT.finditer(text, lo):
+            last = match.start()
+        if last:
+            return last
+    return 0
+
+
+def text_pieces(path: str, max_bytes: int, chunk: int | None = None) -> Iterator[str]:
+    """The file's text, as `Path.read_text(encoding="utf-8")` reads it (newlines translated),
+    in pieces of about `chunk` bytes (default CHUNK_BYTES) cut at `CUT` (a piece grows until
+    it holds one)."""
+    chunk = chunk or CHUNK_BYTES
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    decoder = io.IncrementalNewlineDecoder(utf8, translate=True)
+    rest, offset = "", 0
+    with open(path, "rb") as f:
+        while True:
+            data = f.read(chunk)
+            pending = len(utf8.getstate()[0])  # bytes of a character the last read cut
+            try:
+                new = decoder.decode(data, final=not data)
+            except UnicodeDecodeError as err:
+                fail(f"--text {path} is not UTF-8 text (byte {offset - pending + err.start}: {err.reason})")
+            offset += len(data)
+            if offset > max_bytes:
+                fail(f"--text {path} grew past --max_bytes {max_bytes:,} while it was read")
+            if not data:
+                rest += new
+                break
+            searched, rest = max(0, len(rest) - 2), rest + new  # the old text held no cut
+            cut = last_cut(rest, searched)
+            if cut:
+                yield rest[:cut]
+                rest = rest[cut:]
+    if rest:
+        yield rest
+
+
+@dataclass
+class TextTokens:
+    """What the first pass over a text found: its token count (`<BOS>` included) and the
+    pieces its vocabulary lacks."""
+
+    n_ids: int
+    unknown: Counter[str]
+
+
+def encode_piece(tok: CorpusTokenizer, piece: str, drop: bool) -> np.ndarray:
+    if drop and tok.unk_id is None and tok.unknown(piece):
+        piece = tok.without_unknown(piece)
+    return tok.encode_batch([piece])[0]
+
+
+def count_tokens(tok: CorpusTokenizer, path: str, max_bytes: int, drop: bool) -> TextTokens:
+    """The first pass: unknown pieces counted, ids counted (none when unknown characters will be
+    refused)."""
+    unknown: Counter[str] = Counter()
+    n_ids = 0 if tok.bos_id is None else 1
+    for piece in text_pieces(path, max_bytes):
+        found = tok.unknown(piece)
+        unknown.update(found)
+        if not found or tok.unk_id is not None or drop:  # else it is refused, uncounted
+            n_ids += len(encode_piece(tok, piece, drop))
+    return TextTokens(n_ids, unknown)
+
+
+def text_ids(tok: CorpusTokenizer, path: str, max_bytes: int, drop: bool) -> Iterator[np.ndarray]:
+    """The second pass: `<BOS>` (when the tokenizer has one), then the ids of each piece."""
+    if tok.bos_id is not None:
+        yield np.array([tok.bos_id], dtype=np.int64)
+    for piece in text_pieces(path, max_bytes):
+        yield encode_piece(tok, piece, drop)
+
+
+def unknown_note(tok: CorpusTokenizer, counts: Counter[str], what: str, drop: bool) -> int:
+    """Say what the text held that the vocabulary lacks (`succu.generate.resolve_unknown`'s
+    lines), refusing unknown characters unless `drop`; returns the characters that words read as
+    <UNK> have beyond the five of "<UNK>" (bits per character counts the text as written)."""
+    total = sum(counts.values())
     if counts and tok.unk_id is not None:
-        unk_chars = sum((len(word) - len(tok.vocab[tok.unk_id])) * n for word, n in counts.items())
-    ids = ([] if tok.bos_id is None else [tok.bos_id]) + tok.encode(text)
-    if len(ids) < 2:
-        fail(f"{path} has {len(ids)} token(s) after tokenising; at least 2 are needed to score one")
-    return ids, unk_chars
+        note(f"{what}: {total} words not in the vocabulary, scored as <UNK>: {unknown_summary(counts)}")
+        return sum((len(word) - len(tok.vocab[tok.unk_id])) * n for word, n in counts.items())
+    if counts and not drop:
+        fail(f"{what} has {total} characters the checkpoint's vocabulary lacks: "
+             f"{unknown_summary(counts)} (--drop_unknown leaves them out)")
+    if counts:
+        note(f"{what}: left out {total} characters not in the vocabulary: {unknown_summary(counts)}")
+    return 0
 
 
 def evaluate_text(args: argparse.Namespace, module: LanguageModule, kwargs: dict[str, Any]) -> dict[str, Score]:
+    """Score a text file in two streamed passes (count, then score): memory does not grow with
+    the text."""
     block = module.model.cfg.block_size
     stride = block if args.stride is None else args.stride
     if not 1 <= stride <= block:
         fail(f"--stride must be between 1 and the model's block_size {block}, got {stride}")
-    ids, unk_chars = encode_text(module, read_text(args.text), args.text, args.drop_unknown)
-    pad = module.tokenizer.pad_id or 0
+    check_text_file(args.text, args.max_bytes)
+    tok = module.tokenizer
+    counted = count_tokens(tok, args.text, args.max_bytes, args.drop_unknown)
+    unk_chars = unknown_note(tok, counted.unknown, str(args.text), args.drop_unknown)
+    if counted.n_ids < 2:
+        fail(f"{args.text} has {counted.n_ids} token(s) after tokenising; at least 2 are needed to score one")
+    pad = tok.pad_id or 0
     # Characters are counted on decoded ids, where <UNK> spells "<UNK>": count the words it stands
     # for instead (each is scored: every word follows <BOS> or another word).
     total = Score(characters=unk_chars)
-    batches = -(-window_count(len(ids), block, stride) // args.batch_size)
-    for batch in progress(text_batches(ids, block, stride, args.batch_size, pad),
+    batches = -(-window_count(counted.n_ids, block, stride) // args.batch_size)
+    ids = text_ids(tok, args.text, args.max_bytes, args.drop_unknown)
+    for batch in progress(stream_batches(ids, counted.n_ids, block, stride, args.batch_size, pad),
                           f"evaluate {args.text}", batches):
         total.add(score_batch(module, batch, kwargs))
     return {args.text: total}
@@ -260,6 +407,8 @@ def compute_scores(args: argparse.Namespace) -> dict[str, Any]:
     position = None if args.alpha is None else parse_position(args.alpha)  # before the load
     if args.batch_size < 1:
         raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
+    if args.max_bytes < 1:
+        raise ValueError(f"--max_bytes must be a positive integer, got {args.max_bytes}")
     module = load_module(args.ckpt, map_location=check_device(args.device))
     kwargs = dial(args, module, position)
     run = evaluate_text if args.text is not None else evaluate_corpus

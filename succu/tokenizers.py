@@ -119,7 +119,14 @@ def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
         raise ValueError(
             f"unknown tokenizer kind {kind!r}; known kinds: {sorted(Tokenizer.registry)}"
         )
-    return Tokenizer.registry[kind].from_state(state)
+    try:
+        return Tokenizer.registry[kind].from_state(state)
+    except KeyError as err:  # a kind whose fields are not there: damaged, or the kind was changed
+        raise ValueError(f"the saved {kind!r} tokenizer has no {err.args[0]!r} field (its fields: "
+                         f"{sorted(state)}); the tokenizer state is damaged or its kind was changed") from None
+    except Exception as err:  # noqa: BLE001 - the tokenizers library raises a bare Exception
+        raise ValueError(f"the saved {kind!r} tokenizer cannot be rebuilt from its state: "
+                         f"{' '.join(str(err).split()) or type(err).__name__}") from err
 
 
 def split_words(sentence: str) -> list[str]:

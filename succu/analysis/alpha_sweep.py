@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import math
 import sys
 from itertools import product
 from pathlib import Path
@@ -36,6 +37,8 @@ from succu.nn.utils import eval_mode
 from succu.progress import progress
 
 HELP = "validation loss per corpus across the alpha dial of a gated model (CSV, markdown, PNG)"
+MAX_POSITIONS = 10_000  # dial positions one sweep scores (each a pass over the validation batches)
+MAX_VOICE = 10_000  # --voice: sampled continuations per position
 
 
 def val_batches(datamodule, max_batches: int | None = None) -> list[dict]:
@@ -139,8 +142,13 @@ def run(args: argparse.Namespace) -> list[dict]:
     from succu.checkpoint import load_datamodule, load_module
 
     torch.set_num_threads(args.threads)
-    if args.voice < 0:
-        raise ValueError(f"--voice must be 0 (off) or a number of samples per position, got {args.voice}")
+    if not 0 <= args.voice <= MAX_VOICE:
+        raise ValueError(f"--voice must be 0 (off) or a number of samples per position up to "
+                         f"{MAX_VOICE:,}, got {args.voice:,}")
+    if args.max_batches is not None and args.max_batches < 1:
+        raise ValueError(f"--max_batches must be a positive integer, got {args.max_batches}")
+    if args.alphas is not None and ";" not in args.alphas:  # a two-source range: refused before the load
+        check_grid_size(2, args.alphas, args.step)
     out = writable_folder(args.out)  # before any work: a bad --out must not cost the sweep
     remove_orphans([out])
     module = load_module(args.ckpt)
@@ -150,6 +158,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                                  data_paths=args.data_paths)
     names = list(datamodule.corpora) if isinstance(datamodule, NamedCorpora) else ["data"]
     # The dial spans the data's corpora (a model of another size fails at its first forward).
+    check_grid_size(max(2, len(names)), args.alphas, args.step)  # before the grid is built
     alphas = dial_grid(max(2, len(names)), args.alphas, args.step)
     datamodule.setup("validate")
     rows = sweep(module, val_batches(datamodule, args.max_batches), alphas, names)
@@ -174,6 +183,41 @@ def outputs(stem: str, rows: list[dict], names: list[str], heading: str, title: 
     if k <= 3:  # a line per corpus for two sources, a triangle for three; no picture beyond
         files[f"{stem}.png"] = plot_png(rows, names, title, label)
     return files
+
+
+def grid_size(k: int, alphas: str | None, step: float) -> float:
+    """How many positions `dial_grid(k, alphas, step)` holds, counted without building it: inf
+    when too many to count, 0 when the grid is malformed (dial_grid then says what is wrong)."""
+    if alphas is None and k == 2:
+        return 11  # 0:1:0.1
+    if alphas is None:
+        if not (math.isfinite(step) and step > 0):
+            return 0
+        n = round(1 / step)
+        return math.comb(n + k - 1, k - 1) if n <= MAX_POSITIONS else math.inf  # simplex points
+    if k > 2:
+        return sum(1 for p in alphas.split(";") if p.strip())
+    if ":" not in alphas:
+        return alphas.count(",") + 1
+    try:
+        start, stop, step = (float(x) for x in alphas.split(":"))
+    except ValueError:
+        return 0
+    if any(map(math.isnan, (start, stop, step))) or step <= 0:
+        return 0
+    steps = abs(stop - start) / step
+    return round(steps) + 1 if math.isfinite(steps) else math.inf
+
+
+def check_grid_size(k: int, alphas: str | None, step: float) -> None:
+    """Refuse a grid of more than MAX_POSITIONS positions in one line, before it is built."""
+    size = grid_size(k, alphas, step)
+    if size <= MAX_POSITIONS:
+        return
+    what = f"--alphas {alphas}" if alphas is not None else f"--step {step:g} over {k} sources"
+    count = f"more than {MAX_POSITIONS:,}" if math.isinf(size) else f"{size:,}"
+    raise ValueError(f"{what} gives {count} dial positions; a sweep scores at most {MAX_POSITIONS:,} "
+                     "(a larger step or a shorter range)")
 
 
 def voice_reading(module: LanguageModule, datamodule, alphas: list[Position], n: int,

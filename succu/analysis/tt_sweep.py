@@ -71,6 +71,8 @@ from succu.nn.tt import TTLinear, compress_linears
 from succu.progress import progress
 
 HELP = "tensor-train corruption study of FFN layers, with a low-rank baseline"
+MAX_SAMPLES = 10_000  # --samples: per probe prompt and seed
+MAX_SEEDS = 100  # --seeds
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -252,15 +254,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def make_probe(datamodule, args: argparse.Namespace) -> Probe:
     datamodule = require(datamodule, QAProbes, "the TT corruption study")
-    if args.samples < 1:
-        raise ValueError(f"--samples must be at least 1 (rates need samples), got {args.samples}")
+    check_samples(args.samples)
     meter = Meter(datamodule.world_grammar()) if isinstance(datamodule, WorldKnowledge) else None
     return Probe(
         val_loader=datamodule.val_dataloader(), prompts=list(datamodule.probe_prompts),
         hidden_ids=hidden_token_ids(datamodule), train_qa=list(datamodule.train_qa),
         heldout_qa=list(datamodule.heldout_qa), temperature=args.temperature,
-        seeds=tuple(int(s) for s in args.seeds.split(",")), samples=args.samples, meter=meter,
+        seeds=parse_seeds(args.seeds), samples=args.samples, meter=meter,
     )
+
+
+def check_samples(samples: int) -> None:
+    if samples < 1:
+        raise ValueError(f"--samples must be at least 1 (rates need samples), got {samples}")
+    if samples > MAX_SAMPLES:
+        raise ValueError(f"--samples must be at most {MAX_SAMPLES:,} per probe prompt and seed, got {samples:,}")
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """"0,1,2" -> (0, 1, 2): at most MAX_SEEDS sampling seeds."""
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise ValueError(f"--seeds wants comma-separated integers like '0,1,2', got {text!r}") from None
+    if not 1 <= len(seeds) <= MAX_SEEDS:
+        raise ValueError(f"--seeds wants 1 to {MAX_SEEDS} seeds, got {len(seeds):,}")
+    return seeds
 
 
 def experiment_cells(args: argparse.Namespace) -> list[Cell]:
@@ -433,6 +452,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     torch.set_num_threads(args.threads)
     cells = experiment_cells(args)
     modes = parse_modes(args.modes)
+    check_samples(args.samples)  # before the checkpoint is read
+    parse_seeds(args.seeds)
     out = writable_folder(args.out)  # before any work: a bad --out must not cost the sweep
     remove_orphans([out])
     module = load_module(args.ckpt)
