@@ -3,36 +3,29 @@
 A checkpoint (a file, or its safetensors folder: `succu.checkpoint_files`) names its module class,
 which is looked up in succu's own allow-list (`MODULES`), never imported by name; its datamodule
 class likewise (`DATAMODULES`). The hyperparameters it records build the module (arguments the
-class no longer takes are dropped), and the data settings rebuild the datamodule, without the
-locations it records. What it records of its text is a fingerprint per corpus (name, size, sha256;
+class no longer takes are dropped), once their sizes have been checked against the state dict
+without allocating (`succu.checkpoint_sizes`), and the data settings rebuild the datamodule,
+without the locations it records. What it records of its text is a fingerprint per corpus (name, size, sha256;
 no path): a tool about to score a corpus checks the text it found against it
 (`check_corpus_text`) and refuses another.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib
 import inspect
-import math
-import os
 import re
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from torch.nn.modules.module import (
-    register_module_buffer_registration_hook,
-    register_module_parameter_registration_hook,
-)
-from torch.overrides import TorchFunctionMode
 
 from succu.checkpoint_files import CheckpointError, is_location, plain_arguments, read_checkpoint
+from succu.checkpoint_sizes import check_data_settings, check_finite_settings, check_sizes
 from succu.contracts import CorpusText, TextFingerprints
 from succu.modules.base import CHECKPOINT_KEY, LanguageModule
 from succu.modules.gated_gpt import GatedGPTModule
@@ -127,7 +120,7 @@ def module_from_checkpoint(ckpt: dict[str, Any], path: str | Path) -> LanguageMo
     if not isinstance(hparams.get("model"), dict):
         raise CheckpointError(f"{path} has no model config (written before configs were objects?)")
     check_finite_settings(hparams, path)
-    check_sizes(cls, hparams, ckpt, path)
+    check_sizes(lambda: built(cls, hparams, ckpt, path), ckpt, path)
     module = built(cls, hparams, ckpt, path)
     try:
         module.load_state_dict(ckpt["state_dict"])
@@ -150,167 +143,6 @@ def built(cls: type[LanguageModule], hparams: dict[str, Any], ckpt: dict[str, An
     except (TypeError, ValueError, KeyError) as err:  # tokenizer state or TT structure of another shape
         raise CheckpointError(f"{path}: its tokenizer or layer structure is unusable: {err}") from None
     return module
-
-
-def check_finite_settings(settings: Any, path: str | Path, where: str = "") -> None:
-    """Every number a checkpoint's settings record is finite: a NaN dropout or an infinite width
-    passes many constructors and fails later, deep inside a forward."""
-    items = settings.items() if isinstance(settings, dict) else enumerate(settings) if isinstance(settings, list) else ()
-    for key, value in items:
-        name = f"{where}.{key}" if where else str(key)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise CheckpointError(f"{path} records the setting {name} = {value}: every number it "
-                                  "records must be finite")
-        check_finite_settings(value, path, name)
-
-
-# ---- sizes checked before anything is allocated -------------------------------------------------
-MAX_PARAMS_VARIABLE = "SUCCU_MAX_PARAMS"
-MAX_PARAMS = 2_000_000_000  # numbers (parameters and buffers) in one module: 8 GB in float32
-DERIVED_SLACK = 1 << 22  # numbers a module may hold beyond its state dict (position tables)
-
-# Tensor factories whose size a setting gives. While a checkpoint's settings are checked they make
-# meta tensors (shapes, no memory); tensors made from data (torch.tensor, as_tensor, from_numpy)
-# stay real: their data exists already, and a constructor may read their values.
-FACTORIES = frozenset({
-    torch.empty, torch.empty_strided, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn,
-    torch.randint, torch.randperm, torch.normal, torch.arange, torch.linspace, torch.logspace,
-    torch.eye, torch.tril_indices, torch.triu_indices,
-})
-
-
-def max_params() -> int:
-    """The most numbers a loaded module may hold: MAX_PARAMS, or $SUCCU_MAX_PARAMS."""
-    raw = os.environ.get(MAX_PARAMS_VARIABLE)
-    if raw is None:
-        return MAX_PARAMS
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 1):
-        raise ValueError(f"{MAX_PARAMS_VARIABLE}={raw!r} must be a positive number of parameters "
-                         "(e.g. 4e9)")
-    return int(value)
-
-
-class MetaFactories(TorchFunctionMode):
-    """Inside: the `FACTORIES` without an explicit device make meta tensors."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = dict(kwargs or {})
-        if func in FACTORIES and kwargs.get("device") is None:
-            kwargs["device"] = "meta"
-        return func(*args, **kwargs)
-
-
-class TooLarge(Exception):
-    """A build stopped by `registration_limits`, with the line that says why."""
-
-
-@contextlib.contextmanager
-def registration_limits(max_numbers: int, max_tensors: int, held: str) -> Iterator[None]:
-    """Stop a build (TooLarge) once its parameters and buffers exceed `max_numbers` numbers or
-    `max_tensors` tensors: settings that ask for ten thousand layers are refused at the first
-    few hundred, not built to the end. Only this thread's registrations count."""
-    owner, seen = threading.get_ident(), {"numbers": 0, "tensors": 0}
-
-    def hook(module: torch.nn.Module, name: str, tensor: torch.Tensor | None) -> None:
-        if tensor is None or threading.get_ident() != owner:
-            return
-        seen["numbers"] += tensor.numel()
-        seen["tensors"] += 1
-        what = f"{type(module).__name__}.{name} {tuple(tensor.shape)}"
-        if seen["numbers"] > max_numbers:
-            raise TooLarge(f"its settings ask for more than {max_numbers:,} parameters (at {what}), "
-                           f"while its state dict holds {held}; set {MAX_PARAMS_VARIABLE} to load a "
-                           "module this large")
-        if seen["tensors"] > max_tensors:
-            raise TooLarge(f"its settings build more than {max_tensors:,} tensors (at {what}), while "
-                           f"its state dict holds {held}")
-
-    handles = [register_module_parameter_registration_hook(hook),
-               register_module_buffer_registration_hook(hook)]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def state_tensors(state: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The tensors of a state dict, a nested dict's (a layer's extra state) as `name/key`."""
-    out: dict[str, torch.Tensor] = {}
-    for name, value in state.items():
-        if isinstance(value, dict):
-            out.update({f"{name}/{k}": v for k, v in state_tensors(value).items()})
-        elif isinstance(value, torch.Tensor):
-            out[str(name)] = value
-    return out
-
-
-def check_sizes(cls: type[LanguageModule], hparams: dict[str, Any], ckpt: dict[str, Any],
-                path: str | Path) -> None:
-    """Build the module of a checkpoint's settings without memory (meta tensors, under
-    `registration_limits`) and refuse it, in one line, when its tensors are not the state dict's
-    (the first difference named with both shapes), its tokenizer cannot serve its vocabulary
-    (`check_tokenizer`), it holds more than `max_params()` numbers, or it derives far more than
-    its file holds (tensors outside the state dict, like a position table). The global random
-    state is left as it was: the real build draws exactly what it always drew."""
-    state, limit, name = ckpt["state_dict"], max_params(), cls.__name__
-    held = state_tensors(state)
-    held_numbers = sum(t.numel() for t in held.values())
-    summary = f"{len(held):,} tensors of {held_numbers:,} numbers"
-    try:
-        with torch.random.fork_rng(devices=[]), MetaFactories(), \
-                registration_limits(limit, 2 * len(held) + 256, summary):
-            module = built(cls, hparams, ckpt, path)
-    except TooLarge as err:
-        raise CheckpointError(f"{path}: {err}") from None
-    check_tokenizer(module, path)
-    expected = module.state_dict(keep_vars=True)
-    problems = [f"its state dict lacks {key}" for key in expected if key not in state]
-    problems += [f"its state dict holds {key}, which {name} has not" for key in state if key not in expected]
-    for key, want in expected.items():
-        got = state.get(key)
-        if isinstance(want, torch.Tensor) and key in state and not (
-                isinstance(got, torch.Tensor) and got.shape == want.shape):
-            found = tuple(got.shape) if isinstance(got, torch.Tensor) else f"a {type(got).__name__}"
-            problems.append(f"{key} is {found} in its state dict but {tuple(want.shape)} for its settings")
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise CheckpointError(f"{path} does not match {name}: {problems[0]}{more}")
-    tensors = {id(t): t for t in [*module.parameters(), *module.buffers()]}
-    total = sum(t.numel() for t in tensors.values())
-    if total > limit:
-        raise CheckpointError(f"{path}: {name} holds {total:,} parameters and buffers, more than "
-                              f"{limit:,}; set {MAX_PARAMS_VARIABLE} to load a module this large")
-    stored = {id(t) for t in expected.values() if isinstance(t, torch.Tensor)}
-    derived = {n: t for n, t in module.named_buffers() if id(t) not in stored}
-    extra = sum(t.numel() for t in derived.values())
-    if extra > held_numbers + DERIVED_SLACK:
-        big, t = max(derived.items(), key=lambda item: item[1].numel())
-        raise CheckpointError(f"{path}: its settings make {name} derive {extra:,} numbers its state "
-                              f"dict does not hold (the largest: {big} {tuple(t.shape)}), more than "
-                              f"the {held_numbers:,} it holds: a checkpoint's settings may not ask "
-                              "for much more memory than its file holds")
-    for layer, m in module.named_modules():
-        if isinstance(m, torch.nn.Dropout) and not 0.0 <= m.p <= 1.0:
-            raise CheckpointError(f"{path}: its settings give {layer} a dropout of {m.p}; a dropout "
-                                  "probability lies in [0, 1]")
-
-
-def check_tokenizer(module: LanguageModule, path: str | Path) -> None:
-    """The checkpoint's tokenizer and its model must have the same vocabulary size (succu links
-    `vocab_size` from the data's tokenizer): a larger tokenizer encodes ids the model has no row
-    for, a smaller one cannot decode ids the model samples."""
-    tok, vocab = module.tokenizer, module.model_config.vocab_size
-    if tok is not None and tok.vocab_size != vocab:
-        broken = (f"it encodes ids {vocab}..{tok.vocab_size - 1}, which the model has no rows for"
-                  if tok.vocab_size > vocab else
-                  f"the model samples ids {tok.vocab_size}..{vocab - 1}, which it cannot decode")
-        raise CheckpointError(f"{path}: its tokenizer has {tok.vocab_size:,} tokens but its model "
-                              f"{vocab:,} (vocab_size): {broken}")
 
 
 def init_settings(cls: type) -> tuple[set[str], dict[str, type]]:
@@ -438,7 +270,8 @@ def load_datamodule(path: str | Path, module: LanguageModule | None = None, **lo
     `locations` (e.g. data_dir=..., cache_dir=...) are the user's own, passed to classes that take
     them (inside the settings group that holds them); settings recorded flat, outside their
     groups, go into them (`datamodule_arguments`). The text of each corpus must be the one the
-    checkpoint trained on (`check_corpus_text`; stderr names the files read). With `module`, the
+    checkpoint trained on (`check_corpus_text`; stderr names the files read), and its batch sizes
+    and window counts within a limit (`check_data_settings`). With `module`, the
     rebuilt tokenizer must equal the checkpoint's: evaluating on differently tokenised data would
     give meaningless numbers.
     """
@@ -446,8 +279,10 @@ def load_datamodule(path: str | Path, module: LanguageModule | None = None, **lo
     if not isinstance(hparams, dict) or not hparams.get("_class_path"):
         raise CheckpointError(f"{path} records no datamodule; write it with `python -m succu.fit`")
     cls = datamodule_class(Path(path), hparams["_class_path"])
+    arguments = datamodule_arguments(cls, hparams, locations)
+    check_data_settings(arguments, path)
     try:
-        datamodule = cls(**datamodule_arguments(cls, hparams, locations))
+        datamodule = cls(**arguments)
     except TypeError as err:
         raise CheckpointError(f"{path}: its datamodule arguments do not build {cls.__name__}: {err}") from None
     if locations.get("data_paths") and not isinstance(datamodule, TextFingerprints):
