@@ -119,7 +119,7 @@ def state_tensors(state: dict[str, Any]) -> dict[str, torch.Tensor]:
 def check_sizes(build: Callable[[], LanguageModule], ckpt: dict[str, Any], path: str | Path) -> None:
     """`build()` the module of a checkpoint's settings without memory (meta tensors, under
     `registration_limits`) and refuse it, in one line, when its tensors are not the state dict's
-    (the first difference named with both shapes), its tokenizer cannot serve its vocabulary
+    (the first difference named with both shapes), its tokenizer does not fit its vocabulary
     (`check_tokenizer`), it holds more than `max_params()` numbers, or it derives far more than
     its file holds (tensors outside the state dict, like a position table). The global random
     state is left as it was: the real build draws exactly what it always drew."""
@@ -134,7 +134,6 @@ def check_sizes(build: Callable[[], LanguageModule], ckpt: dict[str, Any], path:
     except TooLarge as err:
         raise CheckpointError(f"{path}: {err}") from None
     name = type(module).__name__
-    check_tokenizer(module, path)
     expected = module.state_dict(keep_vars=True)
     problems = [f"its state dict lacks {key}" for key in expected if key not in state]
     problems += [f"its state dict holds {key}, which {name} has not" for key in state if key not in expected]
@@ -147,6 +146,7 @@ def check_sizes(build: Callable[[], LanguageModule], ckpt: dict[str, Any], path:
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise CheckpointError(f"{path} does not match {name}: {problems[0]}{more}")
+    check_tokenizer(module, path)
     tensors = {id(t): t for t in [*module.parameters(), *module.buffers()]}
     total = sum(t.numel() for t in tensors.values())
     if total > limit:
@@ -161,10 +161,6 @@ def check_sizes(build: Callable[[], LanguageModule], ckpt: dict[str, Any], path:
                               f"dict does not hold (the largest: {big} {tuple(t.shape)}), more than "
                               f"the {held_numbers:,} it holds: a checkpoint's settings may not ask "
                               "for much more memory than its file holds")
-    for layer, m in module.named_modules():
-        if isinstance(m, torch.nn.Dropout) and not 0.0 <= m.p <= 1.0:
-            raise CheckpointError(f"{path}: its settings give {layer} a dropout of {m.p}; a dropout "
-                                  "probability lies in [0, 1]")
 
 
 def check_tokenizer(module: LanguageModule, path: str | Path) -> None:
