@@ -62,17 +62,34 @@ def max_params() -> int:
 
 
 class MetaFactories(TorchFunctionMode):
-    """Inside: the `FACTORIES` without an explicit device make meta tensors."""
+    """Inside: the `FACTORIES` without an explicit device make meta tensors, each at most
+    `max_numbers` numbers, and at most `max_calls` of them: a constructor that loops over a
+    setting (a draw per scatter set) is stopped after a few thousand, not run to the end."""
+
+    def __init__(self, max_numbers: int, max_calls: int, held: str):
+        super().__init__()
+        self.max_numbers, self.max_calls, self.held, self.calls = max_numbers, max_calls, held, 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
-        if func in FACTORIES and kwargs.get("device") is None:
-            kwargs["device"] = "meta"
-        return func(*args, **kwargs)
+        if func not in FACTORIES or kwargs.get("device") is not None:
+            return func(*args, **kwargs)
+        kwargs["device"] = "meta"
+        out = func(*args, **kwargs)
+        self.calls += 1
+        what = f"torch.{func.__name__} {tuple(out.shape)}"
+        if out.numel() > self.max_numbers:
+            raise TooLarge(f"its settings ask for a tensor of {out.numel():,} numbers, more than "
+                           f"{self.max_numbers:,} ({what}), while its state dict holds {self.held}; "
+                           f"set {MAX_PARAMS_VARIABLE} to load a module this large")
+        if self.calls > self.max_calls:
+            raise TooLarge(f"its settings make more than {self.max_calls:,} tensors while building "
+                           f"(at {what}), while its state dict holds {self.held}")
+        return out
 
 
 class TooLarge(Exception):
-    """A build stopped by `registration_limits`, with the line that says why."""
+    """A build stopped by `MetaFactories` or `registration_limits`, with the line that says why."""
 
 
 @contextlib.contextmanager
@@ -128,7 +145,7 @@ def check_sizes(build: Callable[[], LanguageModule], ckpt: dict[str, Any], path:
     held_numbers = sum(t.numel() for t in held.values())
     summary = f"{len(held):,} tensors of {held_numbers:,} numbers"
     try:
-        with torch.random.fork_rng(devices=[]), MetaFactories(), \
+        with torch.random.fork_rng(devices=[]), MetaFactories(limit, 16 * (len(held) + 256), summary), \
                 registration_limits(limit, 2 * len(held) + 256, summary):
             module = build()
     except TooLarge as err:

@@ -129,12 +129,13 @@ def test_every_family_loads_exactly_and_draws_what_its_class_draws(name, tmp_pat
 HOSTILE = {
     "vocab_size=10^7": (dict(vocab_size=10**7), "does not match GatedGPTModule: model.transformer.wte.weight "
                         "is ({v}, 32) in its state dict but (10000000, 32) for its settings (and 1 more)"),
-    "vocab_size=10^9": (dict(vocab_size=10**9), "its settings ask for more than 2,000,000,000 "
-                        "parameters (at Embedding.weight (1000000000, 32)), while its state dict holds "
-                        "13 tensors of {n} numbers; set SUCCU_MAX_PARAMS to load a module this large"),
-    "n_layer=10^4": (dict(n_layer=10**4), "its settings build more than 282 tensors (at "),
-    "n_embd=10^6": (dict(n_embd=10**6), "its settings ask for more than 2,000,000,000 parameters "
-                    "(at Linear.weight (3000000, 1000000))"),
+    "vocab_size=10^9": (dict(vocab_size=10**9), "its settings ask for a tensor of 32,000,000,000 numbers, "
+                        "more than 2,000,000,000 (torch.empty (1000000000, 32)), while its state dict "
+                        "holds 13 tensors of {n} numbers; set SUCCU_MAX_PARAMS to load a module this large"),
+    "n_layer=10^4": (dict(n_layer=10**4), "its settings build more than 282 tensors (at Linear.weight "
+                     "(128, 32)), while its state dict holds 13 tensors of {n} numbers"),
+    "n_embd=10^6": (dict(n_embd=10**6), "its settings ask for a tensor of 3,000,000,000,000 numbers, more "
+                    "than 2,000,000,000 (torch.empty (3000000, 1000000))"),
 }
 
 
@@ -166,17 +167,32 @@ def test_a_checkpoint_asking_for_huge_sizes_is_one_line_in_a_small_process(tmp_p
 def test_the_parameter_limit_is_the_users_to_raise(tmp_path, capsys, monkeypatch):
     good = gated(tmp_path)
     path = rewrite(good, tmp_path / "wide.ckpt", with_model(n_embd=10**5))
-    assert "set SUCCU_MAX_PARAMS" in one_line(capsys, generate.main, ["--ckpt", path, "--prompt", "a"])
+    line = one_line(capsys, generate.main, ["--ckpt", path, "--prompt", "a"])
+    assert "its settings ask for a tensor of 30,000,000,000 numbers" in line and "set SUCCU_MAX_PARAMS" in line
     monkeypatch.setenv("SUCCU_MAX_PARAMS", "1e12")  # built on meta to the end: the shapes differ
     line = one_line(capsys, generate.main, ["--ckpt", path, "--prompt", "a"])
     assert line == (f"error: {path} does not match GatedGPTModule: model.m_embd is (32,) in its state "
                     "dict but (100000,) for its settings (and 11 more)")
     monkeypatch.setenv("SUCCU_MAX_PARAMS", "1000")
     line = one_line(capsys, generate.main, ["--ckpt", good, "--prompt", "a"])
-    assert "its settings ask for more than 1,000 parameters" in line
+    assert "its settings ask for more than 1,000 parameters (at Embedding.weight (16, 32))" in line
     monkeypatch.setenv("SUCCU_MAX_PARAMS", "many")
     line = one_line(capsys, generate.main, ["--ckpt", good, "--prompt", "a"])
     assert line == "error: SUCCU_MAX_PARAMS='many' must be a positive number of parameters (e.g. 4e+09)"
+
+
+def test_a_constructor_looping_over_a_setting_is_stopped_early(tmp_path, capsys):
+    torch.manual_seed(0)
+    good = write_checkpoint(tmp_path / "n.ckpt", tiny_module(NoiseLMModule, vocab_size=CHAR.vocab_size,
+                                                             block_size=16, code_dim=8), CHAR)
+    path = rewrite(good, tmp_path / "scatter.ckpt", with_model(n_scatter=10**7))  # a draw per set
+    line = one_line(capsys, generate.main, ["--ckpt", path, "--prompt", "a"])
+    assert line.startswith(f"error: {path}: its settings make more than 4,384 tensors while building "
+                           "(at torch.randperm (7,)), while its state dict holds 18 tensors of ")
+    path = rewrite(good, tmp_path / "scatter9.ckpt", with_model(n_scatter=10**9))
+    line = one_line(capsys, generate.main, ["--ckpt", path, "--prompt", "a"])
+    assert line.startswith(f"error: {path}: its settings ask for a tensor of 8,000,000,000 numbers, more "
+                           "than 2,000,000,000 (torch.zeros (1000000000, 8))")
 
 
 def test_a_position_table_far_larger_than_the_file_is_refused(tmp_path, capsys):
