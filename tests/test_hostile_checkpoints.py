@@ -220,6 +220,21 @@ def test_a_state_dict_of_other_keys_is_named_in_full(tmp_path, capsys):
                     "model.stowaway, which GatedGPTModule has not")
 
 
+def test_a_layer_state_that_does_not_fit_is_named_in_full(tmp_path, capsys):
+    torch.manual_seed(0)
+    module = tiny_module(NgramModule, vocab_size=CHAR.vocab_size, block_size=16, order=3)
+    good = write_checkpoint(tmp_path / "ngram.ckpt", module, CHAR)
+
+    def other_order(ckpt):
+        ckpt["state_dict"]["model._extra_state"]["orders"] = torch.tensor([CHAR.vocab_size, 2])
+        ckpt["succu"]["sha256"] = state_sha256(ckpt["state_dict"])
+
+    path = rewrite(good, tmp_path / "order.ckpt", other_order)
+    line = one_line(capsys, generate.main, ["--ckpt", path, "--prompt", "a"])
+    assert line == (f"error: {path} does not match NgramModule: n-gram state is for vocab_size "
+                    f"{CHAR.vocab_size}, order 2; this model has vocab_size {CHAR.vocab_size}, order 3")
+
+
 # ---- settings a forward would trip on ----------------------------------------------------------
 def test_settings_that_cannot_build_the_model_are_one_line(tmp_path, capsys):
     good = gated(tmp_path)
