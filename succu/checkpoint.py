@@ -3,10 +3,10 @@
 A checkpoint (a file, or its safetensors folder: `succu.checkpoint_files`) names its module class,
 which is looked up in succu's own allow-list (`MODULES`), never imported by name; its datamodule
 class likewise (`DATAMODULES`). The hyperparameters it records build the module (arguments the
-class no longer takes are dropped), once their sizes have been checked against the state dict
-without allocating (`succu.checkpoint_sizes`), and the data settings rebuild the datamodule,
-without the locations it records. What it records of its text is a fingerprint per corpus (name, size, sha256;
-no path): a tool about to score a corpus checks the text it found against it
+class no longer takes are dropped) once their sizes have been checked against the state dict
+without allocating (`succu.checkpoint_sizes`); the data settings rebuild the datamodule, without
+the locations it records. What it records of its text is a fingerprint per corpus (name, size,
+sha256; no path): a tool about to score a corpus checks the text it found against it
 (`check_corpus_text`) and refuses another.
 """
 

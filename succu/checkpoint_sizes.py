@@ -135,7 +135,7 @@ def state_tensors(state: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 def check_sizes(build: Callable[[], LanguageModule], ckpt: dict[str, Any], path: str | Path) -> None:
     """`build()` the module of a checkpoint's settings without memory (meta tensors, under
-    `registration_limits`) and refuse it, in one line, when its tensors are not the state dict's
+    `MetaFactories` and `registration_limits`) and refuse it, in one line, when its tensors are not the state dict's
     (the first difference named with both shapes), its tokenizer does not fit its vocabulary
     (`check_tokenizer`), it holds more than `max_params()` numbers, or it derives far more than
     its file holds (tensors outside the state dict, like a position table). The global random

@@ -293,6 +293,8 @@ def test_garbled_weights_are_refused_by_every_reader(fitted, tmp_path, capsys):
     bad = garble(fitted, tmp_path / "garbled.ckpt")
     with zipfile.ZipFile(bad) as zf:  # still a readable zip: only the weights changed
         assert zf.namelist() == zipfile.ZipFile(fitted).namelist()
+    before, after = (torch.load(p, weights_only=True)["state_dict"] for p in (fitted, bad))
+    assert [k for k in before if not torch.equal(before[k], after[k])]  # a weight, not optimizer state
     expected = f"error: {bad} is damaged: its weights do not match the checksum it records"
     assert one_line(capsys, generate.main, ["--ckpt", bad, "--prompt", "is ruby a boy?"]).startswith(expected)
     with pytest.raises(CheckpointError, match="is damaged: its weights do not match the checksum"):
