@@ -136,8 +136,9 @@ def built(cls: type[LanguageModule], hparams: dict[str, Any], ckpt: dict[str, An
     settings the class refuses are one CheckpointError naming the file and the class's message."""
     try:
         module = cls(**hparams)
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: its hyperparameters do not build {cls.__name__}: {err}") from None
+    except (TypeError, ValueError) as err:  # torch's own messages go on with its C++ stack: cut
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"{path}: its hyperparameters do not build {cls.__name__}: {first}") from None
     try:
         module.on_load_checkpoint(ckpt)
     except (TypeError, ValueError, KeyError) as err:  # tokenizer state or TT structure of another shape

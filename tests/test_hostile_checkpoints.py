@@ -249,6 +249,10 @@ def test_settings_that_cannot_build_the_model_are_one_line(tmp_path, capsys):
     for name, (settings, expected) in cases.items():
         path = rewrite(good, tmp_path / f"{name}.ckpt", with_model(**settings))
         assert one_line(capsys, generate.main, ["--ckpt", path, "--prompt", "a"]) == expected.format(p=path)
+    path = rewrite(good, tmp_path / "huge.ckpt", with_model(n_embd=10**30))  # past int64: torch refuses
+    line = one_line(capsys, generate.main, ["--ckpt", path, "--prompt", "a"])
+    assert line.startswith(f"error: {path}: its hyperparameters do not build GatedGPTModule: ")
+    assert "Overflow" in line and "Exception raised from" not in line  # torch's C++ stack left out
 
 
 # ---- integrity ---------------------------------------------------------------------------------
