@@ -3,9 +3,10 @@
 A checkpoint (a file, or its safetensors folder: `succu.checkpoint_files`) names its module class,
 which is looked up in succu's own allow-list (`MODULES`), never imported by name; its datamodule
 class likewise (`DATAMODULES`). The hyperparameters it records build the module (arguments the
-class no longer takes are dropped), and the data settings rebuild the datamodule, without the
-locations it records. What it records of its text is a fingerprint per corpus (name, size, sha256;
-no path): a tool about to score a corpus checks the text it found against it
+class no longer takes are dropped) once their sizes have been checked against the state dict
+without allocating (`succu.checkpoint_sizes`); the data settings rebuild the datamodule, without
+the locations it records. What it records of its text is a fingerprint per corpus (name, size,
+sha256; no path): a tool about to score a corpus checks the text it found against it
 (`check_corpus_text`) and refuses another.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +25,7 @@ import lightning as L
 import torch
 
 from succu.checkpoint_files import CheckpointError, is_location, plain_arguments, read_checkpoint
+from succu.checkpoint_sizes import check_data_settings, check_finite_settings, check_sizes
 from succu.contracts import CorpusText, TextFingerprints
 from succu.modules.base import CHECKPOINT_KEY, LanguageModule
 from succu.modules.gated_gpt import GatedGPTModule
@@ -104,28 +107,42 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> L
 
 
 def module_from_checkpoint(ckpt: dict[str, Any], path: str | Path) -> LanguageModule:
-    """The module of a checkpoint dict `read_checkpoint` read from `path` (named in errors)."""
+    """The module of a checkpoint dict `read_checkpoint` read from `path` (named in errors).
+
+    Its settings are first built without memory (`check_sizes`): a module whose tensors differ
+    from the state dict's, or that is larger than the limits, is refused before anything is
+    allocated; only then is it built for real, exactly as its class builds it."""
     cls = module_class(Path(path), ckpt[CHECKPOINT_KEY].get("module"))
-    target = cls.__name__
     hparams = plain_arguments(ckpt.get("hyper_parameters"))
     taken = init_arguments(cls)
     if taken is not None:
         hparams = {k: v for k, v in hparams.items() if k in taken}
     if not isinstance(hparams.get("model"), dict):
         raise CheckpointError(f"{path} has no model config (written before configs were objects?)")
+    check_finite_settings(hparams, path)
+    check_sizes(lambda: built(cls, hparams, ckpt, path), ckpt, path)
+    module = built(cls, hparams, ckpt, path)
+    try:
+        module.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:  # the shapes were checked: what is left is a layer's own state
+        detail = re.sub(r"^Error\(s\) in loading state_dict for \w+:\s*", "", " ".join(str(err).split()))
+        raise CheckpointError(f"{path} does not match {cls.__name__}: {detail}") from None
+    return module
+
+
+def built(cls: type[LanguageModule], hparams: dict[str, Any], ckpt: dict[str, Any],
+          path: str | Path) -> LanguageModule:
+    """`cls(**hparams)` with the checkpoint's tokenizer and layer structure (no weights yet);
+    settings the class refuses are one CheckpointError naming the file and the class's message."""
     try:
         module = cls(**hparams)
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: its hyperparameters do not build {target}: {err}") from None
+    except (TypeError, ValueError) as err:  # torch's own messages go on with its C++ stack: cut
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"{path}: its hyperparameters do not build {cls.__name__}: {first}") from None
     try:
         module.on_load_checkpoint(ckpt)
     except (TypeError, ValueError, KeyError) as err:  # tokenizer state or TT structure of another shape
         raise CheckpointError(f"{path}: its tokenizer or layer structure is unusable: {err}") from None
-    try:
-        module.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise CheckpointError(f"{path} does not match {target}: {first}") from None
     return module
 
 
@@ -254,7 +271,8 @@ def load_datamodule(path: str | Path, module: LanguageModule | None = None, **lo
     `locations` (e.g. data_dir=..., cache_dir=...) are the user's own, passed to classes that take
     them (inside the settings group that holds them); settings recorded flat, outside their
     groups, go into them (`datamodule_arguments`). The text of each corpus must be the one the
-    checkpoint trained on (`check_corpus_text`; stderr names the files read). With `module`, the
+    checkpoint trained on (`check_corpus_text`; stderr names the files read), and its batch sizes
+    and window counts within a limit (`check_data_settings`). With `module`, the
     rebuilt tokenizer must equal the checkpoint's: evaluating on differently tokenised data would
     give meaningless numbers.
     """
@@ -262,8 +280,10 @@ def load_datamodule(path: str | Path, module: LanguageModule | None = None, **lo
     if not isinstance(hparams, dict) or not hparams.get("_class_path"):
         raise CheckpointError(f"{path} records no datamodule; write it with `python -m succu.fit`")
     cls = datamodule_class(Path(path), hparams["_class_path"])
+    arguments = datamodule_arguments(cls, hparams, locations)
+    check_data_settings(arguments, path)
     try:
-        datamodule = cls(**datamodule_arguments(cls, hparams, locations))
+        datamodule = cls(**arguments)
     except TypeError as err:
         raise CheckpointError(f"{path}: its datamodule arguments do not build {cls.__name__}: {err}") from None
     if locations.get("data_paths") and not isinstance(datamodule, TextFingerprints):

@@ -27,7 +27,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from succu.io import atomic_write, write_outputs
-from succu.modules.base import CHECKPOINT_KEY, LanguageModule
+from succu.modules.base import CHECKPOINT_KEY, LanguageModule, state_sha256
 from succu.progress import progress
 
 
@@ -93,15 +93,24 @@ def load_error(path: Path, err: Exception) -> CheckpointError:
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint dict as plain data (no code from the file runs), every failure one line;
-    a folder is read as the safetensors form (`read_folder`). Weights that are not finite (a fit
-    that diverged) are refused: nothing could be generated, scored or resumed from them."""
+    a folder is read as the safetensors form (`read_folder`). The weights must match the checksum
+    the checkpoint records (`state_sha256`; one written before checkpoints had it is not checked),
+    and be finite (non-finite weights come from a fit that diverged): nothing could be generated,
+    scored or resumed from a damaged or diverged file."""
     path = Path(path)
     ckpt = read_folder(path) if path.is_dir() else read_file(path)
     bad = [name for name, value in ckpt["state_dict"].items()
            if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    non_finite = f"holds non-finite weights ({bad[0]}{', ...' if len(bad) > 1 else ''})" if bad else ""
+    recorded = ckpt[CHECKPOINT_KEY].get("sha256")
+    if recorded is not None and not (isinstance(recorded, str) and re.fullmatch(r"[0-9a-f]{64}", recorded)):
+        raise CheckpointError(f"{path} records a checksum that is not a SHA-256 ({recorded!r:.80})")
+    if recorded is not None and state_sha256(ckpt["state_dict"]) != recorded:
+        raise CheckpointError(f"{path} is damaged: its weights do not match the checksum it records"
+                              f"{'; it ' + non_finite if bad else ''}")
     if bad:
-        raise CheckpointError(f"{path} holds non-finite weights ({bad[0]}{', ...' if len(bad) > 1 else ''}): "
-                              "the fit that wrote it diverged; use an earlier checkpoint of the run")
+        raise CheckpointError(f"{path} {non_finite}: the fit that wrote it diverged; use an earlier "
+                              "checkpoint of the run")
     return ckpt
 
 

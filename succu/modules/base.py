@@ -13,6 +13,7 @@ warmup-then-cosine, per-corpus validation losses, generation with the KV cache, 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -44,6 +45,32 @@ def token_count(labels: torch.Tensor) -> float:
     A float because Lightning averages integer batch sizes across DDP ranks in integer arithmetic.
     """
     return float((labels != IGNORE_INDEX).sum())
+
+
+def state_sha256(state: Mapping[str, Any]) -> str:
+    """The SHA-256 of a state dict: each entry's name, dtype, shape and bytes, in name order (a
+    nested dict, a layer's extra state, entry by entry; a value that is no tensor by its repr).
+    Every checkpoint records it (`on_save_checkpoint`), and reading one checks it, so a file whose
+    weights were damaged after it was written is refused instead of loaded."""
+    digest = hashlib.sha256()
+
+    def add(name: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key in sorted(value, key=str):
+                add(f"{name}/{key}", value[key])
+            return
+        digest.update(name.encode() + b"\0")
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            if t.numel():
+                digest.update(t.reshape(-1).view(torch.uint8).numpy())
+        else:
+            digest.update(repr(value).encode())
+
+    for key in sorted(state, key=str):
+        add(str(key), state[key])
+    return digest.hexdigest()
 
 
 def perplexity(loss: float) -> float:
@@ -277,6 +304,8 @@ class LanguageModule(L.LightningModule):
         checkpoint[CHECKPOINT_KEY] = {
             "module": f"{cls.__module__}.{cls.__qualname__}",
             "tokenizer": None if self.tokenizer is None else self.tokenizer.state_dict(),
+            # The weights' checksum (`state_sha256`): the state dict only, not the optimizer's.
+            "sha256": state_sha256(checkpoint["state_dict"]),
         }
         # Each corpus's name and text fingerprint (no path): tools refuse to score another text.
         datamodule = self._trainer.datamodule if self._trainer is not None else None
