@@ -245,6 +245,8 @@ def test_settings_that_cannot_build_the_model_are_one_line(tmp_path, capsys):
                  "dropout probability has to be between 0 and 1, but got 1.5"),
         "heads": (dict(n_head=3), "error: {p}: its hyperparameters do not build GatedGPTModule: "
                   "n_embd=32 must be divisible by n_head=3"),
+        "sources": (dict(n_sources=10**9), "error: {p}: its hyperparameters do not build GatedGPTModule: "
+                    "n_sources must be between 2 and 1,024 corpora, got 1,000,000,000"),
     }
     for name, (settings, expected) in cases.items():
         path = rewrite(good, tmp_path / f"{name}.ckpt", with_model(**settings))

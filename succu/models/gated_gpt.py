@@ -86,13 +86,18 @@ class GatedGPTConfig(GPTConfig):
     specialty_concentration: float = 0.5
     dial: str = "gates"
 
+MAX_SOURCES = 1024
+
 
 def check_dial_config(cfg: GatedGPTConfig) -> None:
     """The dial's settings, each refused in one line naming it."""
     if not cfg.narrowness > 0:
         raise ValueError(f"narrowness must be > 0, got {cfg.narrowness}")
-    if cfg.n_sources < 2:
-        raise ValueError(f"n_sources must be at least 2, got {cfg.n_sources}")
+    if not 2 <= cfg.n_sources <= MAX_SOURCES:
+        # The specialties are drawn (in numpy, before any size check could see them) as one
+        # simplex point of n_sources shares per unit: a bound keeps a setting from asking for
+        # gigabytes.
+        raise ValueError(f"n_sources must be between 2 and {MAX_SOURCES:,} corpora, got {cfg.n_sources:,}")
     if not cfg.specialty_concentration > 0:
         raise ValueError(f"specialty_concentration must be > 0, got {cfg.specialty_concentration}")
     if cfg.dial not in DIALS:
