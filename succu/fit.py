@@ -25,8 +25,10 @@ Run folders (claiming a version, `--ckpt_path last`, cleaning up a failed start)
 they name the file(s) each corpus is read from and refuse, in one line naming both fingerprints,
 a text that is not the one the checkpoint trained on (`succu.checkpoint.check_corpus_text`).
 
-Errors: bad configuration or input found before training starts is one `error:` line (exit 2);
-an error once batches run is re-raised with its traceback. SIGTERM writes `last.ckpt` of the
+Errors: bad configuration or input found before training starts is one `error:` line (exit 2):
+trainer settings that cannot run (`check_trainer`) and `--config` files that are not YAML or never
+end (`check_yaml`) before any run folder is made; an error once batches run is re-raised with its
+traceback, except a full disk (one line naming the file, `succu.io.NoSpaceError`). SIGTERM writes `last.ckpt` of the
 current step and exits with status 143.
 
 Start-up imports what the run uses: wandb only when a W&B logger is composed, tensorly only when

@@ -3,7 +3,9 @@
 The checkpoint carries the module class, hyperparameters and tokenizer, so nothing else is needed.
 Text is printed as it is generated. Prompt words a word vocabulary lacks become `<UNK>` (a note
 names them); characters a character vocabulary lacks are an error naming them, or are dropped
-with `--drop_unknown`. A gated model (GatedGPT) without `--alpha` runs at the middle of its dial,
+with `--drop_unknown` (a prompt left empty by it is refused). An empty prompt starts a text: after
+`<BOS>`, or a line break when the vocabulary has no `<BOS>`. Ctrl+C ends with one `interrupted`
+line, exit status 130. A gated model (GatedGPT) without `--alpha` runs at the middle of its dial,
 alpha = 0.5 (the centre 1/K, ..., 1/K over K sources), and says so; `--alpha 0.2,0.3,0.5` is a
 point of a K-source dial (shares summing to 1), a single number the two-source alpha. Sampling is
 seeded (`--seed`) and reproducible; tiny temperatures approach greedy decoding; `--top_k` and
