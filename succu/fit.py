@@ -25,8 +25,10 @@ Run folders (claiming a version, `--ckpt_path last`, cleaning up a failed start)
 they name the file(s) each corpus is read from and refuse, in one line naming both fingerprints,
 a text that is not the one the checkpoint trained on (`succu.checkpoint.check_corpus_text`).
 
-Errors: bad configuration or input found before training starts is one `error:` line (exit 2);
-an error once batches run is re-raised with its traceback. SIGTERM writes `last.ckpt` of the
+Errors: bad configuration or input found before training starts is one `error:` line (exit 2):
+trainer settings that cannot run (`check_trainer`) and `--config` files that are not YAML or never
+end (`check_yaml`) before any run folder is made; an error once batches run is re-raised with its
+traceback, except a full disk (one line naming the file, `succu.io.NoSpaceError`). SIGTERM writes `last.ckpt` of the
 current step and exits with status 143.
 
 Start-up imports what the run uses: wandb only when a W&B logger is composed, tensorly only when
@@ -43,7 +45,9 @@ from __future__ import annotations
 import gc
 import importlib.util
 import logging
+import math
 import os
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -60,7 +64,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger  # noqa: E402
 from lightning.pytorch.plugins.io import CheckpointIO  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn  # noqa: E402
-from lightning.pytorch.utilities.exceptions import SIGTERMException  # noqa: E402
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException  # noqa: E402
 
 from callbacks.progress import LearningRate, ProgressLog  # noqa: E402
 from callbacks.qa import TalkAfterFit  # noqa: E402
@@ -70,6 +74,7 @@ from succu.checkpoint import check_corpus_text  # noqa: E402
 from succu.checkpoint_files import AtomicCheckpointIO, read_checkpoint  # noqa: E402
 from succu.devices import check_devices  # noqa: E402
 from succu.errors import NonFiniteError, TrainingError, run_cli  # noqa: E402
+from succu.io import no_space  # noqa: E402
 from succu.modules.base import LanguageModule  # noqa: E402
 
 # No `predict`: a LanguageModule has no predict_step (prompts in, text out is succu.generate).
@@ -161,6 +166,7 @@ class SuccuCLI(LightningCLI):
         interruption (PreemptionCheckpoint); impossible device requests are refused before
         anything starts."""
         config = self._get(self.config_init, "trainer", default={})
+        check_trainer(config)
         check_devices(config.get("accelerator", "auto"), config.get("devices", "auto"),
                       config.get("num_nodes", 1))
         plugins = as_list(config.get("plugins"))
@@ -174,9 +180,18 @@ class SuccuCLI(LightningCLI):
         for kind in EVERY_RUN:
             if not any(isinstance(c, kind) for c in callbacks):
                 callbacks.append(kind())
+        if kwargs["logger"] is False and self.subcommand in (None, "fit") and runs.launched_as_rank_zero():
+            # No logger claims a folder: the checkpoints get one of their own.
+            root = config.get("default_root_dir") or os.getcwd()
+            self.claimed += runs.claim_checkpoint_folders(callbacks, root)
         self.run_started = runs.RunStarted(freeze_gc=self.freeze_gc)
         kwargs["callbacks"] = [*callbacks, self.run_started]
-        return super().instantiate_trainer(**kwargs)
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except MisconfigurationException as err:  # a setting Lightning refuses as it builds the Trainer
+            for folder in self.claimed:  # empty: nothing has run
+                shutil.rmtree(folder, ignore_errors=True)
+            raise ValueError(f"trainer: {err}") from None
 
     def compose_loggers(self, config: dict) -> list[Logger] | bool:
         """The shared loggers for a fit whose config names none; none for validate/test/predict
@@ -202,6 +217,11 @@ class SuccuCLI(LightningCLI):
             start = self.run_started.start_step
             if start is None or self.trainer.global_step <= start:
                 runs.discard_run(self.trainer, self.claimed, self.joined_wandb_run)
+            full = no_space(err) if isinstance(err, Exception) else None
+            if full is not None:  # the disk, not the code: one line naming the file
+                if full.filename is None:
+                    full = no_space(err, f"{self.trainer.default_root_dir} (the run's files)")
+                raise full from None
             if self.run_started.started and isinstance(err, Exception) and not isinstance(err, NonFiniteError):
                 raise TrainingError(f"{subcommand} failed while running: {err}") from err
             raise
@@ -260,6 +280,8 @@ def default_args(argv: list[str]) -> list[str]:
                          "--ckpt CKPT --prompt TEXT, to score text python -m succu.evaluate --ckpt CKPT")
     if not argv or argv[0] not in SUBCOMMANDS:
         argv = ["fit", *argv]
+    for path in config_files(argv):
+        check_yaml(path)
     # Overrides alone (`--trainer.max_steps 10`) apply to the default SuccuLM config.
     if argv[0] == "fit" and not any(a == "--config" or a.startswith("--config=") for a in argv):
         if not DEFAULT_CONFIG.is_file():
@@ -269,6 +291,100 @@ def default_args(argv: list[str]) -> list[str]:
             )
         argv = ["fit", "--config", str(DEFAULT_CONFIG), *argv[1:]]
     return argv
+
+
+def config_files(argv: list[str]) -> list[Path]:
+    """The existing files named by `--config FILE` or `--config=FILE` (jsonargparse says that a
+    missing one is missing)."""
+    named = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
+    named += [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    return [Path(n) for n in named if Path(n).is_file()]
+
+
+# Values a config file may expand to through its aliases: far above any real config, far below
+# what would exhaust memory (an alias of an alias ... doubles each time).
+MAX_YAML_VALUES = 1_000_000
+
+
+def check_yaml(path: Path) -> None:
+    """A config file that can be read: valid YAML, no alias inside its own anchor (`a: &x [*x]`
+    sends the parser into endless recursion), at most MAX_YAML_VALUES values once every alias
+    is expanded; one ValueError naming the file otherwise."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            root = yaml.compose(f, Loader=yaml.SafeLoader)
+        size = yaml_size(root, set(), {}) if root is not None else 0
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {err}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
+    except RecursionError:
+        raise ValueError(f"{path}: nested too deeply to read") from None
+    if size is None:
+        raise ValueError(f"{path}: a YAML alias refers to the value that holds it (an anchor used "
+                         "inside itself), which never ends; write the value out instead")
+    if size > MAX_YAML_VALUES:
+        raise ValueError(f"{path}: its aliases expand to more than {MAX_YAML_VALUES:,} values")
+
+
+def yaml_size(node, inside: set[int], sizes: dict[int, int]) -> int | None:
+    """The number of values `node` expands to (aliases counted at each use), or None when it
+    holds itself; `inside` the nodes being walked, `sizes` those already counted."""
+    import yaml
+
+    if id(node) in inside:
+        return None
+    if id(node) in sizes or isinstance(node, yaml.ScalarNode):
+        return sizes.get(id(node), 1)
+    items = node.value if isinstance(node, yaml.SequenceNode) else [n for kv in node.value for n in kv]
+    inside.add(id(node))
+    total = 1
+    for item in items:
+        size = yaml_size(item, inside, sizes)
+        if size is None:
+            return None
+        total += size
+    inside.discard(id(node))
+    sizes[id(node)] = total
+    return total
+
+
+def check_trainer(config) -> None:
+    """Trainer settings that cannot run, one ValueError each naming the flag and what it takes,
+    before any folder is made. Lightning refuses some only with a traceback, once a version folder
+    exists, and some not at all (`val_check_interval 0` divides by zero at the first step)."""
+    def whole(key: str, low: int, allowed: str = "") -> None:
+        value = config.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise ValueError(f"--trainer.{key} must be {allowed}a whole number >= {max(low, 0)}, "
+                             f"got {value}")
+
+    whole("max_steps", -1, "-1 (no limit) or ")
+    whole("max_epochs", -1, "-1 (no limit) or ")
+    whole("min_steps", 0)
+    whole("min_epochs", 0)
+    whole("accumulate_grad_batches", 1)
+    whole("check_val_every_n_epoch", 1, "null (validation by steps) or ")
+    whole("num_sanity_val_steps", -1, "-1 (every batch) or ")
+    whole("log_every_n_steps", 0)
+    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches",
+                "limit_predict_batches", "overfit_batches"):
+        value = config.get(key)
+        if isinstance(value, (int, float)) and not (0 <= value <= 1 or (value > 1 and value % 1 == 0)):
+            raise ValueError(f"--trainer.{key} must be a whole number of batches >= 0 or a fraction "
+                             f"in [0, 1], got {value}")
+    value = config.get("val_check_interval")
+    by_epoch = config.get("check_val_every_n_epoch") is not None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not (
+            (value >= 1 and value % 1 == 0) or (by_epoch and 0 < value <= 1)):
+        raise ValueError("--trainer.val_check_interval must be a whole number of steps >= 1 (with "
+                         "--trainer.check_val_every_n_epoch N also a fraction of an epoch in (0, 1]), "
+                         f"got {value}")
+    clip = config.get("gradient_clip_val")
+    if isinstance(clip, (int, float)) and not (clip >= 0 and math.isfinite(clip)):
+        raise ValueError(f"--trainer.gradient_clip_val must be a finite number >= 0, got {clip}")
 
 
 def quiet_known_warnings() -> None:

@@ -3,7 +3,9 @@
 The checkpoint carries the module class, hyperparameters and tokenizer, so nothing else is needed.
 Text is printed as it is generated. Prompt words a word vocabulary lacks become `<UNK>` (a note
 names them); characters a character vocabulary lacks are an error naming them, or are dropped
-with `--drop_unknown`. A gated model (GatedGPT) without `--alpha` runs at the middle of its dial,
+with `--drop_unknown` (a prompt left empty by it is refused). An empty prompt starts a text: after
+`<BOS>`, or a line break when the vocabulary has no `<BOS>`. Ctrl+C ends with one `interrupted`
+line, exit status 130. A gated model (GatedGPT) without `--alpha` runs at the middle of its dial,
 alpha = 0.5 (the centre 1/K, ..., 1/K over K sources), and says so; `--alpha 0.2,0.3,0.5` is a
 point of a K-source dial (shares summing to 1), a single number the two-source alpha. Sampling is
 seeded (`--seed`) and reproducible; tiny temperatures approach greedy decoding; `--top_k` and
@@ -16,7 +18,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
@@ -32,6 +37,7 @@ from succu.sampling import check_sampling
 # New tokens per prompt at most: far beyond any block_size here, and at CPU speeds (~10^3 tokens/s)
 # minutes of output; a larger request is a typo (1e20), refused rather than left running.
 MAX_NEW_TOKENS = 10_000
+T = TypeVar("T")
 
 
 def note(message: str) -> None:
@@ -105,8 +111,30 @@ def unknown_summary(counts) -> str:
 
 def prepare_prompts(module: LanguageModule, prompts: list[str], drop: bool) -> list[str]:
     """Prompts the tokenizer can encode: unknown words noted (they read as <UNK>), unknown
-    characters refused or, with `drop`, removed (noted either way)."""
-    return [resolve_unknown(module.tokenizer, p, f"prompt {p!r}", drop)[0] for p in prompts]
+    characters refused or, with `drop`, removed (noted either way). A prompt that gives the model
+    no token at all starts a text (`start_prompt`), unless `drop` emptied it: that is refused."""
+    tok, ready = module.tokenizer, []
+    for prompt in prompts:
+        if drop and tok.unknown(prompt) and not module.prompt_ids(tok.without_unknown(prompt)):
+            fail(f"prompt {prompt!r}: nothing is left once --drop_unknown leaves out the "
+                 f"{sum(tok.unknown(prompt).values())} characters the checkpoint's vocabulary "
+                 "lacks; give some text it knows")
+        text = resolve_unknown(tok, prompt, f"prompt {prompt!r}", drop)[0]
+        # No token at all (a vocabulary without <BOS>, an empty prompt): start a text.
+        ready.append(text if module.prompt_ids(text) else start_prompt(module))
+    return ready
+
+
+def start_prompt(module: LanguageModule) -> str:
+    """What an empty prompt continues when the vocabulary has no `<BOS>` (with one, the model
+    starts a text after it): a line break, where texts and paragraphs start (nanoGPT's sample.py
+    starts from one too); a vocabulary without either is one error line."""
+    tok = module.tokenizer
+    if not tok.unknown("\n") and tok.encode("\n"):
+        note("the prompt is empty and the vocabulary has no <BOS>: starting from a line break")
+        return "\n"
+    fail("an empty prompt needs a <BOS> or a line break in the checkpoint's vocabulary, and this "
+         "one has neither; give some text to continue")
 
 
 def resolve_unknown(tok, text: str, what: str, drop: bool) -> tuple[str, dict[str, int]]:
@@ -147,8 +175,23 @@ def load(args: argparse.Namespace) -> LanguageModule:
     return module
 
 
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl+C
+
+
+def interruptible(fn: Callable[[], T]) -> T:
+    """`run_cli(fn)`, with Ctrl+C one `interrupted` line and exit status 130 instead of the
+    traceback of wherever the main thread was (SUCCU_DEBUG=1: the traceback)."""
+    try:
+        return run_cli(fn)
+    except KeyboardInterrupt:
+        if os.environ.get("SUCCU_DEBUG"):
+            raise
+        print("interrupted", file=sys.stderr, flush=True)
+        sys.exit(INTERRUPTED)
+
+
 def main(argv: list[str] | None = None) -> list[str]:
-    return run_cli(lambda: generate_main(argv))
+    return interruptible(lambda: generate_main(argv))
 
 
 def generate_main(argv: list[str] | None) -> list[str]:
@@ -166,14 +209,17 @@ def generate_main(argv: list[str] | None) -> list[str]:
             tag = "" if alpha is None else f"[alpha={position_label(alpha)}] "
             print(f"{tag}{shown} -> ", end="", flush=True)
             pieces = []
-            for piece in module.stream(
-                prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                top_k=args.top_k, top_p=args.top_p, greedy=args.greedy, use_cache=not args.no_cache,
-                generator=generator, **({} if alpha is None else {"alpha": alpha}),
-            ):
-                print(piece, end="", flush=True)
-                pieces.append(piece)
-            print(flush=True)
+            try:
+                for piece in module.stream(
+                    prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                    top_k=args.top_k, top_p=args.top_p, greedy=args.greedy,
+                    use_cache=not args.no_cache, generator=generator,
+                    **({} if alpha is None else {"alpha": alpha}),
+                ):
+                    print(piece, end="", flush=True)
+                    pieces.append(piece)
+            finally:  # Ctrl+C too: the line of text ends before anything else is said
+                print(flush=True)
             outputs.append("".join(pieces))
     return outputs
 

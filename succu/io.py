@@ -1,11 +1,15 @@
 """Atomic file writes: a run killed at any instant leaves the old file or the new one, never half.
 
 Temporary files are named `.<target name>.<host>.<pid>.<random>.tmp` in the target's folder, so a
-later start can tell which ones a dead process left behind (`remove_orphans`).
+later start can tell which ones a dead process left behind (`remove_orphans`). A write that finds
+the disk or the quota full is one `NoSpaceError` naming the file (the previous file is kept),
+however deep the writer reported it (torch.save says "unexpected pos" and keeps the OSError as
+its context: `no_space`).
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -20,6 +24,29 @@ from typing import Any, BinaryIO
 TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # every temporary name atomic_write has ever used
 OWNED_TEMP = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[a-z0-9_]{8}\.tmp$")
 STALE_SECONDS = 3600  # a temporary file untouched this long is no write in progress
+FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+
+
+class NoSpaceError(OSError):
+    """A write that found the disk (or the user's quota) full: `<file>: no space left on device
+    ...` in one line, also while a fit runs (it is the disk, not the code)."""
+
+
+def no_space(err: BaseException, path: str | Path | None = None) -> NoSpaceError | None:
+    """`err` as a NoSpaceError naming `path` (else the file the OSError names) when a full disk
+    or quota caused it, found anywhere in its chain of causes and contexts; None otherwise."""
+    seen: list[BaseException] = []
+    while err is not None and all(err is not e for e in seen):
+        if isinstance(err, NoSpaceError):
+            return err
+        if isinstance(err, OSError) and err.errno in FULL:
+            where = path if path is not None else err.filename
+            return NoSpaceError(err.errno, f"{FULL[err.errno]}; the previous file (if any) is kept: "
+                                           "free some space and run again",
+                                None if where is None else str(where))
+        seen.append(err)
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def host_tag() -> str:
@@ -39,13 +66,19 @@ def atomic_write(path: str | Path, data: bytes | Callable[[BinaryIO], None], exc
     prefix = f".{path.name}.{host_tag()}.{os.getpid()}."
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            if callable(data):
-                data(f)
-            else:
-                f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with os.fdopen(fd, "wb") as f:
+                if callable(data):
+                    data(f)
+                else:
+                    f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except Exception as err:
+            full = no_space(err, path)
+            if full is None:
+                raise
+            raise full from None  # the writer's own message ("unexpected pos ...") hides it
         if exclusive:
             try:
                 os.link(tmp, path)

@@ -2,8 +2,9 @@
 
 A run lives under its root (`trainer.default_root_dir: runs/<name>`): each fit claims its own
 `version_N` (`os.mkdir`, so concurrent fits never share one), checkpoints go to
-`version_N/checkpoints/` (or `<root>/checkpoints/` without loggers; SLURM's `hpc_ckpt_*.ckpt` in
-the root itself), and `--ckpt_path last` resumes from the newest `last*.ckpt` among the run's own
+`version_N/checkpoints/` (SLURM's `hpc_ckpt_*.ckpt` in the root itself). A fit without loggers
+claims `<root>/checkpoints/` the same way when it is free, else a `version_N/checkpoints/` of its
+own (`claim_checkpoint_folder`): two such fits never write into one folder. And `--ckpt_path last` resumes from the newest `last*.ckpt` among the run's own
 checkpoint folders, never a file elsewhere under the root. Orphan temporary files of killed
 checkpoint writes are removed when the next fit starts, and a fit that fails before training a
 step removes the version folder and offline W&B run it made.
@@ -106,6 +107,34 @@ def claim_versions(loggers: list[Logger]) -> list[Path]:
             claimed.append(Path(logger.log_dir))
     return claimed
 
+
+def claim_checkpoint_folder(root: str | Path) -> tuple[Path, Path]:
+    """The checkpoint folder of a fit without loggers, created here so that no other fit writes
+    into it: `<root>/checkpoints` when no fit has made it yet (`os.mkdir` is atomic), else
+    `<root>/version_N/checkpoints` of a newly claimed N (`claim_version`). Returns (the folder,
+    what to remove should the fit fail before its first step)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        (root / "checkpoints").mkdir()
+        return root / "checkpoints", root / "checkpoints"
+    except FileExistsError:
+        version = root / f"version_{claim_version(root)}"
+        (version / "checkpoints").mkdir()
+        return version / "checkpoints", version
+
+
+def claim_checkpoint_folders(trainer_callbacks: list[L.Callback], root: str | Path) -> list[Path]:
+    """Point every ModelCheckpoint of a fit without loggers that names no `dirpath` at one folder
+    claimed for this fit (`claim_checkpoint_folder`; rank 0 only: Lightning broadcasts its
+    folder to the other ranks); the claimed folders, for `discard_run`. None to claim: []."""
+    unnamed = [cb for cb in trainer_callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath is None]
+    if not unnamed:
+        return []
+    folder, claimed = claim_checkpoint_folder(root)
+    for cb in unnamed:
+        cb.dirpath = os.path.realpath(folder)  # as ModelCheckpoint keeps a dirpath it is given
+    return [claimed]
 
 
 class RunStarted(L.Callback):

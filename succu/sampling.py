@@ -12,13 +12,29 @@ import math
 
 import torch
 
+# The smallest temperature that samples: the smallest float32 above 0 (a subnormal). Logits are
+# float32 and the temperature becomes one when they are divided by it; a smaller one rounds to 0,
+# and the division gives NaN instead of the near-greedy draw that tiny temperatures approach.
+MIN_TEMPERATURE = float(torch.finfo(torch.float32).smallest_normal) * 2.0**-23
+
+
+def check_temperature(temperature: float) -> None:
+    """A temperature that samples: finite and above 0 as a float32 (one ValueError naming it)."""
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be > 0, got {temperature} (small values such as 0.1 "
+                         "approach greedy decoding)")
+    if float(torch.tensor(temperature, dtype=torch.float32)) == 0:
+        raise ValueError(f"temperature must be at least {MIN_TEMPERATURE:.4g}, the smallest float32 "
+                         f"above 0 (the logits are float32), got {temperature:g} (small values "
+                         "such as 0.1 approach greedy decoding)")
+
 
 def check_sampling(temperature: float, top_k: int | None, max_new_tokens: int,
                    top_p: float | None = None) -> None:
-    """Sampling settings that can run. Any temperature > 0 samples: tiny ones approach greedy
-    decoding (`sampling_probs` divides logits already shifted to max 0, so nothing overflows)."""
-    if not (temperature > 0 and math.isfinite(temperature)):
-        raise ValueError(f"temperature must be > 0, got {temperature} (use greedy for argmax decoding)")
+    """Sampling settings that can run. Any temperature from `MIN_TEMPERATURE` up samples: tiny
+    ones approach greedy decoding (`sampling_probs` divides logits already shifted to max 0, so
+    nothing overflows)."""
+    check_temperature(temperature)
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be a positive integer or None, got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:

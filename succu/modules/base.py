@@ -30,7 +30,7 @@ from torchmetrics.text import Perplexity
 from succu.contracts import DialModel, KVCacheModel, NamedCorpora, TextFingerprints
 from succu.loggers import logged_step
 from succu.nn.utils import eval_mode
-from succu.optim import AdamW, warmup_cosine
+from succu.optim import AdamW, apply_settings, optimizer_settings, warmup_cosine
 from succu.sampling import check_sampling, sampling_probs
 from succu.tokenizers import Tokenizer, tokenizer_from_state
 
@@ -130,6 +130,9 @@ class LanguageModule(L.LightningModule):
         # The training loss of a step that the loggers skip (`succu.loggers.logged_step`), None
         # after a logged step; PreemptionCheckpoint sends it when the fit stops after that step.
         self.unlogged_loss: torch.Tensor | None = None
+        # The optimizer settings the config gives (`configure_optimizers`), applied over a resumed
+        # checkpoint's at the start of training (`on_train_start`).
+        self.configured_optimizer: list[dict[str, Any]] | None = None
         self.tokenizer: Tokenizer | None = None
         self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
         self.corpus_names: list[str] = []
@@ -284,11 +287,29 @@ class LanguageModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(self.param_groups())
+        self.configured_optimizer = optimizer_settings(optimizer)
         total = int(self.trainer.estimated_stepping_batches) if self._trainer else 1
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: warmup_cosine(s, self.warmup_steps, total, self.min_lr_ratio)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        """A fit resumed from a checkpoint trains with the optimizer settings its config gives:
+        Lightning restores the checkpoint's optimizer whole, settings included, so a learning rate
+        (or weight decay, betas, ...) changed for the resumed fit would be recorded in its
+        config.yaml and silently ignored. Each changed setting is put back, the learning rate as
+        the schedule's new peak (the step's rate follows the schedule from it, as in a fit started
+        with it), and one note line says what changed. A fresh fit has nothing to change."""
+        if self.configured_optimizer is None or not self.trainer.optimizers:
+            return
+        optimizer = self.trainer.optimizers[0]
+        schedulers = [c.scheduler for c in self.trainer.lr_scheduler_configs if c.scheduler.optimizer is optimizer]
+        changed = apply_settings(optimizer, self.configured_optimizer, schedulers[0] if schedulers else None)
+        if changed and self.trainer.is_global_zero:
+            said = "; ".join(f"{key} from {old} to {new}" for key, (old, new) in changed.items())
+            print(f"note: resumed with the config's optimizer settings, not the checkpoint's: "
+                  f"{said}", file=sys.stderr, flush=True)
 
     # ---- tokenizer in the checkpoint ---------------------------------------------------------
     def setup(self, stage: str) -> None:

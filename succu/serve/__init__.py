@@ -10,6 +10,9 @@ Checkpoints without a dial get the same page without one. Each stream runs on it
 thread with its own seeded generator and KV cache; a bad value (alpha off the dial, temperature
 <= 0, more than 2000 new tokens, an empty prompt, characters the vocabulary lacks) is one line on
 the page, and at most 16 streams run at once (`streams.MAX_NEW_TOKENS`, `streams.MAX_STREAMS`).
+The server answers only requests whose Host header names the address it serves (421 otherwise: a
+page whose domain resolves to this machine cannot reach it) and has no OpenAPI pages; Ctrl+C stops
+it with one `interrupted` line (exit status 130).
 
     pip install -e ".[serve]"
     python -m succu.serve --ckpt runs/abcgpt_char/version_0/checkpoints/last.ckpt   # 127.0.0.1:8000

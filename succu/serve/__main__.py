@@ -9,7 +9,8 @@ import sys
 
 from succu.devices import check_device
 from succu.dial import own_end, parse_position, position_for, position_label
-from succu.errors import fail, run_cli
+from succu.errors import fail
+from succu.generate import interruptible
 
 EXTRA = {"serve": ("fastapi", "uvicorn"), "serve-test": ("fastapi", "uvicorn", "selenium")}
 
@@ -112,7 +113,7 @@ def serve_main(argv: list[str] | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_cli(lambda: serve_main(argv))
+    interruptible(lambda: serve_main(argv))  # Ctrl+C (how the server stops): one line, exit 130
 
 
 if __name__ == "__main__":

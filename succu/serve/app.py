@@ -17,6 +17,7 @@ when the command runs.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import sys
 import threading
@@ -28,7 +29,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from succu.serve.streams import Served, TokenStream, one_line
@@ -36,9 +37,22 @@ from succu.serve.streams import Served, TokenStream, one_line
 STATIC = resources.files("succu.serve") / "static"
 
 
-def make_app(served: Served) -> FastAPI:
-    """The app for one loaded checkpoint (shared read-only by every stream)."""
-    app = FastAPI(title=f"succu · {served.name}", docs_url=None, redoc_url=None)
+def make_app(served: Served, hosts: HostCheck | None = None) -> FastAPI:
+    """The app for one loaded checkpoint (shared read-only by every stream), without OpenAPI
+    pages. With `hosts` (what a server passes: the address it serves), a request whose Host header
+    names another host is refused with 421, so a web page whose domain resolves to this machine
+    (DNS rebinding) cannot use the page from the user's browser."""
+    app = FastAPI(title=f"succu · {served.name}", docs_url=None, redoc_url=None, openapi_url=None)
+    if hosts is not None:
+
+        @app.middleware("http")
+        async def check_host(request: Request, call_next):
+            host = request.headers.get("host", "")
+            if not hosts.allows(host):
+                return PlainTextResponse(f"this page answers only at {hosts}, not at Host {host!r}\n",
+                                         status_code=421)
+            return await call_next(request)
+
     page = (STATIC / "index.html").read_text(encoding="utf-8")
     script = (STATIC / "page.js").read_text(encoding="utf-8")
 
@@ -114,9 +128,51 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def server_for(served: Served) -> uvicorn.Server:
+WILDCARDS = ("0.0.0.0", "::", "")
+
+
+class HostCheck:
+    """The Host headers of requests to the address served: the loopback names (`127.0.0.1`,
+    `localhost`, `[::1]`) and the `--host` given (IPv6 in brackets), each with the port listened on
+    (bare on port 80, which browsers leave out); bound to every interface (0.0.0.0, ::), any IP
+    address with that port too. A name that is no IP literal is what DNS rebinding needs, so
+    only `localhost` and the name given pass."""
+
+    def __init__(self, host: str, port: int):
+        self.port = port
+        self.names = {"127.0.0.1", "localhost", "[::1]", bracketed(host).lower()} - {"", "[::]", "0.0.0.0"}
+        self.any_ip = host in WILDCARDS
+
+    def allows(self, header: str) -> bool:
+        header = header.lower()
+        name, port = header, "80"
+        if header.rpartition(":")[2].isdigit() and not header.endswith("]"):
+            name, _, port = header.rpartition(":")
+        if port != str(self.port):
+            return False
+        return name in self.names or (self.any_ip and is_ip(name.strip("[]")))
+
+    def __str__(self) -> str:
+        return " or ".join(f"{name}:{self.port}" for name in sorted(self.names))
+
+
+def bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host and is_ip(host) else host
+
+
+def is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def server_for(served: Served, host: str, sock: socket.socket) -> uvicorn.Server:
     # A short graceful shutdown: open streams end with the connection, nothing waits on them.
-    config = uvicorn.Config(make_app(served), log_level="warning", timeout_graceful_shutdown=2)
+    hosts = HostCheck(host, sock.getsockname()[1])
+    config = uvicorn.Config(make_app(served, hosts), log_level="warning",
+                            timeout_graceful_shutdown=2)
     return uvicorn.Server(config)
 
 
@@ -130,7 +186,7 @@ def local_server(served: Served, host: str = "127.0.0.1", port: int = 0) -> Iter
     """Serve the page from a background thread for the block; yields its URL (port 0: a free
     port). Tests and screenshots use it."""
     sock = bind(host, port)
-    server = server_for(served)
+    server = server_for(served, host, sock)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -153,4 +209,4 @@ def serve_forever(served: Served, host: str, port: int) -> None:
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"note: listening on {host}: anyone who can reach it can use the page (no login)",
               file=sys.stderr, flush=True)
-    server_for(served).run(sockets=[sock])
+    server_for(served, host, sock).run(sockets=[sock])

@@ -26,6 +26,7 @@ from succu.contracts import DialModel, KVCacheModel
 from succu.dial import Position, parse_position, position_for, position_label
 from succu.generate import unknown_summary
 from succu.modules.base import LanguageModule
+from succu.sampling import check_temperature
 
 # New tokens per stream at most. Lower than `succu.generate`'s cap: each stream holds a worker
 # thread, and a page is read as it streams (a few hundred characters fill the pane).
@@ -109,9 +110,7 @@ class Served:
         seed = whole(params.get("seed", DEFAULTS["seed"]), "seed")
         if not 0 <= seed < 2**63:
             raise ValueError(f"seed must be between 0 and 2^63 - 1, got {seed}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature:g} (small values such as "
-                             "0.1 approach greedy decoding)")
+        check_temperature(temperature)  # the same line as python -m succu.generate's
         top_p = number(params.get("top_p", DEFAULTS["top_p"]), "top_p")
         if not 0 < top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {top_p:g} (1 samples from every token, "
