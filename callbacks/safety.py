@@ -23,6 +23,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from succu.errors import NonFiniteError
+from succu.io import NoSpaceError
 from succu.loggers import logged_step
 from succu.modules.base import LanguageModule
 
@@ -88,7 +89,8 @@ class PreemptionCheckpoint(L.Callback):
                      exception: BaseException) -> None:
         if trainer.state.fn != "fit":
             return
-        if isinstance(exception, NonFiniteError):  # the weights are what must not be kept
+        # Non-finite weights must not be kept; a full disk would refuse the file again.
+        if isinstance(exception, (NonFiniteError, NoSpaceError)):
             self.flush(trainer)
             return
         if isinstance(exception, SIGTERMException) or trainer.world_size == 1:

@@ -81,11 +81,20 @@ def fail(message: str) -> NoReturn:
     sys.exit(2)
 
 
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl+C
+
+
 def run_cli(fn: Callable[[], T]) -> T:
     """Run an entry point's body: a user-facing error (`user_message`) becomes one `error:` line
-    and exit 2, unless SUCCU_DEBUG is set; anything else propagates with its traceback."""
+    and exit 2, Ctrl+C one `interrupted` line and exit 130, unless SUCCU_DEBUG is set; anything
+    else propagates with its traceback."""
     try:
         return fn()
+    except KeyboardInterrupt:
+        if os.environ.get("SUCCU_DEBUG"):
+            raise
+        print("interrupted", file=sys.stderr, flush=True)
+        sys.exit(INTERRUPTED)
     except Exception as err:
         message = user_message(err)
         if message is None or os.environ.get("SUCCU_DEBUG"):

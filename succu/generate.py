@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
-from collections.abc import Callable
-from typing import TypeVar
 
 import torch
 
@@ -37,7 +34,6 @@ from succu.sampling import check_sampling
 # New tokens per prompt at most: far beyond any block_size here, and at CPU speeds (~10^3 tokens/s)
 # minutes of output; a larger request is a typo (1e20), refused rather than left running.
 MAX_NEW_TOKENS = 10_000
-T = TypeVar("T")
 
 
 def note(message: str) -> None:
@@ -175,23 +171,8 @@ def load(args: argparse.Namespace) -> LanguageModule:
     return module
 
 
-INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl+C
-
-
-def interruptible(fn: Callable[[], T]) -> T:
-    """`run_cli(fn)`, with Ctrl+C one `interrupted` line and exit status 130 instead of the
-    traceback of wherever the main thread was (SUCCU_DEBUG=1: the traceback)."""
-    try:
-        return run_cli(fn)
-    except KeyboardInterrupt:
-        if os.environ.get("SUCCU_DEBUG"):
-            raise
-        print("interrupted", file=sys.stderr, flush=True)
-        sys.exit(INTERRUPTED)
-
-
 def main(argv: list[str] | None = None) -> list[str]:
-    return interruptible(lambda: generate_main(argv))
+    return run_cli(lambda: generate_main(argv))
 
 
 def generate_main(argv: list[str] | None) -> list[str]:

@@ -9,8 +9,7 @@ import sys
 
 from succu.devices import check_device
 from succu.dial import own_end, parse_position, position_for, position_label
-from succu.errors import fail
-from succu.generate import interruptible
+from succu.errors import fail, run_cli
 
 EXTRA = {"serve": ("fastapi", "uvicorn"), "serve-test": ("fastapi", "uvicorn", "selenium")}
 
@@ -113,7 +112,7 @@ def serve_main(argv: list[str] | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    interruptible(lambda: serve_main(argv))  # Ctrl+C (how the server stops): one line, exit 130
+    run_cli(lambda: serve_main(argv))  # Ctrl+C (how the server stops): one line, exit 130
 
 
 if __name__ == "__main__":
