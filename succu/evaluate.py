@@ -65,7 +65,7 @@ from succu.contracts import NamedCorpora
 from succu.devices import check_device
 from succu.dial import Position, centre, own_end, parse_position, position_for, position_label
 from succu.errors import fail, run_cli
-from succu.generate import note, unknown_summary
+from succu.generate import note, say_unknown
 from succu.modules.base import IGNORE_INDEX, LanguageModule
 from succu.progress import progress
 from succu.sweep import add_location_arguments
@@ -301,18 +301,12 @@ def text_ids(tok: CorpusTokenizer, path: str, max_bytes: int, drop: bool) -> Ite
 
 
 def unknown_note(tok: CorpusTokenizer, counts: Counter[str], what: str, drop: bool) -> int:
-    """Say what the text held that the vocabulary lacks (`succu.generate.resolve_unknown`'s
-    lines), refusing unknown characters unless `drop`; returns the characters that words read as
-    <UNK> have beyond the five of "<UNK>" (bits per character counts the text as written)."""
-    total = sum(counts.values())
+    """Say what the text held that the vocabulary lacks (`succu.generate.say_unknown`), refusing
+    unknown characters unless `drop`; returns the characters that words read as <UNK> have beyond
+    the five of "<UNK>" (bits per character counts the text as written)."""
+    say_unknown(tok, counts, what, drop)
     if counts and tok.unk_id is not None:
-        note(f"{what}: {total} words not in the vocabulary, scored as <UNK>: {unknown_summary(counts)}")
         return sum((len(word) - len(tok.vocab[tok.unk_id])) * n for word, n in counts.items())
-    if counts and not drop:
-        fail(f"{what} has {total} characters the checkpoint's vocabulary lacks: "
-             f"{unknown_summary(counts)} (--drop_unknown leaves them out)")
-    if counts:
-        note(f"{what}: left out {total} characters not in the vocabulary: {unknown_summary(counts)}")
     return 0
 
 

@@ -137,6 +137,15 @@ def resolve_unknown(tok, text: str, what: str, drop: bool) -> tuple[str, dict[st
     """`text` ready to encode, and what it held that the vocabulary lacks: words become `<UNK>`
     (said in a note); characters without an `<UNK>` are one error line, or left out (`drop`)."""
     counts = tok.unknown(text)
+    say_unknown(tok, counts, what, drop)
+    if counts and tok.unk_id is None:
+        text = tok.without_unknown(text)
+    return text, counts
+
+
+def say_unknown(tok, counts, what: str, drop: bool) -> None:
+    """Words a word vocabulary lacks are one note (they read as `<UNK>`); characters a character
+    vocabulary lacks are one error line, or with `drop` a note that they are left out."""
     total = sum(counts.values())
     if counts and tok.unk_id is not None:
         note(f"{what}: {total} words not in the vocabulary, scored as <UNK>: {unknown_summary(counts)}")
@@ -145,8 +154,6 @@ def resolve_unknown(tok, text: str, what: str, drop: bool) -> tuple[str, dict[st
              f"{unknown_summary(counts)} (--drop_unknown leaves them out)")
     elif counts:
         note(f"{what}: left out {total} characters not in the vocabulary: {unknown_summary(counts)}")
-        text = tok.without_unknown(text)
-    return text, counts
 
 
 def load(args: argparse.Namespace) -> LanguageModule:
