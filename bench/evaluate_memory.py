@@ -5,7 +5,7 @@
 Writes a small and a large text (the shared corpora repeated, ../shared/data or $SUCCU_DATA_DIR),
 and a tiny character GPT checkpoint of their characters (untrained: memory does not depend on the
 weights' values), then scores each text in its own `python -m succu.evaluate` process and prints
-that process's peak resident memory (max RSS) and the ratio large / small. Target: the large
+that process's own peak resident memory (`tests.child`) and the ratio large / small. Target: the large
 text's peak within 1.5x of the small one's (memory independent of the text's length).
 """
 
@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from _common import offline
@@ -29,6 +27,9 @@ from succu.modules.gpt import GPTModule  # noqa: E402
 from succu.tokenizers import CharTokenizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from tests.child import run_python  # noqa: E402
+
 FILES = ("tinyshakespeare.txt", "tinystories.txt", "kjv.txt")
 
 
@@ -67,10 +68,6 @@ def write_checkpoint(path: Path, text: str, block_size: int) -> None:
     torch.save(ckpt, path)
 
 
-def usage_mb(usage) -> float:
-    return usage.ru_maxrss / 1024  # kilobytes on Linux
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--small_mb", type=float, default=5)
@@ -95,20 +92,12 @@ def main() -> None:
 
 
 def run_one(ckpt: Path, text: Path, batch_size: int) -> tuple[float, float, str]:
-    """One evaluate process, its peak memory read from the kernel's account of that child."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    start = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "succu.evaluate", "--ckpt", str(ckpt), "--text",
-                                 str(text), "--batch_size", str(batch_size)],
-                                cwd=REPO, env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak, not the largest so far
-        seconds = time.perf_counter() - start
-        if os.waitstatus_to_exitcode(status) != 0:
-            err.seek(0)
-            sys.exit(f"succu.evaluate failed on {text}:\n{err.read()}")
-        out.seek(0)
-        return usage_mb(usage), seconds, out.read().strip()
+    """One evaluate process: its own peak memory in MB, its wall seconds, its score line."""
+    child = run_python(["-m", "succu.evaluate", "--ckpt", str(ckpt), "--text", str(text),
+                        "--batch_size", str(batch_size)], cwd=REPO)
+    if child.returncode != 0:
+        sys.exit(f"succu.evaluate failed on {text}:\n{child.stderr}")
+    return child.peak_bytes / 2**20, child.seconds, child.stdout.strip()
 
 
 if __name__ == "__main__":

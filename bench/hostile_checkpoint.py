@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import os
 import string
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -30,6 +28,7 @@ from succu.tokenizers import CharTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from tests.child import run_python  # noqa: E402
 from tests.tiny import tiny_module, write_checkpoint  # noqa: E402
 
 # The child imports the tool first (the same for every checkpoint), then times its main alone.
@@ -46,21 +45,14 @@ HOSTILE = {"vocab_size": 10**7, "vocab_size ": 10**9, "n_layer": 10**4, "n_embd"
 
 
 def run(argv: list[str], tmp: str) -> tuple[float, float, int, int, str]:
-    """(wall seconds of the child, seconds of generate's main after its imports, max RSS in MB,
-    exit status, last stderr line) of `python -m succu.generate argv` in a fresh process."""
+    """(wall seconds of the child, seconds of generate's main after its imports, its own peak
+    resident memory in MB, exit status, last stderr line) of `generate argv` in a fresh process."""
     seconds_file = os.path.join(tmp, "seconds")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "BENCH_SECONDS": seconds_file}
-    env.pop("SUCCU_DEBUG", None)
-    start = time.perf_counter()
-    with open(os.devnull, "wb") as out, subprocess.Popen(
-            [sys.executable, "-c", CHILD, *argv], stdout=out, stderr=subprocess.PIPE, env=env) as child:
-        err = child.stderr.read().decode()
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - start
-    lines = err.strip().splitlines()
+    child = run_python(["-c", CHILD, *argv], env={"BENCH_SECONDS": seconds_file, "SUCCU_DEBUG": ""})
+    lines = child.stderr.strip().splitlines()
     last = (lines[-1] if lines else "") + (f"  [{len(lines)} stderr lines]" if len(lines) > 1 else "")
-    return wall, float(Path(seconds_file).read_text()), usage.ru_maxrss // 1024, child.returncode, last
+    return (child.seconds, float(Path(seconds_file).read_text()), child.peak_bytes // 2**20,
+            child.returncode, last)
 
 
 def main() -> None:

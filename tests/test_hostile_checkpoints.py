@@ -6,8 +6,6 @@ exactly as it was written."""
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -29,6 +27,7 @@ from succu.modules.noise_transformer import NoiseTransformerModule
 from succu.modules.succulm import SuccuLMModule
 from succu.nn.tt import compress_linears
 from succu.tokenizers import CharTokenizer, WordTokenizer, split_words
+from tests.child import run_python
 from tests.tiny import tiny_module, write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,29 +138,18 @@ HOSTILE = {
 }
 
 
-def run_child(argv: list[str]) -> tuple[int, str, int]:
-    """(exit status, stderr, max RSS in bytes) of `python argv` in a fresh process."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    env.pop("SUCCU_DEBUG", None)
-    with open(os.devnull, "wb") as out, subprocess.Popen(
-            [sys.executable, *argv], stdout=out, stderr=subprocess.PIPE, env=env) as child:
-        err = child.stderr.read().decode()
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-    return child.returncode, err, usage.ru_maxrss * 1024  # ru_maxrss is in KiB on Linux
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="max RSS of a child read with os.wait4 (Linux units)")
+@pytest.mark.skipif(sys.platform != "linux", reason="a child's own peak memory is read from /proc")
 def test_a_checkpoint_asking_for_huge_sizes_is_one_line_in_a_small_process(tmp_path):
     good = gated(tmp_path)
     held = read_checkpoint(good)["state_dict"]
     numbers = f"{sum(t.numel() for t in held.values()):,}"
     for i, (case, (settings, expected)) in enumerate(HOSTILE.items()):
         path = rewrite(good, tmp_path / f"hostile{i}.ckpt", with_model(**settings))
-        code, err, rss = run_child(["-m", "succu.generate", "--ckpt", path, "--prompt", "a"])
-        assert code == 2 and len(err.strip().splitlines()) == 1, (case, err)
+        child = run_python(["-m", "succu.generate", "--ckpt", path, "--prompt", "a"])
+        err = child.stderr
+        assert child.returncode == 2 and len(err.strip().splitlines()) == 1, (case, err)
         assert err.startswith(f"error: {path}") and expected.format(v=CHAR.vocab_size, n=numbers) in err, (case, err)
-        assert rss < GiB, (case, rss)
+        assert child.peak_bytes < GiB, (case, child.peak_bytes)
 
 
 def test_the_parameter_limit_is_the_users_to_raise(tmp_path, capsys, monkeypatch):
