@@ -55,9 +55,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # siblings, when imported by a test
-
-from vs_nanogpt import (  # noqa: E402
+from vs_nanogpt import (  # a sibling: `python bench/gpu.py` puts bench/ on the path
     NANOGPT_FILES,
     SANITY_BATCHES,
     child_env,
