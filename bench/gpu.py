@@ -18,7 +18,8 @@ clip), and the two GPTs by nanoGPT's train.py too, on the same sizes:
 nanoGPT runs as bench/vs_nanogpt.py runs it (its train.py, model.py, configurator.py and config
 copied beside data/shakespeare_char prepared from the local tinyshakespeare text, nothing written
 into the checkout), with `--device=cuda --dtype=bfloat16 --compile=True` and the sizes above as
-`--key=value` overrides. Without `--nanogpt` only succu's side runs.
+`--key=value` overrides. Without `--nanogpt` only succu's side runs. `--csv_only` drops succu's
+offline W&B logger (for a machine without wandb); its CSV logger stays.
 
 ms/step leaves out the start: compilation, the first evaluations and warm-up. Both programs print
 a line every `--log_interval` steps right after reading the loss back from the device (a sync), and
@@ -43,6 +44,7 @@ a GPU, so `make bench` stays quick there): the same commands on the CPU in 32-bi
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -136,6 +138,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"a subset of: {', '.join(repr(m.name) for m in MODELS)}")
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every run (default 1)")
     p.add_argument("--compile", action="store_true", help="dry run: compile too (minutes on a CPU)")
+    p.add_argument("--csv_only", action="store_true", help="succu logs to CSV alone, without its "
+                   "offline W&B run (for a machine without wandb)")
     p.add_argument("--data_dir", help="folder of tinyshakespeare.txt and tinystories.txt "
                    "(default: where succu finds them)")
     args = p.parse_args(argv)
@@ -161,10 +165,11 @@ def batch_block(model: Model, dry: bool) -> tuple[int, int]:
 
 
 def succu_command(model: Model, *, dry: bool, steps: int, log_interval: int, root: Path,
-                  data_dir: Path, cache: Path, compile: bool = True) -> list[str]:
+                  data_dir: Path, cache: Path, compile: bool = True, csv_only: bool = False) -> list[str]:
     """`python -m succu.fit` with the model's configs; on a GPU bf16-mixed and compiled, the sizes
     the configs give. Validation once, after the last step, over as many windows per corpus as
-    nanoGPT's two evaluations read batches (less Lightning's sanity check)."""
+    nanoGPT's two evaluations read batches (less Lightning's sanity check). `csv_only`: the CSV
+    logger that every run has, without the W&B one."""
     batch, block = batch_block(model, dry)
     val_windows = DRY["val_windows"] if dry else (4 * EVAL_ITERS - SANITY_BATCHES) * batch
     command = [sys.executable, "-m", "succu.fit"]
@@ -179,6 +184,9 @@ def succu_command(model: Model, *, dry: bool, steps: int, log_interval: int, roo
                 "--data.init_args.sources.data_dir", str(data_dir),
                 "--data.init_args.tokens.cache_dir", str(cache),
                 "--data.init_args.windows.val_windows", str(val_windows)]
+    if csv_only:
+        command += ["--trainer.logger", json.dumps({"class_path": "lightning.pytorch.loggers.CSVLogger",
+                                                    "init_args": {"save_dir": str(root), "name": ""}})]
     if dry:
         command += ["--data.init_args.windows.batch_size", str(batch),
                     "--data.init_args.windows.block_size", str(block)]
@@ -255,7 +263,8 @@ def run_succu(model: Model, args: argparse.Namespace, tmp: Path, data_dir: Path,
     root = tmp / f"succu_{model.name.replace(' ', '_')}"
     compile = args.compile or not args.dry_run
     command = succu_command(model, dry=args.dry_run, steps=args.steps, log_interval=args.log_interval,
-                            root=root, data_dir=data_dir, cache=tmp / "cache", compile=compile)
+                            root=root, data_dir=data_dir, cache=tmp / "cache", compile=compile,
+                            csv_only=args.csv_only)
     wall, lines = run_stamped(command, REPO, env, f"succu {model.name}")
     ms = ms_per_step(timed_steps(lines, "succu"), args.skip, args.steps)
     params, _ = checkpoint_params(root)
@@ -317,7 +326,11 @@ def main(argv: list[str] | None = None) -> list[Result]:
         print("no GPU: running --dry-run (a few CPU steps of each run, 32-bit, no compile)", flush=True)
         args = parse_args([*(argv if argv is not None else sys.argv[1:]), "--dry-run"])
     models = [m for m in MODELS if not args.models or m.name in args.models]
+    # vs_nanogpt's environment (threads, offline), lines unbuffered, and PYTHONPATH kept: on a GPU
+    # machine it may name where packages the image lacks were unpacked.
     env = dict(child_env(args.threads), PYTHONUNBUFFERED="1")
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     text = Path(args.data_dir) / "tinyshakespeare.txt" if args.data_dir else shakespeare_text()
     data_dir = text.parent.resolve()
     print(device_line(args.dry_run))

@@ -64,6 +64,13 @@ def test_succu_gpu_commands_are_bf16_compiled_on_the_write_up_configs(gpu):
         "--data.init_args.windows.val_windows", str(78 * 12)]
 
 
+def test_csv_only_names_the_csv_logger_in_the_run_folder(gpu):
+    command = gpu.succu_command(model(gpu, "baby GPT"), dry=False, steps=300, log_interval=10, root=ROOT,
+                                data_dir=DATA, cache=CACHE, csv_only=True)
+    assert command[-2:] == ["--trainer.logger", '{"class_path": "lightning.pytorch.loggers.CSVLogger", '
+                            '"init_args": {"save_dir": "/tmp/r", "name": ""}}']
+
+
 def test_nanogpt_gpu_commands_carry_bf16_compile_and_the_sizes(gpu):
     assert gpu.nanogpt_command(model(gpu, "GPT 6x384"), dry=False, steps=300, log_interval=10) == [
         PY, "train.py", "config/train_shakespeare_char.py", "--device=cuda", "--dtype=bfloat16",
@@ -135,7 +142,7 @@ def dry_run(*extra: str) -> str:
 
 
 def test_dry_run_prints_a_row_of_positive_figures_per_model_and_its_commands():
-    out = dry_run()
+    out = dry_run("--csv_only")  # W&B's offline start-up would double each run's few seconds
     assert re.search(r"^no GPU used: .*; torch \S+$", out, re.M) or re.search(r"^GPU: .*; torch \S+$", out, re.M)
     rows = {(m[0], m[1]): m[2:] for m in ROW.findall(out)}
     assert set(rows) == {("baby GPT", "succu"), ("GPT 6x384", "succu"), ("GatedGPT 6x384", "succu")}, out
@@ -161,7 +168,7 @@ def nanogpt_checkout() -> Path | None:
 @pytest.mark.skipif(nanogpt_checkout() is None,
                     reason="no nanoGPT checkout on this machine: set NANOGPT=DIR (a karpathy/nanoGPT clone)")
 def test_dry_run_with_nanogpt_prints_both_sides_and_the_ratio():
-    out = dry_run("--nanogpt", str(nanogpt_checkout()), "--models", "baby GPT")
+    out = dry_run("--csv_only", "--nanogpt", str(nanogpt_checkout()), "--models", "baby GPT")
     rows = {(m[0], m[1]): m[2:] for m in ROW.findall(out)}
     assert set(rows) == {("baby GPT", "succu"), ("baby GPT", "nanoGPT")}, out
     assert float(rows["baby GPT", "nanoGPT"][2]) > 0 and float(rows["baby GPT", "succu"][-1]) > 0
