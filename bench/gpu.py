@@ -22,8 +22,9 @@ into the checkout), with `--device=cuda --dtype=bfloat16 --compile=True` and the
 offline W&B logger (for a machine without wandb); its CSV logger stays.
 
 ms/step leaves out the start: compilation, the first evaluations and warm-up. Both programs print
-a line every `--log_interval` steps right after reading the loss back from the device (a sync), and
-this script stamps each line as it arrives; ms/step is the time between the first line at or past
+a line every `--log_interval` steps once that step has read its loss back from the device (a sync:
+succu's logged step copies it to the CPU, nanoGPT calls loss.item()), and this script stamps each
+line as it arrives; ms/step is the time between the first line at or past
 `--skip` steps and the last line before the final evaluation, over the steps between them. The
 same clock and the same kind of point serve both sides, so neither side's own timer (nanoGPT's
 per-iteration `time`, measured before its sync) decides. tokens/s = batch x block / (ms/step).
@@ -143,6 +144,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data_dir", help="folder of tinyshakespeare.txt and tinystories.txt "
                    "(default: where succu finds them)")
     args = p.parse_args(argv)
+    import torch
+
+    if not args.dry_run and not torch.cuda.is_available():
+        print("no GPU: running --dry-run (a few CPU steps of each run, 32-bit, no compile)", flush=True)
+        args.dry_run = True
     dry = args.dry_run
     args.steps = args.steps or (DRY["steps"] if dry else 300)
     args.log_interval = args.log_interval or (DRY["log_interval"] if dry else 10)
@@ -152,6 +158,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  f"got {args.steps} steps every {args.log_interval}")
     if args.threads < 1 or args.log_interval < 1 or args.peak_tflops <= 0:
         sys.exit("error: --threads and --log_interval must be >= 1, --peak_tflops > 0")
+    if args.nanogpt and args.steps == 100:  # nanoGPT's schedule divides by max_iters - warmup_iters
+        sys.exit("error: nanoGPT cannot run --steps 100 (its 100 warmup steps): choose another count")
     if args.nanogpt:
         missing = [f for f in NANOGPT_FILES if not (Path(args.nanogpt) / f).is_file()]
         if missing:
@@ -320,11 +328,6 @@ def table(results: list[Result], peak_tflops: float) -> list[str]:
 
 def main(argv: list[str] | None = None) -> list[Result]:
     args = parse_args(argv)
-    import torch
-
-    if not args.dry_run and not torch.cuda.is_available():
-        print("no GPU: running --dry-run (a few CPU steps of each run, 32-bit, no compile)", flush=True)
-        args = parse_args([*(argv if argv is not None else sys.argv[1:]), "--dry-run"])
     models = [m for m in MODELS if not args.models or m.name in args.models]
     # vs_nanogpt's environment (threads, offline), lines unbuffered, and PYTHONPATH kept: on a GPU
     # machine it may name where packages the image lacks were unpacked.
