@@ -46,11 +46,12 @@ test-all: install  ## every test, slow ones included
 lint: install  ## ruff
 	$(PY) -m ruff check succu datamodules callbacks tests bench studies
 
-bench: install  ## the speed benches in bench/, each printing its ratio against a same-run baseline (minutes); NANOGPT=DIR adds vs_nanogpt.py
+bench: install  ## the speed benches in bench/, each printing its ratio against a same-run baseline (minutes); NANOGPT=DIR adds vs_nanogpt.py and gpu.py's nanoGPT side
 	@for b in $(BENCHES); do \
 	  args=""; if [ $$b = bench/vs_nanogpt.py ]; then \
 	    if [ -z "$(NANOGPT)" ]; then echo "== $$b skipped (needs a nanoGPT checkout: make bench NANOGPT=DIR)"; continue; fi; \
 	    args="$(NANOGPT)"; fi; \
+	  if [ $$b = bench/gpu.py ] && [ -n "$(NANOGPT)" ]; then args="--nanogpt $(NANOGPT)"; fi; \
 	  echo "== $$b"; $(PY) $$b $$args || exit 1; done
 
 study: install  ## one research study (hours, resumable; pages in studies/results/): make study STUDY=dial|hypersurface|noiselm|sophia_trap [ARGS="--jobs 2"]
