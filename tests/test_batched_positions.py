@@ -262,3 +262,81 @@ def test_a_side_by_side_stream_takes_one_stream_slot(clients, served, monkeypatc
     gated.slots.acquire()  # one stream already running
     events = sse(clients[2], "/panes", prompt="once", alpha="0;1")
     assert events[0][0] == "error" and "streams are already running" in events[0][1]["message"]
+
+
+# ---- the page in a browser --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    """A tiny GatedGPT without an end-of-text token (every stream runs its whole length) served
+    from a thread, its streams paced so that a browser can watch them: (url, Served, the lone
+    texts at alpha 0, 0.5 and 1)."""
+    from succu.serve.app import local_server
+    from succu.serve.browser import browser_problem
+
+    problem = "the serve extra is not installed" if MISSING else browser_problem()
+    if problem:
+        pytest.skip(f"no browser test: {problem}")
+    torch.manual_seed(0)
+    tok = CharTokenizer.from_texts([TEXT])
+    module = tiny_module(GatedGPTModule, vocab_size=tok.vocab_size, block_size=16, n_layer=1,
+                         n_head=2, n_embd=16)
+    served = Served.load(write_checkpoint(tmp_path_factory.mktemp("page") / "gated.ckpt", module,
+                                          tok, CORPORA[:2]))
+    texts = {a: alone(served.module, "the king ", 60, 0, a, temperature=0.8)[0] for a in (0.0, 0.5, 1.0)}
+    with pytest.MonkeyPatch.context() as patch:
+        stream, batched = served.module.stream, streams.stream_positions
+
+        def paced_stream(*args, **kwargs):
+            for piece in stream(*args, **kwargs):
+                time.sleep(0.03)
+                yield piece
+
+        def paced_positions(*args, **kwargs):
+            for p, piece in batched(*args, **kwargs):
+                time.sleep(0.015)
+                yield p, piece
+
+        patch.setattr(served.module, "stream", paced_stream)
+        patch.setattr(streams, "stream_positions", paced_positions)
+        with local_server(served) as url:
+            yield url, served, texts
+
+
+def test_side_by_side_in_the_browser_is_one_stream_and_a_moved_pane_leaves_it(page):
+    from succu.serve.browser import chromium, open_page, pane_state, wait_for
+
+    url, served, texts = page
+    with chromium(1400, 900) as driver:
+        open_page(driver, url)
+        for name, value in (("prompt", "the king "), ("length", "60"), ("seed", "0")):
+            field = driver.find_element("id", name)
+            field.clear()
+            field.send_keys(value)
+        driver.find_element("id", "compare").click()
+        for pane, position in (("a", "0"), ("b", "1")):
+            driver.execute_script("window.succuPage.setPosition(arguments[0], arguments[1])", pane,
+                                  position)
+        driver.find_element("id", "go").click()
+
+        def shown(pane: str) -> str:
+            return driver.find_element("id", f"out-{pane}").get_attribute("textContent")
+
+        wait_for(driver, lambda d: len(shown("a")) >= 3 and len(shown("b")) >= 3, 20,
+                 "the panes did not stream")
+        assert served.active == 1  # both panes from one stream, one worker
+        assert texts[0.0].startswith(shown("a")) and texts[1.0].startswith(shown("b"))
+        # Pane a's dial moves while both stream: a gets a stream of its own, b goes on.
+        driver.execute_script("window.succuPage.setPosition('a', '0.5')")
+        wait_for(driver, lambda d: d.find_element("id", "used-a").text.startswith("alpha = 0.5 "),
+                 20, "pane a did not restart at alpha = 0.5")
+        assert pane_state(driver, "b") == "streaming" and len(shown("b")) < 60
+        wait_for(driver, lambda d: all(pane_state(d, p) == "done" for p in "ab"), 60,
+                 "the panes did not finish")
+        assert shown("b") == texts[1.0] and shown("a") == texts[0.5]
+        assert driver.find_element("id", "used-a").text.startswith("alpha = 0.5 ")
+        assert driver.find_element("id", "status-b").text.startswith("done: 60 characters")
+        assert driver.find_element("id", "error").text == ""
+    deadline = time.monotonic() + 5
+    while served.active and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert served.active == 0

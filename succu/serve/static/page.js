@@ -152,6 +152,7 @@ function settings() {
 }
 
 function reset(pane) {
+  clearTimeout(pane.timer);  // a dial move still waiting to restart the pane: this stream has it
   close(pane, "streaming");
   pane.ran = true;
   pane.prompt.textContent = $("prompt").value;
