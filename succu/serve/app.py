@@ -120,7 +120,8 @@ async def events(served: Served, params: dict[str, str], panes: bool = False
         while True:
             event, data = await queue.get()
             yield ServerSentEvent(event=event, data=data)
-            ending -= event == "done"
+            if event == "done":
+                ending -= 1
             if event == "error" or not ending:
                 return
     finally:
