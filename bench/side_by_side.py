@@ -12,8 +12,10 @@ workers (`succu.serve.streams`, without HTTP) and is timed from start to its las
     two threads    two TokenStreams at once, as the page ran its panes before (reference)
 
 The sides alternate within each repeat (the order rotating), after one warm-up repeat; the script
-checks that the panes' texts are the lone streams' and prints medians and the ratios to one pane
-(target for side by side: <= 1.3).
+checks that the panes' texts are the lone streams' and prints each side's median wall and CPU time
+(the process's, every thread) and their ratios to one pane, and the median of the repeats' own
+side-by-side / one-pane ratios (target: <= 1.3). On a shared machine the CPU ratio is the steadier
+figure: a busy neighbour stretches wall time, not the work done.
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ def served_model() -> Served:
     return Served(module, "random abcgpt_char-size GatedGPT", ["tinystories", "shakespeare"])
 
 
-def timed(served: Served, make_workers) -> tuple[float, dict[int, str]]:
-    """Seconds from starting the workers to their last event, and each pane's text."""
+def timed(served: Served, make_workers) -> tuple[float, float, dict[int, str]]:
+    """Wall and CPU seconds from starting the workers to their last event, each pane's text."""
     texts: dict[int, list[str]] = {}
 
     def emit_for(pane: int):
@@ -57,13 +59,14 @@ def timed(served: Served, make_workers) -> tuple[float, dict[int, str]]:
         return emit
 
     workers = make_workers(emit_for)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for w in workers:
         served.claim()
         w.start()
     for w in workers:
         w.thread.join()
-    return time.perf_counter() - start, {p: "".join(t) for p, t in texts.items()}
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return wall, cpu, {p: "".join(t) for p, t in texts.items()}
 
 
 def main() -> None:
@@ -82,28 +85,33 @@ def main() -> None:
         "two threads": lambda emit: [TokenStream(served, left, emit(0)),
                                      TokenStream(served, right, emit(1))],
     }
-    times: dict[str, list[float]] = {name: [] for name in sides}
+    walls: dict[str, list[float]] = {name: [] for name in sides}
+    cpus: dict[str, list[float]] = {name: [] for name in sides}
     texts: dict[str, dict[int, str]] = {}
     names = list(sides)
     for rep in range(args.reps + 1):  # rep 0 warms every side up
         for name in names[rep % len(names):] + names[: rep % len(names)]:
-            seconds, texts[name] = timed(served, sides[name])
+            wall, cpu, texts[name] = timed(served, sides[name])
             if rep:
-                times[name].append(seconds)
+                walls[name].append(wall)
+                cpus[name].append(cpu)
     assert texts["side by side"][0] == texts["one pane"][0] == texts["two threads"][0]
     assert texts["side by side"][1] == texts["two threads"][1]
     assert len(texts["one pane"][0]) == args.chars, "the stream ended before its characters"
     print(f"model: GatedGPT 4x128, block 64, random weights; prompt {PROMPT!r}, {args.chars} "
           f"characters per pane, temperature 0.8; {args.reps} repeats after a warm-up")
-    base = statistics.median(times["one pane"])
-    for name, values in times.items():
-        median = statistics.median(values)
-        shown = ", ".join(f"{v:.2f}" for v in values)
-        print(f"{name:13s} {median:6.2f} s  ({median / args.chars * 1e3:.2f} ms/character; "
-              f"repeats {shown})  ratio to one pane {median / base:.2f}")
-    ratio = statistics.median(times["side by side"]) / base
-    print(f"side by side / one pane: {ratio:.2f}x (target <= 1.3); texts equal the lone streams'")
-
+    wall_base, cpu_base = (statistics.median(t["one pane"]) for t in (walls, cpus))
+    for name in sides:
+        wall, cpu = statistics.median(walls[name]), statistics.median(cpus[name])
+        shown = ", ".join(f"{v:.2f}" for v in walls[name])
+        print(f"{name:13s} wall {wall:6.2f} s ({wall / args.chars * 1e3:5.2f} ms/character; "
+              f"repeats {shown}), CPU {cpu:6.2f} s; to one pane: wall {wall / wall_base:.2f}, "
+              f"CPU {cpu / cpu_base:.2f}")
+    paired = [b / a for a, b in zip(walls["one pane"], walls["side by side"])]
+    print(f"side by side / one pane: wall {statistics.median(walls['side by side']) / wall_base:.2f}x "
+          f"(each repeat's own: {', '.join(f'{r:.2f}' for r in paired)}, median "
+          f"{statistics.median(paired):.2f}), CPU {statistics.median(cpus['side by side']) / cpu_base:.2f}x "
+          "(target <= 1.3); the panes' texts equal the lone streams'")
 
 if __name__ == "__main__":
     main()
