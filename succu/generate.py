@@ -25,7 +25,15 @@ import torch
 from succu.checkpoint import load_module
 from succu.contracts import KeyRuleStop
 from succu.devices import check_device
-from succu.dial import centre, parse_position, position_for, position_label, sweep_positions
+from succu.dial import (
+    Position,
+    centre,
+    parse_position,
+    position_for,
+    position_label,
+    sweep_positions,
+)
+from succu.dial_streams import stream_positions
 from succu.errors import fail, run_cli
 from succu.modules.base import LanguageModule
 from succu.nn.noise import SEARCHES
@@ -188,7 +196,9 @@ def generate_main(argv: list[str] | None) -> list[str]:
     prompts = prepare_prompts(module, args.prompt, args.drop_unknown)
     if args.stop == "key":
         return key_rule(module, args, prompts)
-    alphas = sweep_positions(module.model.n_sources) if args.alpha_sweep else [args.alpha]
+    if args.alpha_sweep:
+        return alpha_sweep(module, args, prompts, sweep_positions(module.model.n_sources))
+    alphas = [args.alpha]
     outputs = []
     for alpha in alphas:
         # The same seed at every alpha, so the dial is the only thing that changes.
@@ -210,6 +220,39 @@ def generate_main(argv: list[str] | None) -> list[str]:
                 print(flush=True)
             outputs.append("".join(pieces))
     return outputs
+
+
+def alpha_sweep(module: LanguageModule, args: argparse.Namespace, prompts: list[str],
+                alphas: list[Position]) -> list[str]:
+    """--alpha_sweep: each prompt at every position in one batch, one forward pass per token
+    (`succu.dial_streams`), with the lines and texts of one position after another: each
+    position draws from a generator of its own seeded with --seed (the dial is the only thing
+    that changes), which goes on from prompt to prompt. The first position's lines are printed
+    as they are generated, the others' once every prompt has been."""
+    generators = [torch.Generator(device=args.device).manual_seed(args.seed) for _ in alphas]
+    texts: list[list[str]] = [[] for _ in alphas]  # texts[position][prompt]
+    tags = [f"[alpha={position_label(alpha)}] " for alpha in alphas]
+    for shown, prompt in zip(args.prompt, prompts):
+        print(f"{tags[0]}{shown} -> ", end="", flush=True)
+        pieces: list[list[str]] = [[] for _ in alphas]
+        try:
+            for p, piece in stream_positions(
+                module, prompt, alphas, args.max_new_tokens, generators=generators,
+                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                greedy=args.greedy, use_cache=not args.no_cache,
+            ):
+                if piece is not None:
+                    pieces[p].append(piece)
+                    if p == 0:
+                        print(piece, end="", flush=True)
+        finally:  # Ctrl+C too: the line of text ends before anything else is said
+            print(flush=True)
+        for text, parts in zip(texts, pieces):
+            text.append("".join(parts))
+    for tag, lines in zip(tags[1:], texts[1:]):
+        for shown, text in zip(args.prompt, lines):
+            print(f"{tag}{shown} -> {text}", flush=True)
+    return [text for lines in texts for text in lines]
 
 
 def key_rule(module: LanguageModule, args: argparse.Namespace, prompts: list[str]) -> list[str]:

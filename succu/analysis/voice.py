@@ -13,25 +13,27 @@ in abcGPT's lowercase form, for instance), and checked on windows of the validat
 (`window_accuracy`). `voice_shares` then reads a dial: at each alpha it samples N continuations
 (fixed prompts, temperature 0.8, seeded) of a gated (or control-code) model and reports the
 share of them judged to be each corpus; `python -m succu.sweep alpha --voice N` writes the table
-and the plot.
+and the plot. The positions are sampled together, one forward pass per token for several of them
+(`succu.dial_streams`), each from its own seeded generator.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import chain
 
 import numpy as np
 import torch
 
 from succu.contracts import TextSplits, require
 from succu.dial import Position
+from succu.dial_streams import steps_at
 from succu.progress import progress
 
 ORDERS = (1, 2, 3, 4)
 BITS = 20
 WINDOW = 200  # characters judged per text (validation windows and generated continuations)
+MAX_ROWS = 256  # rows sampled in one forward pass when positions are sampled together
 # Prompts every corpus could continue; each continuation is seeded, so the dial alone varies.
 PROMPTS = ("the ", "and ", "he said ", "she ", "when ", "a ", "in the ", "then ")
 _PRIME = np.uint64(0x100000001B3)  # FNV's 64-bit prime: mixes each code point into the hash
@@ -133,8 +135,16 @@ def continuations(module, alpha: Position, n: int, prompts: Sequence[str] = PROM
     """`n` sampled continuations of `prompts` (round robin) at `alpha`, `length` new tokens each,
     special tokens dropped (an EOS does not stop them). One seeded generator per call, so the
     dial position is the only thing that differs between two calls."""
-    out: list[str] = [""] * n
-    for _ in sampling(module, alpha, n, prompts, length, temperature, seed, out):
+    return samples(module, [alpha], n, prompts, length, temperature, seed)[0]
+
+
+def samples(module, alphas: Sequence[Position], n: int, prompts: Sequence[str] = PROMPTS,
+            length: int = WINDOW, temperature: float = 0.8, seed: int = 0) -> list[list[str]]:
+    """`continuations` at each of `alphas` (a list per position), the positions sampled together:
+    one forward pass per token for several positions (`succu.dial_streams`), each position
+    drawing from its own generator as `continuations` at that position alone does."""
+    out = [[""] * n for _ in alphas]
+    for _ in sampling(module, alphas, n, prompts, length, temperature, seed, out):
         pass
     return out
 
@@ -160,23 +170,31 @@ def prompt_batches(chosen: list[list[int]]) -> list[list[int]]:
             for size in dict.fromkeys(len(ids) for ids in chosen)]
 
 
-def sampling(module, alpha: Position, n: int, prompts: Sequence[str], length: int,
-             temperature: float, seed: int, out: list[str]) -> Iterator[None]:
-    """`continuations` one generation step at a time: yields after each step of each batch, and
-    writes each batch's texts into `out` when it ends."""
+def sampling(module, alphas: Sequence[Position], n: int, prompts: Sequence[str], length: int,
+             temperature: float, seed: int, out: list[list[str]]) -> Iterator[None]:
+    """`samples` one generation step at a time: yields once per position after each step of
+    each batch, and writes each batch's texts into `out[position]` when it ends. Each batch of
+    prompts runs at several positions at once, at most MAX_ROWS rows together (a batch wider
+    than that one position at a time)."""
     tok = module.tokenizer
     chosen = prompt_ids(module, n, prompts)
-    generator = torch.Generator(device=module.device).manual_seed(seed)
+    generators = [torch.Generator(device=module.device).manual_seed(seed) for _ in alphas]
     special = set(tok.special_ids)
     for rows in prompt_batches(chosen):
         batch = torch.tensor([chosen[i] for i in rows], device=module.device)
-        new = []  # kept on the device until the batch ends: no host sync per step
-        for nxt in module.steps(batch, length, temperature=temperature, generator=generator, alpha=alpha):
-            new.append(nxt)
-            yield
-        sampled = torch.stack(new, dim=1).tolist() if new else [[] for _ in rows]
-        for i, row in zip(rows, sampled):
-            out[i] = tok.decode([t for t in row if t not in special])[:length]
+        together = max(1, MAX_ROWS // len(rows))
+        for first in range(0, len(alphas), together):
+            group = range(first, min(first + together, len(alphas)))
+            new = []  # kept on the device until the batch ends: no host sync per step
+            for nxt in steps_at(module, batch, [alphas[a] for a in group], length,
+                                generators=[generators[a] for a in group], temperature=temperature):
+                new.append(nxt)
+                for _ in group:
+                    yield
+            sampled = torch.stack(new, dim=-1).tolist() if new else [[[] for _ in rows] for _ in group]
+            for a, texts in zip(group, sampled):
+                for i, row in zip(rows, texts):
+                    out[a][i] = tok.decode([t for t in row if t not in special])[:length]
 
 
 def voice_shares(module, meter: VoiceMeter, alphas: Sequence[Position], n: int = 64,
@@ -186,8 +204,7 @@ def voice_shares(module, meter: VoiceMeter, alphas: Sequence[Position], n: int =
     {"alpha": alpha, <corpus name>: share, ...}; each row's shares sum to 1. The sampling shows
     its progress on standard error (`succu.progress`), step by step."""
     texts = [[""] * n for _ in alphas]
-    steps = chain.from_iterable(sampling(module, alpha, n, prompts, length, temperature, seed, out)
-                                for alpha, out in zip(alphas, texts))
+    steps = sampling(module, alphas, n, prompts, length, temperature, seed, texts)
     total = len(alphas) * sampling_steps(module, n, prompts, length)
     for _ in progress(steps, f"voice meter: {len(alphas)} positions x {n} samples, steps", total):
         pass

@@ -28,6 +28,7 @@ from lightning.pytorch.utilities import GradClipAlgorithmType
 from torchmetrics.text import Perplexity
 
 from succu.contracts import DialModel, KVCacheModel, NamedCorpora, TextFingerprints
+from succu.dial_streams import Pieces
 from succu.loggers import logged_step
 from succu.nn.utils import eval_mode
 from succu.optim import AdamW, apply_settings, optimizer_settings, warmup_cosine
@@ -411,6 +412,7 @@ class LanguageModule(L.LightningModule):
               generator: torch.Generator | None = None, **model_kwargs: Any):
         """An iterator over the next token of every row, (B,), one step at a time (what `generate`
         collects and `stream` prints as it comes). Settings are checked now, not at the first step.
+        `generator` may be a list, one per equal group of rows (`pick`).
         """
         check_sampling(temperature, top_k, max_new_tokens, top_p)
         return self._steps(input_ids, max_new_tokens, temperature, top_k, top_p, greedy, eos_id,
@@ -460,9 +462,15 @@ class LanguageModule(L.LightningModule):
         top_p: float | None = None,
     ) -> torch.Tensor:
         """The next token of every row of `logits` (B, V): the argmax with `greedy`, else one draw
-        from `sampling_probs`."""
+        from `sampling_probs`. A list of G generators splits the rows into G equal groups in
+        order, each drawn from its own generator as that group alone would be (several dial
+        positions in one batch: `succu.dial_streams`)."""
         if greedy:
             return logits.argmax(dim=-1)
+        if isinstance(generator, list):
+            groups = logits.split(logits.size(0) // len(generator))
+            return torch.cat([LanguageModule.pick(rows, temperature, top_k, False, g, top_p)
+                              for rows, g in zip(groups, generator, strict=True)])
         probs = sampling_probs(logits, temperature, top_k, top_p)
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
@@ -498,22 +506,17 @@ class LanguageModule(L.LightningModule):
         tok = self.tokenizer
         ids = self.prompt_ids(prompt)
         seq = torch.tensor([ids], device=self.device)
-        shown: list[int] = []
-        pending: list[int] = []
+        pieces = Pieces(tok)
         for nxt in self.steps(seq, self.budget(len(ids), max_new_tokens), eos_id=tok.eos_id, **kwargs):
             token = int(nxt[0])
             if token == tok.eos_id:
                 break
-            if token == tok.pad_id:
-                continue
-            pending.append(token)
-            before, text = tok.decode(shown), tok.decode(shown + pending)
-            if text.endswith("\ufffd") or not text.startswith(before):
-                continue
-            yield text[len(before):]
-            shown, pending = (shown + pending)[-4:], []
-        if pending:
-            yield tok.decode(shown + pending)[len(tok.decode(shown)):]
+            piece = pieces.add(token)
+            if piece is not None:
+                yield piece
+        rest = pieces.flush()
+        if rest is not None:
+            yield rest
 
     def strip_special(self, ids: list[int]) -> list[int]:
         """Cut at the first EOS and drop padding; other specials stay visible (the sophia trap)."""

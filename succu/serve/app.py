@@ -6,6 +6,10 @@ Routes:
     GET /stream?prompt=...&alpha=...&temperature=...&top_p=...&max_new_tokens=...&seed=...
                       server-sent events: `start` (the position and settings this stream uses),
                       `token` per new piece, then `done`, or one `error` with a one-line message
+    GET /panes?alpha=0;1&prompt=...&...
+                      side by side (a model with a dial): the same stream at each ';'-separated
+                      position in one batched forward pass per token; `start`, `token` and `done`
+                      carry the pane's index (`pane`), one `done` per pane; one `error` ends all
 
 Every request reaches the stream route with status 200 and any bad value comes back as an `error`
 event: the browser's EventSource cannot read the body of a 422, so the page could not show it.
@@ -32,7 +36,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from succu.serve.streams import Served, TokenStream, one_line
+from succu.serve.streams import PanesStream, Served, TokenStream, one_line
 
 STATIC = resources.files("succu.serve") / "static"
 
@@ -77,15 +81,22 @@ def make_app(served: Served, hosts: HostCheck | None = None) -> FastAPI:
         async for event in events(served, dict(request.query_params)):
             yield event
 
+    @app.get("/panes", response_class=EventSourceResponse)
+    async def panes(request: Request) -> AsyncIterator[ServerSentEvent]:
+        async for event in events(served, dict(request.query_params), panes=True):
+            yield event
+
     return app
 
 
-async def events(served: Served, params: dict[str, str]) -> AsyncIterator[ServerSentEvent]:
-    """One stream's events. Generation runs on the stream's own worker thread, which hands each
-    event to this request's event loop; when the client goes away (the page moved the dial and
-    opened a new stream, or closed), the response is cancelled and `finally` stops the worker."""
+async def events(served: Served, params: dict[str, str], panes: bool = False
+                 ) -> AsyncIterator[ServerSentEvent]:
+    """One stream's events (`panes`: a side-by-side stream's). Generation runs on the stream's
+    own worker thread, which hands each event to this request's event loop; when the client goes
+    away (the page moved the dial and opened a new stream, or closed), the response is cancelled
+    and `finally` stops the worker."""
     try:
-        request = served.parse(params)
+        requests = served.parse_panes(params) if panes else [served.parse(params)]
         served.claim()
     except ValueError as err:
         yield ServerSentEvent(event="error", data={"message": one_line(err)})
@@ -99,14 +110,19 @@ async def events(served: Served, params: dict[str, str]) -> AsyncIterator[Server
         except RuntimeError:  # the loop is closed: the server is shutting down
             worker.stop()
 
-    worker = TokenStream(served, request, emit)
+    worker = PanesStream(served, requests, emit) if panes else TokenStream(served, requests[0], emit)
     try:
-        yield ServerSentEvent(event="start", data=served.describe(request))
+        for pane, request in enumerate(requests):
+            start = served.describe(request)
+            yield ServerSentEvent(event="start", data={"pane": pane, **start} if panes else start)
         worker.start()
+        ending = len(requests)  # one `done` per pane ends the stream; an `error` ends it at once
         while True:
             event, data = await queue.get()
             yield ServerSentEvent(event=event, data=data)
-            if event in ("done", "error"):
+            if event == "done":
+                ending -= 1
+            if event == "error" or not ending:
                 return
     finally:
         worker.stop()

@@ -5,7 +5,10 @@ plain data, allow-listed classes) and shared read-only by every stream. A reques
 checked before anything runs; each bad value is one ValueError naming it and what is allowed. A
 `TokenStream` generates one continuation on its own thread with its own sampling generator, KV
 cache and stop flag, so streams never share state: several tabs run side by side, and a stream
-whose page went away (the dial moved, the tab closed) stops at its next token.
+whose page went away (the dial moved, the tab closed) stops at its next token. The page's side by
+side panes are one `PanesStream`: the same prompt at each pane's dial position, one row per pane
+in one batch, one forward pass per token for all of them (`succu.dial_streams`), each pane's
+pieces sent as they come and each pane's text what it would stream alone with the same seed.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from succu.checkpoint import load_module
 from succu.checkpoint_files import read_checkpoint
 from succu.contracts import DialModel, KVCacheModel
 from succu.dial import Position, parse_position, position_for, position_label
+from succu.dial_streams import stream_positions
 from succu.generate import unknown_summary
 from succu.modules.base import LanguageModule
 from succu.sampling import check_temperature
@@ -35,6 +39,7 @@ MAX_PROMPT_CHARS = 4000  # prompts come in a URL; longer ones slide out of any b
 # Streams running at once. Each costs a thread and a share of the CPU; past this a request is
 # refused with a message rather than slowing every open tab down.
 MAX_STREAMS = 16
+MAX_PANES = 4  # dial positions of one side-by-side stream (the page shows two)
 DEFAULTS = {"temperature": "0.8", "top_p": "1", "max_new_tokens": "200", "seed": "0"}
 
 Emit = Callable[[str, dict[str, Any]], None]  # (event name, JSON-able payload)
@@ -118,6 +123,20 @@ class Served:
         return Request(prompt, self.check_alpha(params.get("alpha")), temperature, top_p, length,
                        seed, tuple(notes))
 
+    def parse_panes(self, params: Mapping[str, str]) -> list[Request]:
+        """The requests of one side-by-side stream: `alpha` holds the panes' dial positions,
+        ';'-separated (1 to MAX_PANES); every other setting is shared. Only a model with a dial
+        has panes; every bad value is one ValueError."""
+        if not self.k:
+            raise ValueError(f"side by side needs a gated model; this checkpoint holds "
+                             f"{type(self.module.model).__name__}, which has no dial")
+        texts = [t.strip() for t in params.get("alpha", "").split(";")]
+        if not 1 <= len(texts) <= MAX_PANES or not all(texts):
+            raise ValueError(f"alpha must be 1 to {MAX_PANES} dial positions separated by ';' "
+                             f"(e.g. 0;1), got {params.get('alpha', '')!r}")
+        first = self.parse({**params, "alpha": texts[0]})
+        return [first, *(replace(first, alpha=self.check_alpha(t)) for t in texts[1:])]
+
     def check_prompt(self, text: str) -> tuple[str, list[str]]:
         """The prompt ready to encode: not empty, not huge, and every character known to the
         tokenizer (unknown words of a word vocabulary read as <UNK>, said in a note)."""
@@ -192,21 +211,18 @@ def one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
-class TokenStream:
-    """One continuation generated on a worker thread of its own.
+class Worker:
+    """A stream's worker thread: events go to `emit` as they happen, `stop()` ends it at its next
+    token and nothing is emitted after it; a failure is one `error` {"message"} event. The caller
+    has claimed a slot (`Served.claim`); the worker gives it back when it ends, however it ends.
+    Subclasses generate (`generate`)."""
 
-    Events go to `emit` as they happen: `token` {"text"} for each new piece, then `done`
-    {"chars", "seconds", "alpha"} or `error` {"message"}. `stop()` ends the stream at its next
-    token; nothing is emitted after it. The caller has claimed a slot (`Served.claim`); the worker
-    gives it back when it ends, however it ends.
-    """
-
-    def __init__(self, served: Served, request: Request, emit: Emit):
-        self.served, self.request, self.emit = served, request, emit
+    def __init__(self, served: Served, emit: Emit):
+        self.served, self.emit = served, emit
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self.run, name="succu-stream", daemon=True)
 
-    def start(self) -> TokenStream:
+    def start(self) -> Worker:
         self.thread.start()
         return self
 
@@ -226,21 +242,75 @@ class TokenStream:
             self.served.release()
 
     def generate(self) -> None:
-        module, req = self.served.module, self.request
+        raise NotImplementedError
+
+    def generator(self, request: Request) -> torch.Generator:
         # Its own generator: streams running at once never draw from each other's randomness,
         # and the same seed gives the same text at any time, in any tab.
-        generator = torch.Generator(device=module.device).manual_seed(req.seed)
+        return torch.Generator(device=self.served.module.device).manual_seed(request.seed)
+
+
+def done_event(request: Request, chars: int, started: float) -> dict[str, Any]:
+    alpha = None if request.alpha is None else position_label(request.alpha)
+    return {"chars": chars, "seconds": round(time.perf_counter() - started, 3), "alpha": alpha}
+
+
+class TokenStream(Worker):
+    """One continuation generated on a worker thread of its own.
+
+    Events: `token` {"text"} for each new piece, then `done` {"chars", "seconds", "alpha"} or
+    `error` {"message"}.
+    """
+
+    def __init__(self, served: Served, request: Request, emit: Emit):
+        super().__init__(served, emit)
+        self.request = request
+
+    def generate(self) -> None:
+        module, req = self.served.module, self.request
         dial = {} if req.alpha is None else {"alpha": req.alpha}
         started, chars = time.perf_counter(), 0
         with torch.inference_mode():
             pieces = module.stream(req.prompt, req.max_new_tokens, temperature=req.temperature,
                                    top_p=req.top_p, use_cache=self.served.cached,
-                                   generator=generator, **dial)
+                                   generator=self.generator(req), **dial)
             for piece in pieces:
                 if self.stopped.is_set():
                     return
                 chars += len(piece)
                 self.send("token", {"text": piece})
-        alpha = None if req.alpha is None else position_label(req.alpha)
-        self.send("done", {"chars": chars, "seconds": round(time.perf_counter() - started, 3),
-                           "alpha": alpha})
+        self.send("done", done_event(req, chars, started))
+
+
+class PanesStream(Worker):
+    """Side by side: the same prompt and settings at each pane's dial position (`requests`, one
+    per pane, from `Served.parse_panes`), one batched forward pass per token for every pane.
+
+    Events carry the pane's index: `token` {"pane", "text"} as each pane's pieces come, `done`
+    {"pane", "chars", "seconds", "alpha"} when a pane's text ends (panes may end apart, at their
+    own EOS), or one `error` {"message"} for them all. Pane i's text is what a `TokenStream` at
+    its position sends with the same seed. `stop()` stops every pane: the page's panes share the
+    stream, and closing it (the page went away) ends them together.
+    """
+
+    def __init__(self, served: Served, requests: list[Request], emit: Emit):
+        super().__init__(served, emit)
+        self.requests = requests
+
+    def generate(self) -> None:
+        module, req = self.served.module, self.requests[0]
+        started, chars = time.perf_counter(), [0] * len(self.requests)
+        with torch.inference_mode():
+            pieces = stream_positions(module, req.prompt, [r.alpha for r in self.requests],
+                                      req.max_new_tokens, temperature=req.temperature,
+                                      top_p=req.top_p, use_cache=self.served.cached,
+                                      generators=[self.generator(r) for r in self.requests])
+            for pane, piece in pieces:
+                if self.stopped.is_set():
+                    return
+                if piece is None:
+                    self.send("done", {"pane": pane, **done_event(self.requests[pane], chars[pane],
+                                                                  started)})
+                    continue
+                chars[pane] += len(piece)
+                self.send("token", {"pane": pane, "text": piece})

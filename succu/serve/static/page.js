@@ -1,8 +1,10 @@
 // succu's dial page. Reads /info once, draws a dial per pane (a slider over two sources, a
 // triangle and linked shares over three, linked shares over more, nothing without a dial), and
-// streams each pane's continuation from /stream as server-sent events. Moving a pane's dial
-// closes its stream (the server then stops generating) and opens a new one at the new position;
-// the pane shows the position the server reports it used, not the dial's current value.
+// streams each pane's continuation from /stream as server-sent events. Side by side, Generate
+// streams both panes from one /panes stream (one batched forward pass per token on the server;
+// each event names its pane). Moving a pane's dial takes it off its stream (the server stops
+// generating once no pane reads one) and opens a new one for it alone at the new position; the
+// pane shows the position the server reports it used, not the dial's current value.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -135,43 +137,69 @@ function showError(message) { $("error").textContent = message; }
 function clearError() { $("error").textContent = ""; }
 
 function close(pane, state) {
-  if (pane.source) pane.source.close();
+  const source = pane.source;
   pane.source = null;
   pane.section.dataset.state = state;
+  // A side-by-side stream is shared: it closes once no pane reads it.
+  if (source && !Object.values(panes).some((p) => p.source === source)) source.close();
 }
 
-function run(pane) {
-  close(pane, "streaming");
-  const params = new URLSearchParams({
+function settings() {
+  return new URLSearchParams({
     prompt: $("prompt").value, temperature: $("temperature").value, top_p: $("top_p").value,
     max_new_tokens: $("length").value, seed: $("seed").value,
   });
-  if (pane.dial) params.set("alpha", pane.dial.get());
+}
+
+function reset(pane) {
+  clearTimeout(pane.timer);  // a dial move still waiting to restart the pane: this stream has it
+  close(pane, "streaming");
   pane.ran = true;
   pane.prompt.textContent = $("prompt").value;
   pane.out.textContent = "";
   pane.used.textContent = "";
   pane.status.textContent = "starting…";
-  const source = new EventSource(`/stream?${params}`);
+}
+
+function run(pane) {
+  reset(pane);
+  const params = settings();
+  if (pane.dial) params.set("alpha", pane.dial.get());
+  listen(pane, new EventSource(`/stream?${params}`), null);
+}
+
+// Side by side: every pane from one stream, pane i at the i-th position.
+function runTogether(list) {
+  list.forEach(reset);
+  const params = settings();
+  params.set("alpha", list.map((p) => p.dial.get()).join(";"));
+  const source = new EventSource(`/panes?${params}`);
+  list.forEach((pane, i) => listen(pane, source, i));
+}
+
+// A pane's share of `source`: every event of a stream of its own (index null), else the events
+// naming its index and those naming none (an error ends every pane).
+function listen(pane, source, index) {
   pane.source = source;
-  const mine = (handler) => (event) => { if (pane.source === source) handler(event); };
-  source.addEventListener("start", mine((event) => {
-    const d = JSON.parse(event.data);
+  const mine = (handler) => (event) => {
+    if (pane.source !== source) return;
+    const d = event.data ? JSON.parse(event.data) : null;
+    if (index === null || d === null || d.pane === undefined || d.pane === index) handler(d);
+  };
+  source.addEventListener("start", mine((d) => {
     pane.used.textContent = d.label;
     pane.section.dataset.alpha = d.alpha ?? "";
     pane.status.textContent = ["streaming…", ...d.notes].join(" · ");
   }));
-  source.addEventListener("token", mine((event) => { pane.out.textContent += JSON.parse(event.data).text; }));
-  source.addEventListener("done", mine((event) => {
-    const d = JSON.parse(event.data);
+  source.addEventListener("token", mine((d) => { pane.out.textContent += d.text; }));
+  source.addEventListener("done", mine((d) => {
     const at = d.alpha === null ? "" : ` at alpha = ${d.alpha}`;
     pane.status.textContent = `done: ${d.chars} character${d.chars === 1 ? "" : "s"} in ${d.seconds} s${at}`;
     close(pane, "done");
   }));
-  source.addEventListener("error", mine((event) => {
+  source.addEventListener("error", mine((d) => {
     // A named `error` event carries the server's message; a bare one is a lost connection.
-    const message = event.data ? JSON.parse(event.data).message : "lost the connection to the server";
-    showError(message);
+    showError(d ? d.message : "lost the connection to the server");
     pane.status.textContent = "error";
     close(pane, "error");
   }));
@@ -196,7 +224,9 @@ async function boot() {
   $("controls").addEventListener("submit", (event) => {
     event.preventDefault();
     clearError();
-    visible().forEach(run);
+    const shown = visible();
+    if (shown.length > 1 && info.k) runTogether(shown);
+    else shown.forEach(run);
   });
   $("prompt").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) $("controls").requestSubmit();
