@@ -74,6 +74,7 @@ from succu.nn.noise import (
     NoiseLMOutput,
     StopHead,
     make_codes,
+    node_filter,
     scatter_lags,
 )
 
@@ -398,22 +399,26 @@ class NoiseLM(nn.Module, CodeSnap):
         self, input_ids: torch.Tensor, log_emit: torch.Tensor, c_stat: torch.Tensor | None
     ) -> torch.Tensor:
         """log pi_t (B, T, K) when C generates transitions (or is off): emissions do not depend on
-        the node, so only the K-state filter runs position by position."""
+        the node, so only the K-state filter runs position by position, as one autograd node with
+        its adjoint written out (succu/nn/noise.py: node_filter)."""
         (B, T), K = input_ids.shape, self.cfg.n_noise
         obs = input_ids[:, 1:, None, None].expand(-1, -1, K, 1)
         log_emit_obs = log_emit[:, :-1].gather(-1, obs).squeeze(-1)  # (B, T - 1, K)
         # Scaled per row (phi is normalised anyway), floored so a row never becomes all zeros.
         emit_obs = (log_emit_obs - log_emit_obs.amax(-1, keepdim=True)).exp().clamp(min=1e-30)
-        pi = self.init_logits.softmax(-1).expand(B, K)
-        window = pi.new_zeros(B, self.cfg.c_window * K)  # A's prior states, zero before 0
-        out, move = [pi], self.moves(B, T, c_stat)
-        for t, emit in enumerate(emit_obs.unbind(1)):
-            phi = pi * emit
-            phi = phi / phi.sum(-1, keepdim=True)  # the node after y_t
-            window = torch.cat([window[:, K:], phi], dim=1)
-            pi = move(phi, window, t)
-            out.append(pi)
-        return torch.stack(out, dim=1).clamp(min=1e-30).log()
+        pi0, window = self.init_logits.softmax(-1), self.cfg.c_window
+        if self.cfg.node_c != "transition":
+            pis = node_filter(emit_obs, pi0, window, move_b=self.trans_logits.softmax(-1))
+        else:
+            # C_t's logits at t + 1 = window @ W^T + (bias + statistics part at t + 1).
+            shift = self.c_states.bias + (c_stat[:, 1:] if c_stat is not None else 0.0)
+            shift = shift.expand(B, T - 1, K * K)
+            move_b = keep = None
+            if self.trans_logits is not None:  # omega B + (1 - omega) C_t
+                omega = torch.sigmoid(self.path_logit)
+                move_b, keep = omega * self.trans_logits.softmax(-1), 1 - omega
+            pis = node_filter(emit_obs, pi0, window, move_b, shift, self.c_states.weight.t(), keep)
+        return pis.clamp(min=1e-30).log()
 
     def recursion_noise(
         self,

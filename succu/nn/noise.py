@@ -92,6 +92,126 @@ def hmm_predictive(
     return torch.stack(out, dim=1)
 
 
+class _NodeFilter(torch.autograd.Function):
+    """The normalised forward filter of NoiseLM's node as one autograd node (see `node_filter`).
+
+    The recursion is nonlinear in its state (C reads the node's last posteriors through a
+    softmax), so the forward pass stays a loop over positions, but a short one with no autograd
+    graph; its backward is the exact adjoint loop written out, which carries only the (B, K)
+    gradient of pi and the gradients owed to the posteriors still inside C's window. Everything
+    that does not feed that chain (the gradients of the emissions, of C's weight and shifts, of B
+    and omega) is gathered after the loop as batched products over all positions.
+    """
+
+    @staticmethod
+    def forward(ctx, emit, pi0, shift, weight, move_b, keep, window):
+        B, T1, K = emit.shape
+        W = window
+        pis = emit.new_empty(B, T1 + 1, K)
+        phis = emit.new_zeros(B, T1 + W - 1, K)  # phi_t at row t + W - 1; zero rows before t = 0
+        zs = emit.new_empty(B, T1, 1)
+        S = emit.new_empty(B, T1, K, K) if weight is not None else None
+        pi = pi0.expand(B, K)
+        pis[:, 0] = pi
+        for t in range(T1):
+            u = pi * emit[:, t]
+            z = u.sum(-1, keepdim=True)
+            phi = u / z  # the node after y_t
+            zs[:, t] = z
+            phis[:, t + W - 1] = phi
+            if weight is None:
+                pi = phi @ move_b
+            else:
+                logits = torch.addmm(shift[:, t], phis[:, t : t + W].reshape(B, W * K), weight)
+                s = logits.view(B, K, K).softmax(-1)
+                S[:, t] = s
+                move = s if move_b is None else torch.addcmul(move_b, keep, s)
+                pi = torch.bmm(phi.unsqueeze(1), move).squeeze(1)
+            pis[:, t + 1] = pi
+        ctx.window = W
+        ctx.save_for_backward(emit, pis, phis, zs, S, weight, move_b, keep)
+        return pis
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_pis):
+        emit, pis, phis, zs, S, weight, move_b, keep = ctx.saved_tensors
+        W = ctx.window
+        B, T1, K = emit.shape
+        k = 1.0 if keep is None else keep  # M_t = S_t when B is off
+        acc = g_pis.new_zeros(B, T1 + W - 1, K)  # d loss / d phi_t, row t + W - 1, as it arrives
+        g_next = g_pis.new_empty(B, T1, K)  # d loss / d pi_(t+1), complete
+        g_u = g_pis.new_empty(B, T1, K)  # d loss / d (pi_t * e_t)
+        g_a = g_pis.new_empty(B, T1, K, K) if weight is not None else None  # C's logits
+        move_t = move_b.t() if move_b is not None else None
+        weight_t = weight.t() if weight is not None else None
+        gpi = g_pis[:, T1]
+        for t in reversed(range(T1)):
+            g_next[:, t] = gpi
+            phi = phis[:, t + W - 1]
+            if weight is None:
+                g_phi = acc[:, t + W - 1] + gpi @ move_t
+            else:
+                s = S[:, t]
+                sg = torch.bmm(s, gpi.unsqueeze(2)).squeeze(2)  # (S_t gpi)_i
+                # Through the row softmax: d/d logits_ij = k phi_i S_ij (gpi_j - (S_t gpi)_i).
+                ga = s * (gpi.unsqueeze(1) - sg.unsqueeze(2)) * (k * phi).unsqueeze(2)
+                g_a[:, t] = ga
+                acc[:, t : t + W] += (ga.view(B, K * K) @ weight_t).view(B, W, K)
+                g_phi = acc[:, t + W - 1] + k * sg
+                if move_t is not None:
+                    g_phi = g_phi + gpi @ move_t
+            gu = (g_phi - (g_phi * phi).sum(-1, keepdim=True)) / zs[:, t]
+            g_u[:, t] = gu
+            gpi = g_u[:, t] * emit[:, t] + g_pis[:, t]
+        phi_all = phis[:, W - 1 :]  # (B, T1, K)
+        g_emit = g_u * pis[:, :T1]
+        g_pi0 = gpi.sum(0)
+        g_shift = g_weight = g_move = g_keep = None
+        if weight is None:
+            g_move = torch.einsum("bti,btj->ij", phi_all, g_next)
+        elif T1 == 0:  # one position: nothing moved the node
+            g_shift, g_weight = torch.zeros_like(g_a).view(B, 0, K * K), torch.zeros_like(weight)
+            if move_b is not None:
+                g_move, g_keep = torch.zeros_like(move_b), torch.zeros_like(keep)
+        else:
+            g_shift = g_a.view(B, T1, K * K)
+            windows = phis.unfold(1, W, 1).transpose(2, 3).reshape(B * T1, W * K)
+            g_weight = windows.t() @ g_shift.reshape(B * T1, K * K)
+            if move_b is not None:
+                g_move = torch.einsum("bti,btj->ij", phi_all, g_next)
+                g_keep = torch.einsum("bti,btij,btj->", phi_all, S, g_next)
+        return g_emit, g_pi0, g_shift, g_weight, g_move, g_keep, None
+
+
+def node_filter(
+    emit: torch.Tensor,
+    pi0: torch.Tensor,
+    window: int,
+    move_b: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    keep: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """pi_0..pi_(T1), (B, T1 + 1, K): NoiseLM's normalised forward filter over the node's states.
+
+        phi_t = pi_t * e_t / sum(pi_t * e_t)                     (the node after y_t)
+        C_t = softmax_rows(view_KxK([phi_(t-W+1), .., phi_t] @ weight + shift_t))
+        pi_(t+1) = phi_t (move_b + keep * C_t)     (move_b alone without weight, C_t alone
+                                                    without move_b)
+    emit: (B, T1, K) e_t(k, y_t), each row scaled freely (phi is normalised); pi0: (K,);
+    move_b: (K, K) (omega B in the transition mode); shift: (B, T1, K * K) C's logits less the
+    window's part (shift_t belongs to the step from t to t + 1); weight: (W * K, K * K); keep:
+    () 1 - omega. Posteriors before t = 0 are zero in C's window. One autograd node whose
+    backward is the exact adjoint (`_NodeFilter`); first derivatives only.
+    """
+    if (weight is None) != (shift is None) or (weight is None and move_b is None):
+        raise ValueError("node_filter needs move_b, or weight with shift (and keep with move_b)")
+    if weight is not None and move_b is not None and keep is None:
+        raise ValueError("node_filter: keep (1 - omega) is needed with both move_b and weight")
+    return _NodeFilter.apply(emit, pi0, shift, weight, move_b, keep, window)
+
+
 def mixture_log_probs(log_pi: torch.Tensor, log_emit: torch.Tensor) -> torch.Tensor:
     """log p(y | x_<=t) = logsumexp_k (log pi_t(k) + log e_t(k, y)), (B, T, V)."""
     return torch.logsumexp(log_pi.unsqueeze(-1) + log_emit, dim=2)
