@@ -8,8 +8,8 @@ files' model and optimizer fields, on batches of the config's own datamodule (th
 `--steps` training batches, shared by both sides). A step is what the Trainer's step does for
 each module: the module's training loss (NoiseLM: NLL plus the stop head's loss), backward,
 gradient clipping at the configs' 1.0 (NoiseLM clips its LM and its stop head each on its own),
-the optimizer's update (the configs' foreach AdamW) and zero_grad. The sides alternate in short
-rounds after a warm-up round, so a busy neighbour slows both alike; the median step time of each
+the optimizer's update (the configs' foreach AdamW) and zero_grad. The sides alternate step by
+step after a warm-up round, so a busy neighbour slows both alike; the median step time of each
 is compared (target: NoiseLM / GPT <= 3).
 """
 
@@ -82,15 +82,6 @@ def step_fn(module, optimizer, clip: float):
     return step
 
 
-def timed(step, batches) -> list[float]:
-    times = []
-    for batch in batches:
-        t0 = time.perf_counter()
-        step(batch)
-        times.append(time.perf_counter() - t0)
-    return times
-
-
 def bench(data: str, steps: int, rounds: int) -> float:
     configs = {side: yaml.safe_load((CONFIGS / name.format(data)).read_text())
                for side, name in SIDES.items()}
@@ -102,10 +93,12 @@ def bench(data: str, steps: int, rounds: int) -> float:
         steps_of[side] = step_fn(*build(config, dm))
     results: dict[str, list[float]] = {side: [] for side in SIDES}
     for r in range(rounds + 1):  # round 0 warms both up
-        for side, step in steps_of.items():
-            t = timed(step, batches)
-            if r:
-                results[side] += t
+        for batch in batches:  # the sides alternate step by step
+            for side, step in steps_of.items():
+                t0 = time.perf_counter()
+                step(batch)
+                if r:
+                    results[side].append(time.perf_counter() - t0)
     B, T = batches[0]["input_ids"].shape
     ms = {side: statistics.median(t) * 1e3 for side, t in results.items()}
     print(f"{data}: batch {B} x {T}, vocab {dm.vocab_size}")

@@ -97,91 +97,85 @@ class _NodeFilter(torch.autograd.Function):
 
     The recursion is nonlinear in its state (C reads the node's last posteriors through a
     softmax), so the forward pass stays a loop over positions, but a short one with no autograd
-    graph; its backward is the exact adjoint loop written out, which carries only the (B, K)
-    gradient of pi and the gradients owed to the posteriors still inside C's window. Everything
-    that does not feed that chain (the gradients of the emissions, of C's weight and shifts, of B
-    and omega) is gathered after the loop as batched products over all positions.
+    graph. Its adjoint is linear in the gradients: with everything the forward pass stored, the
+    Jacobians of each step are built for all positions at once, and the backward loop only
+    carries the (B, K) gradient of pi_(t+1) into the posteriors of C's window (one batched
+    matrix product) and through the normalisation back to pi_t (another). The gradients of the
+    emissions, of C's weight and shifts, of B and of omega are then batched products over all
+    positions.
     """
 
     @staticmethod
     def forward(ctx, emit, pi0, shift, weight, move_b, keep, window):
         B, T1, K = emit.shape
-        W = window
-        pis = emit.new_empty(B, T1 + 1, K)
+        W = window if weight is not None else 1
         phis = emit.new_zeros(B, T1 + W - 1, K)  # phi_t at row t + W - 1; zero rows before t = 0
-        zs = emit.new_empty(B, T1, 1)
-        S = emit.new_empty(B, T1, K, K) if weight is not None else None
         pi = pi0.expand(B, K)
-        pis[:, 0] = pi
+        pis, moves = [pi], []
         for t in range(T1):
             u = pi * emit[:, t]
-            z = u.sum(-1, keepdim=True)
-            phi = u / z  # the node after y_t
-            zs[:, t] = z
-            phis[:, t + W - 1] = phi
+            phi = torch.div(u, u.sum(-1, keepdim=True), out=phis[:, t + W - 1])  # after y_t
             if weight is None:
                 pi = phi @ move_b
             else:
                 logits = torch.addmm(shift[:, t], phis[:, t : t + W].reshape(B, W * K), weight)
                 s = logits.view(B, K, K).softmax(-1)
-                S[:, t] = s
+                moves.append(s)
                 move = s if move_b is None else torch.addcmul(move_b, keep, s)
                 pi = torch.bmm(phi.unsqueeze(1), move).squeeze(1)
-            pis[:, t + 1] = pi
+            pis.append(pi)
+        pis = torch.stack(pis, 1)
+        S = torch.stack(moves, 1) if moves else emit.new_zeros(B, 0, K, K)
         ctx.window = W
-        ctx.save_for_backward(emit, pis, phis, zs, S, weight, move_b, keep)
+        ctx.save_for_backward(emit, pis, phis, S, weight, move_b, keep)
         return pis
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_pis):
-        emit, pis, phis, zs, S, weight, move_b, keep = ctx.saved_tensors
+        emit, pis, phis, S, weight, move_b, keep = ctx.saved_tensors
         W = ctx.window
         B, T1, K = emit.shape
+        eye = torch.eye(K, dtype=emit.dtype, device=emit.device)
         k = 1.0 if keep is None else keep  # M_t = S_t when B is off
-        acc = g_pis.new_zeros(B, T1 + W - 1, K)  # d loss / d phi_t, row t + W - 1, as it arrives
-        g_next = g_pis.new_empty(B, T1, K)  # d loss / d pi_(t+1), complete
-        g_u = g_pis.new_empty(B, T1, K)  # d loss / d (pi_t * e_t)
-        g_a = g_pis.new_empty(B, T1, K, K) if weight is not None else None  # C's logits
-        move_t = move_b.t() if move_b is not None else None
-        weight_t = weight.t() if weight is not None else None
+        pi, phi = pis[:, :T1], phis[:, W - 1 :]  # pi_t, phi_t for t < T1
+        z = (pi * emit).sum(-1, keepdim=True)
+        # d phi_t / d pi_t: N_t[i, j] = (delta_ij - phi_i) e_j / z (pi -> pi * e -> normalised).
+        N = (eye - phi.unsqueeze(-1)) * (emit / z).unsqueeze(-2)  # (B, T1, K, K)
+        # A_t (K, W K): gpi_(t+1) @ A_t is what pi_(t+1) sends to the window's posteriors (oldest
+        # first): through C's logits, and directly through M_t = move_b + k S_t (the last slot).
+        if weight is None:
+            A = move_b.t().expand(B, T1, K, K)
+        else:
+            kphiS = k * phi.unsqueeze(-1) * S  # [i, j] = k phi_i S_ij
+            # d logits_ij / d gpi_l through the row softmax: k phi_i S_ij (delta_lj - S_il).
+            G = kphiS.unsqueeze(-3) * eye.unsqueeze(-2) - S.transpose(-1, -2).unsqueeze(-1) * kphiS.unsqueeze(-3)
+            A = G.reshape(B, T1, K, K * K) @ weight.t()
+            direct = k * S if move_b is None else move_b + k * S
+            A[..., (W - 1) * K :] += direct.transpose(-1, -2)
+        acc = g_pis.new_zeros(B, T1 + W - 1, K)  # d loss / d phi_t at row t + W - 1
         gpi = g_pis[:, T1]
         for t in reversed(range(T1)):
-            g_next[:, t] = gpi
-            phi = phis[:, t + W - 1]
-            if weight is None:
-                g_phi = acc[:, t + W - 1] + gpi @ move_t
-            else:
-                s = S[:, t]
-                sg = torch.bmm(s, gpi.unsqueeze(2)).squeeze(2)  # (S_t gpi)_i
-                # Through the row softmax: d/d logits_ij = k phi_i S_ij (gpi_j - (S_t gpi)_i).
-                ga = s * (gpi.unsqueeze(1) - sg.unsqueeze(2)) * (k * phi).unsqueeze(2)
-                g_a[:, t] = ga
-                acc[:, t : t + W] += (ga.view(B, K * K) @ weight_t).view(B, W, K)
-                g_phi = acc[:, t + W - 1] + k * sg
-                if move_t is not None:
-                    g_phi = g_phi + gpi @ move_t
-            gu = (g_phi - (g_phi * phi).sum(-1, keepdim=True)) / zs[:, t]
-            g_u[:, t] = gu
-            gpi = g_u[:, t] * emit[:, t] + g_pis[:, t]
-        phi_all = phis[:, W - 1 :]  # (B, T1, K)
-        g_emit = g_u * pis[:, :T1]
-        g_pi0 = gpi.sum(0)
+            acc[:, t : t + W] += torch.bmm(gpi.unsqueeze(1), A[:, t]).view(B, W, K)
+            gpi = torch.baddbmm(g_pis[:, t].unsqueeze(1), acc[:, t + W - 1].unsqueeze(1), N[:, t])
+            gpi = gpi.squeeze(1)
+        g_phi = acc[:, W - 1 :]
+        g_u = (g_phi - (g_phi * phi).sum(-1, keepdim=True)) / z  # d loss / d (pi_t * e_t)
+        g_pi = g_u * emit + g_pis[:, :T1]  # d loss / d pi_t, t < T1 (gpi: the same at t = 0)
+        g_next = torch.cat([g_pi[:, 1:], g_pis[:, T1:]], 1)  # d loss / d pi_(t+1)
         g_shift = g_weight = g_move = g_keep = None
         if weight is None:
-            g_move = torch.einsum("bti,btj->ij", phi_all, g_next)
-        elif T1 == 0:  # one position: nothing moved the node
-            g_shift, g_weight = torch.zeros_like(g_a).view(B, 0, K * K), torch.zeros_like(weight)
-            if move_b is not None:
-                g_move, g_keep = torch.zeros_like(move_b), torch.zeros_like(keep)
+            g_move = torch.einsum("bti,btj->ij", phi, g_next)
         else:
-            g_shift = g_a.view(B, T1, K * K)
-            windows = phis.unfold(1, W, 1).transpose(2, 3).reshape(B * T1, W * K)
+            sg = (S @ g_next.unsqueeze(-1)).squeeze(-1)
+            g_shift = (kphiS * (g_next.unsqueeze(-2) - sg.unsqueeze(-1))).view(B, T1, K * K)
+            windows = torch.stack([phis[:, o : o + T1] for o in range(W)], 2)  # (B, T1, W, K)
+            windows = windows.reshape(B * T1, W * K)
             g_weight = windows.t() @ g_shift.reshape(B * T1, K * K)
             if move_b is not None:
-                g_move = torch.einsum("bti,btj->ij", phi_all, g_next)
-                g_keep = torch.einsum("bti,btij,btj->", phi_all, S, g_next)
-        return g_emit, g_pi0, g_shift, g_weight, g_move, g_keep, None
+                g_move = torch.einsum("bti,btj->ij", phi, g_next)
+                g_keep = torch.einsum("bti,btij,btj->", phi, S, g_next)
+        return g_u * pi, gpi.sum(0), g_shift, g_weight, g_move, g_keep, None
 
 
 def node_filter(
