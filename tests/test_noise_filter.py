@@ -152,3 +152,19 @@ def test_peaked_emissions_stay_finite():
                             grads(net, ref, [log_emit, c_stat], upstream)):
         assert torch.isfinite(g_new).all()
         torch.testing.assert_close(g_new, g_ref, atol=1e-4, rtol=1e-4)
+
+
+def test_filter_runs_in_float32_under_bf16_autocast():
+    """Under autocast the filter keeps the emissions' float32: the same log pi and gradients as
+    without autocast, where a bf16 filter would round the node's state."""
+    net, ids = make(torch.float32, 3, 10, 4, 4, 10)
+    log_emit, c_stat = inputs(net, ids, torch.float32)
+    upstream = torch.randn(3, 10, 4, generator=torch.Generator().manual_seed(1))
+    plain = net.recursion(ids, log_emit, c_stat)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = net.recursion(ids, log_emit, c_stat)
+    assert cast.dtype == torch.float32
+    torch.testing.assert_close(cast, plain, atol=0, rtol=0)
+    for g_cast, g_plain in zip(grads(net, cast, [log_emit, c_stat], upstream),
+                               grads(net, plain, [log_emit, c_stat], upstream)):
+        torch.testing.assert_close(g_cast, g_plain, atol=0, rtol=0)

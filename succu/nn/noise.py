@@ -197,13 +197,19 @@ def node_filter(
     move_b: (K, K) (omega B in the transition mode); shift: (B, T1, K * K) C's logits less the
     window's part (shift_t belongs to the step from t to t + 1); weight: (W * K, K * K); keep:
     () 1 - omega. Posteriors before t = 0 are zero in C's window. One autograd node whose
-    backward is the exact adjoint (`_NodeFilter`); first derivatives only.
+    backward is the exact adjoint (`_NodeFilter`); first derivatives only; autocast off inside.
     """
     if (weight is None) != (shift is None) or (weight is None and move_b is None):
         raise ValueError("node_filter needs move_b, or weight with shift (and keep with move_b)")
     if weight is not None and move_b is not None and keep is None:
         raise ValueError("node_filter: keep (1 - omega) is needed with both move_b and weight")
-    return _NodeFilter.apply(emit, pi0, shift, weight, move_b, keep, window)
+    # In the emissions' precision, under autocast too: a K-state filter is no work for bf16.
+    dtype = emit.dtype
+    shift, weight, move_b, keep, pi0 = (
+        None if x is None else x.to(dtype) for x in (shift, weight, move_b, keep, pi0)
+    )
+    with torch.autocast(emit.device.type, enabled=False):
+        return _NodeFilter.apply(emit, pi0, shift, weight, move_b, keep, window)
 
 
 def mixture_log_probs(log_pi: torch.Tensor, log_emit: torch.Tensor) -> torch.Tensor:
