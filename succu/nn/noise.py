@@ -148,9 +148,12 @@ class _NodeFilter(torch.autograd.Function):
             A = move_b.t().expand(B, T1, K, K)
         else:
             kphiS = k * phi.unsqueeze(-1) * S  # [i, j] = k phi_i S_ij
-            # d logits_ij / d gpi_l through the row softmax: k phi_i S_ij (delta_lj - S_il).
-            G = kphiS.unsqueeze(-3) * eye.unsqueeze(-2) - S.transpose(-1, -2).unsqueeze(-1) * kphiS.unsqueeze(-3)
-            A = G.reshape(B, T1, K, K * K) @ weight.t()
+            # Through the row softmax, the gradient of C's logits is linear in gpi_(t+1):
+            # g_ij = k phi_i S_ij (gpi_j - sum_l S_il gpi_l); the window's is g @ weight^T.
+            w = weight.t().reshape(K, K, W * K)  # [i, j, window slot]
+            A = torch.einsum("btil,ilm->btlm", kphiS, w) - torch.einsum(
+                "btil,btim->btlm", S, torch.einsum("btij,ijm->btim", kphiS, w)
+            )
             direct = k * S if move_b is None else move_b + k * S
             A[..., (W - 1) * K :] += direct.transpose(-1, -2)
         acc = g_pis.new_zeros(B, T1 + W - 1, K)  # d loss / d phi_t at row t + W - 1
