@@ -402,8 +402,10 @@ class NoiseLM(nn.Module, CodeSnap):
         the node, so only the K-state filter runs position by position, as one autograd node with
         its adjoint written out (succu/nn/noise.py: node_filter)."""
         (B, T), K = input_ids.shape, self.cfg.n_noise
-        obs = input_ids[:, 1:, None, None].expand(-1, -1, K, 1)
-        log_emit_obs = log_emit[:, :-1].gather(-1, obs).squeeze(-1)  # (B, T - 1, K)
+        # y_t at every position but the last, which reads token 0 and is dropped: gathering from
+        # the whole log_emit spares its backward a zero-filled (B, T, K, V) copy for the slice.
+        obs = F.pad(input_ids[:, 1:], (0, 1))[:, :, None, None].expand(-1, -1, K, 1)
+        log_emit_obs = log_emit.gather(-1, obs).squeeze(-1)[:, :-1]  # (B, T - 1, K)
         # Scaled per row (phi is normalised anyway), floored so a row never becomes all zeros.
         emit_obs = (log_emit_obs - log_emit_obs.amax(-1, keepdim=True)).exp().clamp(min=1e-30)
         pi0, window = self.init_logits.softmax(-1), self.cfg.c_window
