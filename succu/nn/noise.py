@@ -109,22 +109,26 @@ class _NodeFilter(torch.autograd.Function):
     def forward(ctx, emit, pi0, shift, weight, move_b, keep, window):
         B, T1, K = emit.shape
         W = window if weight is not None else 1
-        phis = emit.new_zeros(B, T1 + W - 1, K)  # phi_t at row t + W - 1; zero rows before t = 0
-        pi = pi0.expand(B, K)
+        # phi_t at row t + W - 1 (zero rows before t = 0); C's window is a slice of its flat view.
+        phis = emit.new_zeros(B, T1 + W - 1, K)
+        flat = phis.view(B, (T1 + W - 1) * K)
+        # Everything per position is made once up front: the loop runs few, small operations.
+        emits = emit.unsqueeze(2).unbind(1)  # (B, 1, K) each, as pi
+        shifts = shift.unbind(1) if weight is not None else None
+        pi = pi0.expand(B, 1, K)
         pis, moves = [pi], []
         for t in range(T1):
-            u = pi * emit[:, t]
-            phi = torch.div(u, u.sum(-1, keepdim=True), out=phis[:, t + W - 1])  # after y_t
+            u = pi * emits[t]
+            phi = torch.div(u, u.sum(-1, keepdim=True), out=phis[:, t + W - 1 : t + W])  # after y_t
             if weight is None:
                 pi = phi @ move_b
             else:
-                logits = torch.addmm(shift[:, t], phis[:, t : t + W].reshape(B, W * K), weight)
+                logits = torch.addmm(shifts[t], flat[:, t * K : (t + W) * K], weight)
                 s = logits.view(B, K, K).softmax(-1)
                 moves.append(s)
-                move = s if move_b is None else torch.addcmul(move_b, keep, s)
-                pi = torch.bmm(phi.unsqueeze(1), move).squeeze(1)
+                pi = torch.bmm(phi, s if move_b is None else torch.addcmul(move_b, keep, s))
             pis.append(pi)
-        pis = torch.stack(pis, 1)
+        pis = torch.cat(pis, 1)
         S = torch.stack(moves, 1) if moves else emit.new_zeros(B, 0, K, K)
         ctx.window = W
         ctx.save_for_backward(emit, pis, phis, S, weight, move_b, keep)
@@ -157,11 +161,11 @@ class _NodeFilter(torch.autograd.Function):
             direct = k * S if move_b is None else move_b + k * S
             A[..., (W - 1) * K :] += direct.transpose(-1, -2)
         acc = g_pis.new_zeros(B, T1 + W - 1, K)  # d loss / d phi_t at row t + W - 1
-        gpi = g_pis[:, T1]
+        A, N, g_out = A.unbind(1), N.unbind(1), g_pis.unsqueeze(2).unbind(1)
+        gpi = g_out[T1]  # (B, 1, K)
         for t in reversed(range(T1)):
-            acc[:, t : t + W] += torch.bmm(gpi.unsqueeze(1), A[:, t]).view(B, W, K)
-            gpi = torch.baddbmm(g_pis[:, t].unsqueeze(1), acc[:, t + W - 1].unsqueeze(1), N[:, t])
-            gpi = gpi.squeeze(1)
+            acc[:, t : t + W] += torch.bmm(gpi, A[t]).view(B, W, K)
+            gpi = torch.baddbmm(g_out[t], acc[:, t + W - 1 : t + W], N[t])
         g_phi = acc[:, W - 1 :]
         g_u = (g_phi - (g_phi * phi).sum(-1, keepdim=True)) / z  # d loss / d (pi_t * e_t)
         g_pi = g_u * emit + g_pis[:, :T1]  # d loss / d pi_t, t < T1 (gpi: the same at t = 0)
@@ -178,7 +182,7 @@ class _NodeFilter(torch.autograd.Function):
             if move_b is not None:
                 g_move = torch.einsum("bti,btj->ij", phi, g_next)
                 g_keep = torch.einsum("bti,btij,btj->", phi, S, g_next)
-        return g_u * pi, gpi.sum(0), g_shift, g_weight, g_move, g_keep, None
+        return g_u * pi, gpi.sum((0, 1)), g_shift, g_weight, g_move, g_keep, None
 
 
 def node_filter(
