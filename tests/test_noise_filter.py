@@ -1,7 +1,9 @@
 """NoiseLM's node filter (succu/nn/noise.py: node_filter, one autograd node with its adjoint
 written out) against the position-by-position loop it replaced, kept here as the reference: the
 same log pi_t and the same gradients, for every node mode, on random inputs of several shapes,
-in float32 (atol 1e-5, rtol 1e-4) and float64 (atol 1e-10, rtol 1e-8)."""
+in float32 (atol 1e-5, rtol 1e-4) and float64 (atol 1e-10, rtol 1e-8). The same for the filter
+of C as a noise embedding (NoiseLM.recursion_noise), which now assembles its outputs after the
+loop: its former loop is the reference."""
 
 import pytest
 import torch
@@ -50,6 +52,34 @@ def reference_recursion(net: NoiseLM, input_ids, log_emit, c_stat):
         pi = move(phi, window, t)
         out.append(pi)
     return torch.stack(out, dim=1).clamp(min=1e-30).log()
+
+
+def reference_recursion_noise(net: NoiseLM, input_ids, mu_b, log_emit_b, c_stat):
+    (B, T), K = input_ids.shape, net.cfg.n_noise
+    log_path = net.log_paths()
+    log_pi = net.init_logits.log_softmax(-1).expand(B, K)
+    window = log_pi.new_zeros(B, net.cfg.c_window * K)
+    move = reference_moves(net, B, T, None)
+    pis, emits, mus, path_b = [], [], [], []
+    for t in range(T):
+        mu_c = mu_b[:, t] - net.c_noise(window, None if c_stat is None else c_stat[:, t]).unsqueeze(1)
+        log_emit = torch.stack(
+            [log_emit_b[:, t], log_distance_softmax(mu_c, net.codes, net.log_sigma)], 2
+        )
+        prior = log_pi.unsqueeze(2) + log_path
+        pis.append(prior.flatten(1))
+        emits.append(log_emit.flatten(1, 2))
+        mus.append(torch.stack([mu_b[:, t], mu_c], 2).flatten(1, 2))
+        if t == T - 1:
+            break
+        y = input_ids[:, t + 1].view(B, 1, 1, 1).expand(-1, K, 2, 1)
+        joint = prior + log_emit.gather(-1, y).squeeze(-1)
+        by_path = joint.logsumexp(1)
+        path_b.append((by_path[:, 0] - by_path.logsumexp(-1)).exp())
+        phi = joint.logsumexp(-1).softmax(-1)
+        window = torch.cat([window[:, K:], phi], dim=1)
+        log_pi = move(phi, window, t).clamp(min=1e-30).log()
+    return torch.stack(pis, 1), torch.stack(emits, 1), torch.stack(mus, 1), torch.stack(path_b, 1)
 
 
 # ---- the comparisons -------------------------------------------------------------------------
@@ -168,3 +198,47 @@ def test_filter_runs_in_float32_under_bf16_autocast():
     for g_cast, g_plain in zip(grads(net, cast, [log_emit, c_stat], upstream),
                                grads(net, plain, [log_emit, c_stat], upstream)):
         torch.testing.assert_close(g_cast, g_plain, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("shape", [s for s in SHAPES if s[1] > 1], ids=str)
+@pytest.mark.parametrize("c_features", [True, False], ids=["stats", "no stats"])
+def test_noise_mode_filter_equals_the_loop_with_gradients(shape, dtype, c_features):
+    """C as a noise embedding: the priors, emissions, candidates and path posteriors, and the
+    gradients of a random combination of all four, against the former loop."""
+    B, T, K, window, block = shape
+    net, ids = make(dtype, B, T, K, window, block, node_c="noise", c_features=c_features)
+    base, c_stat = net.context(ids)
+    base = base.detach().requires_grad_()
+    c_stat = None if c_stat is None else c_stat.detach().requires_grad_()
+
+    def run(fn):
+        mu_b = base.unsqueeze(2) - net.noise
+        log_emit_b = log_distance_softmax(mu_b, net.codes, net.log_sigma)
+        return fn(ids, mu_b, log_emit_b, c_stat)
+
+    new = run(net.recursion_noise)
+    ref = run(lambda *a: reference_recursion_noise(net, *a))
+    gen = torch.Generator().manual_seed(T)
+    upstream = [torch.randn(r.shape, dtype=dtype, generator=gen) for r in ref]
+    for a, b in zip(new, ref):
+        assert a.shape == b.shape and a.dtype == dtype
+        torch.testing.assert_close(a, b, **TOL[dtype])
+    leaves = [base] + ([c_stat] if c_stat is not None else []) + list(net.parameters())
+
+    def grads_of(outs):
+        total = sum((o * u).sum() for o, u in zip(outs, upstream))
+        got = torch.autograd.grad(total, leaves, allow_unused=True)
+        return [torch.zeros_like(w) if g is None else g for w, g in zip(leaves, got)]
+
+    for g_new, g_ref in zip(grads_of(new), grads_of(ref)):
+        torch.testing.assert_close(g_new, g_ref, **TOL[dtype])
+
+
+def test_noise_mode_one_position():
+    """A one-token input (a prompt of BOS alone): the priors and emissions of position 0, and no
+    path posterior (the former loop could not stack an empty list)."""
+    net, ids = make(torch.float32, 2, 1, 3, 2, 8, node_c="noise")
+    out = net.outputs(ids)
+    assert out.path_b.shape == (2, 0) and out.log_probs.shape == (2, 1, 11)
+    torch.testing.assert_close(out.log_probs.exp().sum(-1), torch.ones(2, 1))
