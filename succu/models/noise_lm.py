@@ -74,6 +74,7 @@ from succu.nn.noise import (
     NoiseLMOutput,
     StopHead,
     make_codes,
+    node_filter,
     scatter_lags,
 )
 
@@ -347,9 +348,10 @@ class NoiseLM(nn.Module, CodeSnap):
         return torch.stack([F.logsigmoid(self.path_logit), F.logsigmoid(-self.path_logit)])
 
     def moves(self, B: int, T: int, c_stat: torch.Tensor | None):
-        """What every step of the filter reuses, computed once: a function (phi_t, window, t) ->
-        pi_(t+1), in probabilities (the filter renormalises every step, so nothing underflows).
-        window: the last c_window posteriors (B, W*K); C reads it and the statistics at t + 1."""
+        """One move of the node on its own, for inspection: a function (phi_t, window, t) ->
+        pi_(t+1), in probabilities. window: the last c_window posteriors (B, W*K); C reads it and
+        the statistics at t + 1. The filters (`recursion`, `recursion_noise`) make the same move
+        for all rows and positions themselves."""
         K = self.cfg.n_noise
         if self.cfg.node_c != "transition":
             move_b = self.trans_logits.softmax(-1)
@@ -398,22 +400,28 @@ class NoiseLM(nn.Module, CodeSnap):
         self, input_ids: torch.Tensor, log_emit: torch.Tensor, c_stat: torch.Tensor | None
     ) -> torch.Tensor:
         """log pi_t (B, T, K) when C generates transitions (or is off): emissions do not depend on
-        the node, so only the K-state filter runs position by position."""
+        the node, so only the K-state filter runs position by position, as one autograd node with
+        its adjoint written out (succu/nn/noise.py: node_filter)."""
         (B, T), K = input_ids.shape, self.cfg.n_noise
-        obs = input_ids[:, 1:, None, None].expand(-1, -1, K, 1)
-        log_emit_obs = log_emit[:, :-1].gather(-1, obs).squeeze(-1)  # (B, T - 1, K)
+        # y_t at every position but the last, which reads token 0 and is dropped: gathering from
+        # the whole log_emit spares its backward a zero-filled (B, T, K, V) copy for the slice.
+        obs = F.pad(input_ids[:, 1:], (0, 1))[:, :, None, None].expand(-1, -1, K, 1)
+        log_emit_obs = log_emit.gather(-1, obs).squeeze(-1)[:, :-1]  # (B, T - 1, K)
         # Scaled per row (phi is normalised anyway), floored so a row never becomes all zeros.
         emit_obs = (log_emit_obs - log_emit_obs.amax(-1, keepdim=True)).exp().clamp(min=1e-30)
-        pi = self.init_logits.softmax(-1).expand(B, K)
-        window = pi.new_zeros(B, self.cfg.c_window * K)  # A's prior states, zero before 0
-        out, move = [pi], self.moves(B, T, c_stat)
-        for t, emit in enumerate(emit_obs.unbind(1)):
-            phi = pi * emit
-            phi = phi / phi.sum(-1, keepdim=True)  # the node after y_t
-            window = torch.cat([window[:, K:], phi], dim=1)
-            pi = move(phi, window, t)
-            out.append(pi)
-        return torch.stack(out, dim=1).clamp(min=1e-30).log()
+        pi0, window = self.init_logits.softmax(-1), self.cfg.c_window
+        if self.cfg.node_c != "transition":
+            pis = node_filter(emit_obs, pi0, window, move_b=self.trans_logits.softmax(-1))
+        else:
+            # C_t's logits at t + 1 = window @ W^T + (bias + statistics part at t + 1).
+            shift = self.c_states.bias + (c_stat[:, 1:] if c_stat is not None else 0.0)
+            shift = shift.expand(B, T - 1, K * K)
+            move_b = keep = None
+            if self.trans_logits is not None:  # omega B + (1 - omega) C_t
+                omega = torch.sigmoid(self.path_logit)
+                move_b, keep = omega * self.trans_logits.softmax(-1), 1 - omega
+            pis = node_filter(emit_obs, pi0, window, move_b, shift, self.c_states.weight.t(), keep)
+        return pis.clamp(min=1e-30).log()
 
     def recursion_noise(
         self,
@@ -423,39 +431,42 @@ class NoiseLM(nn.Module, CodeSnap):
         c_stat: torch.Tensor | None,
     ):
         """C as a noise embedding: the C-path candidates mu_b - Delta_t depend on the node's prior
-        states, so they are made inside the filter. Candidates are (state, path), index 2 k + p."""
+        states, so they are made inside the filter. Candidates are (state, path), index 2 k + p.
+        The loop makes only what the next state needs (Delta_t, the C path's emissions and the
+        joint of y_t); the candidates, priors and path posteriors are assembled after it."""
         (B, T), K = input_ids.shape, self.cfg.n_noise
         log_path = self.log_paths()
         log_pi = self.init_logits.log_softmax(-1).expand(B, K)
         window = log_pi.new_zeros(B, self.cfg.c_window * K)
-        move = self.moves(B, T, None)
-        pis, emits, mus, path_b = [], [], [], []
+        move_b = self.trans_logits.softmax(-1)
+        # log_distance_softmax's pieces that do not depend on the candidates, made once.
+        codes_t, half_norms = self.codes.t(), 0.5 * (self.codes * self.codes).sum(-1)
+        scale = torch.exp(-2.0 * self.log_sigma)
+        obs = F.pad(input_ids[:, 1:], (0, 1))[:, :, None, None].expand(-1, -1, K, 1)
+        log_emit_b_obs = log_emit_b.gather(-1, obs).unbind(1)  # (B, K, 1) at y_t; last unused
+        log_pis, deltas, emits_c, joints = [], [], [], []
         for t in range(T):
-            mu_c = mu_b[:, t] - self.c_noise(
-                window, None if c_stat is None else c_stat[:, t]
-            ).unsqueeze(1)
-            log_emit = torch.stack(
-                [log_emit_b[:, t], log_distance_softmax(mu_c, self.codes, self.log_sigma)], 2
-            )
-            prior = log_pi.unsqueeze(2) + log_path  # (B, K, 2)
-            pis.append(prior.flatten(1))
-            emits.append(log_emit.flatten(1, 2))
-            mus.append(torch.stack([mu_b[:, t], mu_c], 2).flatten(1, 2))
+            log_pis.append(log_pi)
+            delta = self.c_noise(window, None if c_stat is None else c_stat[:, t])
+            deltas.append(delta)
+            mu_c = mu_b[:, t] - delta.unsqueeze(1)
+            log_emit_c = ((mu_c @ codes_t - half_norms) * scale).log_softmax(-1)  # (B, K, V)
+            emits_c.append(log_emit_c)
             if t == T - 1:
                 break
-            y = input_ids[:, t + 1].view(B, 1, 1, 1).expand(-1, K, 2, 1)
-            joint = prior + log_emit.gather(-1, y).squeeze(-1)  # (B, K, 2)
-            by_path = joint.logsumexp(1)  # which path explains y_t: the post's "closest"
-            path_b.append((by_path[:, 0] - by_path.logsumexp(-1)).exp())
+            observed = torch.cat([log_emit_b_obs[t], log_emit_c.gather(-1, obs[:, t])], -1)
+            joint = log_pi.unsqueeze(2) + log_path + observed  # (B, K, 2)
+            joints.append(joint)
             phi = joint.logsumexp(-1).softmax(-1)
             window = torch.cat([window[:, K:], phi], dim=1)
-            log_pi = move(phi, window, t).clamp(min=1e-30).log()
-        return (
-            torch.stack(pis, 1),
-            torch.stack(emits, 1),
-            torch.stack(mus, 1),
-            torch.stack(path_b, 1),
-        )
+            log_pi = (phi @ move_b).clamp(min=1e-30).log()
+        priors = (torch.stack(log_pis, 1).unsqueeze(3) + log_path).flatten(2)  # (B, T, 2K)
+        log_emit = torch.stack([log_emit_b, torch.stack(emits_c, 1)], 3).flatten(2, 3)
+        mu_c = mu_b - torch.stack(deltas, 1).unsqueeze(2)
+        mus = torch.stack([mu_b, mu_c], 3).flatten(2, 3)  # (B, T, 2K, d)
+        # Which path explains y_t: the post's "closest".
+        by_path = torch.stack(joints, 1).logsumexp(2) if joints else priors.new_zeros(B, 0, 2)
+        return priors, log_emit, mus, (by_path[..., 0] - by_path.logsumexp(-1)).exp()
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """log p(y | x_<=t), (B, T, V): normalised log-probabilities, used as the logits."""

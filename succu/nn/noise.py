@@ -92,6 +92,133 @@ def hmm_predictive(
     return torch.stack(out, dim=1)
 
 
+class _NodeFilter(torch.autograd.Function):
+    """The normalised forward filter of NoiseLM's node as one autograd node (see `node_filter`).
+
+    The recursion is nonlinear in its state (C reads the node's last posteriors through a
+    softmax), so the forward pass stays a loop over positions, but a short one with no autograd
+    graph. Its adjoint is linear in the gradients: with everything the forward pass stored, the
+    Jacobians of each step are built for all positions at once, and the backward loop only
+    carries the (B, K) gradient of pi_(t+1) into the posteriors of C's window (one batched
+    matrix product) and through the normalisation back to pi_t (another). The gradients of the
+    emissions, of C's weight and shifts, of B and of omega are then batched products over all
+    positions.
+    """
+
+    @staticmethod
+    def forward(ctx, emit, pi0, shift, weight, move_b, keep, window):
+        B, T1, K = emit.shape
+        W = window if weight is not None else 1
+        # phi_t at row t + W - 1 (zero rows before t = 0); C's window is a slice of its flat view.
+        phis = emit.new_zeros(B, T1 + W - 1, K)
+        flat = phis.view(B, (T1 + W - 1) * K)
+        # Everything per position is made once up front: the loop runs few, small operations.
+        emits = emit.unsqueeze(2).unbind(1)  # (B, 1, K) each, as pi
+        shifts = shift.unbind(1) if weight is not None else None
+        pi = pi0.expand(B, 1, K)
+        pis, moves = [pi], []
+        for t in range(T1):
+            u = pi * emits[t]
+            phi = torch.div(u, u.sum(-1, keepdim=True), out=phis[:, t + W - 1 : t + W])  # after y_t
+            if weight is None:
+                pi = phi @ move_b
+            else:
+                logits = torch.addmm(shifts[t], flat[:, t * K : (t + W) * K], weight)
+                s = logits.view(B, K, K).softmax(-1)
+                moves.append(s)
+                pi = torch.bmm(phi, s if move_b is None else torch.addcmul(move_b, keep, s))
+            pis.append(pi)
+        pis = torch.cat(pis, 1)
+        S = torch.stack(moves, 1) if moves else emit.new_zeros(B, 0, K, K)
+        ctx.window = W
+        ctx.save_for_backward(emit, pis, phis, S, weight, move_b, keep)
+        return pis
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_pis):
+        emit, pis, phis, S, weight, move_b, keep = ctx.saved_tensors
+        W = ctx.window
+        B, T1, K = emit.shape
+        eye = torch.eye(K, dtype=emit.dtype, device=emit.device)
+        k = 1.0 if keep is None else keep  # M_t = S_t when B is off
+        pi, phi = pis[:, :T1], phis[:, W - 1 :]  # pi_t, phi_t for t < T1
+        z = (pi * emit).sum(-1, keepdim=True)
+        # d phi_t / d pi_t: N_t[i, j] = (delta_ij - phi_i) e_j / z (pi -> pi * e -> normalised).
+        N = (eye - phi.unsqueeze(-1)) * (emit / z).unsqueeze(-2)  # (B, T1, K, K)
+        # A_t (K, W K): gpi_(t+1) @ A_t is what pi_(t+1) sends to the window's posteriors (oldest
+        # first): through C's logits, and directly through M_t = move_b + k S_t (the last slot).
+        if weight is None:
+            A = move_b.t().expand(B, T1, K, K)
+        else:
+            kphiS = k * phi.unsqueeze(-1) * S  # [i, j] = k phi_i S_ij
+            # Through the row softmax, the gradient of C's logits is linear in gpi_(t+1):
+            # g_ij = k phi_i S_ij (gpi_j - sum_l S_il gpi_l); the window's is g @ weight^T.
+            w = weight.t().reshape(K, K, W * K)  # [i, j, window slot]
+            A = torch.einsum("btil,ilm->btlm", kphiS, w) - torch.einsum(
+                "btil,btim->btlm", S, torch.einsum("btij,ijm->btim", kphiS, w)
+            )
+            direct = k * S if move_b is None else move_b + k * S
+            A[..., (W - 1) * K :] += direct.transpose(-1, -2)
+        acc = g_pis.new_zeros(B, T1 + W - 1, K)  # d loss / d phi_t at row t + W - 1
+        A, N, g_out = A.unbind(1), N.unbind(1), g_pis.unsqueeze(2).unbind(1)
+        gpi = g_out[T1]  # (B, 1, K)
+        for t in reversed(range(T1)):
+            acc[:, t : t + W] += torch.bmm(gpi, A[t]).view(B, W, K)
+            gpi = torch.baddbmm(g_out[t], acc[:, t + W - 1 : t + W], N[t])
+        g_phi = acc[:, W - 1 :]
+        g_u = (g_phi - (g_phi * phi).sum(-1, keepdim=True)) / z  # d loss / d (pi_t * e_t)
+        g_pi = g_u * emit + g_pis[:, :T1]  # d loss / d pi_t, t < T1 (gpi: the same at t = 0)
+        g_next = torch.cat([g_pi[:, 1:], g_pis[:, T1:]], 1)  # d loss / d pi_(t+1)
+        g_shift = g_weight = g_move = g_keep = None
+        if weight is None:
+            g_move = torch.einsum("bti,btj->ij", phi, g_next)
+        else:
+            sg = (S @ g_next.unsqueeze(-1)).squeeze(-1)
+            g_shift = (kphiS * (g_next.unsqueeze(-2) - sg.unsqueeze(-1))).view(B, T1, K * K)
+            windows = torch.stack([phis[:, o : o + T1] for o in range(W)], 2)  # (B, T1, W, K)
+            windows = windows.reshape(B * T1, W * K)
+            g_weight = windows.t() @ g_shift.reshape(B * T1, K * K)
+            if move_b is not None:
+                g_move = torch.einsum("bti,btj->ij", phi, g_next)
+                g_keep = torch.einsum("bti,btij,btj->", phi, S, g_next)
+        return g_u * pi, gpi.sum((0, 1)), g_shift, g_weight, g_move, g_keep, None
+
+
+def node_filter(
+    emit: torch.Tensor,
+    pi0: torch.Tensor,
+    window: int,
+    move_b: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    keep: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """pi_0..pi_(T1), (B, T1 + 1, K): NoiseLM's normalised forward filter over the node's states.
+
+        phi_t = pi_t * e_t / sum(pi_t * e_t)                     (the node after y_t)
+        C_t = softmax_rows(view_KxK([phi_(t-W+1), .., phi_t] @ weight + shift_t))
+        pi_(t+1) = phi_t (move_b + keep * C_t)     (move_b alone without weight, C_t alone
+                                                    without move_b)
+    emit: (B, T1, K) e_t(k, y_t), each row scaled freely (phi is normalised); pi0: (K,);
+    move_b: (K, K) (omega B in the transition mode); shift: (B, T1, K * K) C's logits less the
+    window's part (shift_t belongs to the step from t to t + 1); weight: (W * K, K * K); keep:
+    () 1 - omega. Posteriors before t = 0 are zero in C's window. One autograd node whose
+    backward is the exact adjoint (`_NodeFilter`); first derivatives only; autocast off inside.
+    """
+    if (weight is None) != (shift is None) or (weight is None and move_b is None):
+        raise ValueError("node_filter needs move_b, or weight with shift (and keep with move_b)")
+    if weight is not None and move_b is not None and keep is None:
+        raise ValueError("node_filter: keep (1 - omega) is needed with both move_b and weight")
+    # In the emissions' precision, under autocast too: a K-state filter is no work for bf16.
+    dtype = emit.dtype
+    shift, weight, move_b, keep, pi0 = (
+        None if x is None else x.to(dtype) for x in (shift, weight, move_b, keep, pi0)
+    )
+    with torch.autocast(emit.device.type, enabled=False):
+        return _NodeFilter.apply(emit, pi0, shift, weight, move_b, keep, window)
+
+
 def mixture_log_probs(log_pi: torch.Tensor, log_emit: torch.Tensor) -> torch.Tensor:
     """log p(y | x_<=t) = logsumexp_k (log pi_t(k) + log e_t(k, y)), (B, T, V)."""
     return torch.logsumexp(log_pi.unsqueeze(-1) + log_emit, dim=2)
