@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from succu import evaluate
+from succu import evaluate, sweep
 from succu.generate import resolve_unknown
 from succu.modules.base import IGNORE_INDEX
 from succu.modules.gpt import GPTModule
 from succu.tokenizers import BPETokenizer, CharTokenizer, WordTokenizer
+from tests.refusals import refused
 from tests.tiny import tiny_module, write_checkpoint
 
 BLOCK = 16
@@ -144,22 +145,13 @@ def ckpt(modules, tmp_path) -> str:
     return write_checkpoint(tmp_path / "char.ckpt", modules["char"], modules["char"].tokenizer)
 
 
-def refused(argv, capsys) -> str:
-    with pytest.raises(SystemExit) as exc:
-        evaluate.main(argv)
-    assert exc.value.code == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1
-    return lines[0]
-
-
 def test_endless_inputs_are_refused(ckpt, tmp_path, capsys):
-    assert refused(["--ckpt", ckpt, "--text", "/dev/zero"], capsys) == (
+    assert refused(capsys, evaluate.main, ["--ckpt", ckpt, "--text", "/dev/zero"]) == (
         "error: --text /dev/zero is not a regular file (a device, pipe or socket may never end); "
         "give a text file")
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    assert refused(["--ckpt", ckpt, "--text", str(fifo)], capsys) == (
+    assert refused(capsys, evaluate.main, ["--ckpt", ckpt, "--text", str(fifo)]) == (
         f"error: --text {fifo} is not a regular file (a device, pipe or socket may never end); "
         "give a text file")
 
@@ -167,10 +159,10 @@ def test_endless_inputs_are_refused(ckpt, tmp_path, capsys):
 def test_a_file_above_max_bytes_is_refused(ckpt, tmp_path, capsys):
     path = tmp_path / "big.txt"
     path.write_text("speak, speak.\n" * 100, encoding="utf-8")
-    assert refused(["--ckpt", ckpt, "--text", str(path), "--max_bytes", "1000"], capsys) == (
+    assert refused(capsys, evaluate.main, ["--ckpt", ckpt, "--text", str(path), "--max_bytes", "1000"]) == (
         f"error: --text {path} has 1,400 bytes, more than --max_bytes 1,000 (give a larger "
         "--max_bytes to score it)")
-    assert refused(["--ckpt", ckpt, "--text", str(path), "--max_bytes", "0"], capsys) == (
+    assert refused(capsys, evaluate.main, ["--ckpt", ckpt, "--text", str(path), "--max_bytes", "0"]) == (
         "error: --max_bytes must be a positive integer, got 0")
     scores = evaluate.main(["--ckpt", ckpt, "--text", str(path), "--max_bytes", "1400"])
     assert scores[str(path)]["tokens"] == 1599  # abc_style spaces out ", " and "." : 16 a line
@@ -185,7 +177,7 @@ def test_a_bad_byte_far_into_the_file_is_named_where_it_is(ckpt, tmp_path, capsy
     except UnicodeDecodeError as err:
         whole = f"byte {err.start}: {err.reason}"
     monkeypatch.setattr(evaluate, "CHUNK_BYTES", 100)
-    assert refused(["--ckpt", ckpt, "--text", str(path)], capsys) == (
+    assert refused(capsys, evaluate.main, ["--ckpt", ckpt, "--text", str(path)]) == (
         f"error: --text {path} is not UTF-8 text ({whole})")
     assert whole.startswith("byte 2800:")
 
@@ -204,21 +196,10 @@ def gated(tmp_path):
     return make
 
 
-def sweep_refusal(argv, capsys) -> str:
-    from succu import sweep
-
-    with pytest.raises(SystemExit) as exc:
-        sweep.main(argv)
-    assert exc.value.code == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1
-    return lines[0]
-
-
 @pytest.mark.parametrize("alphas, count", [("0:1:1e-9", "1,000,000,001"), ("0:1:0.00009", "11,112"),
                                            ("0:inf:0.1", "more than 10,000")])
 def test_an_alpha_range_above_the_cap_is_refused(gated, tmp_path, capsys, alphas, count):
-    line = sweep_refusal(["alpha", "--ckpt", gated(2), "--alphas", alphas, "--out", str(tmp_path / "out")], capsys)
+    line = refused(capsys, sweep.main, ["alpha", "--ckpt", gated(2), "--alphas", alphas, "--out", str(tmp_path / "out")])
     assert line == (f"error: --alphas {alphas} gives {count} dial positions; a sweep scores at most 10,000 "
                     "(a larger step or a shorter range)")
 
@@ -234,26 +215,26 @@ def test_a_simplex_step_above_the_cap_is_refused(gated, tmp_path, capsys, monkey
 
     monkeypatch.setattr(succu.checkpoint, "load_datamodule", data)
     out = ["--out", str(tmp_path / "out")]
-    assert sweep_refusal(["alpha", "--ckpt", gated(3), "--step", "1e-9", *out], capsys) == (
+    assert refused(capsys, sweep.main, ["alpha", "--ckpt", gated(3), "--step", "1e-9", *out]) == (
         "error: --step 1e-09 over 3 sources gives more than 10,000 dial positions; a sweep scores at "
         "most 10,000 (a larger step or a shorter range)")
-    assert sweep_refusal(["alpha", "--ckpt", gated(4), "--step", "0.01", *out], capsys) == (
+    assert refused(capsys, sweep.main, ["alpha", "--ckpt", gated(4), "--step", "0.01", *out]) == (
         "error: --step 0.01 over 4 sources gives 176,851 dial positions; a sweep scores at most 10,000 "
         "(a larger step or a shorter range)")
 
 
 def test_voice_samples_above_the_cap_are_refused(gated, tmp_path, capsys):
-    assert sweep_refusal(["alpha", "--ckpt", gated(2), "--voice", "100000000"], capsys) == (
+    assert refused(capsys, sweep.main, ["alpha", "--ckpt", gated(2), "--voice", "100000000"]) == (
         "error: --voice must be 0 (off) or a number of samples per position up to 10,000, got 100,000,000")
 
 
 def test_tt_samples_and_seeds_above_the_cap_are_refused(tmp_path, capsys):
     ckpt = str(tmp_path / "never-read.ckpt")  # refused before the checkpoint is read
-    assert sweep_refusal(["tt", "--ckpt", ckpt, "--samples", "100000000"], capsys) == (
+    assert refused(capsys, sweep.main, ["tt", "--ckpt", ckpt, "--samples", "100000000"]) == (
         "error: --samples must be at most 10,000 per probe prompt and seed, got 100,000,000")
-    assert sweep_refusal(["tt", "--ckpt", ckpt, "--seeds", ",".join(map(str, range(101)))], capsys) == (
+    assert refused(capsys, sweep.main, ["tt", "--ckpt", ckpt, "--seeds", ",".join(map(str, range(101)))]) == (
         "error: --seeds wants 1 to 100 seeds, got 101")
-    assert sweep_refusal(["tt", "--ckpt", ckpt, "--seeds", "0,x"], capsys) == (
+    assert refused(capsys, sweep.main, ["tt", "--ckpt", ckpt, "--seeds", "0,x"]) == (
         "error: --seeds wants comma-separated integers like '0,1,2', got '0,x'")
 
 

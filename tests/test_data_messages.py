@@ -16,18 +16,10 @@ from datamodules.tokens import Tokens
 from datamodules.windows import Windows
 from succu import fit
 from succu.tokenizers import CharTokenizer, tokenizer_from_state
+from tests.refusals import refused
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 REGISTERED = "kjv, shakespeare, tinystories"
-
-
-def one_error(capsys, *argv: str) -> str:
-    with pytest.raises(SystemExit) as exc:
-        fit.main(list(argv))
-    assert exc.value.code == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1
-    return lines[0]
 
 
 @pytest.mark.parametrize("config, key, value, message", [
@@ -42,8 +34,8 @@ def one_error(capsys, *argv: str) -> str:
 def test_a_batch_size_below_one_is_one_line(capsys, tmp_path, monkeypatch, shared_data, config, key, value, message):
     monkeypatch.chdir(tmp_path)
     text = ["--data.init_args.data_path", str(shared_data / "kjv.txt")] if config == "gpt_text.yaml" else []
-    line = one_error(capsys, "--config", str(CONFIGS / config), *text, "--trainer.max_steps", "1",
-                     "--trainer.logger", "false", f"--data.init_args.{key}", value)
+    line = refused(capsys, fit.main, ["--config", str(CONFIGS / config), *text, "--trainer.max_steps", "1",
+                                      "--trainer.logger", "false", f"--data.init_args.{key}", value])
     assert message in line and not line.startswith("error: Traceback")
 
 

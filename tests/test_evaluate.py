@@ -20,6 +20,7 @@ from succu.checkpoint import load_datamodule, load_module
 from succu.modules.base import LanguageModule
 from succu.modules.gated_gpt import GatedGPTModule
 from succu.tokenizers import CharTokenizer
+from tests.refusals import refused
 from tests.test_trust import Payload, rewrite
 from tests.tiny import tiny_module
 
@@ -36,13 +37,6 @@ def error_line(stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, stderr
     return lines[0]
-
-
-def refused(main, argv, capsys) -> str:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    return error_line(capsys.readouterr().err)
 
 
 pytestmark = pytest.mark.usefixtures("isolated")
@@ -140,7 +134,7 @@ def test_a_stride_scores_every_token_once_with_more_context(char_ckpt, shared_da
 
 def test_characters_the_vocabulary_lacks_are_named_and_counted_or_dropped(char_ckpt, capsys):
     path = text_file("ROMEO: a café, a café\u20ac.\n")
-    line = refused(evaluate.main, ["--ckpt", char_ckpt, "--text", path], capsys)
+    line = refused(capsys, evaluate.main, ["--ckpt", char_ckpt, "--text", path])
     assert line == ("error: text.txt has 3 characters the checkpoint's vocabulary lacks: 'é' x2, "
                     "'€' x1 (--drop_unknown leaves them out)")
     result = evaluate.main(["--ckpt", char_ckpt, "--text", path, "--drop_unknown"])["text.txt"]
@@ -164,13 +158,13 @@ def test_a_word_model_scores_unknown_words_as_unk(word_ckpt, capsys):
 ])
 def test_bad_evaluate_arguments_are_one_line(char_ckpt, capsys, argv, message):
     text_file("ROMEO: hello\n")
-    assert refused(evaluate.main, ["--ckpt", char_ckpt, *argv], capsys).startswith(message)
+    assert refused(capsys, evaluate.main, ["--ckpt", char_ckpt, *argv]).startswith(message)
 
 
 def test_evaluate_reads_checkpoints_as_plain_data_only(word_ckpt, tmp_path, capsys):
     marker = tmp_path / "marker"
     hostile = rewrite(word_ckpt, tmp_path / "payload.ckpt", lambda c: c["succu"].update(tokenizer=Payload(marker)))
-    assert "it asks to run" in refused(evaluate.main, ["--ckpt", hostile, "--text", text_file("hi")], capsys)
+    assert "it asks to run" in refused(capsys, evaluate.main, ["--ckpt", hostile, "--text", text_file("hi")])
     assert not marker.exists()
 
 
@@ -265,7 +259,7 @@ def test_the_succulent_test_split_is_pairs_the_world_left_out(tmp_path):
 
 def test_predict_is_not_offered(capsys):
     assert set(fit.SuccuCLI.subcommands()) == {"fit", "validate", "test"}
-    line = refused(fit.main, ["predict", "--config", "x.yaml"], capsys)
+    line = refused(capsys, fit.main, ["predict", "--config", "x.yaml"])
     assert line.startswith("error: predict is not offered") and "succu.generate" in line
 
 
@@ -286,7 +280,7 @@ def test_a_gated_model_without_alpha_runs_at_the_middle_and_says_so(gated_ckpt, 
 
 
 def test_max_new_tokens_is_capped_in_one_line(char_ckpt, capsys):
-    line = refused(generate.main, ["--ckpt", char_ckpt, "--prompt", "a", "--max_new_tokens", "1e20"], capsys)
+    line = refused(capsys, generate.main, ["--ckpt", char_ckpt, "--prompt", "a", "--max_new_tokens", "1e20"])
     assert line == (f"error: argument --max_new_tokens: 1e20 is above the cap of {generate.MAX_NEW_TOKENS} "
                     "new tokens per prompt")
     assert generate.token_budget("1e3") == 1000
@@ -300,7 +294,7 @@ def test_a_tiny_temperature_samples_like_greedy(char_ckpt):
 
 
 def test_prompt_characters_the_vocabulary_lacks_are_an_error_or_dropped(char_ckpt, capsys):
-    line = refused(generate.main, ["--ckpt", char_ckpt, "--prompt", "café"], capsys)
+    line = refused(capsys, generate.main, ["--ckpt", char_ckpt, "--prompt", "café"])
     assert "prompt 'café' has 1 characters the checkpoint's vocabulary lacks: 'é' x1" in line
     out = generate.main(["--ckpt", char_ckpt, "--prompt", "café", "--drop_unknown", "--max_new_tokens", "4"])
     assert len(out) == 1 and "left out 1 characters not in the vocabulary: 'é' x1" in capsys.readouterr().err
@@ -352,7 +346,7 @@ def test_a_three_source_model_scores_text_at_the_centre_or_at_k_shares(gated3_ck
 ])
 def test_a_bad_k_source_alpha_is_one_line(gated3_ckpt, capsys, alpha, message):
     text = text_file("abc\n")
-    assert refused(evaluate.main, ["--ckpt", gated3_ckpt, "--text", text, "--alpha", alpha], capsys).startswith(message)
+    assert refused(capsys, evaluate.main, ["--ckpt", gated3_ckpt, "--text", text, "--alpha", alpha]).startswith(message)
 
 
 def test_two_shares_are_the_two_source_alpha(gated_ckpt):

@@ -12,6 +12,7 @@ from callbacks.safety import FiniteTraining
 from succu import fit
 from succu.checkpoint_files import read_checkpoint
 from succu.errors import NonFiniteError
+from tests.refusals import refused
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SUCCULM = str(CONFIGS / "succulm.yaml")
@@ -50,21 +51,13 @@ def in_tmp(tmp_path, monkeypatch):
     monkeypatch.delenv("SUCCU_DEBUG", raising=False)
 
 
-def one_error(capsys, argv: list[str]) -> str:
-    with pytest.raises(SystemExit) as exc:
-        fit.main(argv)
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert exc.value.code == 2 and len(lines) == 1, lines
-    return lines[0]
-
-
 def finite(path: Path) -> bool:
     state = read_checkpoint(path)["state_dict"]
     return all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
 
 
 def test_a_diverging_learning_rate_stops_at_its_first_step_with_one_line(capsys, tmp_path):
-    line = one_error(capsys, ["--config", SUCCULM, *TINY, "--trainer.max_steps", "40",
+    line = refused(capsys, fit.main, ["--config", SUCCULM, *TINY, "--trainer.max_steps", "40",
                               "--trainer.val_check_interval", "20", "--model.init_args.warmup_steps", "0",
                               "--model.init_args.optimizer.init_args.lr", "1e6",
                               "--trainer.default_root_dir", str(tmp_path / "run")])
@@ -77,7 +70,7 @@ def test_the_checkpoints_keep_the_last_finite_step_and_last_resumes_from_it(caps
     args = ["--config", SUCCULM, *TINY, "--trainer.val_check_interval", "5",
             "--trainer.default_root_dir", str(run)]
     poison = '[{"class_path": "tests.test_finite.PoisonAt", "init_args": {"step": 8}}]'
-    line = one_error(capsys, [*args, "--trainer.max_steps", "20", "--trainer.callbacks", poison])
+    line = refused(capsys, fit.main, [*args, "--trainer.max_steps", "20", "--trainer.callbacks", poison])
     assert "training stopped at step 8:" in line
     (last,) = run.rglob("last.ckpt")
     assert read_checkpoint(last)["global_step"] == 5 and finite(last)
@@ -89,7 +82,7 @@ def test_weights_that_turn_non_finite_after_a_finite_loss_stop_before_sampling(c
     run = tmp_path / "run"
     callbacks = ('[{"class_path": "tests.test_finite.PoisonAfter", "init_args": {"step": 6}}, '
                  '{"class_path": "callbacks.generations.GenerationTable", "init_args": {"max_new_tokens": 4}}]')
-    line = one_error(capsys, ["--config", SUCCULM, *TINY, "--trainer.max_steps", "20",
+    line = refused(capsys, fit.main, ["--config", SUCCULM, *TINY, "--trainer.max_steps", "20",
                               "--trainer.val_check_interval", "3", "--trainer.callbacks", callbacks,
                               "--trainer.default_root_dir", str(run)])
     assert line.startswith("error: training stopped at step 6: 1 weight tensors hold non-finite values")
@@ -118,6 +111,6 @@ def test_every_tool_refuses_a_checkpoint_of_non_finite_weights(tmp_path, capsys)
         generate.main(["--ckpt", str(tmp_path / "nan.ckpt"), "--prompt", "is ruby a boy?"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "holds non-finite weights" in err and len(err.strip().splitlines()) == 1
-    line = one_error(capsys, ["--config", SUCCULM, *TINY, "--trainer.max_steps", "3",
+    line = refused(capsys, fit.main, ["--config", SUCCULM, *TINY, "--trainer.max_steps", "3",
                               "--ckpt_path", str(tmp_path / "nan.ckpt")])
     assert "holds non-finite weights" in line

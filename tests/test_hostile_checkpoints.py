@@ -28,6 +28,7 @@ from succu.modules.succulm import SuccuLMModule
 from succu.nn.tt import compress_linears
 from succu.tokenizers import CharTokenizer, WordTokenizer, split_words
 from tests.child import run_python
+from tests.refusals import refused
 from tests.tiny import tiny_module, write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,16 +56,6 @@ def with_model(**settings):
     def edit(ckpt):
         ckpt["hyper_parameters"]["model"].update(settings)
     return edit
-
-
-def one_line(capsys, main, argv: list[str], only: bool = True) -> str:
-    """The one `error:` line of `main(argv)` (exit 2); `only`: nothing else on stderr either."""
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines() if only else [x for x in err.splitlines() if x.startswith("error:")]
-    assert exc.value.code == 2 and len(lines) == 1 and lines[0].startswith("error:"), err
-    return lines[0]
 
 
 @pytest.fixture(autouse=True)
@@ -155,17 +146,17 @@ def test_a_checkpoint_asking_for_huge_sizes_is_one_line_in_a_small_process(tmp_p
 def test_the_parameter_limit_is_the_users_to_raise(tmp_path, capsys, monkeypatch):
     good = gated(tmp_path)
     path = rewrite(good, tmp_path / "wide.ckpt", with_model(n_embd=10**5))
-    line = one_line(capsys, generate.main, ["--ckpt", path, "--prompt", "a"])
+    line = refused(capsys, generate.main, ["--ckpt", path, "--prompt", "a"], only=True)
     assert "its settings ask for a tensor of 30,000,000,000 numbers" in line and "set SUCCU_MAX_PARAMS" in line
     monkeypatch.setenv("SUCCU_MAX_PARAMS", "1e12")  # built on meta to the end: the shapes differ
-    line = one_line(capsys, generate.main, ["--ckpt", path, "--prompt", "a"])
+    line = refused(capsys, generate.main, ["--ckpt", path, "--prompt", "a"], only=True)
     assert line == (f"error: {path} does not match GatedGPTModule: model.m_embd is (32,) in its state "
                     "dict but (100000,) for its settings (and 11 more)")
     monkeypatch.setenv("SUCCU_MAX_PARAMS", "1000")
-    line = one_line(capsys, generate.main, ["--ckpt", good, "--prompt", "a"])
+    line = refused(capsys, generate.main, ["--ckpt", good, "--prompt", "a"], only=True)
     assert "its settings ask for more than 1,000 parameters (at Embedding.weight (16, 32))" in line
     monkeypatch.setenv("SUCCU_MAX_PARAMS", "many")
-    line = one_line(capsys, generate.main, ["--ckpt", good, "--prompt", "a"])
+    line = refused(capsys, generate.main, ["--ckpt", good, "--prompt", "a"], only=True)
     assert line == "error: SUCCU_MAX_PARAMS='many' must be a positive number of parameters (e.g. 4e+09)"
 
 
@@ -174,11 +165,11 @@ def test_a_constructor_looping_over_a_setting_is_stopped_early(tmp_path, capsys)
     good = write_checkpoint(tmp_path / "n.ckpt", tiny_module(NoiseLMModule, vocab_size=CHAR.vocab_size,
                                                              block_size=16, code_dim=8), CHAR)
     path = rewrite(good, tmp_path / "scatter.ckpt", with_model(n_scatter=10**7))  # a draw per set
-    line = one_line(capsys, generate.main, ["--ckpt", path, "--prompt", "a"])
+    line = refused(capsys, generate.main, ["--ckpt", path, "--prompt", "a"], only=True)
     assert line.startswith(f"error: {path}: its settings make more than 4,384 tensors while building "
                            "(at torch.randperm (7,)), while its state dict holds 18 tensors of ")
     path = rewrite(good, tmp_path / "scatter9.ckpt", with_model(n_scatter=10**9))
-    line = one_line(capsys, generate.main, ["--ckpt", path, "--prompt", "a"])
+    line = refused(capsys, generate.main, ["--ckpt", path, "--prompt", "a"], only=True)
     assert line.startswith(f"error: {path}: its settings ask for a tensor of 8,000,000,000 numbers, more "
                            "than 2,000,000,000 (torch.zeros (1000000000, 8))")
 
@@ -188,7 +179,7 @@ def test_a_position_table_far_larger_than_the_file_is_refused(tmp_path, capsys):
     good = write_checkpoint(tmp_path / "s.ckpt", tiny_module(SuccuLMModule, vocab_size=WORDS.vocab_size,
                                                              block_size=16, profile="tiny"), WORDS)
     path = rewrite(good, tmp_path / "long.ckpt", with_model(block_size=10**6))
-    line = one_line(capsys, generate.main, ["--ckpt", path, "--prompt", "is ruby a boy?"])
+    line = refused(capsys, generate.main, ["--ckpt", path, "--prompt", "is ruby a boy?"], only=True)
     assert f"error: {path}: its settings make SuccuLMModule derive " in line
     assert "numbers its state dict does not hold (the largest: model.pe (1000000, " in line
 
@@ -198,12 +189,12 @@ def test_a_state_dict_of_other_keys_is_named_in_full(tmp_path, capsys):
     path = rewrite(good, tmp_path / "extra.ckpt",
                    lambda c: c["state_dict"].update({"model.stowaway": torch.zeros(2)}))
     # a key the module lacks, after the sizes were checked: the first problem named, not cut
-    line = one_line(capsys, generate.main, ["--ckpt", path, "--prompt", "a"])
+    line = refused(capsys, generate.main, ["--ckpt", path, "--prompt", "a"], only=True)
     assert line == (f"error: {path} is damaged: its weights do not match the checksum it records")
     ckpt = torch.load(path, weights_only=True)
     ckpt["succu"]["sha256"] = state_sha256(ckpt["state_dict"])
     torch.save(ckpt, path)
-    line = one_line(capsys, generate.main, ["--ckpt", path, "--prompt", "a"])
+    line = refused(capsys, generate.main, ["--ckpt", path, "--prompt", "a"], only=True)
     assert line == (f"error: {path} does not match GatedGPTModule: its state dict holds "
                     "model.stowaway, which GatedGPTModule has not")
 
@@ -218,7 +209,7 @@ def test_a_layer_state_that_does_not_fit_is_named_in_full(tmp_path, capsys):
         ckpt["succu"]["sha256"] = state_sha256(ckpt["state_dict"])
 
     path = rewrite(good, tmp_path / "order.ckpt", other_order)
-    line = one_line(capsys, generate.main, ["--ckpt", path, "--prompt", "a"])
+    line = refused(capsys, generate.main, ["--ckpt", path, "--prompt", "a"], only=True)
     assert line == (f"error: {path} does not match NgramModule: n-gram state is for vocab_size "
                     f"{CHAR.vocab_size}, order 2; this model has vocab_size {CHAR.vocab_size}, order 3")
 
@@ -238,9 +229,9 @@ def test_settings_that_cannot_build_the_model_are_one_line(tmp_path, capsys):
     }
     for name, (settings, expected) in cases.items():
         path = rewrite(good, tmp_path / f"{name}.ckpt", with_model(**settings))
-        assert one_line(capsys, generate.main, ["--ckpt", path, "--prompt", "a"]) == expected.format(p=path)
+        assert refused(capsys, generate.main, ["--ckpt", path, "--prompt", "a"], only=True) == expected.format(p=path)
     path = rewrite(good, tmp_path / "huge.ckpt", with_model(n_embd=10**30))  # past int64: torch refuses
-    line = one_line(capsys, generate.main, ["--ckpt", path, "--prompt", "a"])
+    line = refused(capsys, generate.main, ["--ckpt", path, "--prompt", "a"], only=True)
     assert line.startswith(f"error: {path}: its hyperparameters do not build GatedGPTModule: ")
     assert "Overflow" in line and "Exception raised from" not in line  # torch's C++ stack left out
 
@@ -290,10 +281,10 @@ def test_garbled_weights_are_refused_by_every_reader(fitted, tmp_path, capsys):
     before, after = (torch.load(p, weights_only=True)["state_dict"] for p in (fitted, bad))
     assert [k for k in before if not torch.equal(before[k], after[k])]  # a weight, not optimizer state
     expected = f"error: {bad} is damaged: its weights do not match the checksum it records"
-    assert one_line(capsys, generate.main, ["--ckpt", bad, "--prompt", "is ruby a boy?"]).startswith(expected)
+    assert refused(capsys, generate.main, ["--ckpt", bad, "--prompt", "is ruby a boy?"], only=True).startswith(expected)
     with pytest.raises(CheckpointError, match="is damaged: its weights do not match the checksum"):
         AtomicCheckpointIO().load_checkpoint(bad)  # what --ckpt_path resumes through
-    line = one_line(capsys, fit.main, ["--config", str(ROOT / "configs" / "succulm.yaml"),
+    line = refused(capsys, fit.main, ["--config", str(ROOT / "configs" / "succulm.yaml"),
                                        "--model.init_args.model.profile", "tiny", "--trainer.max_steps", "3",
                                        "--trainer.logger", "false", "--trainer.default_root_dir",
                                        str(tmp_path / "resume"), "--ckpt_path", bad], only=False)
@@ -317,7 +308,7 @@ def test_non_finite_weights_are_one_line_in_generate(tmp_path, capsys):
         ckpt["succu"]["sha256"] = state_sha256(ckpt["state_dict"])  # a diverged fit, written whole
 
     path = rewrite(gated(tmp_path), tmp_path / "nan.ckpt", poison)
-    line = one_line(capsys, generate.main, ["--ckpt", path, "--prompt", "a"])
+    line = refused(capsys, generate.main, ["--ckpt", path, "--prompt", "a"], only=True)
     assert line == (f"error: {path} holds non-finite weights (model.transformer.wte.weight, ...): the fit that "
                     "wrote it diverged; use an earlier checkpoint of the run")
 
@@ -328,12 +319,12 @@ def test_a_tokenizer_of_another_size_is_refused_at_load(tmp_path, capsys):
     torch.manual_seed(0)
     larger = write_checkpoint(tmp_path / "larger.ckpt",
                               tiny_module(GPTModule, vocab_size=v + 3, **GATED), CHAR)
-    line = one_line(capsys, generate.main, ["--ckpt", larger, "--prompt", "a"])
+    line = refused(capsys, generate.main, ["--ckpt", larger, "--prompt", "a"], only=True)
     assert line == (f"error: {larger}: its tokenizer has {v} tokens but its model {v + 3} (vocab_size): "
                     f"the model samples ids {v}..{v + 2}, which it cannot decode")
     smaller = write_checkpoint(tmp_path / "smaller.ckpt",
                                tiny_module(GPTModule, vocab_size=v - 2, **GATED), CHAR)
-    line = one_line(capsys, generate.main, ["--ckpt", smaller, "--prompt", "a"])
+    line = refused(capsys, generate.main, ["--ckpt", smaller, "--prompt", "a"], only=True)
     assert line == (f"error: {smaller}: its tokenizer has {v} tokens but its model {v - 2} (vocab_size): "
                     f"it encodes ids {v - 2}..{v - 1}, which the model has no rows for")
 
@@ -344,7 +335,7 @@ def test_recorded_batch_sizes_and_window_counts_are_bounded(fitted, tmp_path, ca
         ckpt["datamodule_hyper_parameters"]["batch_size"] = 10**9
 
     path = rewrite(fitted, tmp_path / "batches.ckpt", huge_batches)
-    line = one_line(capsys, evaluate.main, ["--ckpt", path, "--corpus"])
+    line = refused(capsys, evaluate.main, ["--ckpt", path, "--corpus"], only=True)
     assert line == (f"error: {path} records the data setting batch_size = 1,000,000,000, more than 65,536 "
                     "rows held at once; set SUCCU_MAX_WINDOWS to allow more")
     windows = copy.deepcopy(torch.load(fitted, weights_only=True))

@@ -22,6 +22,7 @@ from succu.modules.gpt import GPTModule
 from succu.optim import warmup_cosine
 from succu.sampling import MIN_TEMPERATURE, check_temperature
 from succu.tokenizers import CharTokenizer
+from tests.refusals import refused
 from tests.tiny import tiny_module, write_checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -48,15 +49,6 @@ def char_ckpt(path: Path, text: str = TEXT) -> str:
     return write_checkpoint(path, module, tok)
 
 
-def refused(capsys, main, argv: list[str]) -> str:
-    """`main(argv)` must exit 2 with exactly one line on stderr, the `error:` line; returns it."""
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    err = capsys.readouterr().err.splitlines()
-    assert exc.value.code == 2 and len(err) == 1 and err[0].startswith("error: "), err
-    return err[0]
-
-
 # ---- generate: the prompt and the temperature ---------------------------------------------------
 def test_an_empty_prompt_starts_from_a_line_break(tmp_path, capsys):
     """A character vocabulary has no <BOS>: "" continues a line break, as nanoGPT's sample.py."""
@@ -67,14 +59,14 @@ def test_an_empty_prompt_starts_from_a_line_break(tmp_path, capsys):
     assert empty == generate.main([*args, "--prompt", "\n"]) and len(empty[0]) == 8
     assert err == "note: the prompt is empty and the vocabulary has no <BOS>: starting from a line break\n"
     no_newline = char_ckpt(tmp_path / "flat.ckpt", "abc ")
-    line = refused(capsys, generate.main, ["--ckpt", no_newline, "--prompt", ""])
+    line = refused(capsys, generate.main, ["--ckpt", no_newline, "--prompt", ""], only=True)
     assert line == ("error: an empty prompt needs a <BOS> or a line break in the checkpoint's "
                     "vocabulary, and this one has neither; give some text to continue")
 
 
 def test_drop_unknown_leaving_nothing_is_one_line(tmp_path, capsys):
     ckpt = char_ckpt(tmp_path / "char.ckpt")
-    line = refused(capsys, generate.main, ["--ckpt", ckpt, "--prompt", "ZZQ", "--drop_unknown"])
+    line = refused(capsys, generate.main, ["--ckpt", ckpt, "--prompt", "ZZQ", "--drop_unknown"], only=True)
     assert line == ("error: prompt 'ZZQ': nothing is left once --drop_unknown leaves out the 3 "
                     "characters the checkpoint's vocabulary lacks; give some text it knows")
 
@@ -86,7 +78,7 @@ def test_a_temperature_float32_makes_zero_is_one_line_in_generate_and_on_the_pag
     ckpt = char_ckpt(tmp_path / "char.ckpt")
     message = (f"temperature must be at least 1.401e-45, the smallest float32 above 0 (the logits "
                f"are float32), got {float(value):g} (small values such as 0.1 approach greedy decoding)")
-    line = refused(capsys, generate.main, ["--ckpt", ckpt, "--prompt", "on", "--temperature", value])
+    line = refused(capsys, generate.main, ["--ckpt", ckpt, "--prompt", "on", "--temperature", value], only=True)
     assert line == f"error: {message}"
     with pytest.raises(ValueError) as page:  # what the page shows as its error line
         Served.load(ckpt).parse({"prompt": "on", "temperature": value})
@@ -112,7 +104,7 @@ def test_trainer_settings_that_cannot_run_are_one_line_before_any_run_folder(tmp
     for logger in ("false", "true"):  # with loggers, a version_0 was left behind
         line = refused(capsys, fit.main, ["--config", SUCCULM, *TINY, "--trainer.logger", logger,
                                           "--trainer.default_root_dir", str(root),
-                                          f"--trainer.{flag}", value])
+                                          f"--trainer.{flag}", value], only=True)
         assert line == f"error: {message}"
         assert not root.exists()
 
@@ -121,7 +113,7 @@ def test_what_lightning_refuses_building_the_trainer_is_one_line_and_leaves_no_v
     root = tmp_path / "run"
     line = refused(capsys, fit.main, ["--config", SUCCULM, *TINY, "--trainer.logger", "true",
                                       "--trainer.default_root_dir", str(root),
-                                      "--trainer.fast_dev_run", "-1"])
+                                      "--trainer.fast_dev_run", "-1"], only=True)
     assert line == "error: trainer: fast_dev_run=-1 is not a valid configuration. It should be >= 0."
     assert list(root.iterdir()) == []
 
@@ -139,7 +131,7 @@ def test_a_config_that_never_ends_or_is_not_yaml_is_one_line_naming_it(tmp_path,
     config = tmp_path / "bad.yaml"
     config.write_text(text)
     for argv in (["--config", str(config)], ["fit", f"--config={config}"]):
-        line = refused(capsys, fit.main, argv)
+        line = refused(capsys, fit.main, argv, only=True)
         assert line.startswith(f"error: {config}: {message}"), line
 
 
@@ -206,7 +198,7 @@ def test_a_full_disk_during_a_fit_is_one_line_naming_the_checkpoint(tmp_path, ca
     root = tmp_path / "run"
     line = refused(capsys, fit.main, ["--config", SUCCULM, *TINY, "--trainer.max_steps", "6",
                                       "--trainer.val_check_interval", "2",
-                                      "--trainer.default_root_dir", str(root)])
+                                      "--trainer.default_root_dir", str(root)], only=True)
     folder = os.path.realpath(root / "checkpoints")
     assert line.startswith(f"error: {folder}/") and line.endswith(
         ".ckpt: no space left on device; the previous file (if any) is kept: free some space and run again")

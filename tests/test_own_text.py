@@ -21,6 +21,7 @@ from datamodules.tokens import Tokens
 from datamodules.windows import Windows
 from succu import evaluate, fit
 from succu.tokenizers import split_words
+from tests.refusals import refused
 from tests.test_trust import rewrite
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -192,15 +193,6 @@ def data_args(path: Path, cache: str) -> list[str]:
             "--data.init_args.tokens.cache_dir", cache]
 
 
-def refused(main, argv, capsys) -> str:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1
-    return lines[0]
-
-
 def reading(path: Path) -> str:
     size, digest = sha256(path)
     return f"lieder: reading {path.resolve()} ({size:,} bytes, sha256 {digest[:12]}), the text the checkpoint trained on"
@@ -226,18 +218,18 @@ def test_evaluate_names_the_file_and_gives_the_fits_val_loss(lieder, capsys):
 @pytest.mark.usefixtures("isolated")
 def test_evaluate_finds_the_text_at_the_default_location_or_refuses_another(lieder, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SUCCU_DATA_DIR", str(tmp_path / "data"))
-    line = refused(evaluate.main, ["--ckpt", lieder["ckpt"], "--corpus"], capsys)
+    line = refused(capsys, evaluate.main, ["--ckpt", lieder["ckpt"], "--corpus"])
     assert line.startswith(f"error: lieder: no text for corpus 'lieder': no path given for it, no lieder.txt "
                            f"or folder lieder in {tmp_path / 'data'}")
     assert line.endswith("name the text it trained on with --data_path lieder=PATH")
     other = write(tmp_path / "data" / "lieder.txt", "\n\n".join(verses(120, 8)) + "\n")
     size, digest = sha256(other)
     trained, trained_digest = sha256(lieder["path"])
-    line = refused(evaluate.main, ["--ckpt", lieder["ckpt"], "--corpus"], capsys)
+    line = refused(capsys, evaluate.main, ["--ckpt", lieder["ckpt"], "--corpus"])
     assert line == (f"error: lieder: {other.resolve()} ({size:,} bytes, sha256 {digest[:12]}) is not the text "
                     f"{lieder['ckpt']} trained on ({trained:,} bytes, sha256 {trained_digest[:12]}); name the "
                     "text it trained on with --data_path lieder=PATH")
-    named = refused(evaluate.main, ["--ckpt", lieder["ckpt"], "--corpus", "--data_path", f"lieder={other}"], capsys)
+    named = refused(capsys, evaluate.main, ["--ckpt", lieder["ckpt"], "--corpus", "--data_path", f"lieder={other}"])
     assert named == line
     shutil.copy(lieder["path"], other)
     test = evaluate.main(["--ckpt", lieder["ckpt"], "--corpus"])
@@ -255,11 +247,11 @@ def test_fit_test_names_the_file_and_scores_what_evaluate_scores(lieder, cache, 
 @pytest.mark.usefixtures("isolated")
 def test_fit_validate_refuses_another_text_before_scoring(lieder, cache, tmp_path, capsys):
     other = write(tmp_path / "other.txt", lieder["path"].read_text(encoding="utf-8").replace("Fluß", "Fluss"))
-    line = refused(fit.main, ["validate", *GPT_TEXT, *data_args(other, cache), "--ckpt_path", lieder["ckpt"]], capsys)
+    line = refused(capsys, fit.main, ["validate", *GPT_TEXT, *data_args(other, cache), "--ckpt_path", lieder["ckpt"]])
     assert line.startswith(f"error: lieder: {other.resolve()} (") and " is not the text " in line
     assert line.endswith("give the text it trained on with --data.init_args.data_path PATH")
-    line = refused(fit.main, ["validate", *GPT_TEXT, "--data.init_args.data_path", str(lieder["path"]),
-                              "--data.init_args.tokens.cache_dir", cache, "--ckpt_path", lieder["ckpt"]], capsys)
+    line = refused(capsys, fit.main, ["validate", *GPT_TEXT, "--data.init_args.data_path", str(lieder["path"]),
+                              "--data.init_args.tokens.cache_dir", cache, "--ckpt_path", lieder["ckpt"]])
     assert line.startswith(f"error: {lieder['ckpt']} did not train on a corpus named meine_lieder (it trained on lieder)")
 
 
@@ -277,11 +269,11 @@ def test_a_checkpoint_without_fingerprints_evaluates_with_a_note(lieder, tmp_pat
 @pytest.mark.usefixtures("isolated")
 def test_bad_data_path_flags_are_one_line(lieder, capsys):
     ckpt = lieder["ckpt"]
-    assert "give NAME=PATH" in refused(evaluate.main, ["--ckpt", ckpt, "--corpus", "--data_path", "x.txt"], capsys)
-    assert "data_paths names corpora not in use: ['songs']" in refused(
-        evaluate.main, ["--ckpt", ckpt, "--corpus", "--data_path", "songs=x.txt"], capsys)
-    assert "--data_path names a corpus's text for --corpus" in refused(
-        evaluate.main, ["--ckpt", ckpt, "--text", str(lieder["path"]), "--data_path", "lieder=x.txt"], capsys)
+    assert "give NAME=PATH" in refused(capsys, evaluate.main, ["--ckpt", ckpt, "--corpus", "--data_path", "x.txt"])
+    assert "data_paths names corpora not in use: ['songs']" in refused(capsys,
+        evaluate.main, ["--ckpt", ckpt, "--corpus", "--data_path", "songs=x.txt"])
+    assert "--data_path names a corpus's text for --corpus" in refused(capsys,
+        evaluate.main, ["--ckpt", ckpt, "--text", str(lieder["path"]), "--data_path", "lieder=x.txt"])
 
 
 @pytest.mark.usefixtures("isolated")
@@ -290,7 +282,7 @@ def test_data_path_is_refused_for_data_without_text_corpora(tmp_path, capsys):
                     "--data.init_args.batch_size", "8", "--trainer.fast_dev_run", "1"])
     ckpt = str(tmp_path / "world.ckpt")
     cli.trainer.save_checkpoint(ckpt)
-    line = refused(evaluate.main, ["--ckpt", ckpt, "--corpus", "--data_path", "world=x.txt"], capsys)
+    line = refused(capsys, evaluate.main, ["--ckpt", ckpt, "--corpus", "--data_path", "world=x.txt"])
     assert line == (f"error: --data_path names a corpus's text, but the data of {ckpt} (SuccuPairsDataModule) "
                     "reads no text corpora")
 
@@ -304,6 +296,6 @@ def test_the_shakespeare_config_pointed_at_a_file_keeps_to_that_file(lieder, cac
     assert cli.datamodule.corpus_texts()[0].origin == str(lieder["path"].resolve())
     ckpt = str(Path("posing.ckpt").resolve())
     cli.trainer.save_checkpoint(ckpt)
-    line = refused(evaluate.main, ["--ckpt", ckpt, "--corpus", "--split", "val"], capsys)
+    line = refused(capsys, evaluate.main, ["--ckpt", ckpt, "--corpus", "--split", "val"])
     assert "tinyshakespeare.txt (" in line and "is not the text" in line
     assert line.endswith("name the text it trained on with --data_path shakespeare=PATH")
