@@ -1,4 +1,4 @@
-"""Loading any succu checkpoint back into its module and its data.
+"""Loading any succu checkpoint back into its LightningModule and its data.
 
 A checkpoint (a file, or its safetensors folder: `succu.checkpoint_files`) names its module class,
 which is looked up in succu's own allow-list (`MODULES`), never imported by name; its datamodule
@@ -7,7 +7,8 @@ class no longer takes are dropped) once their sizes have been checked against th
 without allocating (`succu.checkpoint_sizes`); the data settings rebuild the datamodule, without
 the locations it records. What it records of its text is a fingerprint per corpus (name, size,
 sha256; no path): a tool about to score a corpus checks the text it found against it
-(`check_corpus_text`) and refuses another.
+(`check_corpus_text`) and refuses another. The commands that only use a trained model load the
+network without Lightning instead (`succu.inference`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,10 +24,18 @@ from typing import Any
 import lightning as L
 import torch
 
-from succu.checkpoint_files import CheckpointError, is_location, plain_arguments, read_checkpoint
-from succu.checkpoint_sizes import check_data_settings, check_finite_settings, check_sizes
+from succu.checkpoint_files import (
+    CHECKPOINT_KEY,
+    CheckpointError,
+    is_location,
+    plain_arguments,
+    read_checkpoint,
+)
+from succu.checkpoint_sizes import check_data_settings, check_finite_settings
 from succu.contracts import CorpusText, TextFingerprints
-from succu.modules.base import CHECKPOINT_KEY, LanguageModule
+from succu.decoding import Decoding
+from succu.inference import restored
+from succu.modules.base import LanguageModule
 from succu.modules.gated_gpt import GatedGPTModule
 from succu.modules.gpt import GPTModule
 from succu.modules.hypersurface import HypersurfaceModule
@@ -42,7 +50,8 @@ def class_path(cls: type) -> str:
 
 
 # The only module classes a checkpoint may name: the file picks a key, never what is imported.
-# A project with its own LanguageModule adds it here (MODULES[class_path(cls)] = cls).
+# A project with its own LanguageModule adds it here (MODULES[class_path(cls)] = cls) and to
+# `succu.inference.NETWORKS`, which loads the same checkpoints without Lightning.
 MODULES: dict[str, type[LanguageModule]] = {
     class_path(cls): cls
     for cls in (
@@ -107,11 +116,9 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> L
 
 
 def module_from_checkpoint(ckpt: dict[str, Any], path: str | Path) -> LanguageModule:
-    """The module of a checkpoint dict `read_checkpoint` read from `path` (named in errors).
-
-    Its settings are first built without memory (`check_sizes`): a module whose tensors differ
-    from the state dict's, or that is larger than the limits, is refused before anything is
-    allocated; only then is it built for real, exactly as its class builds it."""
+    """The module of a checkpoint dict `read_checkpoint` read from `path` (named in errors): built
+    as its class builds it, after the same checks as `succu.inference.model_from_checkpoint`
+    (`restored`: sizes first, without memory)."""
     cls = module_class(Path(path), ckpt[CHECKPOINT_KEY].get("module"))
     hparams = plain_arguments(ckpt.get("hyper_parameters"))
     taken = init_arguments(cls)
@@ -120,14 +127,7 @@ def module_from_checkpoint(ckpt: dict[str, Any], path: str | Path) -> LanguageMo
     if not isinstance(hparams.get("model"), dict):
         raise CheckpointError(f"{path} has no model config (written before configs were objects?)")
     check_finite_settings(hparams, path)
-    check_sizes(lambda: built(cls, hparams, ckpt, path), ckpt, path)
-    module = built(cls, hparams, ckpt, path)
-    try:
-        module.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as err:  # the shapes were checked: what is left is a layer's own state
-        detail = re.sub(r"^Error\(s\) in loading state_dict for \w+:\s*", "", " ".join(str(err).split()))
-        raise CheckpointError(f"{path} does not match {cls.__name__}: {detail}") from None
-    return module
+    return restored(lambda: built(cls, hparams, ckpt, path), ckpt, path, cls.__name__)
 
 
 def built(cls: type[LanguageModule], hparams: dict[str, Any], ckpt: dict[str, Any],
@@ -264,7 +264,7 @@ def tool_hint(text: CorpusText) -> str:
     return f"name the text it trained on with --data_path {text.name}=PATH"
 
 
-def load_datamodule(path: str | Path, module: LanguageModule | None = None, **locations: Any):
+def load_datamodule(path: str | Path, module: Decoding | None = None, **locations: Any):
     """Rebuild the datamodule a checkpoint was trained on (LightningCLI saves its class and args).
 
     Locations the checkpoint records (data and cache folders, corpus files, hub ids) are dropped;

@@ -19,16 +19,19 @@ import hashlib
 import json
 import pickle
 import re
+import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from succu.io import atomic_write, write_outputs
-from succu.modules.base import CHECKPOINT_KEY, LanguageModule, state_sha256
+from succu.io import write_outputs
 from succu.progress import progress
+from succu.tokenizers import Tokenizer, tokenizer_from_state
+
+CHECKPOINT_KEY = "succu"  # succu's own entry of a checkpoint: module class, tokenizer, checksum
 
 
 class CheckpointError(ValueError):
@@ -57,24 +60,70 @@ def plain_arguments(hparams: Any) -> dict[str, Any]:
             if isinstance(k, str) and not k.startswith("_") and not is_location(k)}
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write to a temporary file in the target folder, fsync, then rename over the target.
+def state_sha256(state: Mapping[str, Any]) -> str:
+    """The SHA-256 of a state dict: each entry's name, dtype, shape and bytes, in name order (a
+    nested dict, a layer's extra state, entry by entry; a value that is no tensor by its repr).
+    Every checkpoint records it (`on_save_checkpoint`), and reading one checks it, so a file whose
+    weights were damaged after it was written is refused instead of loaded."""
+    digest = hashlib.sha256()
 
-    `os.replace` is atomic on POSIX, so a run killed at any instant leaves either the previous
-    complete file or the new complete file at `path`, never a truncated one (`succu.io.atomic_write`).
-    A killed write leaves `.<name>.<host>.<pid>.<random>.tmp`, which the next fit on the run folder
-    removes (`succu.fit`, `succu.io.remove_orphans`). Reading (Lightning's resume) is plain data
-    only, as in `read_checkpoint`.
-    """
+    def add(name: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key in sorted(value, key=str):
+                add(f"{name}/{key}", value[key])
+            return
+        digest.update(name.encode() + b"\0")
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            if t.numel():
+                digest.update(t.reshape(-1).view(torch.uint8).numpy())
+        else:
+            digest.update(repr(value).encode())
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        atomic_write(path, lambda f: torch.save(checkpoint, f))
+    for key in sorted(state, key=str):
+        add(str(key), state[key])
+    return digest.hexdigest()
 
-    def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None):
-        # `read_checkpoint` (onto the CPU, as Lightning's default map_location): a missing,
-        # damaged or foreign file is one CheckpointError naming it, where Lightning's own load
-        # fails with a bare RuntimeError, UnpicklingError or KeyError deep inside its resume.
-        return read_checkpoint(path)
+
+def succu_record(module_path: str, module: torch.nn.Module, tokenizer: Tokenizer | None,
+                 state: Mapping[str, Any]) -> dict[str, Any]:
+    """What succu adds to a checkpoint of `module` (a LanguageModule, or a checkpoint loaded
+    without Lightning: `succu.inference.InferenceLM`) whose state dict is `state`: the
+    LightningModule class that trains it (`module_path`, its dotted name), its tokenizer, the
+    weights' checksum (`state_sha256`), and the TTLinear layers swapped in after construction
+    (not in the hyperparameters), so that loading rebuilds the same structure before the state
+    dict arrives."""
+    record = {
+        "module": module_path,
+        "tokenizer": None if tokenizer is None else tokenizer.state_dict(),
+        "sha256": state_sha256(state),
+    }
+    # A TTLinear can only exist once succu.nn.tt is imported: a run without one never imports
+    # tensorly.
+    if "succu.nn.tt" in sys.modules:
+        from succu.nn.tt import tt_structure
+
+        structure = tt_structure(module)
+        if structure:
+            record["tt_layers"] = structure
+    return record
+
+
+def saved_tokenizer(ckpt: dict[str, Any]) -> Tokenizer | None:
+    """The tokenizer a checkpoint records, or None."""
+    state = ckpt.get(CHECKPOINT_KEY, {}).get("tokenizer")
+    return None if state is None else tokenizer_from_state(state)
+
+
+def restore_layers(module: torch.nn.Module, ckpt: dict[str, Any]) -> None:
+    """Swap in the TTLinear layers a checkpoint records (`succu_record`) before its state dict is
+    loaded into `module`."""
+    structure = ckpt.get(CHECKPOINT_KEY, {}).get("tt_layers")
+    if structure:
+        from succu.nn.tt import apply_tt_structure
+
+        apply_tt_structure(module, structure)
 
 
 def load_error(path: Path, err: Exception) -> CheckpointError:
@@ -149,16 +198,9 @@ def safetensors_torch():
     return safetensors.torch
 
 
-def module_checkpoint(module: LanguageModule) -> dict[str, Any]:
-    """What a checkpoint of `module` holds for loading it: the state dict, the init arguments as
-    plain data (locations left out: they are never reused), the tokenizer and TT structure."""
-    ckpt = {"state_dict": module.state_dict(), "hyper_parameters": plain_arguments(dict(module.hparams))}
-    module.on_save_checkpoint(ckpt)
-    return ckpt
-
-
 def write_folder(ckpt: dict[str, Any], folder: str | Path) -> list[Path]:
-    """Write a checkpoint dict (`module_checkpoint`, plus `datamodule_hyper_parameters` if any) as
+    """Write a checkpoint dict (`succu.inference.InferenceLM.checkpoint`, plus
+    `datamodule_hyper_parameters` if any) as
     the safetensors form: each file atomically, the tensors first, then the JSON that names their
     checksum."""
     st = safetensors_torch()

@@ -26,7 +26,7 @@ from torch.nn.modules.module import (
 from torch.overrides import TorchFunctionMode
 
 from succu.checkpoint_files import CheckpointError
-from succu.modules.base import LanguageModule
+from succu.decoding import Decoding
 
 
 def check_finite_settings(settings: Any, path: str | Path, where: str = "") -> None:
@@ -133,13 +133,15 @@ def state_tensors(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     return out
 
 
-def check_sizes(build: Callable[[], LanguageModule], ckpt: dict[str, Any], path: str | Path) -> None:
+def check_sizes(build: Callable[[], Decoding], ckpt: dict[str, Any], path: str | Path,
+                name: str | None = None) -> None:
     """`build()` the module of a checkpoint's settings without memory (meta tensors, under
     `MetaFactories` and `registration_limits`) and refuse it, in one line, when its tensors are not the state dict's
     (the first difference named with both shapes), its tokenizer does not fit its vocabulary
     (`check_tokenizer`), it holds more than `max_params()` numbers, or it derives far more than
-    its file holds (tensors outside the state dict, like a position table). The global random
-    state is left as it was: the real build draws exactly what it always drew."""
+    its file holds (tensors outside the state dict, like a position table). Messages call the
+    module `name` (default: its class's). The global random state is left as it was: the real
+    build draws exactly what it always drew."""
     state, limit = ckpt["state_dict"], max_params()
     held = state_tensors(state)
     held_numbers = sum(t.numel() for t in held.values())
@@ -150,7 +152,7 @@ def check_sizes(build: Callable[[], LanguageModule], ckpt: dict[str, Any], path:
             module = build()
     except TooLarge as err:
         raise CheckpointError(f"{path}: {err}") from None
-    name = type(module).__name__
+    name = name or type(module).__name__
     expected = module.state_dict(keep_vars=True)
     problems = [f"its state dict lacks {key}" for key in expected if key not in state]
     problems += [f"its state dict holds {key}, which {name} has not" for key in state if key not in expected]
@@ -180,11 +182,11 @@ def check_sizes(build: Callable[[], LanguageModule], ckpt: dict[str, Any], path:
                               "for much more memory than its file holds")
 
 
-def check_tokenizer(module: LanguageModule, path: str | Path) -> None:
+def check_tokenizer(module: Decoding, path: str | Path) -> None:
     """The checkpoint's tokenizer and its model must have the same vocabulary size (succu links
     `vocab_size` from the data's tokenizer): a larger tokenizer encodes ids the model has no row
     for, a smaller one cannot decode ids the model samples."""
-    tok, vocab = module.tokenizer, module.model_config.vocab_size
+    tok, vocab = module.tokenizer, module.model.cfg.vocab_size
     if tok is not None and tok.vocab_size != vocab:
         broken = (f"it encodes ids {vocab}..{tok.vocab_size - 1}, which the model has no rows for"
                   if tok.vocab_size > vocab else

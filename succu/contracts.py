@@ -110,6 +110,11 @@ class KeyRuleStop:
 
 
 # ---- datamodules ----------------------------------------------------------------------------
+# The label of a position that carries no loss (padding, a prompt's tokens): what batches hold
+# there and what every loss ignores (torch's cross_entropy default).
+IGNORE_INDEX = -100
+
+
 class NamedCorpora:
     """A datamodule over named corpora whose batches label each row's corpus with `source`.
 

@@ -3,15 +3,15 @@
 A dial model (`succu.contracts.DialModel`) takes a position per row, so continuing the same
 prompt at P positions is one batch of P rows (or P groups of rows): row i at position i, one KV
 cache for the batch, one forward pass per token. Each position draws from a sampling generator of
-its own, from its rows of the batch's logits (`LanguageModule.pick` with a list of generators),
+its own, from its rows of the batch's logits (`Decoding.pick` with a list of generators),
 so position i draws exactly the way a stream at position i alone draws with a generator of the
 same seed. The logits themselves agree with the lone stream's up to float rounding: one position
 folds its gates into the weights, one per row gates the activations. A token can therefore only
 differ where a draw falls within rounding of the edge between two tokens; one position alone is
 passed to the model as it is, with the lone stream's numbers exactly.
 
-    `steps_at`          `LanguageModule.steps` for the same rows at each position: tokens (P, B)
-    `stream_positions`  `LanguageModule.stream` at each position: (position, text piece) pairs
+    `steps_at`          `Decoding.steps` for the same rows at each position: tokens (P, B)
+    `stream_positions`  `Decoding.stream` at each position: (position, text piece) pairs
     `Pieces`            one row's tokens as text pieces (what `stream` yields; it uses it too)
 
 The dial page's side-by-side panes (`succu.serve`), `python -m succu.generate --alpha_sweep` and

@@ -59,14 +59,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from succu.checkpoint import load_datamodule, load_module
 from succu.checkpoint_files import read_checkpoint
-from succu.contracts import NamedCorpora
+from succu.contracts import IGNORE_INDEX, NamedCorpora
+from succu.decoding import Decoding
 from succu.devices import check_device
 from succu.dial import Position, centre, own_end, parse_position, position_for, position_label
 from succu.errors import fail, run_cli
 from succu.generate import note, say_unknown
-from succu.modules.base import IGNORE_INDEX, LanguageModule
+from succu.inference import load_model
 from succu.progress import progress
 from succu.sweep import add_location_arguments
 from succu.tokenizers import CorpusTokenizer
@@ -130,7 +130,7 @@ class Score:
 
 
 @torch.no_grad()
-def score_batch(module: LanguageModule, batch: dict[str, torch.Tensor], kwargs: dict[str, Any]) -> Score:
+def score_batch(module: Decoding, batch: dict[str, torch.Tensor], kwargs: dict[str, Any]) -> Score:
     """Nats of the batch's labels (-100: not scored) and the characters of its scored tokens."""
     inputs, labels = batch["input_ids"].to(module.device), batch["labels"].to(module.device)
     logits = module(inputs, **kwargs).float()
@@ -310,7 +310,7 @@ def unknown_note(tok: CorpusTokenizer, counts: Counter[str], what: str, drop: bo
     return 0
 
 
-def evaluate_text(args: argparse.Namespace, module: LanguageModule, kwargs: dict[str, Any]) -> dict[str, Score]:
+def evaluate_text(args: argparse.Namespace, module: Decoding, kwargs: dict[str, Any]) -> dict[str, Score]:
     """Score a text file in two streamed passes (count, then score): memory does not grow with
     the text."""
     block = module.model.cfg.block_size
@@ -346,7 +346,11 @@ def held_out_batches(args: argparse.Namespace, datamodule) -> tuple[str, list[di
     return "val", list(datamodule.val_dataloader())
 
 
-def evaluate_corpus(args: argparse.Namespace, module: LanguageModule, kwargs: dict[str, Any]) -> dict[str, Score]:
+def evaluate_corpus(args: argparse.Namespace, module: Decoding, kwargs: dict[str, Any]) -> dict[str, Score]:
+    # The checkpoint's data is a LightningDataModule: only scoring it imports Lightning (--text
+    # does not).
+    from succu.checkpoint import load_datamodule
+
     datamodule = load_datamodule(args.ckpt, module, data_dir=args.data_dir, cache_dir=args.cache_dir,
                                  data_paths=args.data_paths, **untested_split(args.ckpt))
     names = list(datamodule.corpora) if isinstance(datamodule, NamedCorpora) else [type(datamodule).__name__]
@@ -371,7 +375,7 @@ def untested_split(ckpt: str) -> dict[str, float]:
     return {"test_fraction": 0.0} if text_data and "test_fraction" not in splits else {}
 
 
-def dial(args: argparse.Namespace, module: LanguageModule, position: Position | None) -> dict[str, Any]:
+def dial(args: argparse.Namespace, module: Decoding, position: Position | None) -> dict[str, Any]:
     """The dial's forward arguments: `position` fitted to the model's sources, the middle for
     --text without one, none for --corpus without one (each batch at its corpus's own end)."""
     if position is not None and not module.has_dial:
@@ -403,7 +407,7 @@ def compute_scores(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
     if args.max_bytes < 1:
         raise ValueError(f"--max_bytes must be a positive integer, got {args.max_bytes}")
-    module = load_module(args.ckpt, map_location=check_device(args.device))
+    module = load_model(args.ckpt, map_location=check_device(args.device))
     kwargs = dial(args, module, position)
     run = evaluate_text if args.text is not None else evaluate_corpus
     return run(args, module, kwargs)

@@ -19,9 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from succu.checkpoint import module_from_checkpoint
 from succu.checkpoint_files import (
-    module_checkpoint,
+    CHECKPOINT_KEY,
     read_checkpoint,
     safetensors_torch,
     write_folder,
@@ -29,8 +28,8 @@ from succu.checkpoint_files import (
 from succu.dial import Position, parse_position, position_for, position_label
 from succu.errors import fail, run_cli
 from succu.gpt2 import gpt2_form
+from succu.inference import InferenceLM, model_from_checkpoint
 from succu.io import writable_folder, write_outputs
-from succu.modules.base import LanguageModule
 from succu.tokenizers import Tokenizer
 
 FORMATS = ("hf", "succu")
@@ -74,11 +73,13 @@ def export_main(argv: list[str] | None) -> Path:
             fail(f"OUT {args.out} holds a --format {other} export ({marker}); write --format "
                  f"{args.format} into another folder")
     ckpt = read_checkpoint(args.ckpt)
-    module = module_from_checkpoint(ckpt, args.ckpt).eval()
+    module = model_from_checkpoint(ckpt, args.ckpt).eval()
     name = type(module.model).__name__
     if args.format == "succu":
-        folder = module_checkpoint(module)
+        folder = module.checkpoint()
         folder["datamodule_hyper_parameters"] = ckpt.get("datamodule_hyper_parameters")
+        if ckpt[CHECKPOINT_KEY].get("corpora") is not None:  # so the folder's text is checked too
+            folder[CHECKPOINT_KEY]["corpora"] = ckpt[CHECKPOINT_KEY]["corpora"]
         write_folder(folder, writable_folder(args.out, "OUT"))
         print(f"succu: wrote {args.out}: {name} as safetensors and succu.json")
         return Path(args.out)
@@ -90,7 +91,7 @@ def export_main(argv: list[str] | None) -> Path:
     return Path(args.out)
 
 
-def export_position(module: LanguageModule, position: Position | None, ckpt: str) -> Position | None:
+def export_position(module: InferenceLM, position: Position | None, ckpt: str) -> Position | None:
     """The dial position to export at: required for a model with a dial, refused for others."""
     name = type(module.model).__name__
     if not module.has_dial:
@@ -106,7 +107,7 @@ def export_position(module: LanguageModule, position: Position | None, ckpt: str
     return position_for(position, k)
 
 
-def hf_files(module: LanguageModule, alpha: Position | None) -> dict[str, bytes | str]:
+def hf_files(module: InferenceLM, alpha: Position | None) -> dict[str, bytes | str]:
     """The transformers folder's files, by name."""
     form = gpt2_form(module.model, alpha)
     tok = module.tokenizer
@@ -137,7 +138,7 @@ def special_ids(tok: Tokenizer | None) -> dict[str, int | None]:
 
 
 def tokenizer_files(tok: Tokenizer, block_size: int) -> dict[str, str]:
-    """tokenizer.json (the same ids as `tok`; with <BOS> first, as `LanguageModule.prompt_ids`
+    """tokenizer.json (the same ids as `tok`; with <BOS> first, as `Decoding.prompt_ids`
     puts it) and the settings transformers reads beside it."""
     from tokenizers import processors
 

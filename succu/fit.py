@@ -71,7 +71,7 @@ from callbacks.qa import TalkAfterFit  # noqa: E402
 from callbacks.safety import FiniteTraining, PreemptionCheckpoint  # noqa: E402
 from succu import runs  # noqa: E402
 from succu.checkpoint import check_corpus_text  # noqa: E402
-from succu.checkpoint_files import AtomicCheckpointIO, read_checkpoint  # noqa: E402
+from succu.checkpoint_files import read_checkpoint  # noqa: E402
 from succu.devices import check_devices  # noqa: E402
 from succu.errors import NonFiniteError, TrainingError, run_cli  # noqa: E402
 from succu.io import no_space  # noqa: E402
@@ -171,7 +171,7 @@ class SuccuCLI(LightningCLI):
                       config.get("num_nodes", 1))
         plugins = as_list(config.get("plugins"))
         if not any(isinstance(p, CheckpointIO) for p in plugins):
-            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
+            kwargs["plugins"] = [*plugins, runs.AtomicCheckpointIO()]
         kwargs["logger"] = self.compose_loggers(config)
         callbacks = list(as_list(config.get("callbacks")))
         checkpointing = config.get("enable_checkpointing") is not False

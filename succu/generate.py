@@ -22,8 +22,8 @@ import sys
 
 import torch
 
-from succu.checkpoint import load_module
 from succu.contracts import KeyRuleStop
+from succu.decoding import Decoding
 from succu.devices import check_device
 from succu.dial import (
     Position,
@@ -35,7 +35,7 @@ from succu.dial import (
 )
 from succu.dial_streams import stream_positions
 from succu.errors import fail, run_cli
-from succu.modules.base import LanguageModule
+from succu.inference import load_model
 from succu.nn.noise import SEARCHES
 from succu.sampling import check_sampling
 
@@ -113,7 +113,7 @@ def unknown_summary(counts) -> str:
     return shown + (f" and {len(counts) - 10} more" if len(counts) > 10 else "")
 
 
-def prepare_prompts(module: LanguageModule, prompts: list[str], drop: bool) -> list[str]:
+def prepare_prompts(module: Decoding, prompts: list[str], drop: bool) -> list[str]:
     """Prompts the tokenizer can encode: unknown words noted (they read as <UNK>), unknown
     characters refused or, with `drop`, removed (noted either way). A prompt that gives the model
     no token at all starts a text (`start_prompt`), unless `drop` emptied it: that is refused."""
@@ -129,7 +129,7 @@ def prepare_prompts(module: LanguageModule, prompts: list[str], drop: bool) -> l
     return ready
 
 
-def start_prompt(module: LanguageModule) -> str:
+def start_prompt(module: Decoding) -> str:
     """What an empty prompt continues when the vocabulary has no `<BOS>` (with one, the model
     starts a text after it): a line break, where texts and paragraphs start (nanoGPT's sample.py
     starts from one too); a vocabulary without either is one error line."""
@@ -164,11 +164,11 @@ def say_unknown(tok, counts, what: str, drop: bool) -> None:
         note(f"{what}: left out {total} characters not in the vocabulary: {unknown_summary(counts)}")
 
 
-def load(args: argparse.Namespace) -> LanguageModule:
+def load(args: argparse.Namespace) -> Decoding:
     """The checkpoint's module, every setting checked; `args.alpha` becomes the model's position."""
     check_sampling(args.temperature, args.top_k, args.max_new_tokens or 0, args.top_p)
     position = None if args.alpha is None else parse_position(args.alpha)  # before the load
-    module = load_module(args.ckpt, map_location=check_device(args.device))
+    module = load_model(args.ckpt, map_location=check_device(args.device))
     if (args.alpha is not None or args.alpha_sweep) and not module.has_dial:
         fail(f"--alpha needs a gated model; {args.ckpt} holds {type(module.model).__name__}")
     if position is not None:
@@ -222,7 +222,7 @@ def generate_main(argv: list[str] | None) -> list[str]:
     return outputs
 
 
-def alpha_sweep(module: LanguageModule, args: argparse.Namespace, prompts: list[str],
+def alpha_sweep(module: Decoding, args: argparse.Namespace, prompts: list[str],
                 alphas: list[Position]) -> list[str]:
     """--alpha_sweep: each prompt at every position in one batch, one forward pass per token
     (`succu.dial_streams`), with the lines and texts of one position after another: each
@@ -255,7 +255,7 @@ def alpha_sweep(module: LanguageModule, args: argparse.Namespace, prompts: list[
     return [text for lines in texts for text in lines]
 
 
-def key_rule(module: LanguageModule, args: argparse.Namespace, prompts: list[str]) -> list[str]:
+def key_rule(module: Decoding, args: argparse.Namespace, prompts: list[str]) -> list[str]:
     """Greedy answers stopped by the statistics rule, each printed with its search's cost."""
     outputs = []
     for shown, prompt in zip(args.prompt, prompts):

@@ -5,9 +5,10 @@ A run lives under its root (`trainer.default_root_dir: runs/<name>`): each fit c
 `version_N/checkpoints/` (SLURM's `hpc_ckpt_*.ckpt` in the root itself). A fit without loggers
 claims `<root>/checkpoints/` the same way when it is free, else a `version_N/checkpoints/` of its
 own (`claim_checkpoint_folder`): two such fits never write into one folder. And `--ckpt_path last` resumes from the newest `last*.ckpt` among the run's own
-checkpoint folders, never a file elsewhere under the root. Orphan temporary files of killed
-checkpoint writes are removed when the next fit starts, and a fit that fails before training a
-step removes the version folder and offline W&B run it made.
+checkpoint folders, never a file elsewhere under the root. Checkpoints are written atomically
+(`AtomicCheckpointIO`), and orphan temporary files of killed writes are removed when the next fit
+starts; a fit that fails before training a step removes the version folder and offline W&B
+run it made.
 
 A fit with a W&B logger records its run's id in its version folder (`version_N/wandb_id`); a fit
 resumed from a checkpoint of that folder (`version_N/checkpoints/*.ckpt`) passes the id to its
@@ -23,17 +24,41 @@ import re
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from succu.checkpoint_files import read_checkpoint
 from succu.io import atomic_write, remove_orphans
 
 LAST_PATTERNS = ("last*.ckpt", "hpc_ckpt_*.ckpt")
 WANDB_ID = "wandb_id"  # in a run's version folder: the id of the W&B run its fit logged to
 # What W&B accepts as a run id, and nothing that could be read as a path.
 WANDB_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write to a temporary file in the target folder, fsync, then rename over the target.
+
+    `os.replace` is atomic on POSIX, so a run killed at any instant leaves either the previous
+    complete file or the new complete file at `path`, never a truncated one (`succu.io.atomic_write`).
+    A killed write leaves `.<name>.<host>.<pid>.<random>.tmp`, which the next fit on the run folder
+    removes (`succu.fit`, `succu.io.remove_orphans`). Reading (Lightning's resume) is plain data
+    only, as in `read_checkpoint`.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        atomic_write(path, lambda f: torch.save(checkpoint, f))
+
+    def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None):
+        # `read_checkpoint` (onto the CPU, as Lightning's default map_location): a missing,
+        # damaged or foreign file is one CheckpointError naming it, where Lightning's own load
+        # fails with a bare RuntimeError, UnpicklingError or KeyError deep inside its resume.
+        return read_checkpoint(path)
 
 
 def checkpoint_folders(root: str | Path) -> list[tuple[Path, tuple[str, ...]]]:

@@ -1,6 +1,6 @@
 """How a next token is drawn from a model's logits: temperature, top-k, top-p (nucleus).
 
-Plain torch, shared by `LanguageModule`'s generation (`generate`, `steps`, `complete`, `stream`),
+Plain torch, shared by `succu.decoding.Decoding`'s generation (`generate`, `steps`, `complete`, `stream`),
 `python -m succu.generate`, the serve page and the callbacks that sample. Temperature applies
 first, then top-k, then top-p; top_p = 1 (or None) cuts nothing and draws exactly what sampling
 without it draws.

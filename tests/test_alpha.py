@@ -13,9 +13,9 @@ from datamodules.mixture import MixtureDataModule
 from datamodules.tokens import Tokens
 from datamodules.windows import Windows
 from succu import generate, sweep
-from succu.checkpoint_files import AtomicCheckpointIO
 from succu.dial import DialSampler
 from succu.modules.gated_gpt import GatedGPTModule
+from succu.runs import AtomicCheckpointIO
 from tests.ddp_probe import StopAt
 from tests.tiny import tiny_module
 

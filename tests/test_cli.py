@@ -8,7 +8,8 @@ import torch
 
 from succu import fit, generate
 from succu.checkpoint import load_module
-from succu.checkpoint_files import AtomicCheckpointIO, CheckpointError, read_checkpoint
+from succu.checkpoint_files import CheckpointError, read_checkpoint
+from succu.runs import AtomicCheckpointIO
 
 SUCCULM = str(Path(__file__).resolve().parents[1] / "configs" / "succulm.yaml")
 TINY = ["--model.init_args.model.profile", "tiny", "--data.init_args.batch_size", "8"]

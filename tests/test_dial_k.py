@@ -17,7 +17,6 @@ from datamodules.mixture import MixtureDataModule
 from datamodules.tokens import Tokens
 from datamodules.windows import DIAL_STREAM, Windows, window_seed
 from succu import generate, sweep
-from succu.checkpoint_files import AtomicCheckpointIO
 from succu.dial import (
     DialSampler,
     DirichletDialSampler,
@@ -35,6 +34,7 @@ from succu.nn.gates import (
     simplex_tent,
     tent,
 )
+from succu.runs import AtomicCheckpointIO
 from tests.ddp_probe import StopAt
 from tests.tiny import tiny_module
 

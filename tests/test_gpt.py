@@ -9,8 +9,8 @@ import lightning as L
 import pytest
 import torch
 
+from succu.checkpoint_files import CHECKPOINT_KEY
 from succu.models.gpt import GPT, GPTConfig
-from succu.modules.base import CHECKPOINT_KEY
 from succu.modules.gpt import GPTModule
 from tests.tiny import tiny_module
 

@@ -15,9 +15,8 @@ import torch
 
 from succu import evaluate, fit, generate
 from succu.checkpoint import load_datamodule, load_module
-from succu.checkpoint_files import AtomicCheckpointIO, CheckpointError, read_checkpoint
+from succu.checkpoint_files import CheckpointError, read_checkpoint, state_sha256
 from succu.checkpoint_sizes import check_data_settings
-from succu.modules.base import state_sha256
 from succu.modules.gated_gpt import GatedGPTModule
 from succu.modules.gpt import GPTModule
 from succu.modules.hypersurface import HypersurfaceModule
@@ -26,6 +25,7 @@ from succu.modules.noise_lm import NoiseLMModule
 from succu.modules.noise_transformer import NoiseTransformerModule
 from succu.modules.succulm import SuccuLMModule
 from succu.nn.tt import compress_linears
+from succu.runs import AtomicCheckpointIO
 from succu.tokenizers import CharTokenizer, WordTokenizer, split_words
 from tests.child import run_python
 from tests.refusals import refused

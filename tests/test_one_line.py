@@ -16,8 +16,8 @@ import torch
 
 from succu import fit, generate, runs
 from succu.checkpoint_files import read_checkpoint
+from succu.decoding import Decoding
 from succu.io import NoSpaceError, atomic_write, no_space
-from succu.modules.base import LanguageModule
 from succu.modules.gpt import GPTModule
 from succu.optim import warmup_cosine
 from succu.sampling import MIN_TEMPERATURE, check_temperature
@@ -273,7 +273,7 @@ def test_ctrl_c_in_generate_is_one_line_and_status_130(tmp_path, capsys, monkeyp
         yield "on"
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(LanguageModule, "stream", interrupted)
+    monkeypatch.setattr(Decoding, "stream", interrupted)
     with pytest.raises(SystemExit) as exc:
         generate.main(["--ckpt", ckpt, "--prompt", "the "])
     out, err = capsys.readouterr()

@@ -102,7 +102,7 @@ class KeyStub(GPTModule, KeyRuleStop):
 def test_stop_key_asks_for_the_capability_not_a_class(cls, monkeypatch, capsys):
     module = tiny_module(cls, vocab_size=12, block_size=8, n_layer=1, n_head=1, n_embd=8)
     module.tokenizer = WordTokenizer.from_words([f"w{i}" for i in range(8)])
-    monkeypatch.setattr(generate, "load_module", lambda *a, **k: module.eval())
+    monkeypatch.setattr(generate, "load_model", lambda *a, **k: module.eval())
     argv = ["--ckpt", "any.ckpt", "--prompt", "w3", "--stop", "key"]
     if cls is GPTModule:
         with pytest.raises(SystemExit) as exit_:

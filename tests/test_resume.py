@@ -178,8 +178,8 @@ def test_succulm_resumed_mid_epoch_matches_an_uninterrupted_run(tmp_path):
     import lightning as L
 
     from datamodules.succulent import SuccuPairsDataModule
-    from succu.checkpoint_files import AtomicCheckpointIO
     from succu.modules.succulm import SuccuLMModule
+    from succu.runs import AtomicCheckpointIO
     from tests.ddp_probe import StopAt
 
     def run(root, stop_at=None, ckpt_path=None):

@@ -16,7 +16,8 @@ import torch
 from datamodules.corpora import Sources
 from succu import export, fit, generate, runs, sweep
 from succu.checkpoint import load_datamodule, load_module
-from succu.checkpoint_files import AtomicCheckpointIO, CheckpointError
+from succu.checkpoint_files import CheckpointError
+from succu.runs import AtomicCheckpointIO
 from tests.paths import touch
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -27,10 +27,9 @@ from collections.abc import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
+from succu.contracts import IGNORE_INDEX
 from succu.models.hypersurface import HypersurfaceLM, Transform
 from succu.nn.utils import eval_mode
-
-IGNORE_INDEX = -100
 
 
 def cosine_matrix(rows: torch.Tensor) -> torch.Tensor:

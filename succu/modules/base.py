@@ -6,17 +6,17 @@ a plain torch module with the contract `forward(input_ids, *, kv_cache=None) -> 
 takes that config whole as its `model` argument (YAML: `model.init_args.model.n_layer`), so every
 hyperparameter of the network is declared once, in the dataclass, with its docstring. Everything
 else lives here once: the next-token loss and perplexity, AdamW with decay/no-decay groups and
-warmup-then-cosine, per-corpus validation losses, generation with the KV cache, and the tokenizer
-(and each corpus's text fingerprint) carried inside every checkpoint.
+warmup-then-cosine, per-corpus validation losses, and the tokenizer (and each corpus's text
+fingerprint) carried inside every checkpoint. Generation and held-out scoring are plain torch
+(`succu.decoding.Decoding`), shared with the checkpoints the commands load without Lightning.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import lightning as L
@@ -27,16 +27,13 @@ from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.utilities import GradClipAlgorithmType
 from torchmetrics.text import Perplexity
 
-from succu.contracts import DialModel, KVCacheModel, NamedCorpora, TextFingerprints
-from succu.dial_streams import Pieces
+from succu.checkpoint_files import CHECKPOINT_KEY, restore_layers, saved_tokenizer, succu_record
+from succu.contracts import IGNORE_INDEX, NamedCorpora, TextFingerprints
+from succu.decoding import Decoding
 from succu.loggers import logged_step
-from succu.nn.utils import eval_mode
 from succu.optim import AdamW, apply_settings, optimizer_settings, warmup_cosine
-from succu.sampling import check_sampling, sampling_probs
-from succu.tokenizers import Tokenizer, tokenizer_from_state
+from succu.tokenizers import Tokenizer
 
-IGNORE_INDEX = -100
-CHECKPOINT_KEY = "succu"
 TEST = "test"  # the key of the whole test split in `accumulate_loss`
 
 
@@ -48,38 +45,12 @@ def token_count(labels: torch.Tensor) -> float:
     return float((labels != IGNORE_INDEX).sum())
 
 
-def state_sha256(state: Mapping[str, Any]) -> str:
-    """The SHA-256 of a state dict: each entry's name, dtype, shape and bytes, in name order (a
-    nested dict, a layer's extra state, entry by entry; a value that is no tensor by its repr).
-    Every checkpoint records it (`on_save_checkpoint`), and reading one checks it, so a file whose
-    weights were damaged after it was written is refused instead of loaded."""
-    digest = hashlib.sha256()
-
-    def add(name: str, value: Any) -> None:
-        if isinstance(value, Mapping):
-            for key in sorted(value, key=str):
-                add(f"{name}/{key}", value[key])
-            return
-        digest.update(name.encode() + b"\0")
-        if isinstance(value, torch.Tensor):
-            t = value.detach().cpu().contiguous()
-            digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
-            if t.numel():
-                digest.update(t.reshape(-1).view(torch.uint8).numpy())
-        else:
-            digest.update(repr(value).encode())
-
-    for key in sorted(state, key=str):
-        add(str(key), state[key])
-    return digest.hexdigest()
-
-
 def perplexity(loss: float) -> float:
     """exp(loss): the perplexity of a mean per-token loss in nats (inf past float range)."""
     return math.exp(loss) if loss < 709.0 else math.inf
 
 
-class LanguageModule(L.LightningModule):
+class LanguageModule(Decoding, L.LightningModule):
     """Base of every succu LightningModule.
 
     Args:
@@ -138,11 +109,6 @@ class LanguageModule(L.LightningModule):
         self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
         self.corpus_names: list[str] = []
         self.model: torch.nn.Module
-
-    @property
-    def has_dial(self) -> bool:
-        """Whether the model declares a dial (GatedGPT): generation and sweeps take `alpha`."""
-        return isinstance(self.model, DialModel)
 
     def corpus_name(self, index: int) -> str:
         return self.corpus_names[index] if index < len(self.corpus_names) else f"corpus{index}"
@@ -221,12 +187,6 @@ class LanguageModule(L.LightningModule):
         from the same number."""
         self.log(f"{split}/loss", loss, **kwargs)
         self.log(f"{split}/ppl", perplexity(loss))
-
-    def eval_kwargs(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """Forward arguments that score a held-out batch: none here; a dial module scores each
-        corpus at its own end of the dial (GatedGPTModule). Test batches hold one corpus each,
-        like validation's."""
-        return {}
 
     # ---- per-corpus validation losses ---------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
@@ -323,31 +283,16 @@ class LanguageModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         cls = type(self)
-        checkpoint[CHECKPOINT_KEY] = {
-            "module": f"{cls.__module__}.{cls.__qualname__}",
-            "tokenizer": None if self.tokenizer is None else self.tokenizer.state_dict(),
-            # The weights' checksum (`state_sha256`): the state dict only, not the optimizer's.
-            "sha256": state_sha256(checkpoint["state_dict"]),
-        }
+        checkpoint[CHECKPOINT_KEY] = succu_record(f"{cls.__module__}.{cls.__qualname__}", self,
+                                                  self.tokenizer, checkpoint["state_dict"])
         # Each corpus's name and text fingerprint (no path): tools refuse to score another text.
         datamodule = self._trainer.datamodule if self._trainer is not None else None
         if isinstance(datamodule, TextFingerprints):
             checkpoint[CHECKPOINT_KEY]["corpora"] = [text.record() for text in datamodule.corpus_texts()]
-        # Layers swapped after construction (TTLinear) are not in the hyperparameters; record them
-        # so loading can rebuild the same structure before the state dict arrives. A TTLinear can
-        # only exist once succu.nn.tt is imported, so a run without one never imports tensorly.
-        if "succu.nn.tt" not in sys.modules:
-            return
-        from succu.nn.tt import tt_structure
-
-        structure = tt_structure(self)
-        if structure:
-            checkpoint[CHECKPOINT_KEY]["tt_layers"] = structure
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get(CHECKPOINT_KEY, {}).get("tokenizer")
-        if state is not None:
-            saved = tokenizer_from_state(state)
+        saved = saved_tokenizer(checkpoint)
+        if saved is not None:
             # Under a Trainer the data's tokenizer is already set (setup runs first): weights read
             # through another vocabulary give plausible but meaningless numbers, so refuse.
             if self.tokenizer is not None and self.tokenizer != saved:
@@ -357,170 +302,5 @@ class LanguageModule(L.LightningModule):
                     "score other text use `python -m succu.evaluate --ckpt CKPT --text FILE`"
                 )
             self.tokenizer = saved
-        structure = checkpoint.get(CHECKPOINT_KEY, {}).get("tt_layers")
-        if structure:
-            from succu.nn.tt import apply_tt_structure
-
-            # Both load_module and Lightning's resume call this hook before load_state_dict.
-            apply_tt_structure(self, structure)
-
-    # ---- generation --------------------------------------------------------------------------
-    def prompt_ids(self, text: str) -> list[int]:
-        """`<BOS>` (when the tokenizer has one) followed by the encoded prompt."""
-        if self.tokenizer is None:
-            raise RuntimeError("this module has no tokenizer; fit it or load it from a checkpoint")
-        bos = self.tokenizer.bos_id
-        return ([] if bos is None else [bos]) + self.tokenizer.encode(text)
-
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        max_new_tokens: int,
-        *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        greedy: bool = False,
-        eos_id: int | None = None,
-        use_cache: bool = True,
-        generator: torch.Generator | None = None,
-        **model_kwargs: Any,
-    ) -> torch.Tensor:
-        """Continue each row of `input_ids` (B, T); returns (B, T + n) with n <= max_new_tokens.
-
-        Rows that emit `eos_id` are padded with it afterwards; generation stops when every row has.
-        With the KV cache each step feeds one token; past the model's block_size the context window
-        slides (the last block_size tokens), exactly as full recomputation does. A model with a
-        dial runs at `alpha=` (default: the middle of the dial, `dial_kwargs`). Sampling divides
-        the logits by `temperature`, keeps the `top_k` most likely tokens, then the nucleus of
-        `top_p` (`sampling_probs`); `greedy` takes the argmax instead.
-        """
-        steps = self.steps(input_ids, max_new_tokens, temperature=temperature, top_k=top_k,
-                           top_p=top_p, greedy=greedy, eos_id=eos_id, use_cache=use_cache, generator=generator,
-                           **model_kwargs)
-        return torch.cat([input_ids, *(nxt[:, None] for nxt in steps)], dim=1)
-
-    def dial_kwargs(self, model_kwargs: dict[str, Any]) -> dict[str, Any]:
-        """`model_kwargs` with the default dial position filled in: as given here; a dial module
-        fills in the middle of its dial (GatedGPTModule)."""
-        return model_kwargs
-
-    def steps(self, input_ids: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
-              top_k: int | None = None, top_p: float | None = None, greedy: bool = False,
-              eos_id: int | None = None, use_cache: bool = True,
-              generator: torch.Generator | None = None, **model_kwargs: Any):
-        """An iterator over the next token of every row, (B,), one step at a time (what `generate`
-        collects and `stream` prints as it comes). Settings are checked now, not at the first step.
-        `generator` may be a list, one per equal group of rows (`pick`).
-        """
-        check_sampling(temperature, top_k, max_new_tokens, top_p)
-        return self._steps(input_ids, max_new_tokens, temperature, top_k, top_p, greedy, eos_id,
-                           use_cache, generator, self.dial_kwargs(model_kwargs))
-
-    def _steps(self, input_ids, max_new_tokens, temperature, top_k, top_p, greedy, eos_id,
-               use_cache, generator, model_kwargs):
-        block = self.model.cfg.block_size
-        cached = use_cache and isinstance(self.model, KVCacheModel)
-        kv = {}  # a model without a cache takes no kv_cache argument at all
-        seq, cache, fresh = input_ids, None, input_ids
-        done = torch.zeros(input_ids.size(0), dtype=torch.bool, device=input_ids.device)
-        for _ in range(max_new_tokens):
-            if not cached or cache is None or len(cache) + fresh.size(1) > block:
-                # Full (re)computation over the last block_size tokens; with a cache this happens
-                # once at the start and then only when the window has to slide.
-                fresh = seq[:, -block:]
-                cache = self.model.new_kv_cache() if cached else None
-                kv = {"kv_cache": cache} if cached else {}
-            nxt = self.next_token(fresh, model_kwargs, temperature, top_k, greedy, generator, kv,
-                                  top_p=top_p)
-            if eos_id is not None:
-                nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
-                done |= nxt == eos_id
-            seq = torch.cat([seq, nxt[:, None]], dim=1)
-            fresh = nxt[:, None]
-            yield nxt
-            if eos_id is not None and bool(done.all()):
-                break
-
-    def next_token(self, fresh, model_kwargs, temperature, top_k, greedy, generator, kv, top_p=None):
-        """The next token of every row (B,) from the tokens the model has not seen yet (`fresh`:
-        the whole window, or one token with a KV cache). A model with its own decoding rule
-        overrides this (NoiseLM's hard snap)."""
-        # Modes are set per step, not held across a yield: the caller's code runs in between.
-        with torch.no_grad(), eval_mode(self.model):
-            logits = self.model(fresh, **kv, **model_kwargs)[:, -1, :].float()
-        return self.pick(logits, temperature, top_k, greedy, generator, top_p=top_p)
-
-    @staticmethod
-    def pick(
-        logits: torch.Tensor,
-        temperature: float,
-        top_k: int | None,
-        greedy: bool,
-        generator: torch.Generator | None,
-        top_p: float | None = None,
-    ) -> torch.Tensor:
-        """The next token of every row of `logits` (B, V): the argmax with `greedy`, else one draw
-        from `sampling_probs`. A list of G generators splits the rows into G equal groups in
-        order, each drawn from its own generator as that group alone would be (several dial
-        positions in one batch: `succu.dial_streams`)."""
-        if greedy:
-            return logits.argmax(dim=-1)
-        if isinstance(generator, list):
-            groups = logits.split(logits.size(0) // len(generator))
-            return torch.cat([LanguageModule.pick(rows, temperature, top_k, False, g, top_p)
-                              for rows, g in zip(groups, generator, strict=True)])
-        probs = sampling_probs(logits, temperature, top_k, top_p)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
-
-    def complete(self, prompts: list[str], max_new_tokens: int | None = None, **kwargs: Any) -> list[str]:
-        """Decode continuations of text prompts; prompts of equal length are batched together."""
-        tok = self.tokenizer
-        encoded = [self.prompt_ids(p) for p in prompts]
-        out: list[str] = [""] * len(prompts)
-        by_len: dict[int, list[int]] = {}
-        for i, ids in enumerate(encoded):
-            by_len.setdefault(len(ids), []).append(i)
-        for length, rows in by_len.items():
-            batch = torch.tensor([encoded[i] for i in rows], device=self.device)
-            seq = self.generate(batch, self.budget(length, max_new_tokens), eos_id=tok.eos_id, **kwargs)
-            for row, i in zip(seq[:, length:].tolist(), rows):
-                out[i] = tok.decode(self.strip_special(row))
-        return out
-
-    def budget(self, prompt_length: int, max_new_tokens: int | None) -> int:
-        """New tokens to generate: as asked, else up to the model's block_size."""
-        if max_new_tokens is not None:
-            return max_new_tokens
-        return max(0, self.model.cfg.block_size - prompt_length)
-
-    def stream(self, prompt: str, max_new_tokens: int | None = None, **kwargs: Any) -> Iterator[str]:
-        """Continue one text prompt, yielding the text as it is generated (joined, it is what
-        `complete` returns for the same sampling generator): up to the first EOS, padding dropped.
-
-        Each new piece is decoded after a few already shown tokens and only the difference is
-        yielded, so word spacing and punctuation come out right; a byte-level BPE token that ends
-        inside a character waits for the rest of it.
-        """
-        tok = self.tokenizer
-        ids = self.prompt_ids(prompt)
-        seq = torch.tensor([ids], device=self.device)
-        pieces = Pieces(tok)
-        for nxt in self.steps(seq, self.budget(len(ids), max_new_tokens), eos_id=tok.eos_id, **kwargs):
-            token = int(nxt[0])
-            if token == tok.eos_id:
-                break
-            piece = pieces.add(token)
-            if piece is not None:
-                yield piece
-        rest = pieces.flush()
-        if rest is not None:
-            yield rest
-
-    def strip_special(self, ids: list[int]) -> list[int]:
-        """Cut at the first EOS and drop padding; other specials stay visible (the sophia trap)."""
-        tok = self.tokenizer
-        if tok.eos_id is not None and tok.eos_id in ids:
-            ids = ids[: ids.index(tok.eos_id)]
-        return [i for i in ids if i != tok.pad_id]
+        # Both load_module and Lightning's resume call this hook before load_state_dict.
+        restore_layers(self, checkpoint)

@@ -57,19 +57,6 @@ class GatedGPTModule(LanguageModule):
         """Where corpus k is scored: alpha = k for two sources, the corner e_k for K."""
         return dial.own_end(corpus, self.n_sources)
 
-    def centre(self) -> Position:
-        """The middle of the dial, where generation runs when no alpha is given."""
-        return dial.centre(self.n_sources)
-
-    def dial_kwargs(self, model_kwargs: dict[str, Any]) -> dict[str, Any]:
-        if model_kwargs.get("alpha") is None:
-            return {**model_kwargs, "alpha": self.centre()}
-        return model_kwargs
-
-    def eval_kwargs(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        corpus = int(batch["source"][0]) if "source" in batch else 0
-        return {"alpha": self.own_end(corpus)}
-
     def model_kwargs(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         if "alpha" not in batch:
             raise RuntimeError(

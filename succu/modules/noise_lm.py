@@ -1,6 +1,6 @@
-"""The noise-embedding LMs in Lightning: NLL plus two auxiliary losses, decoding stopped by the
-statistics rule (beam, minimax or alpha-beta stub search), and gradient clipping that leaves the
-detached stop head out of the LM's norm. NoiseLMModule is the write-up's model
+"""The noise-embedding LMs in Lightning: NLL plus two auxiliary losses, and gradient clipping that
+leaves the detached stop head out of the LM's norm; decoding stopped by the statistics rule (beam,
+minimax or alpha-beta stub search) is plain torch (`succu.decoding.KeyRuleDecoding`). NoiseLMModule is the write-up's model
 (succu/models/noise_lm.py: no neural encoder); NoiseTransformerModule
 (succu/modules/noise_transformer.py) its transformer-encoder variant."""
 
@@ -11,21 +11,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from succu.contracts import KeyRuleStop
+from succu.decoding import STOP_TOL, KeyRuleDecoding, SnapGreedy
 from succu.models.noise_lm import NoiseLM, NoiseLMConfig
 from succu.modules.base import IGNORE_INDEX, LanguageModule
-from succu.nn.noise import (
-    SEARCHES,
-    NoiseLMOutput,
-    SearchResult,
-    calibrate_tolerance,
-    running_mean_var,
-    stop_mismatch,
-    stub_search,
-    suffix_code_stats,
-    tree_search,
-)
-from succu.nn.utils import eval_mode
+from succu.nn.noise import NoiseLMOutput, stop_mismatch, suffix_code_stats
 
 # Parameters that are not weights of a map: decaying them would pull codes, noise offsets, the
 # transition logits (towards uniform) and sigma towards zero, which is not regularisation.
@@ -35,7 +24,7 @@ NO_DECAY = (
 )
 
 
-class NoiseModule(LanguageModule, KeyRuleStop):
+class NoiseModule(KeyRuleDecoding, LanguageModule):
     """What both noise-embedding LMs share (a subclass names `config_class` and `network_class`).
 
     Args:
@@ -53,7 +42,7 @@ class NoiseModule(LanguageModule, KeyRuleStop):
         model: Any,
         dist_loss_weight: float = 0.0,
         stop_loss_weight: float = 1.0,
-        stop_tol: float = 1e-3,
+        stop_tol: float = STOP_TOL,
         stop_weight: float | None = None,
         **kwargs: Any,
     ):
@@ -128,118 +117,8 @@ class NoiseModule(LanguageModule, KeyRuleStop):
             {"params": [p for _, p in named if id(p) not in ids], "weight_decay": 0.0},
         ]
 
-    # ---- decoding with a stop rule ------------------------------------------------------------
-    def next_log_probs(self, rows: torch.Tensor) -> torch.Tensor:
-        """(n, L) ids -> (n, V) log p of the next token (the last block_size tokens are read)."""
-        return self.model(rows[:, -self.model.cfg.block_size :])[:, -1]
 
-    def _tokenizer(self):
-        if self.tokenizer is None:
-            raise RuntimeError("this module has no tokenizer; fit it or load it from a checkpoint")
-        return self.tokenizer
-
-    @torch.no_grad()
-    def answer_ids(
-        self,
-        prompts: list[str],
-        rule: str = "eos",
-        beams: int = 1,
-        max_new_tokens: int | None = None,
-        search: str = "beam",
-        budget: int = 200,
-    ) -> list[list[int]]:
-        """Greedy answers as id lists (no specials), stopped by EOS (`rule="eos"`) or by the key
-        rule (`rule="key"`: EOS banned; `search` "beam" keeps `beams` stubs, "minimax" and
-        "alphabeta" search `beams` children per stub depth first within `budget` expansions)."""
-        if rule not in ("eos", "key"):
-            raise ValueError(f"rule must be 'eos' or 'key', got {rule!r}")
-        if search not in SEARCHES:
-            raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
-        with eval_mode(self.model):
-            encoded = [self.prompt_ids(p) for p in prompts]
-            lengths = [
-                max_new_tokens or max(1, self.model.cfg.block_size - len(ids)) for ids in encoded
-            ]
-            if rule == "eos":
-                return self._eos_answers(encoded, lengths)
-            return [
-                self.key_search(ids, n, beams, search, budget)[0].tokens
-                for ids, n in zip(encoded, lengths)
-            ]
-
-    def _eos_answers(self, encoded: list[list[int]], budget: list[int]) -> list[list[int]]:
-        """Greedy until EOS, prompts of one length batched (as `complete` does)."""
-        eos = self._tokenizer().eos_id
-        out: list[list[int]] = [[] for _ in encoded]
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, ids in enumerate(encoded):
-            groups.setdefault((len(ids), budget[i]), []).append(i)
-        for (length, steps), rows in groups.items():
-            batch = torch.tensor([encoded[i] for i in rows], device=self.device)
-            seq = self.generate(batch, steps, greedy=True, eos_id=eos)
-            for row, i in zip(seq[:, length:].tolist(), rows):
-                out[i] = self.strip_special(row)
-        return out
-
-    def key_search(
-        self, prompt: list[int], max_new_tokens: int, beams: int = 1, search: str = "beam",
-        budget: int = 200,
-    ) -> tuple[SearchResult, int]:
-        """The statistics stop rule on one prompt, EOS and the other specials banned; returns the
-        result and the number of next-token evaluations it took."""
-        tok = self._tokenizer()
-        ids = torch.tensor([prompt], device=self.device)
-        mean_hat, var_hat = (
-            t[0] for t in self.model.stop_target(ids[:, -self.model.cfg.block_size :])
-        )
-        weight = (
-            self.stop_weight if self.stop_weight is not None else 1.0 / max(self.stop_tol, 1e-12)
-        )
-        common = dict(max_new_tokens=max_new_tokens, tol=self.stop_tol, weight=weight,
-                      banned=tok.special_ids)
-        codes = self.model.codes.detach()
-        rows = 0  # next-token evaluations, counted the same way for every search
-
-        def counted(ids: torch.Tensor) -> torch.Tensor:
-            nonlocal rows
-            rows += ids.size(0)
-            return self.next_log_probs(ids)
-
-        if search == "beam":
-            result = stub_search(counted, prompt, codes, mean_hat, var_hat, beams=beams, **common)
-        else:
-            result, _ = tree_search(counted, prompt, codes, mean_hat, var_hat,
-                                    prune=search == "alphabeta", branch=beams, budget=budget,
-                                    **common)
-        return result, rows
-
-    @torch.no_grad()
-    def stop_profile(self, pairs: list[tuple[str, str]]) -> tuple[list[float], list[float]]:
-        """Teacher-forced mismatch of each (prompt, answer): D at the answer's true length, and the
-        smallest D at any shorter length (inf for one-token answers)."""
-        tok = self._tokenizer()
-        codes = self.model.codes.detach()
-        end, before = [], []
-        with eval_mode(self.model):
-            for prompt, answer in pairs:
-                ids = torch.tensor([self.prompt_ids(prompt)], device=self.device)
-                mean_hat, var_hat = self.model.stop_target(ids[:, -self.model.cfg.block_size :])
-                c = codes[torch.tensor(tok.encode(answer), device=self.device)]  # (m, d)
-                # Moments of the answer's first 1..m codes: one sequence of running statistics.
-                mean, var = (t[0] for t in running_mean_var(c[None]))
-                D = stop_mismatch(mean, var, mean_hat, var_hat).tolist()
-                end.append(D[-1])
-                before.append(min(D[:-1], default=float("inf")))
-        return end, before
-
-    def calibrate_stop(self, pairs: list[tuple[str, str]]) -> float:
-        """Set `stop_tol` to the tolerance that stops most `pairs` exactly (teacher-forced)."""
-        self.stop_tol = calibrate_tolerance(*self.stop_profile(pairs))
-        self.hparams["stop_tol"] = self.stop_tol
-        return self.stop_tol
-
-
-class NoiseLMModule(NoiseModule):
+class NoiseLMModule(SnapGreedy, NoiseModule):
     """The write-up's NoiseLM (no neural encoder): fixed codes, per-token and state noise
     embeddings, mean hierarchies, the node with B and C, the snap. Greedy decoding is the post's
     rule: the most probable candidate snapped to the nearest code (`NoiseLM.snap_decode`); sampling
@@ -254,10 +133,3 @@ class NoiseLMModule(NoiseModule):
 
     def __init__(self, model: NoiseLMConfig = NoiseLMConfig(), **kwargs: Any):  # noqa: B008
         super().__init__(model, **kwargs)
-
-    def next_token(self, window, model_kwargs, temperature, top_k, greedy, generator, kv, top_p=None):
-        if greedy:  # the hard snap, not the argmax of the relaxed mixture
-            with torch.no_grad(), eval_mode(self.model):
-                return self.model.snap_decode(window)
-        return super().next_token(window, model_kwargs, temperature, top_k, greedy, generator, kv,
-                                  top_p=top_p)

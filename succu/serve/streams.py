@@ -1,7 +1,7 @@
 """What the page serves, without the web: a loaded checkpoint, checked requests, stream workers.
 
-A `Served` model is loaded once through the project's safe loader (`succu.checkpoint.load_module`:
-plain data, allow-listed classes) and shared read-only by every stream. A request (`parse`) is
+A `Served` model is loaded once through the project's safe loader (`succu.inference.load_model`:
+plain data, allow-listed classes, no Lightning) and shared read-only by every stream. A request (`parse`) is
 checked before anything runs; each bad value is one ValueError naming it and what is allowed. A
 `TokenStream` generates one continuation on its own thread with its own sampling generator, KV
 cache and stop flag, so streams never share state: several tabs run side by side, and a stream
@@ -23,13 +23,12 @@ from typing import Any
 
 import torch
 
-from succu.checkpoint import load_module
 from succu.checkpoint_files import read_checkpoint
 from succu.contracts import DialModel, KVCacheModel
 from succu.dial import Position, parse_position, position_for, position_label
 from succu.dial_streams import stream_positions
 from succu.generate import unknown_summary
-from succu.modules.base import LanguageModule
+from succu.inference import InferenceLM, load_model
 from succu.sampling import check_temperature
 
 # New tokens per stream at most. Lower than `succu.generate`'s cap: each stream holds a worker
@@ -72,7 +71,7 @@ class Served:
     """A checkpoint loaded for serving: its module in eval mode, what the page needs to draw
     itself (`info`), request checks (`parse`) and the count of running streams."""
 
-    def __init__(self, module: LanguageModule, name: str, corpora: list[str]):
+    def __init__(self, module: InferenceLM, name: str, corpora: list[str]):
         self.module = module.eval()
         self.name = name
         self.corpora = corpora
@@ -85,7 +84,7 @@ class Served:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> Served:
-        module = load_module(path, map_location=device)
+        module = load_model(path, map_location=device)
         k = module.model.n_sources if isinstance(module.model, DialModel) else 0
         return cls(module, Path(path).name, corpora_of(path, k) if k else [])
 
