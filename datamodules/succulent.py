@@ -66,19 +66,36 @@ def encode_pair(tokenizer: WordTokenizer, s1: str, s2: str) -> list[int]:
     return [tokenizer.bos_id, *tokenizer.encode(s1 + " " + s2), tokenizer.eos_id]
 
 
-class PairDataset(Dataset):
-    """Pairs as (input, label) id lists shifted by one, as the reference's SentencePairDataset."""
+QA_LOSSES = ("sequence", "answer")
 
-    def __init__(self, pairs: Sequence[Pair], tokenizer: WordTokenizer):
+
+def pair_labels(tokenizer: WordTokenizer, s1: str, ids: list[int], answer_only: bool) -> list[int]:
+    """The labels of `ids` (`encode_pair` of s1 and s2): the next token everywhere, or with
+    `answer_only` only where it is s2's or `<EOS>` (-100, no loss, where it is s1's)."""
+    labels = ids[1:]
+    if answer_only:
+        n1 = len(tokenizer.encode(s1))
+        labels = [-100] * n1 + labels[n1:]
+    return labels
+
+
+class PairDataset(Dataset):
+    """Pairs as (input, label) id lists shifted by one, as the reference's SentencePairDataset;
+    the pairs whose s1 is in `answer_only` carry loss on s2 and `<EOS>` only (`pair_labels`)."""
+
+    def __init__(self, pairs: Sequence[Pair], tokenizer: WordTokenizer,
+                 answer_only: frozenset[str] = frozenset()):
         self.pairs = list(pairs)
-        self.ids = [encode_pair(tokenizer, s1, s2) for s1, s2 in self.pairs]
+        ids = [encode_pair(tokenizer, s1, s2) for s1, s2 in self.pairs]
+        self.rows = [(i[:-1], pair_labels(tokenizer, s1, i, s1 in answer_only))
+                     for i, (s1, _) in zip(ids, self.pairs)]
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.rows)
 
     def __getitem__(self, idx: int) -> dict[str, list[int]]:
-        ids = self.ids[idx]
-        return {"input_ids": ids[:-1], "labels": ids[1:]}
+        inputs, labels = self.rows[idx]
+        return {"input_ids": inputs, "labels": labels}
 
 
 class ResumableShuffle(DistributedSampler):
@@ -135,7 +152,7 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
 
     Each pair becomes `<BOS> s1 s2 <EOS>`; a batch is `{"input_ids", "labels"}` padded to its
     longest row, labels -100 on padding. Training: the training QA and the training normal pairs.
-    Validation: the held-out normal pairs and the held-out QA. Test (generated world only): the
+    Validation: the held-out normal pairs, the development QA ("garden") and the held-out QA. Test (generated world only): the
     normal pairs the seed left out of the world, seen by neither, and the held-out QA instead of
     validation when `heldout_qa_split="test"` (a study that picks settings on validation then
     reports QA on text it never chose by); the reference's files hold no test split, so `test`
@@ -155,10 +172,14 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
         hidden_words: Words that get a vocabulary id (an embedding row) but never occur in
             training or validation text, for the sophia trap. None: `sophia` in the standard
             world, none in "with_sophia" (where she is a character).
-        world: Which generated world: "standard" (ruby and winy; `sophia` hidden) or
+        world: Which generated world: "standard" (ruby and winy; `sophia` hidden),
             "with_sophia" (the same world plus sophia, a third plant with her own facts,
             sentences and questions: the first stage that prepares embeddings for the
-            standard world). Both have the same vocabulary. Ignored with `data_dir`.
+            standard world; both have the same vocabulary) or "garden" (the standard world's
+            stories, with ruby and winy asked about among six more plants whose facts overlap
+            theirs: every held-out question answerable from what training teaches, yes and no
+            equally common, and a development split, `dev_qa`, to choose checkpoints by;
+            docs/data.md). Ignored with `data_dir`.
         qa_phrasings: Which question templates the generated world asks: "base" (the default:
             each relation's own wh- and yes/no templates, the world the studies use) or
             "extended" (also a "tell me ..." wh-question per relation and "do you think
@@ -167,6 +188,10 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
             grammar, as `world` does.
         heldout_qa_split: Where the held-out QA is scored: "val" (with the held-out normal pairs)
             or "test" (with the left-out normal pairs; generated world only).
+        qa_loss: What a question/answer pair is trained on: "sequence" (the article's: every
+            token of `<BOS> question answer <EOS>`) or "answer" (only the answer's tokens and
+            `<EOS>`: the model is taught to answer, not to ask). Normal pairs always train on
+            their whole sequence; validation scores each pair as training does.
         num_workers: DataLoader worker processes.
     """
 
@@ -182,6 +207,7 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
         num_workers: int = 0,
         world: str = "standard",
         qa_phrasings: str = "base",
+        qa_loss: str = "sequence",
     ):
         super().__init__()
         # block_size is logged by the model, which receives the derived value through the CLI link;
@@ -195,6 +221,9 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
         self.names = world_names(world)  # checks `world`
         self.world = world
         self.qa_phrasings = check_qa_phrasings(qa_phrasings)
+        if qa_loss not in QA_LOSSES:
+            raise ValueError(f"qa_loss must be one of {list(QA_LOSSES)}, got {qa_loss!r}")
+        self.qa_loss = qa_loss
         self.data_dir, self.seed, self.batch_size = data_dir, seed, batch_size
         self.num_workers = num_workers
         if hidden_words is None:
@@ -204,7 +233,7 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
         # Built here, not in setup(): the CLI links vocab_size/block_size into the model at
         # instantiation, and building is cheap and deterministic.
         self.embeddings: dict[str, list[float]] | None = None
-        normal, self.train_qa, self.heldout_qa = self._load_pairs()
+        normal, self.train_qa, self.dev_qa, self.heldout_qa = self._load_pairs()
         self.normal_pairs = normal
         self.train_normal, self.val_normal = split_normal_pairs(
             normal, val_fraction, seed, keep_in_train=KEEP_IN_TRAIN
@@ -223,13 +252,14 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
 
     @property
     def val_pairs(self) -> list[Pair]:
-        return self.val_normal + (self.heldout_qa if self.heldout_qa_split == "val" else [])
+        return self.val_normal + self.dev_qa + (self.heldout_qa if self.heldout_qa_split == "val" else [])
 
-    def _load_pairs(self) -> tuple[list[Pair], list[Pair], list[Pair]]:
-        """(normal pairs, training QA, held-out QA) from `data_dir`, or from the generator."""
+    def _load_pairs(self) -> tuple[list[Pair], list[Pair], list[Pair], list[Pair]]:
+        """(normal pairs, training QA, development QA, held-out QA) from `data_dir` (no
+        development QA), or from the generator."""
         if self.data_dir is None:
             world = generate_world(self.seed, self.world, self.qa_phrasings)
-            return world.normal_pairs, world.train_qa, world.heldout_qa
+            return world.normal_pairs, world.train_qa, world.dev_qa, world.heldout_qa
         root = Path(self.data_dir)
         if not root.is_dir():
             raise FileNotFoundError(
@@ -244,13 +274,13 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
         )
         if (root / EMBEDDINGS_FILE).exists():
             self.embeddings = read_embeddings_json(root / EMBEDDINGS_FILE)
-        return normal, qa, heldout
+        return normal, qa, [], heldout
 
     def _build_tokenizer(self) -> WordTokenizer:
         """The reference's make_word2id over the embeddings' keys, or over every word we have."""
         words = {
             w
-            for s1, s2 in self.normal_pairs + self.train_qa + self.heldout_qa
+            for s1, s2 in self.normal_pairs + self.train_qa + self.dev_qa + self.heldout_qa
             for w in split_words(s1 + " " + s2)
         }
         leaked = sorted(words & set(self.hidden_words))
@@ -275,7 +305,7 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
     def _check_block_size(self, block_size: int | None) -> int:
         needed = max(
             len(encode_pair(self.tokenizer, s1, s2)) - 1
-            for s1, s2 in self.train_pairs + self.val_normal + self.heldout_qa  # either split
+            for s1, s2 in self.train_pairs + self.val_normal + self.dev_qa + self.heldout_qa
         )
         if block_size is None:
             return needed
@@ -321,15 +351,20 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
             pin_memory=pin_memory(self.trainer),
         )
 
+    def dataset(self, pairs: Sequence[Pair]) -> PairDataset:
+        """`pairs` as a dataset, its QA pairs trained as `qa_loss` says."""
+        questions = self.train_qa + self.dev_qa + self.heldout_qa if self.qa_loss == "answer" else []
+        return PairDataset(pairs, self.tokenizer, frozenset(q for q, _ in questions))
+
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
-        dataset = PairDataset(self.train_pairs, self.tokenizer)
+        dataset = self.dataset(self.train_pairs)
         sampler = ResumableShuffle(dataset, self.batch_size, self.seed, self.train_cursor, world, rank)
         return self._loader(dataset, sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(PairDataset(self.val_pairs, self.tokenizer))
+        return self._loader(self.dataset(self.val_pairs))
 
     @property
     def test_pairs(self) -> list[Pair]:
@@ -347,4 +382,4 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
         return fits + (self.heldout_qa if self.heldout_qa_split == "test" else [])
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(PairDataset(self.test_pairs, self.tokenizer))
+        return self._loader(self.dataset(self.test_pairs))

@@ -21,6 +21,7 @@ from datamodules.succulent_tables import (
 from datamodules.succulent_world import (
     normal_candidates,
     relation_items,
+    story_names,
     world_names,
     world_relations,
 )
@@ -50,7 +51,7 @@ def word_classes(names: Iterable[str]) -> dict[str, str]:
 def world_sentences(world: str, qa_phrasings: str = "base") -> tuple[tuple[str, ...], ...]:
     """Every sentence the templates of `world` make (its questions in `qa_phrasings`), as word
     tuples, without repeats."""
-    names = world_names(world)
+    names = story_names(world)
     texts = [s for pair in normal_candidates(names) for s in pair]
     texts += [s for pair in FIXED_NORMAL + FIXED_QA for s in pair] + list(PROBE_PROMPTS)
     if SOPHIA in names:

@@ -20,6 +20,14 @@
   plant (SOPHIA_FACTS, her own sentences by the same templates, every question about her in
   training). Her facts use only words the standard world says, so both worlds have one vocabulary;
   in the standard world `sophia` is a hidden word.
+* world "garden" (`make fit`'s): the standard world's stories, with ruby and winy asked about among
+  six more plants whose facts overlap theirs (GARDEN_FACTS), so that every held-out question is
+  answerable from what training teaches (`split_garden`): each yes/no template is asked once with
+  the true value ("yes") and once with a false one ("no") per entity, so "yes" and "no" are as
+  common; a question is held out only while its template is still asked of two other entities in
+  training, at least half its fact's questions stay in training (its statement is taught), and, for
+  a yes/no question, its value is answered both "yes" and "no" in training. A development split,
+  drawn by the same rule, chooses checkpoints without touching the held-out questions.
 
 The reference's probe sentences are training pairs; its "unseen" probes stay out of training.
 Plain Python: the DataModule (`datamodules.succulent`) tokenises and batches what this makes.
@@ -39,6 +47,9 @@ from datamodules.succulent_tables import (
     FIXED_NORMAL,
     FIXED_QA,
     FRIEND_ACTS,
+    GARDEN,
+    GARDEN_FACTS,
+    GARDEN_WH,
     MOODS,
     NAMES,
     NEEDS,
@@ -75,6 +86,9 @@ FORCED_TRAIN_QUESTIONS = frozenset(
 )
 # The reference's unseen probe, asked about a fact that training states through other templates.
 FORCED_HELDOUT_QUESTIONS = frozenset({"does ruby know three winters?"})
+# World "garden" asks "who is {e}?" of every plant: the reference's unseen probe stays held out.
+GARDEN_HELDOUT_QUESTIONS = FORCED_HELDOUT_QUESTIONS | {"who is winy?"}
+GARDEN_DEV_RATE = 0.1  # share of each relation's cells in the garden's development split
 # Normal pairs whose s1 never goes to validation: the probes and the sentences stating the world
 # (they hold words like "friends" that nothing else says, which must stay training targets).
 KEEP_IN_TRAIN = frozenset(PROBE_PROMPTS_TRAINING) | {s1 for s1, _ in FIXED_NORMAL}
@@ -102,7 +116,8 @@ class SuccuWorld:
     train_qa_items: list[QAItem]
     heldout_qa_items: list[QAItem]
     fixed_qa: list[Pair] = field(default_factory=lambda: list(FIXED_QA))
-    names: tuple[str, ...] = NAMES  # the plants of this world (sophia in "with_sophia")
+    names: tuple[str, ...] = NAMES  # the plants whose stories it tells (sophia in "with_sophia")
+    dev_qa_items: list[QAItem] = field(default_factory=list)  # "garden": chooses checkpoints
 
     @property
     def train_qa(self) -> list[Pair]:
@@ -111,6 +126,10 @@ class SuccuWorld:
     @property
     def heldout_qa(self) -> list[Pair]:
         return [(q.question, q.answer) for q in self.heldout_qa_items]
+
+    @property
+    def dev_qa(self) -> list[Pair]:
+        return [(q.question, q.answer) for q in self.dev_qa_items]
 
 
 # ----------------------------------------------------------------------------- normal pairs
@@ -194,10 +213,15 @@ def normal_candidates(names: Sequence[str] = NAMES) -> list[Pair]:
 
 
 def world_names(world: str) -> tuple[str, ...]:
-    """The plants of a world: ruby and winy, and sophia in "with_sophia"."""
+    """The plants of a world: ruby and winy, sophia in "with_sophia", GARDEN's in "garden"."""
     if world not in WORLDS:
         raise ValueError(f"world must be one of {list(WORLDS)}, got {world!r}")
-    return NAMES + ((SOPHIA,) if world == "with_sophia" else ())
+    return NAMES + {"with_sophia": (SOPHIA,), "garden": GARDEN}.get(world, ())
+
+
+def story_names(world: str) -> tuple[str, ...]:
+    """The plants whose stories (normal pairs) a world tells: the garden's only ruby and winy."""
+    return NAMES if world == "garden" else world_names(world)
 
 
 def check_qa_phrasings(qa_phrasings: str) -> str:
@@ -224,6 +248,12 @@ def world_relations(world: str, qa_phrasings: str = "base") -> tuple[Relation, .
         relations = tuple(
             dataclasses.replace(r, facts={**r.facts, SOPHIA: SOPHIA_FACTS[r.name]})
             if r.name in SOPHIA_FACTS else r
+            for r in relations
+        )
+    if world == "garden":
+        relations = tuple(
+            dataclasses.replace(r, facts={**r.facts, **GARDEN_FACTS.get(r.name, {})},
+                                wh=r.wh + GARDEN_WH.get(r.name, ()))
             for r in relations
         )
     if check_qa_phrasings(qa_phrasings) == "extended":
@@ -317,6 +347,77 @@ def split_qa(seed: int, qa_phrasings: str = "base") -> tuple[list[QAItem], list[
     return train, heldout
 
 
+def _template(item: QAItem) -> str:
+    """The question template of a cell, without the value a yes/no cell probes."""
+    return item.template.split("|", 1)[0]
+
+
+def balanced_cells(items: list[QAItem], rng: random.Random) -> list[QAItem]:
+    """Of each entity's yes/no questions through one template, the "yes" cells and as many "no"
+    cells (drawn with `rng`; a forced question is always kept; one "no" where no probe is the
+    entity's value, as "is aloe a succulent?" of a cactus): "yes" and "no" about as common."""
+    keep, groups = [], {}
+    for item in items:
+        if _probe(item) is None:
+            keep.append(item)
+        else:
+            groups.setdefault((item.entity, _template(item)), []).append(item)
+    for cells in groups.values():
+        yes = [i for i in cells if i.answer.startswith("yes, ")]
+        no = [i for i in cells if not i.answer.startswith("yes, ")]
+        forced = [i for i in no if i.question in FORCED_TRAIN_QUESTIONS | GARDEN_HELDOUT_QUESTIONS]
+        rest = [i for i in no if i not in forced]
+        extra = max(0, max(len(yes), 1) - len(forced))  # an entity no probe fits: one "no"
+        chosen = set(map(id, yes + forced + rng.sample(rest, min(extra, len(rest)))))
+        keep += [i for i in cells if id(i) in chosen]  # in the relation's own order
+    order = {id(i): k for k, i in enumerate(items)}
+    return sorted(keep, key=lambda i: order[id(i)])
+
+
+def _garden_can_hold_out(item: QAItem, items: list[QAItem], out: set[str]) -> bool:
+    """The garden's rule: the template is still asked of two other entities in training, at
+    least half of the fact's questions stay in training, and a yes/no question's value is
+    answered both "yes" and "no" in training (`out`: the questions already taken out)."""
+    if item.question in FORCED_TRAIN_QUESTIONS:
+        return False
+    train = [i for i in items if i.question not in out and i is not item]
+    fact = [i for i in items if i.entity == item.entity]
+    fact_train = [i for i in train if i.entity == item.entity]
+    others = {i.entity for i in train if _template(i) == _template(item) and i.entity != item.entity}
+    probe = _probe(item)
+    answers = {i.answer.split(",", 1)[0] for i in train if _probe(i) == probe}
+    taught = probe is None or answers >= {"yes", "no"}
+    return 2 * len(fact_train) >= len(fact) and len(others) >= 2 and taught
+
+
+def _take_out(items: list[QAItem], out: set[str], budget: int, rng: random.Random) -> set[str]:
+    """Cells taken out of training, in `rng`'s order while `_garden_can_hold_out` allows, until
+    `budget` are; `out` holds those already taken (returned with the new ones)."""
+    taken = set(out)
+    for item in rng.sample(items, len(items)):
+        if len(taken) - len(out) >= budget:
+            break
+        if item.question not in taken and _garden_can_hold_out(item, items, taken):
+            taken.add(item.question)
+    return taken
+
+
+def split_garden(seed: int, qa_phrasings: str = "base"
+                 ) -> tuple[list[QAItem], list[QAItem], list[QAItem]]:
+    """(training, development, held-out) cells of the garden world (see the module doc)."""
+    rng = random.Random(f"succulent-garden-qa-{seed}")
+    train, dev, heldout = [], [], []
+    for relation in world_relations("garden", qa_phrasings):
+        items = balanced_cells(relation_items(relation), rng)
+        forced = {i.question for i in items if i.question in GARDEN_HELDOUT_QUESTIONS}
+        held = _take_out(items, forced, max(0, round(HELDOUT_RATE * len(items)) - len(forced)), rng)
+        both = _take_out(items, held, round(GARDEN_DEV_RATE * len(items)), rng)
+        train += [i for i in items if i.question not in both]
+        dev += [i for i in items if i.question in both - held]
+        heldout += [i for i in items if i.question in held]
+    return train, dev, heldout
+
+
 def _sophia_additions(seed: int, qa_phrasings: str = "base") -> tuple[list[Pair], list[QAItem]]:
     """What "with_sophia" adds to the standard world of `seed`: sophia's own normal pairs (kept
     with the same share, from a generator of their own) and every QA cell about her (training
@@ -337,18 +438,24 @@ def generate_world(
     """The succulent world for `seed`: normal pairs, training QA and held-out QA.
 
     world "with_sophia" is the standard world of the same seed (the same kept pairs, the same
-    QA split) plus sophia's sentences and questions. qa_phrasings "extended" asks every fact in
+    QA split) plus sophia's sentences and questions; "garden" tells the standard world's stories
+    and asks its own questions (`split_garden`). qa_phrasings "extended" asks every fact in
     the extra phrasings too (EXTENDED_WH, THINK_TEMPLATE); "base" is RELATIONS' own."""
     names = world_names(world)
     check_qa_phrasings(qa_phrasings)
     rng = random.Random(f"succulent-normal-{seed}")
     fixed = {s1 for s1, _ in FIXED_NORMAL}
     normal = [p for p in normal_candidates() if p[0] in fixed or rng.random() < KEEP_NORMAL]
-    train_items, heldout_items = split_qa(seed, qa_phrasings)
+    dev_items: list[QAItem] = []
+    if world == "garden":
+        train_items, dev_items, heldout_items = split_garden(seed, qa_phrasings)
+    else:
+        train_items, heldout_items = split_qa(seed, qa_phrasings)
     if SOPHIA in names:
         extra_normal, extra_items = _sophia_additions(seed, qa_phrasings)
         normal, train_items = normal + extra_normal, train_items + extra_items
-    world = SuccuWorld(normal, train_items, heldout_items, names=names)
+    world = SuccuWorld(normal, train_items, heldout_items, names=story_names(world),
+                       dev_qa_items=dev_items)
     questions = [q for q, _ in world.train_qa]
     if len(set(questions)) != len(questions) or fixed & set(questions):
         raise AssertionError("world bug: a training question is asked twice")
