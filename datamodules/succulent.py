@@ -140,6 +140,7 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
     validation when `heldout_qa_split="test"` (a study that picks settings on validation then
     reports QA on text it never chose by); the reference's files hold no test split, so `test`
     on them is a one-line error.
+    `dev_qa`, the QA development split of `QAProbes`, is empty for now.
 
     Args:
         data_dir: Folder with the reference's succulm_normal_sentence_pairs.json and
@@ -205,6 +206,7 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
         # instantiation, and building is cheap and deterministic.
         self.embeddings: dict[str, list[float]] | None = None
         normal, self.train_qa, self.heldout_qa = self._load_pairs()
+        self.dev_qa: list[tuple[str, str]] = []
         self.normal_pairs = normal
         self.train_normal, self.val_normal = split_normal_pairs(
             normal, val_fraction, seed, keep_in_train=KEEP_IN_TRAIN
