@@ -1,12 +1,14 @@
 """QA scores beyond exact match: fact, yes/no and the always-the-same-word baseline, from canned
-answers counted by hand; the talk prints them."""
+answers counted by hand; the callback logs them and the talk prints them."""
 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 
+from callbacks.qa import QAExactMatch
 from succu.analysis.qa import Share, qa_exact_match, qa_scores, report
 from succu.contracts import QAProbes
 
@@ -24,7 +26,7 @@ WH_ONLY = MIXED[5:]
 
 
 class Canned:
-    """A module whose greedy completions come from a table; it records each call."""
+    """A module whose greedy completions come from a table; it records each call and each log."""
 
     def __init__(self, rows):
         self.answers = {q: got for q, _, got in rows}
@@ -68,6 +70,19 @@ def test_a_set_without_yes_no_questions_has_no_yes_no_figures():
     assert math.isnan(scores.yes_no.rate) and str(scores.yes_no) == "-"
     empty = Canned([])
     assert math.isnan(qa_scores(empty, []).exact.rate) and empty.calls == []
+
+
+def test_the_callback_logs_every_figure_from_one_pass_per_set():
+    module, data = Canned(MIXED), Data(pairs(MIXED), [], pairs(WH_ONLY))
+    QAExactMatch().on_validation_epoch_end(SimpleNamespace(sanity_checking=True, datamodule=data), module)
+    assert module.logged == {} and module.calls == []
+    QAExactMatch().on_validation_epoch_end(SimpleNamespace(sanity_checking=False, datamodule=data), module)
+    assert module.logged == pytest.approx({
+        "qa/train_exact_match": 3 / 7, "qa/train_fact_accuracy": 5 / 7,
+        "qa/train_yes_no_accuracy": 3 / 5, "qa/train_yes_no_majority": 3 / 5,
+        "qa/heldout_exact_match": 1 / 2, "qa/heldout_fact_accuracy": 1 / 2,
+    })  # no dev figures: the dev set is empty
+    assert module.calls == [[q for q, _, _ in MIXED], [q for q, _, _ in WH_ONLY]]
 
 
 def test_the_talk_prints_one_line_per_set():
