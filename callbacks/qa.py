@@ -1,12 +1,15 @@
 """Question-answer probes of data that declares them (`succu.contracts.QAProbes`).
 
-    QAExactMatch  at every validation, greedy exact match on the data's training and held-out
-                  questions: `qa/train_exact_match`, `qa/heldout_exact_match` (the end-of-fit
-                  talk's numbers as curves). Any model on such data; other data is refused in
-                  one line at setup.
+    QAExactMatch  at every validation, one greedy pass over each non-empty QA set (train, dev,
+                  heldout) logs `qa/<set>_exact_match`, `qa/<set>_fact_accuracy` (the answer
+                  states the expected fact, yes/no aside) and, when the set has yes/no
+                  questions, `qa/<set>_yes_no_accuracy` and `qa/<set>_yes_no_majority` (what
+                  always giving the commoner yes/no word would score): the end-of-fit talk's
+                  numbers as curves. Any model on such data; other data is refused in one line
+                  at setup.
     TalkAfterFit  at the end of a fit, the talk session: the probe prompts answered greedily,
-                  then both exact matches, printed once (rank 0, not under fast_dev_run); a no-op
-                  on data without QA probes. `python -m succu.fit` adds it to every run.
+                  then each QA set's scores, printed once (rank 0, not under fast_dev_run); a
+                  no-op on data without QA probes. `python -m succu.fit` adds it to every run.
 
 The answers come from `succu.analysis.qa` (greedy decoding: no random draws).
 """
@@ -15,12 +18,12 @@ from __future__ import annotations
 
 import lightning as L
 
-from succu.analysis.qa import qa_exact_match, report
+from succu.analysis.qa import qa_scores, qa_sets, report
 from succu.contracts import QAProbes, require
 
 
 class QAExactMatch(L.Callback):
-    """Log greedy QA exact match on the training and held-out questions at every validation."""
+    """Log greedy QA scores (exact match, fact, yes/no) on each QA set at every validation."""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         require(trainer.datamodule, QAProbes, "QAExactMatch")
@@ -28,12 +31,16 @@ class QAExactMatch(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        datamodule = trainer.datamodule
         # Every rank scores the same weights on the same questions: the mean is that value.
-        for name, pairs in (("train", datamodule.train_qa), ("heldout", datamodule.heldout_qa)):
-            if pairs:
-                score = qa_exact_match(pl_module, list(pairs)).exact_match
-                pl_module.log(f"qa/{name}_exact_match", score, sync_dist=True)
+        for name, pairs in qa_sets(trainer.datamodule):
+            if not pairs:
+                continue
+            scores = qa_scores(pl_module, pairs)
+            metrics = {"exact_match": scores.exact, "fact_accuracy": scores.fact}
+            if scores.yes_no.total:
+                metrics.update(yes_no_accuracy=scores.yes_no, yes_no_majority=scores.majority)
+            for metric, share in metrics.items():
+                pl_module.log(f"qa/{name}_{metric}", share.rate, sync_dist=True)
 
 
 class TalkAfterFit(L.Callback):

@@ -157,6 +157,7 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
     validation when `heldout_qa_split="test"` (a study that picks settings on validation then
     reports QA on text it never chose by); the reference's files hold no test split, so `test`
     on them is a one-line error.
+    `dev_qa` (`QAProbes`) is world "garden"'s QA development split, empty in the others.
 
     Args:
         data_dir: Folder with the reference's succulm_normal_sentence_pairs.json and

@@ -237,12 +237,14 @@ class QAProbes:
     """A datamodule with question-answer probes: prompts to talk to and scored QA pairs.
 
     `probe_prompts` are what a trained model is shown after fit; `train_qa` and `heldout_qa` are
-    (question, answer) pairs scored by exact match; `hidden_token_ids` are vocabulary ids never
-    used as a training target (the sophia trap).
+    (question, answer) pairs scored greedily (`succu.analysis.qa`); `dev_qa` is a QA development
+    split disjoint from both, to choose a checkpoint by (it may be empty); `hidden_token_ids` are
+    vocabulary ids never used as a training target (the sophia trap).
     """
 
     probe_prompts: Sequence[str]
     train_qa: Sequence[tuple[str, str]]
+    dev_qa: Sequence[tuple[str, str]]
     heldout_qa: Sequence[tuple[str, str]]
     hidden_token_ids: Sequence[int]
 
