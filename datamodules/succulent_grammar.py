@@ -57,7 +57,8 @@ def world_sentences(world: str, qa_phrasings: str = "base") -> tuple[tuple[str, 
     if SOPHIA in names:
         texts += [s for pair in SOPHIA_NORMAL for s in pair]
     for relation in world_relations(world, qa_phrasings):
-        texts += [s for item in relation_items(relation) for s in (item.question, item.answer)]
+        texts += [s for item in relation_items(relation, fact_first=world == "garden")
+                  for s in (item.question, item.answer)]
     out: dict[tuple[str, ...], None] = {}
     for text in texts:
         sentences, rest = split_sentences(split_words(text))

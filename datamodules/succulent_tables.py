@@ -388,6 +388,19 @@ GARDEN_FACTS = {
 # World "garden": "who is {e}?" (the article's probe "who is winy?") asked of every plant, answered
 # by what it is.
 GARDEN_WH = {"kind": ("who is {e}?",)}
+# World "garden": one more relation, a plant's mood ("how calm is winy?", the article's probe, is
+# one of its questions); winy is calm, as the stories say when she feels the soft morning air.
+GARDEN_RELATIONS = (
+    Relation(
+        "mood",
+        {"ruby": "happy", "winy": "calm", "lily": "calm", "jade": "happy", "aloe": "calm",
+         "pip": "happy", "momo": "calm", "kiki": "happy"},
+        "{e} is {v}.",
+        ("how calm is {e}?", "what mood is {e} in?"),
+        ("is {e} {v}?",),
+        ("calm", "happy"),
+    ),
+)
 # The QA phrasings a world can ask (`qa_phrasings`). "base" (the default) is RELATIONS' own
 # templates; "extended" adds the two tables below, asked in training and held out like the others
 # (see succulent_world.split_qa).

@@ -22,9 +22,11 @@
   in the standard world `sophia` is a hidden word.
 * world "garden" (`make fit`'s): the standard world's stories, with ruby and winy asked about among
   six more plants whose facts overlap theirs (GARDEN_FACTS), so that every held-out question is
-  answerable from what training teaches (`split_garden`): each yes/no template is asked once with
-  the true value ("yes") and once with a false one ("no") per entity, so "yes" and "no" are as
-  common; a question is held out only while its template is still asked of two other entities in
+  answerable from what training teaches (`split_garden`). A yes/no answer states the fact first
+  and the verdict after it ("is ruby blue?" -> "ruby is red, so no."): the verdict then compares
+  the value just said with the one asked, one rule for every entity, where "no, ruby is red."
+  must decide before recalling the fact. Each yes/no template is asked once with the true value
+  ("yes") and once with a false one ("no") per entity, so "yes" and "no" are as common; a question is held out only while its template is still asked of two other entities in
   training, at least half its fact's questions stay in training (its statement is taught), and, for
   a yes/no question, its value is answered both "yes" and "no" in training. A development split,
   drawn by the same rule, chooses checkpoints without touching the held-out questions.
@@ -49,6 +51,7 @@ from datamodules.succulent_tables import (
     FRIEND_ACTS,
     GARDEN,
     GARDEN_FACTS,
+    GARDEN_RELATIONS,
     GARDEN_WH,
     MOODS,
     NAMES,
@@ -86,8 +89,9 @@ FORCED_TRAIN_QUESTIONS = frozenset(
 )
 # The reference's unseen probe, asked about a fact that training states through other templates.
 FORCED_HELDOUT_QUESTIONS = frozenset({"does ruby know three winters?"})
-# World "garden" asks "who is {e}?" of every plant: the reference's unseen probe stays held out.
-GARDEN_HELDOUT_QUESTIONS = FORCED_HELDOUT_QUESTIONS | {"who is winy?"}
+# World "garden" asks "who is {e}?" and "how calm is {e}?" of every plant: the reference's unseen
+# probes stay held out.
+GARDEN_HELDOUT_QUESTIONS = FORCED_HELDOUT_QUESTIONS | {"who is winy?", "how calm is winy?"}
 GARDEN_DEV_RATE = 0.1  # share of each relation's cells in the garden's development split
 # Normal pairs whose s1 never goes to validation: the probes and the sentences stating the world
 # (they hold words like "friends" that nothing else says, which must stay training targets).
@@ -255,7 +259,7 @@ def world_relations(world: str, qa_phrasings: str = "base") -> tuple[Relation, .
             dataclasses.replace(r, facts={**r.facts, **GARDEN_FACTS.get(r.name, {})},
                                 wh=r.wh + GARDEN_WH.get(r.name, ()))
             for r in relations
-        )
+        ) + GARDEN_RELATIONS
     if check_qa_phrasings(qa_phrasings) == "extended":
         relations = tuple(_extended(r) for r in relations)
     return relations
@@ -264,13 +268,22 @@ def world_relations(world: str, qa_phrasings: str = "base") -> tuple[Relation, .
 # ----------------------------------------------------------------------------- question answering
 
 
-def yes_no_answer(statement: str, yes: bool) -> str:
-    """The reference's form, "yes, winy is green." / "no, ..."."""
+def yes_no_answer(statement: str, yes: bool, fact_first: bool = False) -> str:
+    """The reference's form, "yes, winy is green." / "no, ..."; with `fact_first` (world
+    "garden") the fact, then the verdict: "winy is green, so yes." / "..., so no."."""
+    if fact_first:
+        return f"{statement.removesuffix('.')}, so {'yes' if yes else 'no'}."
     return ("yes, " if yes else "no, ") + statement
 
 
-def relation_items(relation: Relation) -> list[QAItem]:
-    """All (fact, template) cells of one relation as question/answer items."""
+def says_yes(item: QAItem) -> bool:
+    """Whether a yes/no cell's answer is "yes", in either form."""
+    return item.answer.startswith("yes, ") or item.answer.endswith(", so yes.")
+
+
+def relation_items(relation: Relation, fact_first: bool = False) -> list[QAItem]:
+    """All (fact, template) cells of one relation as question/answer items (yes/no answers in
+    the fact-first form with `fact_first`: `yes_no_answer`)."""
     items = []
     for entity, value in relation.facts.items():
         fmt = {"e": entity, "v": value, "p": PRONOUN.get(entity, "it"), "o": OTHER.get(entity, "")}
@@ -285,7 +298,7 @@ def relation_items(relation: Relation) -> list[QAItem]:
             for probe in relation.probes:
                 if entity in probe:
                     continue  # no "is the pot in the pot?"
-                answer = yes_no_answer(statement, probe == value)
+                answer = yes_no_answer(statement, probe == value, fact_first)
                 items.append(
                     QAItem(
                         template.format(**{**fmt, "v": probe}),
@@ -353,23 +366,23 @@ def _template(item: QAItem) -> str:
 
 
 def balanced_cells(items: list[QAItem], rng: random.Random) -> list[QAItem]:
-    """Of each entity's yes/no questions through one template, the "yes" cells and as many "no"
-    cells (drawn with `rng`; a forced question is always kept; one "no" where no probe is the
-    entity's value, as "is aloe a succulent?" of a cactus): "yes" and "no" about as common."""
-    keep, groups = [], {}
+    """Of each entity's yes/no questions, those about its true value ("yes") and about as many
+    false values ("no", drawn with `rng`, one where no probe is the entity's value, as "is aloe
+    a succulent?" of a cactus), asked through every yes/no phrasing; the probes of forced
+    questions are always kept. "Yes" and "no" are about as common."""
+    forced = FORCED_TRAIN_QUESTIONS | GARDEN_HELDOUT_QUESTIONS
+    keep = [i for i in items if _probe(i) is None]
+    by_entity: dict[str, list[QAItem]] = {}
     for item in items:
-        if _probe(item) is None:
-            keep.append(item)
-        else:
-            groups.setdefault((item.entity, _template(item)), []).append(item)
-    for cells in groups.values():
-        yes = [i for i in cells if i.answer.startswith("yes, ")]
-        no = [i for i in cells if not i.answer.startswith("yes, ")]
-        forced = [i for i in no if i.question in FORCED_TRAIN_QUESTIONS | GARDEN_HELDOUT_QUESTIONS]
-        rest = [i for i in no if i not in forced]
-        extra = max(0, max(len(yes), 1) - len(forced))  # an entity no probe fits: one "no"
-        chosen = set(map(id, yes + forced + rng.sample(rest, min(extra, len(rest)))))
-        keep += [i for i in cells if id(i) in chosen]  # in the relation's own order
+        if _probe(item) is not None:
+            by_entity.setdefault(item.entity, []).append(item)
+    for cells in by_entity.values():
+        yes = {_probe(i) for i in cells if says_yes(i)}
+        fixed = {_probe(i) for i in cells if i.question in forced} - yes
+        rest = sorted({_probe(i) for i in cells} - yes - fixed)
+        extra = max(0, max(len(yes), 1) - len(fixed))
+        probes = yes | fixed | set(rng.sample(rest, min(extra, len(rest))))
+        keep += [i for i in cells if _probe(i) in probes]
     order = {id(i): k for k, i in enumerate(items)}
     return sorted(keep, key=lambda i: order[id(i)])
 
@@ -377,7 +390,9 @@ def balanced_cells(items: list[QAItem], rng: random.Random) -> list[QAItem]:
 def _garden_can_hold_out(item: QAItem, items: list[QAItem], out: set[str]) -> bool:
     """The garden's rule: the template is still asked of two other entities in training, at
     least half of the fact's questions stay in training, and a yes/no question's value is
-    answered both "yes" and "no" in training (`out`: the questions already taken out)."""
+    answered both "yes" and "no" in training, and the same question is trained in the other
+    phrasing (a held-out yes/no question is a new phrasing; `out`: the questions already taken
+    out)."""
     if item.question in FORCED_TRAIN_QUESTIONS:
         return False
     train = [i for i in items if i.question not in out and i is not item]
@@ -385,8 +400,9 @@ def _garden_can_hold_out(item: QAItem, items: list[QAItem], out: set[str]) -> bo
     fact_train = [i for i in train if i.entity == item.entity]
     others = {i.entity for i in train if _template(i) == _template(item) and i.entity != item.entity}
     probe = _probe(item)
-    answers = {i.answer.split(",", 1)[0] for i in train if _probe(i) == probe}
-    taught = probe is None or answers >= {"yes", "no"}
+    answers = {says_yes(i) for i in train if _probe(i) == probe}
+    twin = any(i.entity == item.entity and _probe(i) == probe for i in train)
+    taught = probe is None or (answers == {True, False} and twin)
     return 2 * len(fact_train) >= len(fact) and len(others) >= 2 and taught
 
 
@@ -408,7 +424,10 @@ def split_garden(seed: int, qa_phrasings: str = "base"
     rng = random.Random(f"succulent-garden-qa-{seed}")
     train, dev, heldout = [], [], []
     for relation in world_relations("garden", qa_phrasings):
-        items = balanced_cells(relation_items(relation), rng)
+        if relation.probes and "{v}" in relation.statement:  # a second yes/no phrasing
+            think = THINK_TEMPLATE.format(statement=relation.statement.rstrip("."))
+            relation = dataclasses.replace(relation, yes_no=tuple(dict.fromkeys((*relation.yes_no, think))))
+        items = balanced_cells(relation_items(relation, fact_first=True), rng)
         forced = {i.question for i in items if i.question in GARDEN_HELDOUT_QUESTIONS}
         held = _take_out(items, forced, max(0, round(HELDOUT_RATE * len(items)) - len(forced)), rng)
         both = _take_out(items, held, round(GARDEN_DEV_RATE * len(items)), rng)

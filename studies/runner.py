@@ -3,7 +3,8 @@
 A study (studies/dial.py, hypersurface.py, noiselm.py, sophia_trap.py) is many independent runs,
 each a frozen dataclass; `run_key` names each run's result file, so a rerun reads finished runs
 back instead of training them, and `pool_map` spreads the rest over worker processes, each on
-one torch thread (`quiet_worker`). `study_parser` declares the options every study takes once:
+one torch thread (`quiet_worker`). `interval` is the mean and 95% t-interval a table gives across seeds.
+`study_parser` declares the options every study takes once:
 --jobs, --out, --quick, and where a study has them --cache_dir, --threads, the report-only
 switch, --report FILE and --figures DIR.
 """
@@ -15,7 +16,9 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
+import statistics
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -131,6 +134,32 @@ def pool_map(work: Callable[[Any], R], runs: Sequence[Any], jobs: int, progress:
                 results[i] = future.result()
                 progress(results[i])
     return [results[i] for i in range(len(runs))]
+
+
+# ---- statistics across seeds ---------------------------------------------------------------
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+        9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def interval(values: list[float]) -> tuple[float, float]:
+    """(mean, half-width of the 95% t-interval across seeds); nan values (no fact stated) are
+    left out; one value has no interval (half-width nan)."""
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, math.nan
+    df = len(values) - 1
+    t = T975[max(k for k in T975 if k <= df)] if df <= 30 else 1.96  # conservative between
+    return mean, t * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def cell(values: list[float], fmt: str) -> str:
+    mean, half = interval(values)
+    if math.isnan(mean):
+        return "-"
+    return fmt.format(mean) + ("" if math.isnan(half) else " ± " + fmt.format(half))
 
 
 # ---- the command line ------------------------------------------------------------------------

@@ -7,7 +7,7 @@
 Two set-ups, each trained once per seed by the product (`succu.fit.main`, what
 `python -m succu.fit` runs) from the shipped configs, the seed being `seed_everything` (weights
 and batch order; the world, seed 42, is the same for every run):
-- random embeddings: configs/succulm.yaml (`make fit`), `sophia`'s row random and never a target;
+- random embeddings: configs/succulm_article.yaml (the article's world), `sophia`'s row random and never a target;
 - prepared embeddings, the article's set-up: configs/succulm_stage1.yaml (a world in which sophia
   is a third plant; writes the `{word: vector}` file) then configs/succulm_stage2.yaml (the
   standard world, starting from that file, not frozen).
@@ -48,7 +48,7 @@ from functools import partial
 from pathlib import Path
 
 from studies import runner
-from studies.runner import offline, setup_threads
+from studies.runner import cell, offline, setup_threads
 
 offline()
 
@@ -67,11 +67,11 @@ from succu.io import atomic_write  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SETUPS = {
-    "random": ("succulm.yaml",),
+    "random": ("succulm_article.yaml",),
     "prepared": ("succulm_stage1.yaml", "succulm_stage2.yaml"),
 }
 TITLES = {
-    "random": "random embeddings (configs/succulm.yaml)",
+    "random": "random embeddings (configs/succulm_article.yaml)",
     "prepared": "prepared embeddings (configs/succulm_stage1.yaml -> configs/succulm_stage2.yaml)",
 }
 QUICK_PLAN = "0@20;3@20"  # --quick: two experiments, for the path, not the numbers
@@ -170,31 +170,6 @@ def pool_map(runs: list[Run], jobs: int, out: Path) -> list[dict]:
 
 
 # ---- statistics -----------------------------------------------------------------------------
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-        9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
-
-
-def interval(values: list[float]) -> tuple[float, float]:
-    """(mean, half-width of the 95% t-interval across seeds); nan values (no fact stated) are
-    left out; one value has no interval (half-width nan)."""
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return math.nan, math.nan
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, math.nan
-    df = len(values) - 1
-    t = T975[max(k for k in T975 if k <= df)] if df <= 30 else 1.96  # conservative between
-    return mean, t * statistics.stdev(values) / math.sqrt(len(values))
-
-
-def cell(values: list[float], fmt: str) -> str:
-    mean, half = interval(values)
-    if math.isnan(mean):
-        return "-"
-    return fmt.format(mean) + ("" if math.isnan(half) else " ± " + fmt.format(half))
-
-
 def side(diffs: list[float]) -> str:
     """The verdict of paired differences (positive = the article's side): beyond 2 sd or not."""
     if len(diffs) < 2:

@@ -15,8 +15,10 @@ SEEDS = (42, 0, 1, 7)
 
 
 def yes_no(item: QAItem) -> str | None:
-    word = item.answer.split(",", 1)[0]
-    return word if word in ("yes", "no") and "|" in item.template else None
+    """The verdict of a yes/no cell, stated after the fact ("ruby is red, so no.")."""
+    if "|" not in item.template:
+        return None
+    return item.answer.removesuffix(".").rsplit(" ", 1)[1]
 
 
 def template(item: QAItem) -> str:
@@ -41,8 +43,11 @@ def test_every_held_out_question_is_answerable_from_training(seed):
         assert 2 * sum(i in train for i in fact) >= len(fact), item
         if yes_no(item):
             probe = item.template.split("|", 1)[1]
-            answers = {yes_no(i) for i in same if i.template.split("|", 1)[-1] == probe and yes_no(i)}
-            assert answers == {"yes", "no"}, item
+            asked = [i for i in same if yes_no(i) and i.template.split("|", 1)[1] == probe]
+            assert {yes_no(i) for i in asked} == {"yes", "no"}, item
+            # a new phrasing: the same question about the same value is trained in the other one
+            twins = [i for i in asked if i.entity == item.entity]
+            assert twins and all(template(i) != template(item) for i in twins), item
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -51,10 +56,12 @@ def test_yes_and_no_are_equally_common_and_held_out_alike(seed):
     for items in (w.train_qa_items, w.heldout_qa_items):
         counts = Counter(yes_no(i) for i in items if yes_no(i))
         assert abs(counts["yes"] - counts["no"]) <= 0.25 * (counts["yes"] + counts["no"]), counts
-    # every wh-template about plants is asked of more than two entities
+    # every wh-template is asked of more than two entities, and of two at least in training
+    every = w.train_qa_items + w.dev_qa_items + w.heldout_qa_items
     for relation in world_relations("garden"):
         for t in relation.wh:
-            assert len({i.entity for i in w.train_qa_items if i.template == t}) > 2, t
+            assert len({i.entity for i in every if i.template == t}) > 2, t
+            assert len({i.entity for i in w.train_qa_items if i.template == t}) >= 2, t
     assert len(w.heldout_qa) >= 100 and len(w.dev_qa) >= 40
 
 
@@ -68,7 +75,8 @@ def test_the_garden_keeps_the_articles_stories_and_probes():
     for q in ("is ruby a boy?", "is winy a girl?", "does winy sleep on the window?", "can you bloom, winy?"):
         assert q in asked
     assert held["who is winy?"] == "winy is a succulent plant."
-    assert held["does ruby know three winters?"] == "yes, ruby knows three winters."
+    assert held["how calm is winy?"] == "winy is calm."
+    assert held["does ruby know three winters?"] == "ruby knows three winters, so yes."
     dm = SuccuPairsDataModule(world="garden")
     assert set(GARDEN) <= set(dm.tokenizer.vocab) and list(dm.probe_prompts) == list(PROBE_PROMPTS)
     assert dm.dev_qa == garden.dev_qa and dm.heldout_qa == garden.heldout_qa

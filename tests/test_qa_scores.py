@@ -63,6 +63,23 @@ def test_each_figure_counts_its_own_hits():
     assert qa_exact_match(Canned(MIXED), pairs(MIXED)).exact_match == pytest.approx(3 / 7)
 
 
+# The same figures when the expected answers give the verdict after the fact (world "garden"),
+# read in either form from the model.
+FACT_FIRST = [
+    ("is ruby blue?", "ruby is red, so no.", "ruby is red, so yes."),  # fact hit, yes/no miss
+    ("is ruby red?", "ruby is red, so yes.", "ruby is red, so yes."),  # exact
+    ("is winy red?", "winy is green, so no.", "no, winy is red."),  # wrong fact, right yes/no
+    ("is winy green?", "winy is green, so yes.", "winy is green."),  # the fact with no verdict
+    ("what color is ruby?", "ruby is red.", "ruby is red, so no."),  # wh answered yes/no
+]
+
+
+def test_a_verdict_after_the_fact_is_read_as_well():
+    scores = qa_scores(Canned(FACT_FIRST), pairs(FACT_FIRST))
+    assert (scores.exact, scores.fact, scores.yes_no) == (Share(1, 5), Share(3, 5), Share(2, 4))
+    assert (scores.majority, scores.majority_word) == (Share(2, 4), "no")
+
+
 def test_a_set_without_yes_no_questions_has_no_yes_no_figures():
     scores = qa_scores(Canned(WH_ONLY), pairs(WH_ONLY))
     assert (scores.exact, scores.fact) == (Share(1, 2), Share(1, 2))

@@ -17,7 +17,7 @@ def test_quick_study_prints_its_tables_and_resumes(tmp_path):
            "--out", str(tmp_path)]
     first = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
-    for heading in ("### Sophia trap: random embeddings (configs/succulm.yaml)",
+    for heading in ("### Sophia trap: random embeddings (configs/succulm_article.yaml)",
                     "### Sophia trap: prepared embeddings (configs/succulm_stage1.yaml -> "
                     "configs/succulm_stage2.yaml)",
                     "### Verdicts: random embeddings", "### Verdicts: prepared embeddings",

@@ -3,10 +3,13 @@
 One greedy pass over (question, expected answer) pairs gives four figures (`qa_scores`):
 
     exact match    the answer equals the expected answer, word for word
-    fact accuracy  the answer states the expected fact: after a leading "yes,"/"no," when the
-                   question is yes/no (the yes/no word not considered), the whole answer for a
+    fact accuracy  the answer states the expected fact: its statement, without the verdict, when
+                   the question is yes/no (the yes/no word not considered), the whole answer for a
                    wh-question (so a wh-question answered "no, <statement>" is wrong)
-    yes/no         over the yes/no questions only, the answer's first word is the expected one
+    yes/no         over the yes/no questions only, the answer's verdict is the expected one
+
+A yes/no answer gives its verdict first, as the article's ("no, ruby is red."), or after the
+fact, as world "garden"'s ("ruby is red, so no."); both forms are read (`verdict`).
     majority       over the yes/no questions, the share of the most common expected word: what
                    always answering that word would score for yes/no
 
@@ -61,18 +64,31 @@ class QAScores:
     majority_word: str | None
 
 
+def verdict(words: list[str]) -> tuple[str, list[str]] | None:
+    """(the yes/no word, the statement's words) of a yes/no answer, verdict first ("no , ruby is
+    red .") or after the fact ("ruby is red , so no ."); None for any other answer."""
+    if len(words) > 1 and words[0] in YES_NO and words[1] == ",":
+        return words[0], words[2:]
+    if len(words) > 4 and words[-4:-2] == [",", "so"] and words[-2] in YES_NO and words[-1] == ".":
+        return words[-2], [*words[:-4], "."]
+    return None
+
+
 def yes_no_word(words: list[str]) -> str | None:
-    """The yes/no word when the words open with "yes"/"no" and a comma ("no , ruby is red ."), else None."""
-    return words[0] if len(words) > 1 and words[0] in YES_NO and words[1] == "," else None
+    """The verdict of a yes/no answer (`verdict`), else None."""
+    said = verdict(words)
+    return said[0] if said else None
 
 
 def states_fact(expected: list[str], answer: list[str]) -> bool:
-    """Whether the answer states the expected fact (yes/no questions: the words after "yes,"/"no,")."""
-    if yes_no_word(expected) is None:
+    """Whether the answer states the expected fact (yes/no questions: its statement, verdict left
+    out)."""
+    wanted = verdict(expected)
+    if wanted is None:
         return answer == expected
     # A bare statement states the fact too; the missing yes/no is the yes/no figure's miss.
-    statement = answer[2:] if yes_no_word(answer) else answer
-    return statement == expected[2:]
+    said = verdict(answer)
+    return (said[1] if said else answer) == wanted[1]
 
 
 def qa_scores(module: LanguageModule, pairs: Sequence[tuple[str, str]]) -> QAScores:
@@ -81,15 +97,15 @@ def qa_scores(module: LanguageModule, pairs: Sequence[tuple[str, str]]) -> QASco
     answers = module.complete([q for q, _ in pairs], greedy=True) if pairs else []
     rows = [(q, a, got) for (q, a), got in zip(pairs, answers)]
     words = [(split_words(a), split_words(got)) for _, a, got in rows]
-    # Yes/no figures count only the questions whose expected answer opens with "yes,"/"no,".
-    yes_no = [(yes_no_word(a), got[:1]) for a, got in words if yes_no_word(a)]
+    # Yes/no figures count only the questions whose expected answer is a verdict.
+    yes_no = [(yes_no_word(a), yes_no_word(got)) for a, got in words if yes_no_word(a)]
     counts = Counter(word for word, _ in yes_no).most_common(1)
     majority_word, majority_hits = counts[0] if counts else (None, 0)
     return QAScores(
         rows=rows,
         exact=Share(sum(a == got for a, got in words), len(words)),
         fact=Share(sum(states_fact(a, got) for a, got in words), len(words)),
-        yes_no=Share(sum(first == [word] for word, first in yes_no), len(yes_no)),
+        yes_no=Share(sum(said == word for word, said in yes_no), len(yes_no)),
         majority=Share(majority_hits, len(yes_no)),
         majority_word=majority_word,
     )
