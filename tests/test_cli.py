@@ -241,18 +241,22 @@ def test_an_error_while_training_keeps_its_traceback(monkeypatch):
 
 
 def test_composed_run_gets_the_shared_loggers_and_checkpoints(tmp_path):
-    cli = run_fit("--trainer.max_steps", "1", "--trainer.limit_val_batches", "0",
-                  "--trainer.default_root_dir", str(tmp_path / "r"))
+    article = str(Path(SUCCULM).with_name("succulm_article.yaml"))  # names no checkpoints
+    cli = fit.main(["--config", article, *TINY, "--trainer.max_steps", "1",
+                    "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(tmp_path / "r")])
     loggers = {type(logger).__name__: logger for logger in cli.trainer.loggers}
     assert set(loggers) == {"CSVLogger", "WandbLogger"}
     assert loggers["CSVLogger"].save_dir == str(tmp_path / "r")
     assert loggers["WandbLogger"]._wandb_init["name"] == "r"
     checkpoints = [cb for cb in cli.trainer.callbacks if isinstance(cb, fit.ModelCheckpoint)]
-    assert [cb.filename for cb in checkpoints] == ["last", "best-{step}"]
-    assert checkpoints[1].monitor == "val/loss"
-    off = run_fit("--trainer.max_steps", "1", "--trainer.limit_val_batches", "0",
-                  "--trainer.logger", "false")
-    assert off.trainer.loggers == []
+    assert [(cb.filename, cb.monitor) for cb in checkpoints] == [("last", None), ("best-{step}", "val/loss")]
+    # A config that names its checkpoints keeps them: make fit's best is chosen on the dev QA.
+    named = run_fit("--trainer.max_steps", "1", "--trainer.limit_val_batches", "0",
+                    "--trainer.logger", "false")
+    assert named.trainer.loggers == []
+    checkpoints = [cb for cb in named.trainer.callbacks if isinstance(cb, fit.ModelCheckpoint)]
+    assert [(cb.filename, cb.monitor) for cb in checkpoints] == [
+        ("last", None), ("best-dev-{step}", "qa/dev_exact_match")]
 
 
 def test_validating_a_checkpoint_on_other_data_is_refused(tmp_path, capsys):

@@ -229,7 +229,7 @@ def test_a_learning_rate_given_on_resume_applies_from_the_first_step(tmp_path, c
                     "--model.init_args.optimizer.init_args.weight_decay", "0.2"])
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: resumed")]
     assert notes == ["note: resumed with the config's optimizer settings, not the checkpoint's: "
-                     "lr from 0.003 to 0.0005; weight_decay from 0.01 to 0.2"]
+                     "lr from 0.003 to 0.0005; weight_decay from 0.3 to 0.2"]
     module = cli.model
     assert sorted(seen) == [4, 5, 6, 7]  # the resumed steps, each at the new peak's schedule
     for s, lrs in seen.items():

@@ -232,7 +232,7 @@ def test_sophia_world_has_her_the_standard_world_never(qa_phrasings):
 
 
 def test_world_argument_is_checked():
-    with pytest.raises(ValueError, match=r"world must be one of \['standard', 'with_sophia'\], "
+    with pytest.raises(ValueError, match=r"world must be one of \['standard', 'with_sophia', 'garden'\], "
                                          r"got 'sophie'"):
         SuccuPairsDataModule(world="sophie")
     with pytest.raises(ValueError, match="hidden words"):
