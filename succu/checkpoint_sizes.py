@@ -56,6 +56,16 @@ FACTORIES = frozenset({
 })
 
 
+# In-place draws that only fill values (nn.init's): skipped on meta tensors, which hold none.
+RANDOM_FILLS = frozenset({
+    torch.Tensor.normal_, torch.Tensor.uniform_, torch.Tensor.bernoulli_, torch.Tensor.exponential_,
+    torch.Tensor.geometric_, torch.Tensor.log_normal_, torch.Tensor.cauchy_, torch.Tensor.random_,
+    torch.nn.init.normal_, torch.nn.init.uniform_, torch.nn.init.trunc_normal_,
+    torch.nn.init.kaiming_normal_, torch.nn.init.kaiming_uniform_, torch.nn.init.xavier_normal_,
+    torch.nn.init.xavier_uniform_, torch.nn.init.orthogonal_, torch.nn.init.sparse_,
+})
+
+
 def max_params() -> int:
     """The most numbers a loaded module may hold: MAX_PARAMS, or $SUCCU_MAX_PARAMS."""
     return positive_limit(MAX_PARAMS_VARIABLE, MAX_PARAMS, "parameters")
@@ -72,6 +82,12 @@ class MetaFactories(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
+        if func in RANDOM_FILLS:
+            tensor = args[0] if args else kwargs.get("tensor")  # nn.init passes it by name
+            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+                # A meta tensor has no values to draw. torch would route the draw through its
+                # compiler stack, importing it (about a second) for nothing.
+                return tensor
         if func not in FACTORIES or kwargs.get("device") is not None:
             return func(*args, **kwargs)
         kwargs["device"] = "meta"
