@@ -5,7 +5,8 @@
 Each side is a fresh process, timed from its start (the user pressing Enter) to the moment it
 has answered:
 
-    import torch     python -c "import torch": the floor of any command that runs a model
+    import torch     python -c "import torch; print()": the floor of any command that runs a
+                     model, to the line it prints once torch is imported
     generate         python -m succu.generate --ckpt CKPT --prompt "ROMEO:" --max_new_tokens 1,
                      to the first byte of the continuation on its stdout
     serve            python -m succu.serve --ckpt CKPT --port P, to the first token event of a
@@ -72,25 +73,30 @@ def run_to_exit(args: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def first_token(ckpt: str) -> float:
-    """Seconds from starting `succu.generate` to the first byte after its "PROMPT -> "."""
+def first_output(args: list[str], marker: bytes = b"") -> float:
+    """Seconds from starting `args` to the first byte it prints after `marker` (the process is
+    then waited for, untimed)."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "succu.generate", "--ckpt", ckpt, "--prompt", PROMPT,
-                             "--max_new_tokens", "1"], cwd=REPO, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
-    seen, marker = b"", f"{PROMPT} -> ".encode()
+    proc = subprocess.Popen(args, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    seen = b""
     while True:
         byte = proc.stdout.read(1)
         if not byte:
-            raise RuntimeError(f"succu.generate ended before its first token: {seen!r}")
+            raise RuntimeError(f"{' '.join(args[1:3])} ended before printing: {seen!r}")
         if seen.endswith(marker):
             elapsed = time.perf_counter() - start
             break
         seen += byte
-    proc.wait(timeout=60)
-    if proc.returncode:
-        raise RuntimeError(f"succu.generate failed with status {proc.returncode}")
+    proc.stdout.read()
+    if proc.wait(timeout=60):
+        raise RuntimeError(f"{' '.join(args[1:3])} failed with status {proc.returncode}")
     return elapsed
+
+
+def first_token(ckpt: str) -> float:
+    """Seconds from starting `succu.generate` to the first byte after its "PROMPT -> "."""
+    return first_output([sys.executable, "-m", "succu.generate", "--ckpt", ckpt, "--prompt", PROMPT,
+                         "--max_new_tokens", "1"], f"{PROMPT} -> ".encode())
 
 
 def free_port() -> int:
@@ -133,7 +139,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = args.ckpt or write_checkpoint(Path(tmp) / "gpt.ckpt")
         sides: dict[str, Callable[[], float]] = {
-            "import torch": lambda: run_to_exit([sys.executable, "-c", "import torch"]),
+            "import torch": lambda: first_output([sys.executable, "-c", "import torch; print()"]),
             "generate": lambda: first_token(ckpt),
             "serve": lambda: first_served_token(ckpt),
             "import lightning": lambda: run_to_exit([sys.executable, "-c", "import lightning"]),

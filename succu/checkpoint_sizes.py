@@ -66,6 +66,21 @@ RANDOM_FILLS = frozenset({
 })
 
 
+# Numbers a size check may draw for real from generators its constructor seeds (`MetaFactories`).
+REAL_DRAWS = 1 << 22
+
+
+def seeded_draw_size(func: Callable, args: tuple, kwargs: dict) -> int | None:
+    """The numbers of a `torch.rand` / `torch.randn` call given its own generator and a plain
+    size (ints, or one tuple of them); None for any other call."""
+    if func not in (torch.rand, torch.randn) or kwargs.get("generator") is None:
+        return None
+    size = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list, torch.Size)) else args
+    if not size or not all(isinstance(n, int) and n >= 0 for n in size):
+        return None
+    return math.prod(size)
+
+
 def max_params() -> int:
     """The most numbers a loaded module may hold: MAX_PARAMS, or $SUCCU_MAX_PARAMS."""
     return positive_limit(MAX_PARAMS_VARIABLE, MAX_PARAMS, "parameters")
@@ -79,6 +94,7 @@ class MetaFactories(TorchFunctionMode):
     def __init__(self, max_numbers: int, max_calls: int, held: str):
         super().__init__()
         self.max_numbers, self.max_calls, self.held, self.calls = max_numbers, max_calls, held, 0
+        self.real_left = REAL_DRAWS
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
@@ -89,6 +105,14 @@ class MetaFactories(TorchFunctionMode):
                 # compiler stack, importing it (about a second) for nothing.
                 return tensor
         if func not in FACTORIES or kwargs.get("device") is not None:
+            return func(*args, **kwargs)
+        numbers = seeded_draw_size(func, args, kwargs)
+        if numbers is not None and numbers <= self.real_left:
+            # A draw from the constructor's own seeded generator (GatedGPT's specialties) is the
+            # model's data: drawn for real, within a small budget, so what the constructor
+            # computes from it runs on the CPU rather than through torch's meta kernels, which
+            # import its compiler stack (about a second).
+            self.real_left -= numbers
             return func(*args, **kwargs)
         kwargs["device"] = "meta"
         out = func(*args, **kwargs)

@@ -160,11 +160,10 @@ from succu import evaluate, export, generate
 from succu.serve.streams import PanesStream, Served
 ckpt = {ckpts["gated"]!r}
 generate.main(["--ckpt", {ckpts["gpt"]!r}, "--prompt", "the", "--max_new_tokens", "5"])
-# The size check skips nn.init's draws on the meta device, which would import torch's compiler
-# stack (about a second) for values that do not exist. (A model whose constructor computes on
-# tensors, as GatedGPT's specialties, still pays it: torch's meta kernels import it.)
-assert "torch._dynamo" not in sys.modules and "sympy" not in sys.modules
 generate.main(["--ckpt", ckpt, "--prompt", "the", "--max_new_tokens", "5"])
+# The size check neither draws nn.init's values on the meta device nor computes GatedGPT's
+# specialties there: torch's meta kernels would import its compiler stack (about a second).
+assert "torch._dynamo" not in sys.modules and "sympy" not in sys.modules
 generate.main(["--ckpt", {ckpts["noiselm"]!r}, "--prompt", "the", "--stop", "key", "--max_new_tokens", "4"])
 evaluate.main(["--ckpt", ckpt, "--text", {str(text)!r}])
 export.main(["--ckpt", ckpt, {str(tmp_path / "hf")!r}, "--alpha", "0.5"])
