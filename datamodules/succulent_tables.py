@@ -42,8 +42,6 @@ NAMES = ("ruby", "winy")
 # stage of prepared embeddings (the article loads a trained `succulm_embeddings.json`).
 SOPHIA = "sophia"
 WORLDS = ("standard", "with_sophia", "garden")
-# World "garden": ruby and winy among six more plants whose facts overlap theirs (GARDEN_FACTS).
-GARDEN = ("lily", "jade", "aloe", "pip", "momo", "kiki")
 PRONOUN = {"ruby": "he", "winy": "she", SOPHIA: "she",
            "lily": "she", "jade": "he", "aloe": "she", "pip": "he", "momo": "she", "kiki": "he"}
 OTHER = {"ruby": "winy", "winy": "ruby", SOPHIA: "winy",
@@ -356,33 +354,31 @@ SOPHIA_NORMAL: tuple[Pair, ...] = (
     ("sophia is a girl succulent plant.", "she lives with ruby and winy in the pot."),
     ("sophia is yellow and shy.", "she is small and likes the moon."),
 )
-# World "garden": the facts of its six more plants, relation by relation (ruby's and winy's are
-# RELATIONS' own). Every value a yes/no question probes is held by one plant and not by another,
-# so the world teaches "yes" and "no" for each; some plants are cacti, so "is X a succulent?" has
-# both answers too. The friend of each is OTHER's.
+# World "garden": the facts of its six more plants, one row each (ruby's and winy's are RELATIONS'
+# own). Every value a yes/no question probes is held by one plant and not by another, so the
+# world teaches "yes" and "no" for each; some plants are cacti, so "is X a succulent?" has both
+# answers too. Each lives in the pot and sleeps there; its friend is OTHER's.
+GARDEN_ROWS = ("color", "where", "gender", "kind", "likes", "bloom", "trait", "size", "leaves", "age")
+GARDEN_PLANTS = {
+    "lily": ("white", "by the window", "girl", "succulent plant", "moon", "blooms white flowers",
+             "shy", "small", "round", "two"),
+    "jade": ("green", "in the pot", "boy", "succulent plant", "sun", "does not bloom",
+             "brave", "tall", "long", "three"),
+    "aloe": ("blue", "by the window", "girl", "cactus", "snow", "blooms white flowers",
+             "kind", "tall", "long", "three"),
+    "pip": ("red", "in the pot", "boy", "cactus", "rain", "does not bloom",
+            "shy", "small", "round", "two"),
+    "momo": ("yellow", "by the window", "girl", "succulent plant", "wind", "blooms white flowers",
+             "brave", "small", "long", "three"),
+    "kiki": ("brown", "in the pot", "boy", "cactus", "moon", "does not bloom",
+             "kind", "tall", "round", "two"),
+}
+GARDEN = tuple(GARDEN_PLANTS)  # world "garden": ruby and winy among these six
 GARDEN_FACTS = {
-    "color": {"lily": "white", "jade": "green", "aloe": "blue", "pip": "red", "momo": "yellow",
-              "kiki": "brown"},
-    "where": {"lily": "by the window", "jade": "in the pot", "aloe": "by the window",
-              "pip": "in the pot", "momo": "by the window", "kiki": "in the pot"},
-    "gender": {"lily": "girl", "jade": "boy", "aloe": "girl", "pip": "boy", "momo": "girl",
-               "kiki": "boy"},
-    "kind": {"lily": "succulent plant", "jade": "succulent plant", "aloe": "cactus", "pip": "cactus",
-             "momo": "succulent plant", "kiki": "cactus"},
+    **{relation: {name: row[k] for name, row in GARDEN_PLANTS.items()}
+       for k, relation in enumerate(GARDEN_ROWS)},
     "home": dict.fromkeys(GARDEN, "the pot"),
     "friend": {name: OTHER[name] for name in GARDEN},
-    "likes": {"lily": "moon", "jade": "sun", "aloe": "snow", "pip": "rain", "momo": "wind",
-              "kiki": "moon"},
-    "bloom": {"lily": "blooms white flowers", "jade": "does not bloom", "aloe": "blooms white flowers",
-              "pip": "does not bloom", "momo": "blooms white flowers", "kiki": "does not bloom"},
-    "trait": {"lily": "shy", "jade": "brave", "aloe": "kind", "pip": "shy", "momo": "brave",
-              "kiki": "kind"},
-    "size": {"lily": "small", "jade": "tall", "aloe": "tall", "pip": "small", "momo": "small",
-             "kiki": "tall"},
-    "leaves": {"lily": "round", "jade": "long", "aloe": "long", "pip": "round", "momo": "long",
-               "kiki": "round"},
-    "age": {"lily": "two", "jade": "three", "aloe": "three", "pip": "two", "momo": "three",
-            "kiki": "two"},
     "sleep": dict.fromkeys(GARDEN, "in the pot"),
 }
 # World "garden": "who is {e}?" (the article's probe "who is winy?") asked of every plant, answered

@@ -235,13 +235,19 @@ def check_qa_phrasings(qa_phrasings: str) -> str:
     return qa_phrasings
 
 
+def _thinking(relation: Relation) -> Relation:
+    """`relation` with THINK_TEMPLATE after its yes/no questions, where its statement names a
+    value (and it is not among them already)."""
+    if not (relation.probes and "{v}" in relation.statement):
+        return relation
+    think = THINK_TEMPLATE.format(statement=relation.statement.rstrip("."))
+    return dataclasses.replace(relation, yes_no=tuple(dict.fromkeys((*relation.yes_no, think))))
+
+
 def _extended(relation: Relation) -> Relation:
     """`relation` with the "extended" phrasings: EXTENDED_WH after its wh-questions, and
     THINK_TEMPLATE after its yes/no questions where its statement names a value."""
-    think = (THINK_TEMPLATE.format(statement=relation.statement.rstrip(".")),) if (
-        relation.probes and "{v}" in relation.statement) else ()
-    return dataclasses.replace(relation, wh=relation.wh + EXTENDED_WH.get(relation.name, ()),
-                               yes_no=relation.yes_no + think)
+    return dataclasses.replace(_thinking(relation), wh=relation.wh + EXTENDED_WH.get(relation.name, ()))
 
 
 def world_relations(world: str, qa_phrasings: str = "base") -> tuple[Relation, ...]:
@@ -424,10 +430,8 @@ def split_garden(seed: int, qa_phrasings: str = "base"
     rng = random.Random(f"succulent-garden-qa-{seed}")
     train, dev, heldout = [], [], []
     for relation in world_relations("garden", qa_phrasings):
-        if relation.probes and "{v}" in relation.statement:  # a second yes/no phrasing
-            think = THINK_TEMPLATE.format(statement=relation.statement.rstrip("."))
-            relation = dataclasses.replace(relation, yes_no=tuple(dict.fromkeys((*relation.yes_no, think))))
-        items = balanced_cells(relation_items(relation, fact_first=True), rng)
+        # every value asked in a second yes/no phrasing: a held-out one is trained in the other
+        items = balanced_cells(relation_items(_thinking(relation), fact_first=True), rng)
         forced = {i.question for i in items if i.question in GARDEN_HELDOUT_QUESTIONS}
         held = _take_out(items, forced, max(0, round(HELDOUT_RATE * len(items)) - len(forced)), rng)
         both = _take_out(items, held, round(GARDEN_DEV_RATE * len(items)), rng)

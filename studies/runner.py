@@ -102,14 +102,16 @@ class StudyRun:
 
 
 def saved_run(run: StudyRun, out: Path, compute: Callable[[Any], R], load: Callable[[dict], R]) -> R:
-    """compute(run), its (dataclass) result written atomically as out/runs/<run.key>.json with the
-    run's config stamp; when an earlier study wrote that file from the same configs (or before
-    results were stamped), load(its JSON) instead of computing again."""
+    """compute(run), its result (a dataclass, or a dict of JSON data) written atomically as
+    out/runs/<run.key>.json with the run's config stamp; when an earlier study wrote that file
+    from the same configs (or before results were stamped), load(its JSON) instead of computing
+    again."""
     data = run.saved(out)
     if data is not None:
         return load(data)
     result = compute(run)
-    atomic_write(run.result(out), json.dumps({**dataclasses.asdict(result), "stamp": run.stamp()}).encode())
+    fields = result if isinstance(result, dict) else dataclasses.asdict(result)
+    atomic_write(run.result(out), json.dumps({**fields, "stamp": run.stamp()}).encode())
     return result
 
 

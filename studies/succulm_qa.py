@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import tempfile
 import time
@@ -33,7 +32,6 @@ offline()
 
 from succu import fit  # noqa: E402
 from succu.analysis.qa import qa_scores, qa_sets  # noqa: E402
-from succu.io import atomic_write  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SEEDS = (0, 1, 2, 3, 4)
@@ -66,11 +64,8 @@ def fit_argv(run: Run, root: str) -> list[str]:
     return out
 
 
-def execute(run: Run, out: Path) -> dict:
-    """Train one seed and score its QA sets, or read the result back when done before."""
-    saved = run.saved(out)
-    if saved is not None:
-        return saved
+def train_and_score(run: Run) -> dict:
+    """Train one seed and score its QA sets greedily."""
     runner.quiet_worker()
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
         start = time.perf_counter()
@@ -84,8 +79,12 @@ def execute(run: Run, out: Path) -> dict:
                 result |= {f"{name}_exact": scores.exact.rate, f"{name}_fact": scores.fact.rate,
                            f"{name}_yes_no": scores.yes_no.rate, f"{name}_majority": scores.majority.rate,
                            f"{name}_count": len(pairs)}
-    atomic_write(run.result(out), json.dumps({**result, "stamp": run.stamp()}).encode())
     return result
+
+
+def execute(run: Run, out: Path) -> dict:
+    """One seed's result, trained now or read back when a study saved it before."""
+    return runner.saved_run(run, out, train_and_score, lambda data: data)
 
 
 def progress(result: dict) -> None:

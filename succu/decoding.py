@@ -66,12 +66,16 @@ class Decoding:
         corpus = int(batch["source"][0]) if "source" in batch else 0
         return {"alpha": dial.own_end(corpus, self.model.n_sources)}
 
-    def prompt_ids(self, text: str) -> list[int]:
-        """`<BOS>` (when the tokenizer has one) followed by the encoded prompt."""
+    def known_tokenizer(self) -> Tokenizer:
+        """The tokenizer, or one error saying where one comes from."""
         if self.tokenizer is None:
             raise RuntimeError("this module has no tokenizer; fit it or load it from a checkpoint")
-        bos = self.tokenizer.bos_id
-        return ([] if bos is None else [bos]) + self.tokenizer.encode(text)
+        return self.tokenizer
+
+    def prompt_ids(self, text: str) -> list[int]:
+        """`<BOS>` (when the tokenizer has one) followed by the encoded prompt."""
+        tok = self.known_tokenizer()
+        return ([] if tok.bos_id is None else [tok.bos_id]) + tok.encode(text)
 
     @torch.no_grad()
     def generate(
@@ -258,11 +262,6 @@ class KeyRuleDecoding(Decoding, KeyRuleStop):
         """(n, L) ids -> (n, V) log p of the next token (the last block_size tokens are read)."""
         return self.model(rows[:, -self.model.cfg.block_size :])[:, -1]
 
-    def _tokenizer(self):
-        if self.tokenizer is None:
-            raise RuntimeError("this module has no tokenizer; fit it or load it from a checkpoint")
-        return self.tokenizer
-
     @torch.no_grad()
     def answer_ids(
         self,
@@ -294,7 +293,7 @@ class KeyRuleDecoding(Decoding, KeyRuleStop):
 
     def _eos_answers(self, encoded: list[list[int]], budget: list[int]) -> list[list[int]]:
         """Greedy until EOS, prompts of one length batched (as `complete` does)."""
-        eos = self._tokenizer().eos_id
+        eos = self.known_tokenizer().eos_id
         out: list[list[int]] = [[] for _ in encoded]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, ids in enumerate(encoded):
@@ -312,7 +311,7 @@ class KeyRuleDecoding(Decoding, KeyRuleStop):
     ) -> tuple[SearchResult, int]:
         """The statistics stop rule on one prompt, EOS and the other specials banned; returns the
         result and the number of next-token evaluations it took."""
-        tok = self._tokenizer()
+        tok = self.known_tokenizer()
         ids = torch.tensor([prompt], device=self.device)
         mean_hat, var_hat = (
             t[0] for t in self.model.stop_target(ids[:, -self.model.cfg.block_size :])
@@ -342,7 +341,7 @@ class KeyRuleDecoding(Decoding, KeyRuleStop):
     def stop_profile(self, pairs: list[tuple[str, str]]) -> tuple[list[float], list[float]]:
         """Teacher-forced mismatch of each (prompt, answer): D at the answer's true length, and the
         smallest D at any shorter length (inf for one-token answers)."""
-        tok = self._tokenizer()
+        tok = self.known_tokenizer()
         codes = self.model.codes.detach()
         end, before = [], []
         with eval_mode(self.model):
