@@ -365,12 +365,17 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
         return self._loader(dataset, sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset(self.val_pairs))
+        return self.loader(self.val_pairs)
 
     @property
     def test_pairs(self) -> list[Pair]:
         """The generated world's left-out normal pairs that this vocabulary and block fit, then the
         held-out QA when `heldout_qa_split="test"`."""
+        return self.test_normal + (self.heldout_qa if self.heldout_qa_split == "test" else [])
+
+    @property
+    def test_normal(self) -> list[Pair]:
+        """The test split's narrative part: the normal pairs the world left out, seen by no split."""
         if self.data_dir is not None:
             raise ValueError(f"the pair files in {self.data_dir} hold no test split (only training "
                              "and validation); use validate, or data_dir: null for the generated world")
@@ -380,7 +385,12 @@ class SuccuPairsDataModule(ResumableTraining, QAProbes, InitialEmbeddings,
             ids = encode_pair(tok, s1, s2)
             if tok.unk_id not in ids and len(ids) - 1 <= self.block_size:  # all do for seeds 0, 1, 42
                 fits.append((s1, s2))
-        return fits + (self.heldout_qa if self.heldout_qa_split == "test" else [])
+        return fits
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset(self.test_pairs))
+        return self.loader(self.test_pairs)
+
+    def loader(self, pairs: Sequence[Pair]) -> DataLoader:
+        """`pairs` batched in order, as validation and test batch theirs (a study scores a part
+        of a split with it)."""
+        return self._loader(self.dataset(pairs))

@@ -13,10 +13,14 @@ scored by the same Trainer's `validate` and `test`:
   this script checks the match is within 5% and stops otherwise;
 - n-gram: configs/ngram_{succulent,tinystories}.yaml, interpolated Kneser-Ney of order 8 (the last
   7 tokens: NoiseLM's scattershot window), counted from the same training batches.
-Protocol: the learning rate of NoiseLM and of the GPT is chosen from three values by validation
-loss at seed 0; every row is then run at seeds 0, 1, 2 and reported on the test split (TinyStories:
-the 5% test split of the stories; succulent: the normal pairs left out of the world plus the
-held-out QA, `heldout_qa_split: test`, so no QA number was looked at when choosing). Each of
+Protocol: the learning rate of NoiseLM and of the GPT is chosen by validation loss at seed 0 from
+one shared grid (`GRID`), widened half a decade at a time past whichever edge holds a model's lowest
+loss until the lowest sits inside (`studies.runner.widened_grid`: a rate at the edge of its grid
+says only that the grid was too narrow); every row is then run at seeds 0, 1, 2 and reported on the
+test split (TinyStories: the 5% test split of the stories; succulent: the normal pairs left out of
+the world plus the held-out QA, `heldout_qa_split: test`, so no QA number was looked at when
+choosing). Succulent's test loss is also reported in its two parts, narrative pairs and held-out
+QA: they ask different things of a model (continuing a story, recalling a fact). Each of
 NoiseLM's mechanisms is ablated one at a time from the full model at its chosen learning rate
 (by default the six that remove a part, `CORE`, for the CPU budget; `--ablations all` adds the
 alternatives: C as a noise embedding, abs(w-x)/2, the hard choice of Lm, no all-pairs, no
@@ -60,7 +64,8 @@ MODEL_CONFIGS = {
     "tinystories": {"NoiseLM": "noiselm_writeup_tinystories.yaml",
                     "GPT": "noiselm_gpt_tinystories.yaml", "n-gram": "ngram_tinystories.yaml"},
 }
-LRS = {"NoiseLM": [3e-3, 1e-2, 3e-2], "GPT": [1e-3, 3e-3, 1e-2]}
+GRID = [1e-3, 3e-3, 1e-2, 3e-2]  # both models' learning rates, widened per model at an edge
+WIDENINGS = 4  # at most this many half-decade steps past the grid's edges
 ABLATIONS: dict[str, dict] = {  # one mechanism off (or swapped) at a time, from the full model
     "- token noise": {"token_noise": False},
     "- node (K=1; no C)": {"n_noise": 1, "node_c": "off"},
@@ -104,6 +109,7 @@ class Row:
     lm_params: int
     seconds: float
     em: dict = field(default_factory=dict)  # {"train": (hits, n), "held-out": (hits, n)}
+    parts: dict = field(default_factory=dict)  # succulent: test loss of {"narrative", "QA"}
     extra: dict = field(default_factory=dict)
 
 
@@ -147,6 +153,7 @@ def train_and_score(run: Run, out: Path) -> Row:
         module, dm, trainer = cli.model, cli.datamodule, cli.trainer
         val = float(trainer.callback_metrics["val/loss"])
         test = float(trainer.test(module, datamodule=dm, verbose=False)[0]["test/loss"])
+        parts = test_parts(trainer, module, dm) if run.dataset == "succulent" else {}
         if run.keep:
             (out / "ckpts").mkdir(parents=True, exist_ok=True)
             kept = trainer.checkpoint_callback.best_model_path  # last.ckpt: the first ModelCheckpoint
@@ -159,7 +166,7 @@ def train_and_score(run: Run, out: Path) -> Row:
     lm_params = params - sum(p.numel() for p in head)
     if run.model == "n-gram":
         lm_params = module.model.num_params()
-    row = Row(run, val, test, params, lm_params, seconds)
+    row = Row(run, val, test, params, lm_params, seconds, parts=parts)
     if run.dataset == "succulent":
         for name, pairs in (("train", dm.train_qa), ("held-out", dm.heldout_qa)):
             result = qa_exact_match(module, pairs)
@@ -167,6 +174,13 @@ def train_and_score(run: Run, out: Path) -> Row:
     if run.model == "NoiseLM":
         row.extra.update(node_usage(module, dm.test_dataloader()))
     return row
+
+
+def test_parts(trainer, module, dm) -> dict:
+    """Succulent's test loss on each part of its split, by the same Trainer's `test`."""
+    parts = {"narrative": dm.test_normal, "QA": dm.heldout_qa}
+    return {name: float(trainer.test(module, dataloaders=dm.loader(pairs), verbose=False)[0]["test/loss"])
+            for name, pairs in parts.items()}
 
 
 def stop_job(path: str) -> dict:
@@ -263,17 +277,20 @@ def progress(row: Row) -> None:
 
 
 def sweep(args) -> tuple[dict, list[Row]]:
-    """Seed 0 at every learning rate; returns {(dataset, model): lr} and the sweep's rows."""
-    runs = [Run(d, m, args.seeds[0], args.steps, lr, cache_dir=args.cache_dir,
-                keep=d == "succulent" and m == "NoiseLM")
-            for d in args.datasets for m in ("NoiseLM", "GPT") for lr in args.lrs[m]]
-    rows = pool_map(runs, args.jobs, args.out)
-    chosen = {}
-    for d in args.datasets:
-        for m in ("NoiseLM", "GPT"):
-            mine = [r for r in rows if r.run.dataset == d and r.run.model == m]
-            chosen[(d, m)] = min(mine, key=lambda r: r.val).run.lr
-    return chosen, rows
+    """Seed 0 on the shared grid, widened at an edge per (dataset, model); returns
+    {(dataset, model): lr} and the sweep's rows."""
+    rows: list[Row] = []
+
+    def losses(pending: list[tuple[tuple[str, str], float]]) -> list[float]:
+        runs = [Run(d, m, args.seeds[0], args.steps, lr, cache_dir=args.cache_dir,
+                    keep=d == "succulent" and m == "NoiseLM") for (d, m), lr in pending]
+        done = pool_map(runs, args.jobs, args.out)
+        rows.extend(done)
+        return [r.val for r in done]
+
+    keys = [(d, m) for d in args.datasets for m in ("NoiseLM", "GPT")]
+    tried = runner.widened_grid(keys, args.grid, losses, args.widenings)
+    return {key: min(t, key=t.get) for key, t in tried.items()}, rows
 
 
 def study_runs(args, chosen: dict, levels: dict) -> list[Run]:
@@ -335,13 +352,15 @@ def select(rows: list[Row], dataset: str, model: str, variant: str = "full",
 
 
 def report_sweep(sweep_rows: list[Row], chosen: dict) -> None:
-    print("\n### Learning rate (seed 0, validation loss; the lowest is kept)\n")
-    print("| data | model | " + " | ".join(f"lr {i + 1}" for i in range(3)) + " | chosen |")
-    print("|---|---|---|---|---|---|")
+    print("\n### Learning rate (seed 0, validation loss; the lowest is kept, the grid widened "
+          "past an edge that held it)\n")
+    print("| data | model | validation loss at each learning rate tried | chosen | at an edge |")
+    print("|---|---|---|---|---|")
     for (d, m), lr in chosen.items():
-        cells = [f"{r.run.lr:g}: {r.val:.4f}" for r in sweep_rows
-                 if r.run.dataset == d and r.run.model == m]
-        print(f"| {d} | {m} | " + " | ".join(cells) + f" | {lr:g} |")
+        tried = {r.run.lr: r.val for r in sweep_rows if r.run.dataset == d and r.run.model == m}
+        cells = ", ".join(f"{v:g}: {tried[v]:.4f}" for v in sorted(tried))
+        edge = "yes (widening limit reached)" if runner.at_edge(tried) else "no"
+        print(f"| {d} | {m} | {cells} | {lr:g} | {edge} |")
 
 
 def report_landing(rows: list[Row], dataset: str, chosen: dict) -> None:
@@ -369,6 +388,26 @@ def report_landing(rows: list[Row], dataset: str, chosen: dict) -> None:
         parts = [f"NoiseLM - {other} {stats['NoiseLM'][0] - stats[other][0]:+.4f} "
                  f"({compare(stats['NoiseLM'], stats[other])})" for other in ("n-gram", "GPT")]
         print(f"\nTest loss, lowest first: {order}. " + "; ".join(parts) + ".")
+    if qa:
+        report_parts(rows, dataset, chosen)
+
+
+def report_parts(rows: list[Row], dataset: str, chosen: dict) -> None:
+    """The test loss of each part of the split (narrative pairs, held-out QA), NoiseLM against each
+    baseline: a model can win one part and lose the other, which the pooled loss hides."""
+    found = {m: select(rows, dataset, m, lr=chosen.get((dataset, m))) for m in ("n-gram", "NoiseLM", "GPT")}
+    found = {m: mine for m, mine in found.items() if mine and mine[0].parts}
+    if "NoiseLM" not in found:
+        return
+    print(f"\n### {dataset}: the test split in its two parts (test loss, nats/token)\n")
+    print("| part | " + " | ".join(found) + " | NoiseLM - n-gram | NoiseLM - GPT |\n|---|" + "---|" * (len(found) + 2))
+    for part in found["NoiseLM"][0].parts:
+        stats = {m: mean_sd([r.parts[part] for r in mine]) for m, mine in found.items()}
+        cells = [f"{a:.4f} ± {b:.4f}" for a, b in stats.values()]
+        for other in ("n-gram", "GPT"):
+            delta = stats["NoiseLM"][0] - stats[other][0] if other in stats else math.nan
+            cells.append(f"{delta:+.4f} ({compare(stats['NoiseLM'], stats[other])})" if other in stats else "-")
+        print(f"| {part} | " + " | ".join(cells) + " |")
 
 
 def compare(a: tuple[float, float], b: tuple[float, float]) -> str:
@@ -453,10 +492,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         return names
 
     args.ablations = {"succulent": pick(args.ablations), "tinystories": pick(args.ts_ablations)}
-    args.lrs = {m: list(v) for m, v in LRS.items()}
-    if args.quick:
+    args.grid, args.widenings = list(GRID), WIDENINGS
+    if args.quick:  # two rates and one widening: the sweep's whole path in few runs
         args.steps, args.seeds = 20, [0]
-        args.lrs = {m: v[1:2] for m, v in LRS.items()}
+        args.grid, args.widenings = GRID[2:], 1
         args.ablations = {d: ["- C", "hard Lm"] for d in ("succulent", "tinystories")}
     return args
 

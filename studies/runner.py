@@ -138,6 +138,44 @@ def pool_map(work: Callable[[Any], R], runs: Sequence[Any], jobs: int, progress:
     return [results[i] for i in range(len(runs))]
 
 
+# ---- choosing a setting on a grid that widens -------------------------------------------------
+def half_decade(value: float, direction: int) -> float:
+    """The next value of the 1-3-10 ladder below (direction -1) or above (+1) `value`:
+    1e-3 -> 3e-4 or 3e-3; 3e-3 -> 1e-3 or 1e-2 (one significant figure)."""
+    return float(f"{10 ** ((round(2 * math.log10(value)) + direction) / 2):.0e}")
+
+
+def edge_extension(tried: dict[float, float]) -> float | None:
+    """The value to try next when the lowest loss of `tried` ({value: loss}) sits at an edge of
+    the values tried (the grid is too narrow to show a minimum), else None."""
+    best, ordered = min(tried, key=tried.get), sorted(tried)
+    if len(ordered) < 2 or ordered[0] < best < ordered[-1]:
+        return None
+    return half_decade(best, -1 if best == ordered[0] else 1)
+
+
+def widened_grid(keys: Sequence[Any], grid: Sequence[float], losses: Callable[[list[tuple[Any, float]]], list[float]],
+                 rounds: int = 4) -> dict[Any, dict[float, float]]:
+    """Every key's {value: loss} over `grid`, widened past whichever edge holds its lowest loss
+    until the lowest sits inside (or `rounds` widenings were made: then it is at an edge still,
+    and the report says so). `losses(pairs)` scores a list of (key, value) pairs in one go, so a
+    study runs every key's pending runs as one batch of its worker pool."""
+    tried: dict[Any, dict[float, float]] = {key: {} for key in keys}
+    pending = [(key, value) for key in keys for value in grid]
+    for _ in range(rounds + 1):
+        for (key, value), loss in zip(pending, losses(pending)):
+            tried[key][value] = loss
+        pending = [(key, new) for key in keys if (new := edge_extension(tried[key])) is not None]
+        if not pending:
+            break
+    return tried
+
+
+def at_edge(tried: dict[float, float]) -> bool:
+    """Whether the lowest loss of {value: loss} sits at an edge of the values tried."""
+    return edge_extension(tried) is not None
+
+
 # ---- statistics across seeds ---------------------------------------------------------------
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
         9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}

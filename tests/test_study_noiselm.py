@@ -18,12 +18,18 @@ def test_quick_study_prints_every_table_and_resumes(tmp_path):
     for heading in ("### Learning rate", "### succulent: where the write-up's model lands",
                     "### succulent: NoiseLM's mechanisms one at a time",
                     "### succulent: how the full NoiseLM uses its parts",
-                    "### succulent: the stop rule on the held-out QA"):
+                    "### succulent: the stop rule on the held-out QA",
+                    "### succulent: the test split in its two parts"):
         assert heading in first.stdout
     for model in ("| n-gram |", "| NoiseLM |", "| GPT |"):
         assert model in first.stdout
+    for part in ("| narrative |", "| QA |"):
+        assert part in first.stdout
+    sweep = [line for line in first.stdout.splitlines() if line.startswith("| succulent |")]
+    tried = [line.split(" | ")[2].count(":") for line in sweep]
+    assert len(sweep) == 2 and all(n in (2, 3) for n in tried)  # two grid rates, one more past an edge
     done = sorted((tmp_path / "runs").glob("*.json"))
-    assert len(done) == 5  # NoiseLM and GPT at one lr, the n-gram, two ablations
+    assert len(done) == sum(tried) + 3  # the sweep, the n-gram, two ablations
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
     assert again.returncode == 0 and sorted((tmp_path / "runs").glob("*.json")) == done
     table = lambda out: out[out.index("### Learning rate"):out.index("### succulent: the stop")]  # noqa: E731

@@ -95,3 +95,35 @@ def test_the_library_imports_neither_studies_nor_bench():
                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
                 for name in names:
                     assert name.split(".")[0] not in ("studies", "bench", "_common"), (path, name)
+
+
+def test_half_decade_walks_the_one_three_ladder():
+    from studies.runner import half_decade
+
+    assert [half_decade(v, -1) for v in (1e-3, 3e-3, 1e-2)] == [3e-4, 1e-3, 3e-3]
+    assert [half_decade(v, +1) for v in (1e-3, 3e-3, 3e-2)] == [3e-3, 1e-2, 1e-1]
+
+
+def test_grid_widens_past_the_edge_that_holds_the_lowest_loss():
+    """A loss with its minimum at 1e-4 on a grid of 1e-3..3e-2: the grid steps down half a decade
+    per round until the lowest loss sits inside (1e-4 has 3e-5 and 3e-4 beside it); a key whose
+    minimum is inside the grid from the start runs nothing more; the widening stops at its limit."""
+    import math
+
+    from studies.runner import at_edge, widened_grid
+
+    minima = {"low": 1e-4, "inside": 3e-3, "high": 10.0}
+    calls = []
+
+    def losses(pending):
+        calls.append(pending)
+        return [(math.log10(v) - math.log10(minima[k])) ** 2 for k, v in pending]
+
+    tried = widened_grid(list(minima), [1e-3, 3e-3, 1e-2, 3e-2], losses, rounds=4)
+    assert sorted(tried["low"]) == [3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
+    assert min(tried["low"], key=tried["low"].get) == 1e-4 and not at_edge(tried["low"])
+    assert sorted(tried["inside"]) == [1e-3, 3e-3, 1e-2, 3e-2] and not at_edge(tried["inside"])
+    assert sorted(tried["high"]) == [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0]  # four widenings
+    assert at_edge(tried["high"])  # the limit reached: still at the edge, and the report says so
+    assert len(calls) == 5 and calls[0] == [(k, v) for k in minima for v in [1e-3, 3e-3, 1e-2, 3e-2]]
+    assert calls[1] == [("low", 3e-4), ("high", 1e-1)]  # each round is one batch of every key's next run
