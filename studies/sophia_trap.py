@@ -59,6 +59,7 @@ from succu.analysis.tt_sweep import (  # noqa: E402
     ARTICLE_PLAN,
     METRICS,
     Probe,
+    bond_for_damage,
     parse_experiments,
     sweep,
 )
@@ -75,6 +76,9 @@ TITLES = {
     "prepared": "prepared embeddings (configs/succulm_stage1.yaml -> configs/succulm_stage2.yaml)",
 }
 QUICK_PLAN = "0@20;3@20"  # --quick: two experiments, for the path, not the numbers
+HIDDEN = "sophia"  # the standard world's hidden word
+DAMAGE = (0.05, 0.2)  # equal damage: validation-loss rises (nats) every layer is compressed to
+DOSE_STEPS = (500, 1000, 2500)  # the dose-response's stage-2 lengths
 QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
          "--trainer.enable_model_summary", "false", "--trainer.num_sanity_val_steps", "0",
          "--trainer.callbacks", "[]"]
@@ -94,10 +98,30 @@ class Run:
     samples: int
     temperature: float = 0.6
     qa_limit: int | None = None  # score only the first n training and held-out questions (--quick)
+    damage: tuple = ()  # validation-loss rises (nats) each layer is compressed to, for equal damage
 
     @property
     def key(self) -> str:
         return f"{self.setup}-s{self.seed}-" + hashlib.sha1(repr(self).encode()).hexdigest()[:10]
+
+
+@dataclass(frozen=True)
+class DoseRun:
+    """One cell of the dose-response: stage 2 of the prepared set-up from seed's stage-1 file, with
+    sophia's row as prepared, scaled (x3) or frozen as loaded, for `steps` steps, then corrupted."""
+
+    seed: int
+    row: str  # prepared, x3, frozen
+    steps: int  # stage 2's
+    stage1_steps: int
+    samples: int
+    plan: str = "0@20;3@20"
+    temperature: float = 0.6
+    qa_limit: int | None = 40
+
+    @property
+    def key(self) -> str:
+        return f"dose-{self.row}-{self.steps}-s{self.seed}-" + hashlib.sha1(repr(self).encode()).hexdigest()[:10]
 
 
 # ---- one run, in a worker process -----------------------------------------------------------
@@ -113,6 +137,63 @@ def fit_argv(config: str, run: Run, root: str, embeddings: str) -> list[str]:
     return out + QUIET
 
 
+def stage1_file(out: Path, seed: int, steps: int) -> Path:
+    return out / "stage1" / f"s{seed}-{steps}.json"
+
+
+def train_stage1(job: tuple[int, int], out: Path) -> float:
+    """Stage 1 of the prepared set-up once per (seed, steps), its embeddings file kept under
+    `out` for every stage 2 of the dose-response; returns the fit's seconds (0: read back)."""
+    seed, steps = job
+    path = stage1_file(out, seed, steps)
+    if path.exists():
+        return 0.0
+    runner.quiet_worker()
+    run = DoseRun(seed, "prepared", steps, steps, samples=1)
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        start = time.perf_counter()
+        scratch = Path(tmp) / "succulm_embeddings.json"
+        fit.main(fit_argv("succulm_stage1.yaml", run, str(Path(tmp) / "stage1"), str(scratch)))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, scratch.read_bytes())
+    return time.perf_counter() - start
+
+
+ROWS = {"prepared": 1.0, "x3": 3.0, "frozen": 1.0}  # sophia's row: its scale, and frozen or not
+
+
+def dosed_embeddings(source: Path, row: str, tmp: str) -> str:
+    """Stage 1's file with sophia's vector scaled as `row` says (a copy; the source stays)."""
+    vectors = json.loads(source.read_text())
+    vectors[HIDDEN] = [ROWS[row] * v for v in vectors[HIDDEN]]
+    path = Path(tmp) / f"embeddings-{row}.json"
+    path.write_text(json.dumps(vectors))
+    return str(path)
+
+
+def dose_execute(run: DoseRun, out: Path) -> dict:
+    """Stage 2 of one dose cell and its corruption rows, or the result saved before."""
+    done = out / "dose" / f"{run.key}.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    runner.quiet_worker()
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        embeddings = dosed_embeddings(stage1_file(out, run.seed, run.stage1_steps), run.row, tmp)
+        argv = fit_argv("succulm_stage2.yaml", run, str(Path(tmp) / "stage2"), embeddings)
+        if run.row == "frozen":
+            argv += ["--model.init_args.frozen_words", json.dumps([HIDDEN])]
+        start = time.perf_counter()
+        cli = fit.main(argv)
+        fit_seconds = time.perf_counter() - start
+        module = cli.model.eval()
+        rows = sweep(module, make_probe(cli.datamodule, run), parse_experiments(run.plan),
+                     baseline=False, log=lambda *_: None)
+    result = {"run": dataclasses.asdict(run), "fit_seconds": fit_seconds,
+              "sweep_seconds": time.perf_counter() - start - fit_seconds, "rows": [slim(r) for r in rows]}
+    atomic_write(done, json.dumps(result).encode())
+    return result
+
+
 def train(run: Run, tmp: str):
     """Fit the run's set-up (one or two stages); returns the last stage's CLI and the seconds."""
     embeddings = str(Path(tmp) / "succulm_embeddings.json")
@@ -122,7 +203,7 @@ def train(run: Run, tmp: str):
     return cli, time.perf_counter() - start
 
 
-def make_probe(datamodule, run: Run) -> Probe:
+def make_probe(datamodule, run: Run | DoseRun) -> Probe:
     datamodule = require(datamodule, QAProbes, "the sophia-trap study")
     meter = Meter(datamodule.world_grammar()) if isinstance(datamodule, WorldKnowledge) else None
     n = run.qa_limit
@@ -150,17 +231,34 @@ def execute(run: Run, out: Path) -> dict:
         cli, fit_seconds = train(run, tmp)
         module = cli.model.eval()
         start = time.perf_counter()
-        rows = sweep(module, make_probe(cli.datamodule, run), parse_experiments(run.plan),
-                     log=lambda *_: None)
+        probe = make_probe(cli.datamodule, run)
+        rows = sweep(module, probe, parse_experiments(run.plan), log=lambda *_: None)
+        sweep_seconds = time.perf_counter() - start
+        damage = equal_damage(module, probe, run.damage, rows[0]["val_loss"])
     result = {"run": dataclasses.asdict(run), "fit_seconds": fit_seconds,
-              "sweep_seconds": time.perf_counter() - start, "rows": [slim(r) for r in rows]}
+              "sweep_seconds": sweep_seconds, "rows": [slim(r) for r in rows], "damage": damage,
+              "damage_seconds": time.perf_counter() - start - sweep_seconds}
     atomic_write(done, json.dumps(result).encode())
     return result
 
 
+def equal_damage(module, probe: Probe, targets: tuple, dense_loss: float) -> list[dict]:
+    """Each FFN alone compressed to the largest bond that raises the validation loss by at least
+    each target (`bond_for_damage`), then read like every other row: layers compared at the
+    same damage, not the same bond."""
+    out = []
+    for target in targets:
+        bonds = [bond_for_damage(module, probe.val_loader, k, target, dense_loss)[0] for k in range(4)]
+        plan = ";".join(f"{k}@{b}" for k, b in enumerate(bonds))
+        rows = sweep(module, probe, parse_experiments(plan), baseline=False, log=lambda *_: None)
+        out += [{**slim(r), "target": target, "rise": r["val_loss"] - dense_loss} for r in rows[1:]]
+    return out
+
+
 def progress(result: dict) -> None:
     r = result["run"]
-    print(f"  [{r['setup']} seed {r['seed']}] fit {result['fit_seconds']:.0f} s, sweep "
+    name = r["setup"] if "setup" in r else f"dose {r['row']} {r['steps']} steps"
+    print(f"  [{name} seed {r['seed']}] fit {result['fit_seconds']:.0f} s, sweep "
           f"{result['sweep_seconds']:.0f} s", flush=True)
 
 
@@ -266,6 +364,103 @@ def report_verdicts(results: list[dict], setup: str) -> None:
     print(verdict_line(results, "3b'. ... p(sophia), teacher-forced (bond 20: layers 2, 3 minus "
                        "layers 0, 1)", "hidden_mass", [single(2, 20), single(3, 20)],
                        [single(0, 20), single(1, 20)]))
+    loosen, tighten = ("0,1,2,3", "39/42/46/47"), ("0,1,2,3", "47/46/42/39")
+    for metric in ("grammar_rate", "false_fact_rate", "val_loss"):
+        print(same_line(results, "S1. loosening and tightening the compression along the layers "
+                        "read about the same (39/42/46/47 minus 47/46/42/39)", metric, [loosen], [tighten]))
+    first, last = ("0,1", "30"), ("2,3", "30")
+    print(verdict_line(results, "S3. corrupting the first two layers has a larger impact than the "
+                       "last two (bond 30: layers 2,3 minus 0,1)", "grammar_rate", [last], [first]))
+    print(verdict_line(results, "S3. ... (bond 30: layers 0,1 minus 2,3)", "val_loss", [first], [last]))
+    inner, outer = [single(1, 20), single(2, 20)], [single(3, 20)]
+    print(same_line(results, "S5. internal layers keep the text looking natural (bond 20: layers 1, "
+                    "2 minus layer 3)", "grammar_rate", inner, outer))
+    print(verdict_line(results, "S5. ... but state more false facts (bond 20: layers 1, 2 minus "
+                       "layer 3)", "false_fact_rate", inner, outer))
+
+
+def same_line(results: list[dict], claim: str, metric: str, plus, minus) -> str:
+    """A claim of no difference: a difference within two sd is what the claim predicts, one
+    beyond it refutes it ("differs")."""
+    line = verdict_line(results, claim, metric, plus, minus)
+    for word in ("holds", "opposite"):
+        line = line.replace(f"**{word}**", "**differs**")
+    return line.replace("**no difference detected at this scale**",
+                        "**no difference detected at this scale** (as claimed)")
+
+
+def damage_values(results: list[dict], target: float, layer: str, metric: str) -> list[float]:
+    return [float(r[metric]) for result in results for r in result.get("damage", [])
+            if r["target"] == target and r["layers"] == layer]
+
+
+def report_damage(results: list[dict], setup: str) -> None:
+    """Each layer alone at the bond that costs the same validation loss; verdicts paired by seed."""
+    targets = sorted({r["target"] for result in results for r in result.get("damage", [])})
+    if not targets:
+        return
+    print(f"\n### Equal damage: {TITLES[setup]}\n")
+    print("Each FFN alone compressed to the largest bond that raises the validation loss by at least "
+          "the target; mean ± 95% t-interval across seeds.\n")
+    metrics = (("rise", "loss rise", "{:.3f}"), ("grammar_rate", "grammar rate", "{:.3f}"),
+               ("oot_rate", "out-of-template", "{:.3f}"), ("false_fact_rate", "false-fact rate", "{:.3f}"),
+               ("fact_rate", "fact rate", "{:.3f}"), ("hidden_rate", "sophia rate", "{:.3f}"))
+    print("| target | layer | bond | " + " | ".join(h for _, h, _ in metrics) + " |")
+    print("|---|---|---|" + "---|" * len(metrics))
+    for target in targets:
+        for layer in "0123":
+            bonds = damage_values(results, target, layer, "bond_dims")
+            cells = [cell(damage_values(results, target, layer, m), fmt) for m, _, fmt in metrics]
+            print(f"| {target:g} | {layer} | {'/'.join(f'{b:g}' for b in bonds)} | " + " | ".join(cells) + " |")
+    for target in targets:
+        claims = (("1. layer 0 breaks sentence structure most (grammar: layers 1-3 minus 0)",
+                   "grammar_rate", "123", "0"),
+                  ("2. the last layer brings strange vocabulary (out-of-template: layer 3 minus 0-2)",
+                   "oot_rate", "3", "012"),
+                  ("S5. internal layers state more false facts (layers 1, 2 minus 3)",
+                   "false_fact_rate", "12", "3"))
+        for claim, metric, plus, minus in claims:
+            diffs = [statistics.fmean(damage_values([res], target, k, metric)[0] for k in plus)
+                     - statistics.fmean(damage_values([res], target, k, metric)[0] for k in minus)
+                     for res in results]
+            diffs = [d for d in diffs if not math.isnan(d)]
+            sd = f" ± {statistics.stdev(diffs):.3f}" if len(diffs) > 1 else ""
+            mean = statistics.fmean(diffs) if diffs else math.nan
+            print(f"- at a loss rise of {target:g}: {claim}: {mean:+.3f}{sd} -> **{side(diffs)}**")
+
+
+def report_dose(results: list[dict]) -> None:
+    """The trap's dose-response: sophia's row as prepared, x3 or frozen, stage 2 of each length."""
+    if not results:
+        return
+    seeds = sorted({r["run"]["seed"] for r in results})
+    print("\n### The trap's dose-response (prepared set-up; sophia's row x stage-2 length)\n")
+    print(f"Seeds {seeds}; mean ± 95% t-interval across seeds; dense / layer 0 at bond 20 / layer 3 "
+          "at bond 20.\n")
+    print("| sophia's row | stage-2 steps | sophia rate | p(sophia) | val loss (dense) |\n|---|---|---|---|---|")
+    cells = [("-", "-"), ("0", "20"), ("3", "20")]
+    found = []
+    for row in ROWS:
+        for steps in sorted({r["run"]["steps"] for r in results}):
+            mine = [r for r in results if r["run"]["row"] == row and r["run"]["steps"] == steps]
+            if not mine:
+                continue
+            rate = [values(mine, *c, "hidden_rate") for c in cells]
+            mass = [values(mine, *c, "hidden_mass") for c in cells]
+            print(f"| {row} | {steps} | " + " / ".join(cell(v, "{:.3f}") for v in rate) + " | "
+                  + " / ".join(cell(v, "{:.1e}") for v in mass) + " | "
+                  + cell(values(mine, "-", "-", "val_loss"), "{:.3f}") + " |")
+            intervals = [runner.interval(v) for v in rate[1:]]
+            if any(mean >= 0.01 and mean - half > 0 for mean, half in intervals):  # nan half: no
+                found.append((row, steps, mine))
+    top = max(float(row["hidden_rate"]) for r in results for row in r["rows"])
+    if not found:
+        print(f"\nThe trap appears in no regime (a sophia rate of 1% or more, its interval above 0); "
+              f"the highest rate of any row on any seed is {top:.3f}: it needs an atypical row.")
+        return
+    for row, steps, mine in found:
+        print(verdict_line(mine, f"where it appears ({row}, {steps} steps): more in the later layer "
+                           "(layer 3 minus layer 0 at bond 20)", "hidden_rate", [("3", "20")], [("0", "20")]))
 
 
 # ---- main -----------------------------------------------------------------------------------
@@ -276,7 +471,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--samples", type=int, default=20, help="samples per prompt at T = 0.6")
     p.add_argument("--setups", default="random,prepared", help="comma list of random, prepared")
+    p.add_argument("--damage", default=",".join(map(str, DAMAGE)),
+                   help="equal damage: validation-loss rises (nats) each layer is compressed to, "
+                        "comma list ('' for none)")
+    p.add_argument("--dose", action="store_true",
+                   help="the trap's dose-response instead: sophia's row prepared, x3 or frozen, "
+                        "stage 2 of --dose_steps, layers 0 and 3 at bond 20 (prepared set-up)")
+    p.add_argument("--dose_steps", default=",".join(map(str, DOSE_STEPS)), help="stage-2 lengths")
     args = runner.parse(p, argv)
+    try:
+        args.damage = tuple(float(t) for t in args.damage.split(",") if t.strip())
+        args.dose_steps = tuple(int(t) for t in args.dose_steps.split(","))
+    except ValueError as err:
+        p.error(f"--damage wants numbers and --dose_steps integers, comma-separated: {err}")
+    if any(t <= 0 for t in args.damage) or any(t < 1 for t in args.dose_steps):
+        p.error(f"--damage rises must be > 0 and --dose_steps >= 1, got {args.damage} and {args.dose_steps}")
     args.setups = args.setups.split(",")
     unknown = [s for s in args.setups if s not in SETUPS]
     if unknown:
@@ -286,16 +495,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.plan, args.qa_limit = ARTICLE_PLAN, None
     if args.quick:
         args.steps, args.seeds, args.samples, args.plan, args.qa_limit = 10, [0], 1, QUICK_PLAN, 8
+        args.damage, args.dose_steps = args.damage[:1], (5, 10)
     return args
+
+
+def dose_main(args: argparse.Namespace) -> None:
+    """Stage 1 once per seed, then every (row, length, seed) cell; the dose table."""
+    runs = [DoseRun(seed, row, steps, args.steps, args.samples, qa_limit=args.qa_limit or 40)
+            for row in ROWS for steps in args.dose_steps for seed in args.seeds]
+    if not args.report_only:
+        print(f"dose-response: {len(args.seeds)} stage-1 fits, {len(runs)} stage-2 fits and sweeps, "
+              f"{args.jobs} jobs", flush=True)
+        runner.pool_map(partial(train_stage1, out=args.out), [(s, args.steps) for s in args.seeds],
+                        args.jobs, lambda sec: print(f"  stage 1: {sec:.0f} s", flush=True))
+        runner.pool_map(partial(dose_execute, out=args.out), runs, args.jobs, progress)
+    done = [args.out / "dose" / f"{r.key}.json" for r in runs]
+    report_dose([json.loads(p.read_text()) for p in done if p.exists()])
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     setup_threads(args.threads)
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
-    runs = [Run(s, seed, args.steps, args.plan, args.samples, qa_limit=args.qa_limit)
-            for s in args.setups for seed in args.seeds]
     start = time.perf_counter()
+    if args.dose:
+        dose_main(args)
+        print(f"\ntotal {time.perf_counter() - start:.0f} s")
+        return
+    runs = [Run(s, seed, args.steps, args.plan, args.samples, qa_limit=args.qa_limit, damage=args.damage)
+            for s in args.setups for seed in args.seeds]
     if args.report_only:
         done = [args.out / "runs" / f"{r.key}.json" for r in runs]
         results = [json.loads(p.read_text()) for p in done if p.exists()]
@@ -308,6 +536,7 @@ def main(argv: list[str] | None = None) -> None:
         if mine:
             report_setup(mine, setup)
             report_verdicts(mine, setup)
+            report_damage(mine, setup)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 

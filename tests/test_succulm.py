@@ -233,3 +233,27 @@ def test_prepared_embeddings_two_stages(tmp_path, capsys):
         fit.main(["--config", STAGES[1], *QUICK, "--trainer.default_root_dir",
                   str(tmp_path / "three"), "--model.init_args.init_embeddings", str(partial)])
     assert "no vector for 1 vocabulary words" in capsys.readouterr().err
+
+
+def test_frozen_words_keep_their_loaded_rows(tmp_path, capsys):
+    """Stage 2 with sophia frozen: her row ends the fit bitwise as loaded, through gradient and
+    weight decay (lr > 0), while every other row moves; an unknown word is one line naming it."""
+    from succu import fit
+
+    emb = tmp_path / "succulm_embeddings.json"
+    one = fit.main(["--config", STAGES[0], *QUICK, "--trainer.default_root_dir",
+                    str(tmp_path / "one"), "--model.init_args.save_embeddings", str(emb)])
+    loaded = one.model.model.embed.weight.detach().clone()
+    two = fit.main(["--config", STAGES[1], *QUICK, "--trainer.default_root_dir", str(tmp_path / "two"),
+                    "--model.init_args.init_embeddings", str(emb), "--model.init_args.frozen_words",
+                    '["sophia"]', "--model.init_args.optimizer.init_args.weight_decay", "0.5"])
+    sophia = two.model.tokenizer.vocab.index("sophia")
+    after = two.model.model.embed.weight.detach()
+    assert torch.equal(after[sophia], loaded[sophia])
+    moved = (after != loaded).any(-1)
+    assert moved.sum() == len(after) - 1 and not moved[sophia]
+    with pytest.raises(SystemExit):
+        fit.main(["--config", STAGES[1], *QUICK, "--trainer.default_root_dir", str(tmp_path / "three"),
+                  "--model.init_args.init_embeddings", str(emb), "--model.init_args.frozen_words",
+                  '["sofia"]'])
+    assert "frozen_words ['sofia'] are not in the vocabulary" in capsys.readouterr().err

@@ -172,3 +172,25 @@ def test_probe_trap_carries_the_meter_counts():
     assert counts.rates()["trap/grammar_rate"] == pytest.approx(2 / 3)
     both = counts + counts
     assert both.meter.generations == 6 and (counts + TrapCounts()).meter == counts.meter
+
+
+def test_bond_for_damage_finds_a_boundary_of_the_brute_force_rises():
+    """Every bond of one block compressed by brute force: the bisection's bond has a rise at least
+    the target and the next bond up one below it, with the rise the brute force measured; a
+    target no bond reaches gives bond 1."""
+    from succu.analysis.compression import clamp_bonds, val_metrics
+    from succu.analysis.tt_sweep import bond_for_damage, compressed_loss
+
+    torch.manual_seed(0)
+    module = SuccuLMModule(SuccuLMConfig(vocab_size=len(TOKENIZER), block_size=16, profile="tiny")).eval()
+    ids = torch.randint(0, len(TOKENIZER), (4, 13), generator=torch.Generator().manual_seed(1))
+    loader = [{"input_ids": ids[:, :-1], "labels": ids[:, 1:]}]
+    dense = val_metrics(module, loader)["val_loss"]
+    full = clamp_bonds(module, [0], [10**6])[0]
+    rises = {b: compressed_loss(module, loader, 0, b) - dense for b in range(1, full + 1)}
+    assert abs(rises[full]) < 1e-5 and max(rises.values()) > 1e-3  # exact at full rank, lossy below
+    for target in sorted(v for v in rises.values() if v > 1e-5)[::2]:
+        bond, rise = bond_for_damage(module, loader, 0, target, dense)
+        assert rise == pytest.approx(rises[bond], abs=1e-7) and rise >= target - 1e-7
+        assert rises[bond + 1] < target
+    assert bond_for_damage(module, loader, 0, max(rises.values()) + 1.0, dense) == (1, pytest.approx(rises[1]))

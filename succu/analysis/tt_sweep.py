@@ -326,6 +326,36 @@ def sweep(module: LanguageModule, probe: Probe, layer_sets, bond_specs=None, lay
     return rows
 
 
+def compressed_loss(module: LanguageModule, loader, block: int, bond: int, layout: str = "mps",
+                    modes=None) -> float:
+    """Validation loss of a copy of `module` whose block `block` has its FFN at `bond`."""
+    model = copy.deepcopy(module)
+    compress_linears(model, ffn_specs(model, [block], [bond], layout, modes))
+    return val_metrics(model, loader)["val_loss"]
+
+
+def bond_for_damage(module: LanguageModule, loader, block: int, target: float, dense_loss: float,
+                    layout: str = "mps", modes=None) -> tuple[int, float]:
+    """The largest bond at which compressing `block`'s FFN alone raises the validation loss by at
+    least `target` nats over `dense_loss`, and the rise it gives: equal damage, not equal bond,
+    is what makes layers comparable. Bisection on [1, full rank] (the loss rises as the bond
+    falls; at full rank the layer is exact); bond 1 and its rise when even that falls short."""
+    rises: dict[int, float] = {}
+
+    def rise(bond: int) -> float:
+        if bond not in rises:
+            rises[bond] = compressed_loss(module, loader, block, bond, layout, modes) - dense_loss
+        return rises[bond]
+
+    low, high = 1, clamp_bonds(module, [block], [sys.maxsize])[0]
+    if rise(low) < target:
+        return low, rise(low)
+    while high - low > 1:  # rise(low) >= target > rise(high)
+        mid = (low + high) // 2
+        low, high = (mid, high) if rise(mid) >= target else (low, mid)
+    return low, rise(low)
+
+
 # ----------------------------------------------------------------------------- outputs
 METRICS = ("val_loss", "qa_exact", "qa_exact_heldout", "hidden_rate", "hidden_rate_std",
            "hidden_token_rate", "special_rate", "special_rate_std", "special_token_rate",

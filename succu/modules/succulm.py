@@ -28,6 +28,10 @@ class SuccuLMModule(LanguageModule):
         save_embeddings: at the end of fit, write the token embedding as the article's
             `{word: [floats]}` file to this path (atomically, by rank zero; not under
             fast_dev_run): the first stage of prepared embeddings.
+        frozen_words: vocabulary words whose embedding rows keep the values they start the fit
+            with (loaded or random): each is written back after every optimizer step, so neither
+            its gradient nor weight decay moves it, and the tied output reads the same row (the
+            sophia trap's dose-response freezes sophia's prepared row this way).
 
     QA exact match at every validation and the per-block diagnostics are callbacks a config names
     (`callbacks.qa.QAExactMatch`, `callbacks.diagnostics.Diagnostics`).
@@ -41,20 +45,45 @@ class SuccuLMModule(LanguageModule):
         init_embeddings: str | None = None,
         strict_embeddings: bool = False,
         save_embeddings: str | None = None,
+        frozen_words: list[str] = [],  # noqa: B006  (a YAML list; never mutated)
         **kwargs: Any,
     ):
         super().__init__(model, **kwargs)
         self.model = SuccuLM(self.model_config)
         self.init_embeddings = init_embeddings
         self.strict_embeddings, self.save_embeddings = strict_embeddings, save_embeddings
+        self.frozen_words = list(frozen_words)
+        self._frozen: tuple[torch.Tensor, torch.Tensor] | None = None  # (row ids, their values)
 
     def on_fit_start(self) -> None:
-        """Copy initial vectors into E: from `init_embeddings`, else from the data's own file.
+        """Copy initial vectors into E (from `init_embeddings`, else from the data's own file) and
+        note the rows `frozen_words` keep. Only a fresh run initialises; a resumed run's checkpoint
+        already holds the trained rows."""
+        if self.trainer.ckpt_path is None:
+            self._initial_embeddings()
+        self._frozen = self._frozen_rows()
 
-        Only a fresh run does this; a resumed run's checkpoint already holds the trained rows.
-        """
-        if self.trainer.ckpt_path is not None:
-            return
+    def _frozen_rows(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The ids of `frozen_words` and their rows as the fit starts (a resumed fit's checkpoint
+        holds them unchanged)."""
+        if not self.frozen_words:
+            return None
+        vocab = self.tokenizer.vocab if self.tokenizer is not None else []
+        unknown = [w for w in self.frozen_words if w not in vocab]
+        if unknown:
+            raise ValueError(f"frozen_words {unknown} are not in the vocabulary ({len(vocab)} words)")
+        ids = torch.tensor([vocab.index(w) for w in self.frozen_words], device=self.device)
+        return ids, self.model.embed.weight.detach()[ids].clone()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Write the frozen rows back: the optimizer step just moved them."""
+        if self._frozen is not None:
+            ids, rows = self._frozen
+            with torch.no_grad():
+                self.model.embed.weight[ids] = rows
+
+    def _initial_embeddings(self) -> None:
+        """Copy initial vectors into E: from `init_embeddings`, else from the data's own file."""
         if self.init_embeddings:
             if self.tokenizer is None:
                 raise ValueError("init_embeddings needs a datamodule with a tokenizer")
