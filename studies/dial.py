@@ -4,12 +4,13 @@
                            [--recipes all] [--out runs/bench_alpha_dial]
                            [--report dial.md] [--figures runs/bench_alpha_dial/fig]
     python -m studies.dial --quick     # smoke test: the whole path on a few steps
+    python -m studies.dial --recipes abcgpt,shipped,narrow1,control,ts_only,sh_only,k3,k3_d02
     python -m studies.dial --variants [--variant reference] [--steps 3000] [--seed 1337]
 
 The study. Every model trains through the product, `succu.fit.main` (what `python -m
 succu.fit` runs), from a shipped config plus the command-line overrides that `argv` builds per
 recipe (steps, seed, the recipe's fields, and a callbacks list holding only the config's own
-AlphaBetaSampling, so the dashboard's sweeps do not run), and is scored by the same Trainer's
+AlphaBetaSampling, or nothing for a single-corpus recipe, so the dashboard's sweeps do not run), and is scored by the same Trainer's
 `test` on the test split, which no recipe was chosen on (GatedGPTModule logs
 `test/loss/<corpus>@alpha=<a>` for each of `eval_alphas`). Recipes, same mixture, steps, schedule:
 
@@ -20,7 +21,12 @@ AlphaBetaSampling, so the dashboard's sweeps do not run), and is scored by the s
     ungated     the shipped recipe with `--model.init_args.model.gating false`: a plain GPT on the
                 same draws (the dial is ignored)
     control     configs/abcgpt_char_control.yaml: a learned style vector per corpus, interpolated
-    k3          configs/abcgpt_char_k3.yaml: TinyStories, Shakespeare, King James on the simplex
+    ts_only     the ungated recipe trained on TinyStories alone (the mixture's training weights
+                [1, 0], no dial draws): the same data module, tokenizer, text form, test windows
+    sh_only     the same on Shakespeare alone (weights [0, 1])
+    k3          configs/abcgpt_char_k3.yaml: TinyStories, Shakespeare, King James on the simplex,
+                rows drawn from Dirichlet(0.1) as shipped (chosen on the validation grid)
+    k3_d02      the same with Dirichlet(0.2) draws: both draws reported on the test split
     k3_ungated  the same with gating false: an ungated GPT on the same 3-corpus mixture
 
 Each at every seed (default 1337, 1, 2: the seed of the run, of the data's windows and draws, and
@@ -37,7 +43,21 @@ corpus is lowest at its own vertex (within 0.02) on every seed, among the four p
 the 66-point simplex grid (step 0.1) of the test split, where it also reports each corpus's best
 point and the ternary map of the losses.
 
-Each run's result is a JSON file under --out/runs named by the run's settings, so a rerun trains
+Three further readings ask what the dial does inside. Partitioning (claim C5): each end of a dial
+is scored on the other corpus against the single-corpus GPT that never saw that corpus; an end
+level with it has partitioned the corpora, one below it shares what it learnt from the other.
+Specialists (claim C3): with no training, each gated two-corpus model has sets of units silenced
+at alpha = 0.5 (their gates held at zero, succu/analysis/silence.py): corpus 1's specialists
+(m > 0.9; m is a unit's corpus-1 share and alpha = 1 is Shakespeare's end), as many units drawn
+at random (a generator seeded by the run's seed), then corpus 0's specialists (m < 0.1); a
+specialist set should cost its own corpus more than the other, and more than random units do.
+Voice scores: each generation's log-likelihood ratio Shakespeare : TinyStories per character
+under the voice meter, whose spread at alpha .25 / .5 / .75 tells a blend (scores in the middle
+third between the ends' mean scores) from a switch (scores at the ends, bimodal), which the share
+judged Shakespeare alone cannot.
+
+Each run's result is a JSON file under --out/runs named by the run's settings (READINGS among
+them: runs saved before the voice scores and the silencing train again), so a rerun trains
 nothing it has (a study cut short reports what it finished with --report_only). Runs go to
 `--jobs` processes with one torch thread each. What the default study costs in CPU time is on
 its results page, studies/results/dial.md (past block 64 every generated character recomputes the
@@ -91,6 +111,7 @@ class Recipe:
     gated: bool = True  # has a dial that moves anything (the ungated GPTs ignore alpha)
     gates: bool = True  # specialty gates (not the control code)
     k: int = 2
+    only: str | None = None  # trains on this corpus alone (rows by the data's weights, no dial draws)
 
 
 RECIPES = {
@@ -99,10 +120,16 @@ RECIPES = {
     "narrow1": Recipe("abcgpt_char.yaml", (("narrowness", 1.0),)),
     "ungated": Recipe("abcgpt_char.yaml", (("gating", False),), gated=False, gates=False),
     "control": Recipe("abcgpt_char_control.yaml", gates=False),
+    "ts_only": Recipe("abcgpt_char.yaml", (("gating", False),), gated=False, gates=False, only="tinystories"),
+    "sh_only": Recipe("abcgpt_char.yaml", (("gating", False),), gated=False, gates=False, only="shakespeare"),
     "k3": Recipe("abcgpt_char_k3.yaml", k=3),
+    "k3_d02": Recipe("abcgpt_char_k3.yaml", sampler=(("concentration", 0.2),), k=3),
     "k3_ungated": Recipe("abcgpt_char_k3.yaml", (("gating", False),), gated=False, gates=False, k=3),
 }
-QUICK_RECIPES = ["shipped", "ungated", "control", "k3", "k3_ungated"]
+SINGLE = {"tinystories": "ts_only", "shakespeare": "sh_only"}  # corpus -> the recipe trained on it alone
+QUICK_RECIPES = ["shipped", "ungated", "control", "ts_only", "sh_only", "k3", "k3_d02", "k3_ungated"]
+READINGS = 2  # what a run measures (2: + voice scores, unit silencing); earlier saved runs train again
+SILENCE_AT = 0.5  # the dial position of the unit-silencing ablation
 QUICK_SIZE = (("n_layer", 1), ("n_embd", 32), ("n_head", 2))  # --quick: a smoke test, not a result
 
 
@@ -116,6 +143,7 @@ class Run(StudyRun):
     val_windows: int = 256  # validation and test windows per corpus (the configs')
     size: tuple = ()  # model field overrides (--quick only)
     cache_dir: str | None = None
+    readings: int = READINGS
 
     def configs(self) -> list[Path]:
         return [CONFIGS / RECIPES[self.recipe].config]
@@ -133,6 +161,8 @@ class Row:
     seconds: float  # training
     voice_seconds: float = 0.0
     grid: list = field(default_factory=list)  # K = 3 dials: [{"alpha": label, <corpus>: test loss}] on the grid
+    scores: dict = field(default_factory=dict)  # two corpora: position label -> each generation's voice score
+    silencing: dict = field(default_factory=dict)  # gated two-corpus: {"alpha", "units": {set: n}, "losses"}
 
 
 # ---- one run, in a worker process -----------------------------------------------------------
@@ -146,11 +176,23 @@ def label(position) -> str:
     return position_label(position)
 
 
+def config_of(recipe: Recipe) -> dict:
+    return yaml.safe_load((CONFIGS / recipe.config).read_text())
+
+
 def sampler_callback(recipe: Recipe) -> dict:
     """The config's own AlphaBetaSampling entry with the recipe's changes: the only callback."""
-    config = yaml.safe_load((CONFIGS / recipe.config).read_text())
-    (entry,) = [c for c in config["trainer"]["callbacks"] if c["class_path"].endswith("AlphaBetaSampling")]
+    (entry,) = [c for c in config_of(recipe)["trainer"]["callbacks"] if c["class_path"].endswith("AlphaBetaSampling")]
     return {**entry, "init_args": {**entry.get("init_args", {}), **dict(recipe.sampler)}}
+
+
+def single_corpus(recipe: Recipe) -> list[str]:
+    """A one-corpus recipe's overrides: the mixture's training weights 1 for its corpus and 0 for
+    the others, and no callbacks (no dial draws). The data stays the mixture's, so the tokenizer,
+    the text form and the test windows of every corpus are the dial models' own."""
+    corpora = config_of(recipe)["data"]["init_args"]["corpora"]
+    return ["--data.init_args.weights", json.dumps([float(c == recipe.only) for c in corpora]),
+            "--trainer.callbacks", "[]"]
 
 
 def argv(run: Run, tmp: str) -> list[str]:
@@ -161,8 +203,8 @@ def argv(run: Run, tmp: str) -> list[str]:
            "--model.init_args.warmup_steps", str(min(100, run.steps // 5)),
            "--model.init_args.eval_alphas", json.dumps([list(p) if isinstance(p, tuple) else p
                                                         for p in positions(recipe.k)]),
-           "--data.init_args.windows.val_windows", str(run.val_windows),
-           "--trainer.callbacks", json.dumps([sampler_callback(recipe)])]
+           "--data.init_args.windows.val_windows", str(run.val_windows)]
+    out += single_corpus(recipe) if recipe.only else ["--trainer.callbacks", json.dumps([sampler_callback(recipe)])]
     for name, value in (*recipe.fields, *run.size):
         out += [f"--model.init_args.model.{name}", str(value).lower()]
     if run.cache_dir:
@@ -204,9 +246,24 @@ def gate_readings(model) -> dict:
     return {"narrowness": nar, "far@vertex": statistics.mean(far), "all@ends": statistics.mean(every)}
 
 
+def silencing(module, dm, seed: int) -> dict:
+    """Unit silencing at SILENCE_AT on the test split (succu/analysis/silence.py): corpus 1's
+    specialists (m > 0.9; alpha = 1 is corpus 1's own end), as many random units (drawn by a
+    generator seeded by the run's seed), corpus 0's specialists (m < 0.1); the loss per corpus
+    with each set silenced and without."""
+    from succu.analysis.silence import set_names, silencing_losses, specialty_masks
+
+    names = list(dm.corpora)
+    masks = specialty_masks(module.model.specialties(), torch.Generator().manual_seed(seed))
+    losses = silencing_losses(module, dm.test_batches(), SILENCE_AT, masks, names)
+    high, _, low = set_names()
+    return {"alpha": SILENCE_AT, "units": {k: int(v.sum()) for k, v in masks.items()}, "losses": losses,
+            "owners": {high: names[1], low: names[0]}}  # m is the corpus-1 share
+
+
 def train_and_score(run: Run) -> Row:
     from succu import fit
-    from succu.analysis.voice import voice_shares
+    from succu.analysis.voice import share_rows, voice_texts
 
     runner.quiet_worker()
     recipe = RECIPES[run.recipe]
@@ -220,14 +277,18 @@ def train_and_score(run: Run) -> Row:
     test = {c: {label(p): float(logged[f"test/loss/{c}@alpha={label(p)}"]) for p in positions(recipe.k)}
             for c in names}
     module.eval()
-    voice, accuracy, voice_seconds = [], {}, 0.0
+    voice, accuracy, voice_seconds, scores = [], {}, 0.0, {}
     if run.voice and recipe.gated:
         start = time.perf_counter()
         meter, accuracy = voice_meter(dm)
-        rows = voice_shares(module, meter, positions(recipe.k), n=run.voice, length=run.voice_length)
-        voice = [{**r, "alpha": label(r["alpha"])} for r in rows]
+        points = positions(recipe.k)
+        texts = voice_texts(module, points, n=run.voice, length=run.voice_length)
+        voice = [{**r, "alpha": label(r["alpha"])} for r in share_rows(meter, points, texts)]
+        if recipe.k == 2:  # the score of corpus 1 (alpha = 1's end) over corpus 0, per generation
+            scores = {label(p): meter.score(t).tolist() for p, t in zip(points, texts)}
         voice_seconds = time.perf_counter() - start
     gates = gate_readings(module.model) if recipe.gates else {}
+    silenced = silencing(module, dm, run.seed) if recipe.gates and recipe.k == 2 else {}
     params = sum(p.numel() for p in module.parameters())
     grid = []
     if recipe.k == 3 and recipe.gated:
@@ -236,7 +297,8 @@ def train_and_score(run: Run) -> Row:
 
         grid = [{**r, "alpha": label(r["alpha"])}
                 for r in sweep(module, dm.test_batches(), simplex_grid(3, GRID_STEP), names)]
-    return Row(run, test, float(logged["test/loss"]), voice, accuracy, gates, params, seconds, voice_seconds, grid)
+    return Row(run, test, float(logged["test/loss"]), voice, accuracy, gates, params, seconds, voice_seconds, grid,
+               scores, silenced)
 
 
 def execute(run: Run, out: Path) -> Row:
@@ -311,10 +373,93 @@ def report_two(groups: dict[str, list[Row]], lines: list[str]) -> None:
         lines.append(f"| {name} | {len(rows)} | " + " | ".join(cells + gaps) + " |")
     for base, title in (("ungated", "the ungated GPT"), ("control", "the control-code GPT")):
         if base in groups:
-            others = [r for r in recipes if r != base and (base == "ungated" or RECIPES[r].gates)]
+            others = [r for r in recipes if r != base and not RECIPES[r].only and (base == "ungated" or RECIPES[r].gates)]
             compare(groups, others, base, title, lines)
-    report_voice(groups, [r for r in recipes if RECIPES[r].gated], TWO, lines)
+    dials = [r for r in recipes if RECIPES[r].gated]
+    report_partitioning(groups, dials, lines)
+    report_voice(groups, dials, TWO, lines)
+    report_scores(groups, dials, lines)
     report_gates(groups, [r for r in recipes if RECIPES[r].gates], lines)
+    report_silencing(groups, [r for r in recipes if RECIPES[r].gates], lines)
+
+
+def report_partitioning(groups: dict[str, list[Row]], recipes: list[str], lines: list[str]) -> None:
+    """C5 partitioning: each end of the dial against the single-corpus GPT of that end's corpus,
+    on both corpora. On the other corpus the single-corpus model never saw it: a dial end level
+    with it has partitioned the corpora (it knows the other corpus no better than a model that
+    never saw it), one below it shares what it learnt from the other corpus."""
+    if not all(SINGLE[c] in groups for c in TWO) or not recipes:
+        return
+    ends = list(zip(TWO, (0.0, 1.0)))  # corpus k's own end is alpha = k
+    heads = [f"{SHORT[c]} end (alpha {a:g}) on {SHORT[o]} - {SINGLE[c]}" for c, a in ends for o in TWO]
+    lines += ["", "### C5 partitioning: each end of the dial against the single-corpus GPT of that end's corpus "
+              "(test loss - single-corpus model; on the other corpus that model never saw it)", "",
+              "| recipe | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
+    for name in recipes:
+        cells = []
+        for c, a in ends:
+            base = groups[SINGLE[c]]
+            for o in TWO:
+                words = ("costs", "buys") if o == c else ("worse than never seeing it", "shared: better than never seeing it")
+                cells.append(verdict([loss(r, o, a) for r in groups[name]], [loss(r, o, a) for r in base], *words))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "On the other corpus, no difference detected means partitioned: the dial's end knows that "
+              "corpus no better than a model that never saw it."]
+
+
+def report_scores(groups: dict[str, list[Row]], recipes: list[str], lines: list[str]) -> None:
+    """The voice score's spread at the inner positions, each statistic per seed, then mean ± sd
+    over seeds: a blend has its scores in the middle third between the two ends' mean scores, a
+    switch has them at the ends (a bimodal spread)."""
+    from succu.analysis.voice import score_spread
+
+    recipes = [r for r in recipes if all(row.scores for row in groups[r])]
+    if not recipes:
+        return
+    ts, sh = TWO
+    stats = ("mean", "sd", "q10", "q50", "q90", "middle")
+    lines += ["", f"### Voice scores: log-likelihood ratio {sh} : {ts} of each generation (nats/char; the "
+              "voice meter's naive Bayes), and the share in the middle third between the ends' mean scores", "",
+              "| recipe | alpha | mean | sd | 10% | median | 90% | in the middle third |", "|---|---|---|---|---|---|---|---|"]
+    for name in recipes:
+        rows = groups[name]
+        for a in ALPHAS[1:-1]:
+            spreads = [score_spread(r.scores[label(a)], statistics.mean(r.scores[label(0.0)]),
+                                    statistics.mean(r.scores[label(1.0)])) for r in rows]
+            lines.append(f"| {name} | {a:g} | " + " | ".join(cell([s[k] for s in spreads], 2) for k in stats) + " |")
+
+
+def report_silencing(groups: dict[str, list[Row]], recipes: list[str], lines: list[str]) -> None:
+    """C3 specialists: the loss each silenced set adds per corpus, its own corpus against the
+    other and against as many random units on its own corpus."""
+    recipes = [r for r in recipes if all(row.silencing for row in groups[r])]
+    if not recipes:
+        return
+    first = groups[recipes[0]][0].silencing
+    sets, owner = [k for k in first["losses"] if k != "none"], first["owners"]
+    lines += ["", f"### C3 specialists: unit silencing at alpha = {first['alpha']:g} (test loss with the set's "
+              "gates held at 0 - without; no training; " +
+              ", ".join(f"{s}: the specialists of {c}" for s, c in owner.items()) + ")", "",
+              f"| recipe | silenced | units | Δ {TWO[0]} | Δ {TWO[1]} | own corpus - other corpus | "
+              "own corpus: set - random |", "|---|---|---|---|---|---|---|"]
+    for name in recipes:
+        rows = groups[name]
+
+        def delta(r: Row, s: str, c: str) -> float:
+            return r.silencing["losses"][s][c] - r.silencing["losses"]["none"][c]
+
+        for s in sets:
+            units = "/".join(str(r.silencing["units"][s]) for r in rows)
+            cells = [cell([delta(r, s, c) for r in rows]) for c in TWO]
+            if s in owner:
+                own, other = owner[s], next(c for c in TWO if c != owner[s])
+                cells += [verdict([delta(r, s, own) for r in rows], [delta(r, s, other) for r in rows],
+                                  "hurts its own corpus more", "hurts the other corpus more"),
+                          verdict([delta(r, s, own) for r in rows], [delta(r, "random", own) for r in rows],
+                                  "hurts more than random", "hurts less than random")]
+            else:
+                cells += ["-", "-"]
+            lines.append(f"| {name} | {s} | {units} | " + " | ".join(cells) + " |")
 
 
 def compare(groups: dict[str, list[Row]], recipes: list[str], base: str, title: str, lines: list[str]) -> None:
@@ -378,52 +523,84 @@ def report_gates(groups: dict[str, list[Row]], recipes: list[str], lines: list[s
 
 
 def report_three(groups: dict[str, list[Row]], lines: list[str]) -> None:
-    """K = 3: each corpus at each vertex and the centre, own-vertex checks, far-vertex gaps,
-    the cost against the ungated 3-corpus GPT, the voice class shares."""
-    if "k3" not in groups:
-        return
-    rows = groups["k3"]
+    """K = 3: each three-corpus dial (the draws the config ships, k3, and any variant of them) on
+    its own, the draws side by side when there are several, then the voice class shares and gates."""
+    dials = [r for r in RECIPES if r in groups and RECIPES[r].k == 3 and RECIPES[r].gated]
+    for name in dials:
+        report_dial_three(groups, name, lines)
+    report_draws(groups, dials, lines)
+    report_voice(groups, dials, THREE, lines)
+    report_gates(groups, dials, lines)
+
+
+def report_dial_three(groups: dict[str, list[Row]], name: str, lines: list[str]) -> None:
+    """One K = 3 dial: each corpus at each vertex and the centre, own-vertex checks, far-vertex
+    gaps, the grid, the cost against the ungated 3-corpus GPT."""
+    rows = groups[name]
     points = positions(3)
     heads = [f"@e_{SHORT[c]}" for c in THREE] + ["@centre"]
-    lines += ["", "### Three corpora (k3): test loss (nats/char) at each vertex and the centre", "",
+    lines += ["", f"### Three corpora ({name}, {draws(RECIPES[name])} draws): test loss (nats/char) at each "
+              "vertex and the centre", "",
               "| model | corpus | " + " | ".join(heads) + " | lowest at own vertex (within 0.02) | far-vertex gaps |",
               "|---|---|" + "---|" * (len(heads) + 2)]
-    for name in ("k3", "k3_ungated"):
+    for model in (name, "k3_ungated"):
         for i, c in enumerate(THREE):
-            mine = groups.get(name)
+            mine = groups.get(model)
             if not mine:
                 continue
             cells = [cell([loss(r, c, p) for r in mine]) for p in points]
-            if not RECIPES[name].gated:  # deaf to the dial: the same loss everywhere, nothing to check
-                lines.append(f"| {name} | {c} | " + " | ".join(cells) + " | - | - |")
+            if not RECIPES[model].gated:  # deaf to the dial: the same loss everywhere, nothing to check
+                lines.append(f"| {model} | {c} | " + " | ".join(cells) + " | - | - |")
                 continue
             lowest = sum(loss(r, c, CORNERS[i]) <= min(loss(r, c, p) for p in points) + 0.02 for r in mine)
             gaps = ", ".join(f"e_{SHORT[o]} {cell([loss(r, c, CORNERS[j]) - loss(r, c, CORNERS[i]) for r in mine])}"
                              for j, o in enumerate(THREE) if j != i)
             word = "yes" if lowest == len(mine) else "NO"
-            lines.append(f"| {name} | {c} | " + " | ".join(cells) + f" | {word} ({lowest}/{len(mine)} seeds) | {gaps} |")
+            lines.append(f"| {model} | {c} | " + " | ".join(cells) + f" | {word} ({lowest}/{len(mine)} seeds) | {gaps} |")
     checks = [all(loss(r, c, CORNERS[i]) <= min(loss(r, c, p) for p in points) + 0.02 for r in rows)
               for i, c in enumerate(THREE)]
-    lines += ["", "Each corpus lowest at its own vertex (within 0.02) on every seed: " +
+    lines += ["", f"Each corpus lowest at its own vertex (within 0.02) on every seed ({name}): " +
               ", ".join(f"{c} {'yes' if ok else 'NO'}" for c, ok in zip(THREE, checks)) + "."]
-    report_grid(rows, lines)
+    report_grid(name, rows, lines)
     if "k3_ungated" in groups:
         base = groups["k3_ungated"]
-        lines += ["", "### Three corpora: own-vertex cost against the ungated 3-corpus GPT (k3 - ungated)", "",
-                  "| corpus | own vertex | k3 - ungated |", "|---|---|---|"]
+        lines += ["", f"### Three corpora: own-vertex cost against the ungated 3-corpus GPT ({name} - ungated)", "",
+                  f"| corpus | own vertex | {name} - ungated |", "|---|---|---|"]
         for i, c in enumerate(THREE):
             lines.append(f"| {c} | {label(CORNERS[i])} | " + verdict(
                 [loss(r, c, CORNERS[i]) for r in rows], [loss(r, c, CORNERS[i]) for r in base]) + " |")
-    report_voice(groups, ["k3"], THREE, lines)
-    report_gates(groups, ["k3"], lines)
 
 
-def report_grid(rows: list[Row], lines: list[str]) -> None:
+def draws(recipe: Recipe) -> str:
+    """A three-corpus recipe's training draws, as the report names them: Dirichlet(c)."""
+    return f"Dirichlet({sampler_callback(recipe)['init_args']['concentration']:g})"
+
+
+def report_draws(groups: dict[str, list[Row]], dials: list[str], lines: list[str]) -> None:
+    """The K = 3 draws side by side on the test split: each corpus's own vertex, how far above the
+    grid's best point it sits, and the centre; each variant against the shipped draws (k3)."""
+    if len(dials) < 2 or "k3" not in dials:
+        return
+    lines += ["", "### Three corpora: the training draws compared on the test split (k3 ships "
+              f"{draws(RECIPES['k3'])}, chosen on the validation grid at seed 1337; the test split chose nothing)", "",
+              "| recipe | draws | corpus | own vertex | own vertex - grid best | @centre | own vertex - k3 |",
+              "|---|---|---|---|---|---|---|"]
+    for name in dials:
+        rows = groups[name]
+        for i, c in enumerate(THREE):
+            vertex = [loss(r, c, CORNERS[i]) for r in rows]
+            excess = cell([v - min(g[c] for g in r.grid) for v, r in zip(vertex, rows)]) if all(r.grid for r in rows) else "-"
+            against = "-" if name == "k3" else verdict(vertex, [loss(r, c, CORNERS[i]) for r in groups["k3"]])
+            lines.append(f"| {name} | {draws(RECIPES[name])} | {c} | {cell(vertex)} | {excess} | "
+                         f"{cell([loss(r, c, CENTRE) for r in rows])} | {against} |")
+
+
+def report_grid(name: str, rows: list[Row], lines: list[str]) -> None:
     """The same check on the whole simplex grid: each corpus's best point and how far its own
     vertex sits above it, per seed."""
     if not all(r.grid for r in rows):
         return
-    lines += ["", f"### Three corpora (k3) on the {len(rows[0].grid)}-point simplex grid (step {GRID_STEP:g}) "
+    lines += ["", f"### Three corpora ({name}) on the {len(rows[0].grid)}-point simplex grid (step {GRID_STEP:g}) "
               "of the test split: each corpus's best point", "",
               "| corpus | own vertex | best point per seed | best loss | own vertex - best | "
               "own vertex within 0.02 of the best |", "|---|---|---|---|---|---|"]
@@ -457,9 +634,33 @@ def figures(groups: dict[str, list[Row]], folder: Path) -> list[Path]:
         ax.set_title("voice meter against the dial (mean ± sd over seeds)", fontsize=9)
         fig.tight_layout()
         paths.append(save_figure(fig, folder / "alpha_dial_voice.png"))
+    scored = [r for r in RECIPES if r in groups and all(x.scores for x in groups[r])]
+    if scored:
+        paths.append(score_figure(groups, scored, folder))
     if "k3" in groups:
         paths += k3_figures(groups["k3"], folder)
     return paths
+
+
+def score_figure(groups: dict[str, list[Row]], recipes: list[str], folder: Path) -> Path:
+    """Histograms of the voice scores at alpha 0.25 / 0.5 / 0.75, every seed's generations
+    together, one outline per recipe: a blend is one hump in the middle, a switch two at the ends."""
+    from succu.analysis.plots import plt, save_figure
+
+    inner = ALPHAS[1:-1]
+    everything = [x for name in recipes for r in groups[name] for a in inner for x in r.scores[label(a)]]
+    edges = torch.linspace(min(everything), max(everything) + 1e-9, 31).tolist()
+    fig, axes = plt.subplots(1, len(inner), figsize=(4 * len(inner), 3.2), sharey=True)
+    for ax, a in zip(axes, inner):
+        for name in recipes:
+            ax.hist([x for r in groups[name] for x in r.scores[label(a)]], bins=edges, histtype="step", label=name)
+        ax.axvline(0.0, color="grey", lw=0.8)
+        ax.set_title(f"alpha {a:g}", fontsize=9)
+        ax.set_xlabel(f"voice score ({TWO[1]} : {TWO[0]}, nats/char)", fontsize=8)
+    axes[0].set_ylabel("generations")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, folder / "alpha_dial_voice_scores.png")
 
 
 def k3_figures(rows: list[Row], folder: Path) -> list[Path]:

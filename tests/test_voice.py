@@ -66,3 +66,44 @@ def test_voice_shares_of_a_tiny_model_sum_to_one():
     assert again == rows  # seeded
     samples = continuations(module, 0.5, 4, length=40, seed=3)
     assert len(samples) == 4 and all(0 < len(t) <= 40 for t in samples)
+
+
+def brute_bucket(gram: str, bits: int) -> int:
+    """The meter's bucket of one n-gram, in plain Python integers: the order, then FNV's prime
+    times the hash plus each code point, wrapping at 2^64; Fibonacci hashing's top bits."""
+    h = len(gram)
+    for ch in gram:
+        h = (h * 0x100000001B3 + ord(ch)) % 2**64
+    return (h * 0x9E3779B97F4A7C15 % 2**64) >> (64 - bits)
+
+
+def test_voice_score_is_the_log_likelihood_ratio_per_character_from_the_counts():
+    from collections import Counter
+    from math import log
+
+    train = {"ts": "once upon a time a cat sat. ", "sh": "thou art, sirrah ; hark!"}
+    bits, orders = 8, (1, 2, 3, 4)
+    meter = VoiceMeter.fit(train, orders=orders, bits=bits)
+    counts = {name: Counter(brute_bucket(t[i : i + n], bits) for n in orders for i in range(len(t) - n + 1))
+              for name, t in train.items()}
+
+    def log_likelihood(text: str, name: str) -> float:
+        total = sum(counts[name].values())
+        grams = [text[i : i + n] for n in orders for i in range(len(text) - n + 1)]
+        return sum(log((counts[name][brute_bucket(g, bits)] + 1) / (total + 2**bits)) for g in grams)
+
+    texts = ["hark, a cat!", "once upon", "thou", "x", ""]
+    expected = [(log_likelihood(t, "sh") - log_likelihood(t, "ts")) / max(1, len(t)) for t in texts]
+    np.testing.assert_allclose(meter.score(texts), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(meter.score(texts, toward=0, against=1), -np.array(expected), atol=1e-12)
+    assert meter.score(["thou art"])[0] > 0 > meter.score(["a cat sat"])[0]  # the side it sounds like
+
+
+def test_score_spread_tells_a_blend_from_a_switch():
+    from succu.analysis.voice import score_spread
+
+    blend = score_spread([-0.1, 0.0, 0.1, 0.05, -0.05], low=-1.0, high=1.0)
+    switch = score_spread([-1.0, 1.0, -0.9, 0.9, 1.1, -1.1], low=-1.0, high=1.0)
+    assert blend["middle"] == 1.0 and switch["middle"] == 0.0
+    assert abs(switch["mean"]) < 0.1 and switch["sd"] > 0.9 and switch["q10"] < -0.9 < 0.9 < switch["q90"]
+    assert blend["q50"] == 0.0 and score_spread([0.2], low=1.0, high=-1.0)["middle"] == 1.0  # either order

@@ -13,7 +13,9 @@ in abcGPT's lowercase form, for instance), and checked on windows of the validat
 (`window_accuracy`). `voice_shares` then reads a dial: at each alpha it samples N continuations
 (fixed prompts, temperature 0.8, seeded) of a gated (or control-code) model and reports the
 share of them judged to be each corpus; `python -m succu.sweep alpha --voice N` writes the table
-and the plot. The positions are sampled together, one forward pass per token for several of them
+and the plot. `VoiceMeter.score` is the continuous reading behind a judgement: a text's
+log-likelihood ratio of one corpus over another, per character, and `score_spread` summarises
+those scores at one dial position, so a blend of two voices and a switch between them differ. The positions are sampled together, one forward pass per token for several of them
 (`succu.dial_streams`), each from its own seeded generator.
 """
 
@@ -94,6 +96,16 @@ class VoiceMeter:
     def judge(self, texts: Iterable[str]) -> np.ndarray:
         """(n,) the index of the corpus each text sounds like (ties: the lower index)."""
         return self.scores(texts).argmax(1)
+
+    def score(self, texts: Iterable[str], toward: int = 1, against: int = 0) -> np.ndarray:
+        """(n,) the voice score of each text: its log-likelihood ratio of corpus `toward` over
+        corpus `against`, per character (nats; 0 for an empty text). Positive sounds like
+        `toward`; the size says how far, so a blend of two voices scores between the two
+        corpora's own texts, where `judge` would only say which side it falls on."""
+        texts = list(texts)
+        ratio = self.scores(texts)
+        ratio = ratio[:, toward] - ratio[:, against] if len(texts) else np.zeros(0)
+        return ratio / np.maximum(1, [len(t) for t in texts])
 
     def shares(self, texts: Sequence[str]) -> np.ndarray:
         """(K,) the share of `texts` judged to be each corpus (sums to 1)."""
@@ -197,19 +209,45 @@ def sampling(module, alphas: Sequence[Position], n: int, prompts: Sequence[str],
                     out[a][i] = tok.decode([t for t in row if t not in special])[:length]
 
 
-def voice_shares(module, meter: VoiceMeter, alphas: Sequence[Position], n: int = 64,
-                 prompts: Sequence[str] = PROMPTS, length: int = WINDOW, temperature: float = 0.8,
-                 seed: int = 0) -> list[dict]:
-    """At each alpha, the share of `n` continuations judged to be each corpus: one row per alpha,
-    {"alpha": alpha, <corpus name>: share, ...}; each row's shares sum to 1. The sampling shows
-    its progress on standard error (`succu.progress`), step by step."""
+def voice_texts(module, alphas: Sequence[Position], n: int = 64, prompts: Sequence[str] = PROMPTS,
+                length: int = WINDOW, temperature: float = 0.8, seed: int = 0) -> list[list[str]]:
+    """`samples` at each of `alphas`, showing the sampling's progress on standard error
+    (`succu.progress`), step by step."""
     texts = [[""] * n for _ in alphas]
     steps = sampling(module, alphas, n, prompts, length, temperature, seed, texts)
     total = len(alphas) * sampling_steps(module, n, prompts, length)
     for _ in progress(steps, f"voice meter: {len(alphas)} positions x {n} samples, steps", total):
         pass
+    return texts
+
+
+def share_rows(meter: VoiceMeter, alphas: Sequence[Position], texts: Sequence[Sequence[str]]) -> list[dict]:
+    """One row per alpha, {"alpha": alpha, <corpus name>: share judged that corpus, ...}."""
     rows = []
     for alpha, sampled in zip(alphas, texts):
         shares = meter.shares(sampled)
         rows.append({"alpha": alpha, **{name: float(s) for name, s in zip(meter.names, shares)}})
     return rows
+
+
+def voice_shares(module, meter: VoiceMeter, alphas: Sequence[Position], n: int = 64,
+                 prompts: Sequence[str] = PROMPTS, length: int = WINDOW, temperature: float = 0.8,
+                 seed: int = 0) -> list[dict]:
+    """At each alpha, the share of `n` continuations judged to be each corpus: one row per alpha,
+    {"alpha": alpha, <corpus name>: share, ...}; each row's shares sum to 1."""
+    return share_rows(meter, alphas, voice_texts(module, alphas, n, prompts, length, temperature, seed))
+
+
+def score_spread(scores: Sequence[float], low: float, high: float) -> dict[str, float]:
+    """The distribution of voice scores at one dial position, read against the two ends' typical
+    scores `low` (corpus 0's voice) and `high` (corpus 1's): mean, sd, the 10/50/90% quantiles
+    and "middle", the share of scores in the middle third between `low` and `high`. A blend of
+    the two voices puts its scores there; a switch between them puts them near the ends (a
+    bimodal spread: a mean in the middle, few scores in the middle third)."""
+    x = np.asarray(scores, dtype=np.float64)
+    lo, hi = min(low, high), max(low, high)
+    third = (hi - lo) / 3
+    middle = float(((x > lo + third) & (x < hi - third)).mean()) if len(x) else float("nan")
+    q10, q50, q90 = np.quantile(x, [0.1, 0.5, 0.9]) if len(x) else (float("nan"),) * 3
+    return {"mean": float(x.mean()), "sd": float(x.std(ddof=1)) if len(x) > 1 else 0.0,
+            "q10": float(q10), "q50": float(q50), "q90": float(q90), "middle": middle}

@@ -16,6 +16,9 @@ are not gated: LN's renormalisation would undo a gate in front of it. Training d
 Beta(0.5, 0.5) and the corpus ~ Bernoulli(alpha) (callbacks/alpha_sampling.py). With `routing`
 (off by default) each unit gets the gradient of its own corpus only (m for corpus 1, 1 - m for 0).
 
+`silence(mask)` holds chosen units' gates at zero at every dial position (a unit ablation for
+analysis: `succu.analysis.silence`); the weights and the specialties are untouched.
+
 alpha may be a float (one dial for the batch) or a (B,) tensor (one per row). With `gating` off,
 or alpha None, the forward pass is exactly the plain GPT's: same module tree, same weights.
 
@@ -131,6 +134,26 @@ class GatedGPT(GPT, DialModel):
         self.register_buffer("m_head", m_head)
         if cfg.dial == "control_code":
             self.style = nn.Parameter(torch.empty(K, C).normal_(0.0, INIT_STD))
+        self.silenced: torch.Tensor | None = None  # see `silence`
+
+    def silence(self, mask: torch.Tensor | None) -> None:
+        """Hold the gates of the units `mask` selects at zero in every gated forward pass, at any
+        dial position, until `silence(None)`: a unit ablation for analysis, not a trained setting
+        (a plain attribute, so it never enters the state dict or a checkpoint).
+
+        mask: bool, one entry per unit in the order of `specialties()` (embd, mlp by layer, heads
+        by layer). Only gated specialty dials have units to silence; anything else is a ValueError.
+        """
+        if mask is not None:
+            units = self.specialties().shape[0]
+            if not self.cfg.gating or self.cfg.dial != "gates":
+                raise ValueError(f"silence needs a gated model with dial 'gates', got gating "
+                                 f"{self.cfg.gating}, dial {self.cfg.dial!r}")
+            if mask.dtype != torch.bool or tuple(mask.shape) != (units,):
+                raise ValueError(f"silence takes a bool mask of shape ({units},), one per unit, got "
+                                 f"{mask.dtype} of shape {tuple(mask.shape)}")
+            mask = mask.to(self.m_embd.device)
+        self.silenced = mask
 
     @property
     def n_sources(self) -> int:
@@ -161,6 +184,8 @@ class GatedGPT(GPT, DialModel):
         m = self.specialties()
         two = self.n_sources == 2
         gates = tent(alpha, m, cfg.narrowness) if two else simplex_tent(alpha, m, cfg.narrowness)
+        if self.silenced is not None:  # a zero gate, not a smaller one: every other unit is untouched
+            gates = gates.masked_fill(self.silenced, 0.0)
         routes = None
         if cfg.routing and source is not None:
             routes = route(source, m) if two else simplex_route(source, m)

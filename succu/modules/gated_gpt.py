@@ -18,7 +18,8 @@ class GatedGPTModule(LanguageModule):
 
     Training batches carry `alpha` ((B,), or (1,) for one position per batch; (B, K) or (1, K)
     for a K-source dial) and `source` (B,): `callbacks.alpha_sampling.AlphaBetaSampling` installs
-    the draws into the datamodule. Validation runs each alpha of `eval_alphas` on every corpus and
+    the draws into the datamodule. With `gating` off the network ignores the dial, so it also
+    trains on batches without one (rows drawn by the data's `weights`, e.g. one corpus alone). Validation runs each alpha of `eval_alphas` on every corpus and
     logs `val/loss/<corpus>@alpha=<a>` (K sources: `@alpha=a_0,...,a_K-1`); `val/loss` is the
     mean over corpora of each corpus's loss at its own end of the dial (corpus k at alpha = k for
     two sources, at the corner e_k for K), and `val/ppl` its exponential. Test (`fit test`)
@@ -59,6 +60,8 @@ class GatedGPTModule(LanguageModule):
 
     def model_kwargs(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         if "alpha" not in batch:
+            if not self.model.cfg.gating:  # a plain GPT: rows drawn by the data's weights, no dial to read
+                return {}
             raise RuntimeError(
                 "GatedGPTModule trains with a dial: add callbacks.alpha_sampling.AlphaBetaSampling "
                 "to trainer.callbacks, so that training batches carry `alpha` and `source`"
