@@ -121,6 +121,12 @@ class HypersurfaceConfig(GPTConfig):
         return self.variant in VARIANTS
 
     @property
+    def frozen_readout(self) -> bool:
+        """The logits are read against the frozen E alone (no trained head, no output bias), so
+        they lie in E's n_embd-dimensional column space whatever the transform."""
+        return self.variant not in ("b0", "b1") and not self.input_only and not self.output_bias
+
+    @property
     def n_cache_layers(self) -> int:
         return self.n_layer + (self.n_hyper_layer if self.context_dependent else 0)
 
