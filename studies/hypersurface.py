@@ -2,7 +2,8 @@
 
     python -m studies.hypersurface [--jobs 2] [--directions tinystories,shakespeare] [--seeds 0,1,2]
                                    [--lrs 3e-4,1e-3,3e-3] [--cap 6000] [--out runs/bench_hypersurface]
-    python -m studies.hypersurface --quick      # smoke test: the whole path on a few steps
+    python -m studies.hypersurface --separate [--steps S]   # the output layer apart from T_t
+    python -m studies.hypersurface --quick [--separate]     # smoke test: the whole path, few steps
 
 The regime the write-up (../shared/seeds/adaptive-latent-hypersurfaces.txt) argues about: a BPE
 vocabulary of 4,096 (V >> d = 128), trained on the training splits of TinyStories, Shakespeare and
@@ -15,13 +16,16 @@ Models (d = 128, one body block and a one-block hypernetwork for the variants; t
 for the baselines, the hypernetwork's block moved into the body):
     film, lowrank-r1, lowrank-r8, orthogonal   T_t on the input lookups and on the readout
     input-only     the commenter's smaller test: FiLM T_t on the context's lookups only, readout a
-                   trained head W initialised to E (b1 plus the input transform)
+                   trained head W initialised to E (b1 plus the input transform; b1 at init)
+    input-only-lowrank, input-only-orthogonal   the same with the rank-1 lowrank or orthogonal T_t
     b0             trainable tied E (a plain GPT), initialised to the frozen variants' E
     b1             frozen E on input, trained head W = E at init
     b2             frozen E, one learned context-free T
-Parameters are matched on everything but the V x d token tables (b0's E, the head W of b1 and
-input-only): the MLP width `mlp_hidden` of every block is solved per model so those counts lie
-within 2% of b0's at the GPT-2 width 4d (this script stops otherwise); the tables are printed too.
+    <model>+bias   a full variant, b0 or b2 with the trained per-token output bias c (zero at init)
+Parameters are matched on everything but the token-indexed tables (b0's E, the head W of b1 and
+the input-only models, V x d each; the output bias, V): the MLP width `mlp_hidden` of every block
+is solved per model so those counts lie within 2% of b0's at the GPT-2 width 4d (this script
+stops otherwise); the tables are printed too.
 Per seed every model sees the same E (latent_seed = seed), training windows and test windows.
 
 Protocol, per training direction (TinyStories or Shakespeare as the one training corpus):
@@ -31,6 +35,18 @@ Protocol, per training direction (TinyStories or Shakespeare as the one training
     2. Every other model at each learning rate, seed 0, for S steps; its learning rate is the one
        with the lowest val loss at S.
     3. Every model at its learning rate, seeds 1 and 2, for S steps (B0 without the stop rule).
+With `--steps S` there is no step 1: S is given, and B0 is a model like the others.
+
+`--separate` takes the frozen output layer apart from the hypernetwork. Read against the frozen
+E, a full variant's logits stay in E's 128-dimensional column space at V = 4,096, whatever T_t is,
+so its loss against B0 is decided by the output layer (the report says so instead of "does not
+hold"). It trains on TinyStories for S steps (--steps; default: the S of the default study trained
+on TinyStories, as its results page gives it) the models whose pairs it reports:
+    the frozen output layer   b1 vs b2, b2+bias vs b2, b1 vs b2+bias
+    the hypernetwork          each full variant+bias vs b2+bias; each input-only model vs b1
+    claim (1) with the bias   each full variant+bias, and b2+bias, vs b0+bias
+each model at its learning rate from the same grid, on validation at S, three seeds. The grid is
+not widened; the report names any model whose choice sits at an edge of it.
 The schedule is warmup then constant (min_lr_ratio 1.0), so a curve flattens by itself, not by a
 decaying rate. Each model's own plateau step (the first validation at which the same rule would
 fire) is read from its curve. Test losses are split by the predicted token's count in the
@@ -38,10 +54,11 @@ training split: rare (< 10, unseen included), unseen, common. Orthogonality: his
 between rows of E at initialisation (the same for every model of a seed) and, at the end, of b0's
 trained E, of the head W, and of T_t E at 8 test contexts of the training corpus.
 Tables give mean +- sd over seeds; a claim "holds"/"does not hold" only when the difference to B0
-exceeds 2 sqrt(sd_a^2 + sd_b^2); otherwise "no difference detected at this scale". Runs go to
-`--jobs` processes with one torch thread each; each run's result is a file under --out/runs, so a
-rerun resumes (a study cut short reports what it finished with --report_only). The default
-study is 80 runs; what they cost is on its results page, studies/results/hypersurface.md.
+(or, in --separate's pairs, to b) exceeds 2 sqrt(sd_a^2 + sd_b^2); otherwise "no difference
+detected at this scale". Runs go to `--jobs` processes with one torch thread each; each run's
+result is a file under --out/runs, so a rerun resumes (a study cut short reports what it finished
+with --report_only). The study prints how many runs it makes (the default study 80, --separate
+55); what they cost is on its results page, studies/results/hypersurface.md.
 """
 
 from __future__ import annotations
@@ -77,16 +94,31 @@ from succu.modules.hypersurface import RARITY  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CORPORA = ["tinystories", "shakespeare", "kjv"]  # the configs' MixtureDataModule corpora, in order
-MODELS = {
+FULL = {  # the variants with T_t on the lookups and on the readout
     "film": {"variant": "film"},
     "lowrank-r1": {"variant": "lowrank", "rank": 1},
     "lowrank-r8": {"variant": "lowrank", "rank": 8},
     "orthogonal": {"variant": "orthogonal", "rank": 1},
-    "input-only": {"variant": "film", "input_only": True},
-    "b0": {"variant": "b0"},
-    "b1": {"variant": "b1"},
-    "b2": {"variant": "b2"},
 }
+INPUT_ONLY = {
+    "input-only": {"variant": "film", "input_only": True},
+    "input-only-lowrank": {"variant": "lowrank", "rank": 1, "input_only": True},
+    "input-only-orthogonal": {"variant": "orthogonal", "rank": 1, "input_only": True},
+}
+BASE = {"b0": {"variant": "b0"}, "b1": {"variant": "b1"}, "b2": {"variant": "b2"}}
+MODELS = {**FULL, **INPUT_ONLY, **BASE}
+MODELS |= {f"{m}+bias": {**MODELS[m], "output_bias": True} for m in [*FULL, "b0", "b2"]}
+STUDY = [*FULL, "input-only", *BASE]  # the default study's models
+# --separate: the frozen output layer apart from the hypernetwork, in pairs (a, b) read as "a has
+# the lower loss": the output layer's three, then each hypernetwork against its matched baseline
+# (with the output bias: b2+bias; input-only: b1), then claim (1) with the output bias.
+OUTPUT_LAYER = [("b1", "b2"), ("b2+bias", "b2"), ("b1", "b2+bias")]
+HYPERNETWORK = [(f"{m}+bias", "b2+bias") for m in FULL] + [(m, "b1") for m in INPUT_ONLY]
+CLAIM_1_BIAS = [(f"{m}+bias", "b0+bias") for m in [*FULL, "b2"]]
+SEPARATE = list(dict.fromkeys(m for a, b in OUTPUT_LAYER + HYPERNETWORK + CLAIM_1_BIAS for m in (a, b)))
+# S trained on TinyStories: where B0's plateau rule stopped B0 at its best learning rate in the
+# default study (studies/results/hypersurface.md, "The 4,096-token BPE study"), --separate's length.
+S_TINYSTORIES = 5000
 BINS = 100  # |cos| histogram bins on [0, 1]
 
 
@@ -143,9 +175,11 @@ def model_config(model: str, size: Size, mlp_hidden: int | None) -> Hypersurface
 
 
 def table_params(net: HypersurfaceLM) -> int:
-    """Trainable V x d token tables: b0's E, the head W of b1 and input-only."""
+    """Trainable token-indexed parameters: the V x d tables (b0's E, the head W of b1 and the
+    input-only models) and the output bias (V)."""
     tables = [net.latents] if isinstance(net.latents, torch.nn.Parameter) else []
     tables += [net.lm_head.weight] if net.lm_head is not None else []
+    tables += [net.output_bias] if net.output_bias is not None else []
     return sum(t.numel() for t in tables)
 
 
@@ -155,9 +189,14 @@ def counts(model: str, size: Size, mlp_hidden: int) -> tuple[int, int]:
     return net.num_params() - table_params(net), table_params(net)
 
 
+def target_params(size: Size) -> int:
+    """b0's non-table parameters at the GPT-2 width 4d: every model's budget."""
+    return counts("b0", size, 4 * size.n_embd)[0]
+
+
 def matched_width(model: str, size: Size) -> int:
     """The MLP width that puts a model's non-table parameters nearest b0's at width 4d."""
-    target = counts("b0", size, 4 * size.n_embd)[0]
+    target = target_params(size)
     a, b = (counts(model, size, w)[0] for w in (4 * size.n_embd, 4 * size.n_embd - 1))
     width = round(4 * size.n_embd - (target - a) / (b - a))  # parameters are linear in the width
     # lowrank-r8's emitter (2 d^2 r weights) can take the whole MLP budget: its blocks then keep
@@ -180,7 +219,8 @@ def argv(run: Run, width: int, tmp: str) -> list[str]:
                                            "init_args": {"save_dir": tmp, "name": "csv"}}),
            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
            "--trainer.num_sanity_val_steps", "0", "--trainer.default_root_dir", tmp]
-    for name in ("variant", "rank", "n_layer", "n_embd", "n_head", "mlp_hidden", "input_only"):
+    names = ("variant", "rank", "n_layer", "n_embd", "n_head", "mlp_hidden", "input_only", "output_bias")
+    for name in names:
         out += [f"--model.init_args.model.{name}", str(getattr(cfg, name)).lower()]
     out += ["--model.init_args.model.latent_seed", str(run.seed)]
     if run.plateau:
@@ -289,19 +329,18 @@ class Study:
     def b0_sweep(self, d: str) -> list[Run]:
         return [self.run(d, "b0", self.args.seeds[0], lr, self.args.cap, True) for lr in self.args.lrs]
 
-    def stop(self, d: str) -> tuple[float, int] | None:
-        """B0's learning rate and the step S where its plateau rule (or the cap) stopped it."""
+    def stop(self, d: str) -> int | None:
+        """S: --steps, else the step where B0's plateau rule (or the cap) stopped B0 at its best
+        learning rate (None while B0's sweep runs)."""
+        if self.args.steps is not None:
+            return self.args.steps
         rows = self.get(self.b0_sweep(d))
-        if rows is None:
-            return None
-        best = min(rows, key=lambda r: r.val)
-        return best.run.lr, best.steps
+        return None if rows is None else min(rows, key=lambda r: r.val).steps
 
     def sweep(self, d: str, model: str) -> list[Run]:
-        if model == "b0":
+        if model == "b0" and self.args.steps is None:
             return self.b0_sweep(d)
-        _, steps = self.stop(d)
-        return [self.run(d, model, self.args.seeds[0], lr, steps) for lr in self.args.lrs]
+        return [self.run(d, model, self.args.seeds[0], lr, self.stop(d)) for lr in self.args.lrs]
 
     def chosen(self, d: str, model: str) -> Row | None:
         """The seed-0 row at the model's chosen learning rate (lowest val loss at the end)."""
@@ -312,15 +351,14 @@ class Study:
 
     def seed_runs(self, d: str, model: str) -> list[Run]:
         best = self.chosen(d, model)
-        _, steps = self.stop(d)
-        return [self.run(d, model, s, best.run.lr, steps) for s in self.args.seeds[1:]]
+        return [self.run(d, model, s, best.run.lr, self.stop(d)) for s in self.args.seeds[1:]]
 
     def ready(self) -> list[Run]:
         """Runs whose inputs are known and that have not finished, in priority order: the first
-        direction first, within it B0's sweep, then the sweeps and the seeds."""
+        direction first, within it B0's sweep (without --steps), then the sweeps and the seeds."""
         out = []
         for d in self.args.directions:
-            out += self.b0_sweep(d)
+            out += self.b0_sweep(d) if self.args.steps is None else []
             if self.stop(d) is None:
                 continue
             for m in self.args.models:
@@ -384,9 +422,12 @@ def cell(values: list[float]) -> str:
     return f"{m:.3f} ± {s:.3f}"
 
 
-def compare(a: list[float], b: list[float], lower_is_better: bool = True) -> str:
+def compare(a: list[float], b: list[float], lower_is_better: bool = True,
+            confined: bool = False) -> str:
     """a against b: 'holds' when a is better beyond 2 sd of the difference, 'does not hold' when
-    worse beyond it, else no difference detected."""
+    worse beyond it, else no difference detected. confined: a's logits are read against the frozen
+    E alone at V > d, so the design keeps them in E's column space and a worse loss is 'decided by
+    the output layer', not a verdict on the idea."""
     if any(math.isnan(v) for v in a + b):
         return "-"
     (ma, sa), (mb, sb) = mean_sd(a), mean_sd(b)
@@ -394,8 +435,19 @@ def compare(a: list[float], b: list[float], lower_is_better: bool = True) -> str
         return "one seed: no verdict"
     gain = (mb - ma) if lower_is_better else (ma - mb)
     bar = 2 * math.hypot(sa, sb)
-    word = "holds" if gain > bar else "does not hold" if gain < -bar else "no difference detected at this scale"
+    worse = "decided by the output layer" if confined else "does not hold"
+    word = "holds" if gain > bar else worse if gain < -bar else "no difference detected at this scale"
     return f"{ma - mb:+.3f} (2 sd = {bar:.3f}): {word}"
+
+
+def versus(rows: list[Row], base: list[Row], key: str, frozen: bool = False) -> str:
+    """compare() of one test loss of two models' seeds (nan where a split has no such tokens)."""
+    return compare(*([r.test.get(key, math.nan) for r in rs] for rs in (rows, base)), confined=frozen)
+
+
+def confined(model: str, size: Size) -> bool:
+    """Its logits lie in the frozen E's column space, a subspace of R^V when V > d."""
+    return model_config(model, size, None).frozen_readout and size.vocab > size.n_embd
 
 
 def own_plateau(curve: list, corpus: str, window: int, rule: float = 0.01) -> int | None:
@@ -435,22 +487,30 @@ def report_direction(study: Study, d: str, lines: list[str]) -> dict:
     """The direction's tables; returns {model: rows} of the models whose seeds all finished."""
     home = CORPORA[d == "shakespeare"]
     others = [c for c in CORPORA if c != home]
-    lr0, steps = study.stop(d)
-    b0_rows = study.get(study.b0_sweep(d))
-    ruled = min(b0_rows, key=lambda r: r.val).stopped_by_rule
-    lines += [f"### Trained on {d}: S = {steps} steps "
-              f"({'B0 plateau' if ruled else 'the cap: B0 had not plateaued'}, B0 lr {lr0:g})", "",
+    if study.args.steps is None:
+        b0 = study.chosen(d, "b0")
+        how = "B0 plateau" if b0.stopped_by_rule else "the cap: B0 had not plateaued"
+        how = f"{how}, B0 lr {b0.run.lr:g}"
+    else:
+        how = "given by --steps"
+    lines += [f"### Trained on {d}: S = {study.stop(d)} steps ({how})", "",
               "Learning-rate sweep (seed 0, val loss on " + home + "; * = chosen):", "",
               "| model | " + " | ".join(f"lr {lr:g}" for lr in study.args.lrs) + " |",
               "|---|" + "---|" * len(study.args.lrs)]
+    edges = []
     for m in study.args.models:
         rows = study.get(study.sweep(d, m))
         if rows is None:
             continue
         best = min(rows, key=lambda r: r.val)
+        edges += [m] if len(rows) > 1 and best in (rows[0], rows[-1]) else []
+        plateau = m == "b0" and study.args.steps is None
         lines.append(f"| {m} | " + " | ".join(
-            f"{r.val:.4f}{'*' if r is best else ''}" + (f" ({r.steps})" if m == "b0" else "")
+            f"{r.val:.4f}{'*' if r is best else ''}" + (f" ({r.steps})" if plateau else "")
             for r in rows) + " |")
+    if edges:
+        lines += ["", "Chosen at an edge of the grid (a wider grid might choose otherwise): "
+                  f"{', '.join(edges)}."]
     finals = {m: rows for m in study.args.models if (rows := study.final(d, m)) is not None}
     head = ["model", "params", "tables", "mlp", "lr", "own plateau", f"{home} test", f"{home} rare"]
     for c in others:
@@ -459,12 +519,12 @@ def report_direction(study: Study, d: str, lines: list[str]) -> dict:
               f"{','.join(map(str, study.args.seeds))}); rare = fewer than 10 occurrences in the "
               f"{home} training split (unseen included):", "",
               "| " + " | ".join(head) + " |", "|---|" + "---|" * (len(head) - 1)]
-    b0_params = finals["b0"][0].params if "b0" in finals else None
+    target = target_params(study.args.size)
     for m, rows in finals.items():
         r0 = rows[0]
         plateaus = [own_plateau(r.curve, home, study.args.size.window) for r in rows]
         plateau = ", ".join("-" if p is None else str(p) for p in plateaus)
-        gap = f" ({r0.params / b0_params - 1:+.1%})" if b0_params else ""
+        gap = f" ({r0.params / target - 1:+.1%})"
         cells = [m, f"{r0.params:,}{gap}", f"{r0.tables:,}", str(r0.mlp_hidden), f"{r0.run.lr:g}", plateau]
         for c in [home, *others]:
             cells += [cell([r.test[f"test/loss/{c}"] for r in rows]),
@@ -488,6 +548,7 @@ def report_direction(study: Study, d: str, lines: list[str]) -> dict:
 
 
 def report_verdicts(study: Study, d: str, finals: dict, lines: list[str]) -> None:
+    """Each claim against B0; a loss the frozen readout decided is said to be."""
     if "b0" not in finals:
         return
     home = CORPORA[d == "shakespeare"]
@@ -502,14 +563,46 @@ def report_verdicts(study: Study, d: str, finals: dict, lines: list[str]) -> Non
     for m, rows in finals.items():
         if m == "b0":
             continue
-        cells = [m, compare([r.test[f"test/loss/{home}"] for r in rows], [r.test[f"test/loss/{home}"] for r in b0]),
+        frozen = confined(m, study.args.size)
+        cells = [m, versus(rows, b0, f"test/loss/{home}", frozen),
                  compare([late_gain(r.curve, home, w) for r in rows], [late_gain(r.curve, home, w) for r in b0],
                          lower_is_better=False)]
-        cells += [compare([r.test[f"test/loss/{c}"] for r in rows], [r.test[f"test/loss/{c}"] for r in b0])
-                  for c in others]
-        cells += [compare([r.test.get(f"test/loss/{c}/rare", math.nan) for r in rows],
-                          [r.test.get(f"test/loss/{c}/rare", math.nan) for r in b0]) for c in others]
+        cells += [versus(rows, b0, f"test/loss/{c}", frozen) for c in others]
+        cells += [versus(rows, b0, f"test/loss/{c}/rare", frozen) for c in others]
         lines.append("| " + " | ".join(cells) + " |")
+    if any(confined(m, study.args.size) for m in finals):
+        size = study.args.size
+        lines += ["", "Decided by the output layer: the model reads its logits against the frozen E "
+                  f"alone, so at V = {size.vocab} > d = {size.n_embd} they stay in E's column space "
+                  "whatever T_t is; --separate measures the hypernetwork apart from it."]
+
+
+def report_separation(study: Study, d: str, finals: dict, lines: list[str]) -> None:
+    """The frozen output layer apart from the hypernetwork: each pair of OUTPUT_LAYER, HYPERNETWORK
+    and CLAIM_1_BIAS whose two models finished, as "a has a lower loss than b" on the home test."""
+    home = CORPORA[d == "shakespeare"]
+    sections = [("The frozen output layer", "no hypernetwork: b1's trained head, b2's frozen E "
+                 "and b2's frozen E with the output bias", OUTPUT_LAYER),
+                ("The hypernetwork", "each against its matched baseline: the full variants with "
+                 "the output bias against b2+bias, the input-only ones against b1", HYPERNETWORK),
+                ("Claim (1) with the output bias", "lower loss than trained embeddings (b0+bias); "
+                 "the context-dependent part of the variants' logits still lies in E's column "
+                 "space, as b2+bias's does", CLAIM_1_BIAS)]
+    for title, what, pairs in sections:
+        pairs = [(a, b) for a, b in pairs if a in finals and b in finals]
+        if not pairs:
+            continue
+        lines += ["", f"**{title}**, {what} (trained on {d}; {home} test loss, mean ± sd over seeds):",
+                  "", "| a | b | loss of a | loss of b | a - b (2 sd): a lower |",
+                  "|---|---|---|---|---|"]
+        for a, b in pairs:
+            la, lb = ([r.test[f"test/loss/{home}"] for r in finals[m]] for m in (a, b))
+            lines.append(f"| {a} | {b} | {cell(la)} | {cell(lb)} | {compare(la, lb)} |")
+
+
+def report_orthogonality(study: Study, finals: dict, lines: list[str]) -> None:
+    if not finals:
+        return
     lines += ["", "Orthogonality: |cos| between latent rows (mean; 99th percentile), seed means:", "",
               "| table | mean abs cos | 99th pct |", "|---|---|---|"]
     init = [hist_stats(init_histogram(study.args.size, s)) for s in study.args.seeds]
@@ -518,7 +611,8 @@ def report_verdicts(study: Study, d: str, finals: dict, lines: list[str]) -> Non
     for m, rows in finals.items():
         for name in rows[0].hist:
             stats = [hist_stats(r.hist[name]) for r in rows]
-            label = {"E": "trained E", "TE": "T_t E" if m != "b2" else "T E", "W": "head W"}[name]
+            te = "T E" if MODELS[m]["variant"] == "b2" else "T_t E"
+            label = {"E": "trained E", "TE": te, "W": "head W"}[name]
             lines.append(f"| {m}: {label} at the end | {statistics.mean(x[0] for x in stats):.4f} | "
                          f"{statistics.mean(x[1] for x in stats):.3f} |")
 
@@ -563,11 +657,9 @@ def plot_direction(study: Study, d: str, finals: dict, figures: Path) -> list[Pa
     return [curves, hist]
 
 
-def check_match(finals: dict) -> None:
+def check_match(finals: dict, size: Size) -> None:
     """Non-table parameters within 2% of b0's, or the study's numbers mean nothing."""
-    if "b0" not in finals:
-        return
-    target = finals["b0"][0].params
+    target = target_params(size)
     for m, rows in finals.items():
         gap = rows[0].params / target - 1
         if abs(gap) > 0.02:
@@ -585,8 +677,10 @@ def report(study: Study, args: argparse.Namespace) -> None:
             lines += [f"### Trained on {d}: B0's sweep has not finished", ""]
             continue
         finals = report_direction(study, d, lines)
-        check_match(finals)
+        check_match(finals, args.size)
         report_verdicts(study, d, finals, lines)
+        report_separation(study, d, finals, lines)
+        report_orthogonality(study, finals, lines)
         if args.figures and finals:
             args.figures.mkdir(parents=True, exist_ok=True)
             for path in plot_direction(study, d, finals, args.figures):
@@ -602,30 +696,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = runner.study_parser(__doc__, "runs/bench_hypersurface",
                             "40 steps, a 512-token BPE, one lr, one seed", outputs=True)
     p.add_argument("--directions", default=None, help="training corpora (default: tinystories,"
-                   "shakespeare; --quick: tinystories)")
-    p.add_argument("--models", default=None, help=f"default: {','.join(MODELS)} (--quick: b0,film,"
-                   "input-only)")
+                   "shakespeare; --quick and --separate: tinystories)")
+    p.add_argument("--models", default=None, help=f"default: {','.join(STUDY)} (--quick: b0,film,"
+                   f"input-only; --separate: {','.join(SEPARATE)}); all: {','.join(MODELS)}")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--lrs", default="3e-4,1e-3,3e-3", help="the learning rates of every sweep")
     p.add_argument("--cap", type=int, default=6000, help="most steps of B0's sweep")
+    p.add_argument("--steps", type=int, default=None, help="S given: every run trains S steps, "
+                   f"no B0 plateau sweep (--separate: {S_TINYSTORIES}, TinyStories' S on "
+                   "studies/results/hypersurface.md; --quick: the quick cap)")
+    p.add_argument("--separate", action="store_true", help="the frozen output layer apart from the "
+                   "hypernetwork: the --separate models, trained on TinyStories for its S")
     args = runner.parse(p, argv)
-    quick = args.quick
-    args.directions = (args.directions or ("tinystories" if quick else "tinystories,shakespeare")).split(",")
-    args.models = (args.models or ("b0,film,input-only" if quick else ",".join(MODELS))).split(",")
+    quick, separate = args.quick, args.separate
+    if separate and args.directions not in (None, "tinystories") and args.steps is None:
+        p.error("--separate's S is TinyStories'; for another direction give its S by --steps")
+    default_dirs = "tinystories" if quick or separate else "tinystories,shakespeare"
+    args.directions = (args.directions or default_dirs).split(",")
+    default_models = SEPARATE if separate else ["b0", "film", "input-only"] if quick else STUDY
+    args.models = args.models.split(",") if args.models else default_models
     unknown = [m for m in args.models if m not in MODELS] + [
         d for d in args.directions if d not in ("tinystories", "shakespeare")]
     if unknown:
         p.error(f"unknown model or direction {unknown[0]!r}; models {list(MODELS)}, "
                 "directions tinystories, shakespeare")
-    if "b0" not in args.models:
-        p.error("the protocol needs b0: its plateau sets every run's length")
+    if separate and args.steps is None:
+        args.steps = S_TINYSTORIES
+    if "b0" not in args.models and args.steps is None:
+        p.error("the protocol needs b0: its plateau sets every run's length (or give S by --steps)")
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.lrs = [float(x) for x in args.lrs.split(",")]
     args.size = Size()
     if quick:
         args.size = Size(vocab=512, val_every=10, window=20, warmup=5)
         args.cap, args.seeds, args.lrs = 40, [0], args.lrs[1:2]
+        if args.steps is not None:
+            args.steps = args.cap
     return args
+
+
+def planned_runs(args: argparse.Namespace) -> int:
+    """Runs the study makes: per direction and model, one per learning rate (seed 0) and one per
+    further seed (B0's plateau sweep is its learning rates, like any model's)."""
+    return len(args.directions) * len(args.models) * (len(args.lrs) + len(args.seeds) - 1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -642,7 +755,8 @@ def main(argv: list[str] | None = None) -> None:
             if row.run.saved(args.out) is not None:  # from the configs as they are now
                 study.rows[row.run.key] = row
     else:
-        print(f"{args.jobs} jobs, torch threads 1 per run, directions {args.directions}", flush=True)
+        print(f"{planned_runs(args)} runs, {args.jobs} jobs, torch threads 1 per run, directions "
+              f"{args.directions}", flush=True)
         execute_all(study, args.jobs, args.out)
     report(study, args)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")

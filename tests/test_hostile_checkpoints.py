@@ -79,6 +79,8 @@ def families() -> dict[str, tuple[type, object, dict]]:
         "succulm": (SuccuLMModule, WORDS, dict(vocab_size=w, block_size=16, profile="small")),
         "hypersurface": (HypersurfaceModule, CHAR, dict(vocab_size=v, **GATED, n_hyper_layer=1)),
         "hypersurface-b2": (HypersurfaceModule, CHAR, dict(vocab_size=v, **GATED, variant="b2")),
+        "hypersurface-bias": (HypersurfaceModule, CHAR, dict(vocab_size=v, **GATED, n_hyper_layer=1,
+                                                             output_bias=True)),
         "noise_lm": (NoiseLMModule, CHAR, dict(vocab_size=v, block_size=16, code_dim=8)),
         "noise_transformer": (NoiseTransformerModule, CHAR, dict(vocab_size=v, block_size=16, n_layer=1,
                                                                  n_head=2, n_embd=16, code_dim=8)),

@@ -328,8 +328,9 @@ def test_rarity_classes():
     assert RARITY == ("unseen", "rare", "common")
 
 
-def rarity_fit(tmp_path, variant: str, steps: int):
-    """A tiny character-level fit on a two-corpus folder whose rare tokens are known by hand."""
+def rarity_fit(tmp_path, variant: str, steps: int, **model):
+    """A tiny character-level fit on a two-corpus folder whose rare tokens are known by hand
+    (`model`: further HypersurfaceConfig fields)."""
     from datamodules.corpora import Sources, Splits
     from datamodules.mixture import MixtureDataModule
     from datamodules.tokens import Tokens
@@ -342,7 +343,7 @@ def rarity_fit(tmp_path, variant: str, steps: int):
     dm = MixtureDataModule(corpora=["shakespeare", "kjv"], weights=[1, 0], abc_style=[], windows=Windows(block_size=8, batch_size=4, val_windows=8), tokens=Tokens(cache_dir=str(tmp_path / "cache")), splits=Splits(test_fraction=0.1), sources=Sources(data_dir=str(data)))
     module = tiny_module(HypersurfaceModule, vocab_size=dm.vocab_size, block_size=8, n_layer=1,
                          n_head=2, n_embd=16, variant=variant, warmup_steps=0,
-                         optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2))
+                         optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2), **model)
     trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=0,
                         enable_checkpointing=False)
@@ -386,3 +387,60 @@ def test_frozen_latents_are_bit_identical_after_training(tmp_path, variant):
     trainer.save_checkpoint(path)
     loaded = HypersurfaceModule.load_from_checkpoint(path)
     assert torch.equal(loaded.model.latents, before)
+
+
+def reference_logits(model: HypersurfaceLM, ids: torch.Tensor) -> torch.Tensor:
+    """The logits without an output bias, from the model's parts with the table formed explicitly:
+    W q (a trained head), q . (T_t e_v + b_t) (a transform), else q . e_v."""
+    q, transform = model.features(ids)
+    if model.lm_head is not None:
+        return q @ model.lm_head.weight.t()
+    if transform is None:
+        return q @ model.latents.t()
+    return torch.einsum("...vd,...d->...v", transform.rows(model.latents), q)
+
+
+ALL_MODELS = [(v, {}) for v in VARIANTS + BASELINES] + [(v, {"input_only": True}) for v in VARIANTS]
+
+
+@pytest.mark.parametrize(("variant", "extra"), ALL_MODELS)
+def test_output_bias_adds_to_the_logits_and_is_nothing_when_off_or_zero(variant, extra):
+    plain = trained_like(variant, **extra)
+    ids = torch.randint(0, V, (2, 16))
+    # Off (the default): no parameter, the state dict of before, and the logits of the reference.
+    assert plain.output_bias is None and "output_bias" not in plain.state_dict()
+    torch.testing.assert_close(plain(ids), reference_logits(plain, ids), atol=1e-5, rtol=1e-4)
+    biased = tiny(variant, output_bias=True, **extra)
+    missing, unexpected = biased.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["output_bias"] and unexpected == []
+    # At zero (its init) the logits are the no-bias model's, bit for bit; else they move by c.
+    assert torch.equal(biased.output_bias, torch.zeros(V)) and biased.output_bias.requires_grad
+    assert torch.equal(biased(ids), plain(ids))
+    with torch.no_grad():
+        biased.output_bias.normal_(generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(biased(ids), plain(ids) + biased.output_bias)
+    assert biased.num_params() == plain.num_params() + V
+
+
+@pytest.mark.parametrize("variant", ["film", "b1", "b2"])
+def test_output_bias_trains_while_the_frozen_table_stays_bit_identical(tmp_path, variant):
+    _, module, trainer, before = rarity_fit(tmp_path, variant, steps=5, output_bias=True)
+    assert trainer.global_step == 5
+    net = module.model
+    assert torch.equal(net.latents, before) and "latents" not in dict(net.named_parameters())
+    assert not torch.equal(net.output_bias, torch.zeros_like(net.output_bias))
+    path = tmp_path / "after.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = HypersurfaceModule.load_from_checkpoint(path).model
+    assert loaded.cfg.output_bias and torch.equal(loaded.output_bias, net.output_bias)
+    assert torch.equal(loaded.latents, before)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_input_only_variant_at_init_is_b1(variant):
+    model = tiny(variant, input_only=True)
+    b1 = tiny("b1")
+    missing, unexpected = b1.load_state_dict(model.state_dict(), strict=False)
+    assert missing == [] and all(k.startswith("hyper.") for k in unexpected)
+    ids = torch.randint(0, V, (2, 16))
+    torch.testing.assert_close(model(ids), b1(ids), atol=0, rtol=0)

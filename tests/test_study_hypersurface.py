@@ -1,15 +1,29 @@
 """python -m studies.hypersurface --quick: the study's whole path (B0's plateau sweep, the other
 models at B0's length, seeds, rarity split, |cos| histograms, verdicts, figures) through the
-product on a few steps; a rerun reads every run back instead of training. And the study's two
+product on a few steps; a rerun reads every run back instead of training. --quick --separate: the
+output layer apart from the hypernetwork, every model of it at a given S. And the study's two
 latent measurements: the |cos| histogram and the tables read at sampled contexts."""
 
 import json
+import re
 import subprocess
 import sys
 
 import torch
 
-from studies.hypersurface import context_tables, cos_histogram
+from studies.hypersurface import (
+    HYPERNETWORK,
+    OUTPUT_LAYER,
+    S_TINYSTORIES,
+    SEPARATE,
+    Size,
+    compare,
+    confined,
+    context_tables,
+    cos_histogram,
+    parse_args,
+    planned_runs,
+)
 from succu.models.hypersurface import HypersurfaceConfig, HypersurfaceLM
 from tests.paths import REPO
 
@@ -56,3 +70,46 @@ def test_quick_study_prints_every_table_and_resumes(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     table = lambda text: text[text.index("### Trained"):text.index("![")]  # noqa: E731
     assert table(again.stdout) == table(out)
+
+
+def test_a_frozen_readouts_worse_loss_is_decided_by_the_output_layer():
+    size = Size()
+    assert confined("film", size) and confined("b2", size) and confined("lowrank-r8", size)
+    for m in ("film+bias", "b2+bias", "input-only", "input-only-orthogonal", "b0", "b1"):
+        assert not confined(m, size), m
+    assert not confined("film", Size(vocab=64))  # V <= d: E's columns span every logit vector
+    worse, better = [5.30, 5.31, 5.29], [3.50, 3.52, 3.48]
+    assert compare(worse, better).endswith(": does not hold")
+    assert compare(worse, better, confined=True).endswith(": decided by the output layer")
+    assert compare(better, worse, confined=True).endswith(": holds")
+
+
+def test_separate_trains_tinystories_at_its_s_on_the_pairs_models():
+    args = parse_args(["--separate"])
+    assert args.directions == ["tinystories"] and args.steps == S_TINYSTORIES
+    assert args.models == SEPARATE and {"b1", "b2", "b2+bias", "b0+bias"} <= set(SEPARATE)
+    assert planned_runs(args) == 11 * (3 + 2) == 55
+    assert planned_runs(parse_args([])) == 80  # the default study, as before
+    assert parse_args(["--separate", "--steps", "700"]).steps == 700
+
+
+def test_quick_separate_reports_the_output_layer_apart_from_the_hypernetwork(tmp_path):
+    cmd = [sys.executable, "-m", "studies.hypersurface", "--quick", "--separate", "--jobs", "1",
+           "--out", str(tmp_path / "out"), "--cache_dir", str(tmp_path / "cache")]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "S = 40 steps (given by --steps)" in out and "b0 lr" not in out
+    for title in ("The frozen output layer", "The hypernetwork", "Claim (1) with the output bias"):
+        assert f"**{title}**" in out, title
+    number = r"\d+\.\d{3} ± \d+\.\d{3}"
+    for a, b in OUTPUT_LAYER + HYPERNETWORK:  # every pair's row holds both losses
+        cells = [re.escape(a), re.escape(b), number, number, "one seed: no verdict"]
+        assert re.search(r"\| " + r" \| ".join(cells) + r" \|", out), (a, b)
+    rows = {json.loads(p.read_text())["run"]["model"]: json.loads(p.read_text())
+            for p in (tmp_path / "out" / "runs").glob("*.json")}
+    assert set(rows) == set(SEPARATE)
+    assert all(r["steps"] == 40 and not r["run"]["plateau"] for r in rows.values())
+    # The output bias (V = 512 at --quick) was trained as a token table where asked, and only there.
+    assert rows["b2+bias"]["tables"] == 512 and rows["b2"]["tables"] == 0
+    assert rows["b0+bias"]["tables"] == rows["b1"]["tables"] + 512

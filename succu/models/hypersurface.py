@@ -43,9 +43,17 @@ hypernetwork's blocks as extra body layers (n_layer + n_hyper_layer) to match th
     b1          E frozen on input, a trainable output head W (V, d) initialised to E
     b2          E frozen, one learned context-free T = I + D (D zero at init, decayed towards I)
 
-The commenter's smaller test (`input_only`): T_t on the context's lookups only, x_0 = T_t(E[id_t]) +
-W_pe[t], and logits W q_t from a trained head W (V, d) initialised to E, as b1's. It is b1 plus a
-context-dependent input transform, so b1 is its matched baseline.
+The commenter's smaller test (`input_only`, any variant): T_t on the context's lookups only,
+x_0 = T_t(E[id_t]) + W_pe[t], and logits W q_t from a trained head W (V, d) initialised to E, as
+b1's. It is b1 plus a context-dependent input transform, so b1 is its matched baseline (at init,
+with T_t the identity, it is b1).
+
+A per-token output bias (`output_bias`, any variant or baseline): logits + c, c (V,) trained and
+zero at init. Read against a frozen E, every logit vector E (T_t^T q) lies in E's d-dimensional
+column space, whatever T_t is, so at V >> d the frozen readout alone bounds the loss, with or
+without a hypernetwork; c shifts that subspace by one trained context-free logit per token (room
+for the unigram log-frequencies) while E stays frozen, so that comparing a variant with b2, both with c, measures the
+hypernetwork rather than the readout. At zero the logits are exactly the model's without it.
 
 A context-free transform can replace the hypernetwork's at any call (`transform=`): that is how
 the context-average ablation (succu.analysis.latents) measures what the context dependence adds.
@@ -84,6 +92,8 @@ class HypersurfaceConfig(GPTConfig):
             the readout is a trained head W (V, d) initialised to E, as in b1 (variants only).
         mlp_hidden: inner width of every block's MLP, body and hypernetwork (None: 4 n_embd);
             the knob that matches parameter counts across variants whose emitters differ.
+        output_bias: a trained per-token bias c (V,) added to the logits, zero at init (any
+            variant or baseline): the logits leave the frozen E's column space, E stays frozen.
     """
 
     variant: str = "film"
@@ -92,6 +102,7 @@ class HypersurfaceConfig(GPTConfig):
     latent_seed: int = 0
     input_only: bool = False
     mlp_hidden: int | None = None
+    output_bias: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -108,6 +119,12 @@ class HypersurfaceConfig(GPTConfig):
     @property
     def context_dependent(self) -> bool:
         return self.variant in VARIANTS
+
+    @property
+    def frozen_readout(self) -> bool:
+        """The logits are read against the frozen E alone (no trained head, no output bias), so
+        they lie in E's n_embd-dimensional column space whatever the transform."""
+        return self.variant not in ("b0", "b1") and not self.input_only and not self.output_bias
 
     @property
     def n_cache_layers(self) -> int:
@@ -289,10 +306,12 @@ class HypersurfaceLM(nn.Module, KVCacheModel, LatentReadout):
         self.static_delta = nn.Parameter(torch.zeros(cfg.n_embd, cfg.n_embd)) if cfg.variant == "b2" else None
         trained_head = cfg.variant == "b1" or cfg.input_only
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False) if trained_head else None
+        self.output_bias = nn.Parameter(torch.zeros(cfg.vocab_size)) if cfg.output_bias else None
         self.init_weights()
 
     def init_weights(self) -> None:
-        """GPT-2's init for the body and the hypernetwork's blocks; identity transforms; W = E."""
+        """GPT-2's init for the body and the hypernetwork's blocks; identity transforms; W = E;
+        a zero output bias."""
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
@@ -307,9 +326,12 @@ class HypersurfaceLM(nn.Module, KVCacheModel, LatentReadout):
         if self.lm_head is not None:
             with torch.no_grad():
                 self.lm_head.weight.copy_(self.latents)
+        if self.output_bias is not None:
+            nn.init.zeros_(self.output_bias)
 
     def num_params(self) -> int:
-        """Trainable parameters (the frozen E is a buffer and does not count; b0's E does)."""
+        """Trainable parameters (the frozen E is a buffer and does not count; b0's E and the
+        output bias do)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def new_kv_cache(self) -> KVCache:
@@ -354,7 +376,12 @@ class HypersurfaceLM(nn.Module, KVCacheModel, LatentReadout):
         return self.transformer.ln_f(x), transform
 
     def readout(self, q: torch.Tensor, transform: Transform | None) -> torch.Tensor:
-        """Logits E (T^T q) + q . b: O(V d) per position, T E is never formed."""
+        """Logits E (T^T q) + q . b (W q with a trained head), plus the output bias c if any."""
+        logits = self.table_logits(q, transform)
+        return logits if self.output_bias is None else logits + self.output_bias
+
+    def table_logits(self, q: torch.Tensor, transform: Transform | None) -> torch.Tensor:
+        """q read against the readout table: O(V d) per position, T E is never formed."""
         if self.lm_head is not None:
             return self.lm_head(q)
         if transform is None:
@@ -366,7 +393,8 @@ class HypersurfaceLM(nn.Module, KVCacheModel, LatentReadout):
         return logits if offset is None else logits + offset.unsqueeze(-1)
 
     def readout_table(self, transform: Transform | None) -> torch.Tensor:
-        """The latent rows the logits are read against: T_t E (..., V, d), W (b1) or E.
+        """The latent rows the logits are read against: T_t E (..., V, d), W (b1) or E (the
+        output bias, when there is one, is added to the logits apart from any row).
 
         FiLM's shift b_t is left out: it is common to every row, adds the same q . b_t to every
         logit (softmax ignores it) and would only make all rows look alike.
