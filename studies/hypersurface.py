@@ -35,7 +35,9 @@ Protocol, per training direction (TinyStories or Shakespeare as the one training
     2. Every other model at each learning rate, seed 0, for S steps; its learning rate is the one
        with the lowest val loss at S.
     3. Every model at its learning rate, seeds 1 and 2, for S steps (B0 without the stop rule).
-With `--steps S` there is no step 1: S is given, and B0 is a model like the others.
+With `--steps S` there is no step 1: S is given, and B0 is a model like the others. In steps 1
+and 2 a grid whose lowest val loss sits at an edge is widened half a decade past it, a run at a
+time, until the lowest sits inside (`--widenings`, default 3).
 
 `--separate` takes the frozen output layer apart from the hypernetwork. Read against the frozen
 E, a full variant's logits stay in E's 128-dimensional column space at V = 4,096, whatever T_t is,
@@ -45,8 +47,10 @@ on TinyStories, as its results page gives it) the models whose pairs it reports:
     the frozen output layer   b1 vs b2, b2+bias vs b2, b1 vs b2+bias
     the hypernetwork          each full variant+bias vs b2+bias; each input-only model vs b1
     claim (1) with the bias   each full variant+bias, and b2+bias, vs b0+bias
-each model at its learning rate from the same grid, on validation at S, three seeds. The grid is
-not widened; the report names any model whose choice sits at an edge of it.
+each model at its learning rate from the same grid, on validation at S, three seeds. Every
+model's grid (B0's plateau sweep too) is widened half a decade past whichever edge holds its lowest
+validation loss, until the lowest sits inside (at most --widenings steps; the report names any model
+still at an edge).
 The schedule is warmup then constant (min_lr_ratio 1.0), so a curve flattens by itself, not by a
 decaying rate. Each model's own plateau step (the first validation at which the same rule would
 fire) is read from its curve. Test losses are split by the predicted token's count in the
@@ -73,6 +77,7 @@ import math
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -326,8 +331,21 @@ class Study:
         rows = [self.rows.get(r.key) for r in runs]
         return None if any(r is None for r in rows) else rows
 
+    def widened(self, make: Callable[[float], Run]) -> list[Run]:
+        """The grid's runs, then one more past whichever edge holds the lowest val loss, as long
+        as it does (`studies.runner.edge_extension`, at most --widenings): the protocol unfolds,
+        so each extension is known once the runs before it finished."""
+        runs = [make(lr) for lr in self.args.lrs]
+        for _ in range(self.args.widenings):
+            rows = self.get(runs)
+            new = None if rows is None else runner.edge_extension({r.run.lr: r.val for r in rows})
+            if new is None:
+                break
+            runs.append(make(new))
+        return runs
+
     def b0_sweep(self, d: str) -> list[Run]:
-        return [self.run(d, "b0", self.args.seeds[0], lr, self.args.cap, True) for lr in self.args.lrs]
+        return self.widened(lambda lr: self.run(d, "b0", self.args.seeds[0], lr, self.args.cap, True))
 
     def stop(self, d: str) -> int | None:
         """S: --steps, else the step where B0's plateau rule (or the cap) stopped B0 at its best
@@ -340,7 +358,7 @@ class Study:
     def sweep(self, d: str, model: str) -> list[Run]:
         if model == "b0" and self.args.steps is None:
             return self.b0_sweep(d)
-        return [self.run(d, model, self.args.seeds[0], lr, self.stop(d)) for lr in self.args.lrs]
+        return self.widened(lambda lr: self.run(d, model, self.args.seeds[0], lr, self.stop(d)))
 
     def chosen(self, d: str, model: str) -> Row | None:
         """The seed-0 row at the model's chosen learning rate (lowest val loss at the end)."""
@@ -494,23 +512,22 @@ def report_direction(study: Study, d: str, lines: list[str]) -> dict:
     else:
         how = "given by --steps"
     lines += [f"### Trained on {d}: S = {study.stop(d)} steps ({how})", "",
-              "Learning-rate sweep (seed 0, val loss on " + home + "; * = chosen):", "",
-              "| model | " + " | ".join(f"lr {lr:g}" for lr in study.args.lrs) + " |",
-              "|---|" + "---|" * len(study.args.lrs)]
+              "Learning-rate sweep (seed 0, val loss on " + home + "; * = chosen; the grid widened "
+              "half a decade past an edge that held the lowest):", "",
+              "| model | val loss at each learning rate tried |", "|---|---|"]
     edges = []
     for m in study.args.models:
         rows = study.get(study.sweep(d, m))
         if rows is None:
             continue
         best = min(rows, key=lambda r: r.val)
-        edges += [m] if len(rows) > 1 and best in (rows[0], rows[-1]) else []
+        edges += [m] if runner.at_edge({r.run.lr: r.val for r in rows}) else []
         plateau = m == "b0" and study.args.steps is None
-        lines.append(f"| {m} | " + " | ".join(
-            f"{r.val:.4f}{'*' if r is best else ''}" + (f" ({r.steps})" if plateau else "")
-            for r in rows) + " |")
+        lines.append(f"| {m} | " + ", ".join(
+            f"{r.run.lr:g}: {r.val:.4f}{'*' if r is best else ''}" + (f" ({r.steps})" if plateau else "")
+            for r in sorted(rows, key=lambda r: r.run.lr)) + " |")
     if edges:
-        lines += ["", "Chosen at an edge of the grid (a wider grid might choose otherwise): "
-                  f"{', '.join(edges)}."]
+        lines += ["", f"Still at an edge after {study.args.widenings} widenings: {', '.join(edges)}."]
     finals = {m: rows for m in study.args.models if (rows := study.final(d, m)) is not None}
     head = ["model", "params", "tables", "mlp", "lr", "own plateau", f"{home} test", f"{home} rare"]
     for c in others:
@@ -701,6 +718,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    f"input-only; --separate: {','.join(SEPARATE)}); all: {','.join(MODELS)}")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--lrs", default="3e-4,1e-3,3e-3", help="the learning rates of every sweep")
+    p.add_argument("--widenings", type=int, default=3, help="most half-decade steps past an edge of --lrs")
     p.add_argument("--cap", type=int, default=6000, help="most steps of B0's sweep")
     p.add_argument("--steps", type=int, default=None, help="S given: every run trains S steps, "
                    f"no B0 plateau sweep (--separate: {S_TINYSTORIES}, TinyStories' S on "
@@ -736,8 +754,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def planned_runs(args: argparse.Namespace) -> int:
-    """Runs the study makes: per direction and model, one per learning rate (seed 0) and one per
-    further seed (B0's plateau sweep is its learning rates, like any model's)."""
+    """Runs the study makes at least: per direction and model, one per learning rate (seed 0) and
+    one per further seed (B0's plateau sweep is its learning rates, like any model's); a widening
+    of a grid adds one run each."""
     return len(args.directions) * len(args.models) * (len(args.lrs) + len(args.seeds) - 1)
 
 

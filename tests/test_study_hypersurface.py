@@ -113,3 +113,31 @@ def test_quick_separate_reports_the_output_layer_apart_from_the_hypernetwork(tmp
     # The output bias (V = 512 at --quick) was trained as a token table where asked, and only there.
     assert rows["b2+bias"]["tables"] == 512 and rows["b2"]["tables"] == 0
     assert rows["b0+bias"]["tables"] == rows["b1"]["tables"] + 512
+
+
+def test_a_sweep_widens_past_the_edge_once_its_runs_finish():
+    """The protocol unfolds: the grid's runs first; once they finished with the lowest val loss at
+    the top edge, one run half a decade above; when that one is lower still, another; a minimum
+    inside stops it, and the chosen row is the lowest."""
+    from types import SimpleNamespace
+
+    from studies.hypersurface import Study, parse_args
+
+    study = Study(parse_args(["--separate", "--lrs", "3e-4,1e-3,3e-3", "--widenings", "3"]))
+    val = {3e-4: 5.0, 1e-3: 4.0, 3e-3: 3.5, 1e-2: 3.2, 3e-2: 3.3}
+
+    def finish(runs):
+        for run in runs:
+            study.rows[run.key] = SimpleNamespace(run=run, val=val[run.lr])
+
+    first = study.sweep("tinystories", "film")
+    assert [r.lr for r in first] == [3e-4, 1e-3, 3e-3] and study.chosen("tinystories", "film") is None
+    finish(first)
+    second = study.sweep("tinystories", "film")
+    assert [r.lr for r in second] == [3e-4, 1e-3, 3e-3, 1e-2]
+    finish(second)
+    third = study.sweep("tinystories", "film")
+    assert [r.lr for r in third] == [3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
+    finish(third)
+    assert study.sweep("tinystories", "film") == third  # 1e-2 is inside now: no more runs
+    assert study.chosen("tinystories", "film").run.lr == 1e-2
