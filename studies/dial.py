@@ -6,6 +6,7 @@
     python -m studies.dial --quick     # smoke test: the whole path on a few steps
     python -m studies.dial --recipes abcgpt,shipped,narrow1,control,ts_only,sh_only,k3,k3_d02
     python -m studies.dial --variants [--variant reference] [--steps 3000] [--seed 1337]
+                           [--reference runs/abcgpt_reference.json]
 
 The study. Every model trains through the product, `succu.fit.main` (what `python -m
 succu.fit` runs), from a shipped config plus the command-line overrides that `argv` builds per
@@ -65,6 +66,9 @@ window, so the voice readings are a large share of it; `--voice 0` skips them).
 
 `--variants` runs the recipe search behind the shipped config (validation sweeps, one training
 choice at a time, beside abcGPT's own figures; the results page's table): `--variant V`, `--seed S`.
+abcGPT's figures are its own gated_gpt_tent.py trained at the variants' settings over three seeds
+by `python -m studies.abcgpt_reference PATH/TO/abcGPT`, read from the JSON it writes (`--reference`,
+default runs/abcgpt_reference.json); without that file `--variants` says so and trains nothing.
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ import io
 import json
 import math
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -724,6 +729,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variants", action="store_true", help="the earlier recipe search instead (see --variant)")
     p.add_argument("--variant", choices=sorted(VARIANTS), default="reference", help="--variants: which")
     p.add_argument("--seed", type=int, default=1337, help="--variants: the seed")
+    p.add_argument("--reference", type=Path, default=REFERENCE_JSON,
+                   help=f"--variants: abcGPT's own figures, the JSON of {REFERENCE_COMMAND} (default {REFERENCE_JSON})")
     args = runner.parse(p, argv)
     args.recipes = list(RECIPES) if args.recipes == "all" else args.recipes.split(",")
     unknown = [r for r in args.recipes if r not in RECIPES]
@@ -758,11 +765,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # ---- --variants: the recipe search behind the shipped config ---------------------------------
-# abcGPT's gated_gpt_tent.py trained exactly so on this machine: val loss at ALPHAS.
-REFERENCE = {
-    "shakespeare": [2.38, 2.13, 1.99, 1.96, 1.99],
-    "tinystories": [1.85, 1.81, 1.84, 1.97, 2.25],
-}
+# The variants' model and windows; studies/abcgpt_reference.py trains abcGPT's own code at them.
+VARIANT_SIZE = dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0)
+VARIANT_WINDOWS = dict(block_size=64, batch_size=12, val_windows=256)
+REFERENCE_JSON = Path("runs/abcgpt_reference.json")  # studies/abcgpt_reference.py's --out default
+REFERENCE_COMMAND = "python -m studies.abcgpt_reference PATH/TO/abcGPT"
 VARIANTS = {
     "reference": dict(routing=False),
     "routed": dict(routing=True),
@@ -777,24 +784,30 @@ VARIANTS = {
 }
 
 
+def variant_data(seed: int, cache_dir: str | None, **windows):
+    """The variants' data: TinyStories and Shakespeare, char-level in abcGPT's surface form, the
+    windows of VARIANT_WINDOWS (changed by `windows`) seeded by `seed`."""
+    from datamodules.mixture import MixtureDataModule
+    from datamodules.tokens import Tokens
+    from datamodules.windows import Windows
+
+    return MixtureDataModule(corpora=TWO, windows=Windows(**{**VARIANT_WINDOWS, **windows}, seed=seed),
+                             tokens=Tokens(cache_dir=cache_dir))
+
+
 def variant_train(variant: str, steps: int, seed: int, cache_dir: str | None):
     """(module, datamodule, seconds) of one variant trained through the user's module and callback."""
     import lightning as L
 
     from callbacks.alpha_sampling import AlphaBetaSampling
-    from datamodules.mixture import MixtureDataModule
-    from datamodules.tokens import Tokens
-    from datamodules.windows import Windows
     from succu.models.gated_gpt import GatedGPTConfig
     from succu.modules.gated_gpt import GatedGPTModule
 
     opts = VARIANTS[variant]
     L.seed_everything(seed, verbose=False)
-    dm = MixtureDataModule(corpora=["tinystories", "shakespeare"],
-                           windows=Windows(block_size=64, batch_size=12, val_windows=256, seed=seed),
-                           tokens=Tokens(cache_dir=cache_dir))
+    dm = variant_data(seed, cache_dir)
     config = GatedGPTConfig(
-        vocab_size=dm.vocab_size, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0,
+        vocab_size=dm.vocab_size, **VARIANT_SIZE,
         narrowness=opts.get("narrowness", 1.0), routing=opts["routing"],
     )
     module = GatedGPTModule(
@@ -814,15 +827,32 @@ def variant_train(variant: str, steps: int, seed: int, cache_dir: str | None):
     return module, dm, time.perf_counter() - t0
 
 
-def variant_report(variant: str, rows: list[dict], names: list[str]) -> None:
-    print(f"\nval loss by alpha ({variant}; reference implementation in brackets)")
-    print("alpha   " + "".join(f"{n:>24}" for n in names))
+def load_reference(path: Path) -> dict | None:
+    """The figures of abcGPT's own code that studies/abcgpt_reference.py wrote to `path` (its
+    --out): "mean" and "sd" over "seeds", {corpus: [val loss at each of ALPHAS]}, with "steps";
+    None when there is no such file."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    if data.get("alphas") != ALPHAS or not set(TWO) <= set(data.get("mean", {})):
+        raise ValueError(f"{path}: not studies/abcgpt_reference.py's output (alphas {ALPHAS}, corpora "
+                         f"{', '.join(TWO)}); run {REFERENCE_COMMAND} --out {path}")
+    return data
+
+
+def variant_report(variant: str, rows: list[dict], names: list[str], reference: dict) -> None:
+    mean, sd = reference["mean"], reference["sd"]
+    seeds = ",".join(map(str, reference["seeds"]))
+    print(f"\nval loss by alpha ({variant}; in brackets abcGPT's gated_gpt_tent.py, mean ± sd over seeds "
+          f"{seeds}, {reference['steps']} steps{', a --dry-run: not a reference' if reference.get('dry_run') else ''})")
+    print("alpha   " + "".join(f"{n:>26}" for n in names))
     for i, r in enumerate(rows):
-        print(f"{r['alpha']:<8g}" + "".join(f"{r[n]:>15.3f} [{REFERENCE[n][i]:.2f}]" for n in names))
+        print(f"{r['alpha']:<8g}" + "".join(f"{r[n]:>12.3f} [{mean[n][i]:.2f} ± {sd[n][i]:.2f}]" for n in names))
     for k, name in enumerate(names):
         losses = [r[name] for r in rows]
         own, far = (losses[0], losses[-1]) if k == 0 else (losses[-1], losses[0])
-        ref = REFERENCE[name]
+        ref = mean[name]
         ref_gap = (ref[-1] - ref[0]) if k == 0 else (ref[0] - ref[-1])
         print(f"{name}: own end {own:.3f}, best {min(losses):.3f} -> lowest at own end: "
               f"{'yes' if own <= min(losses) + 0.02 else 'NO'}; beats reference best {min(ref):.2f}: "
@@ -830,18 +860,21 @@ def variant_report(variant: str, rows: list[dict], names: list[str]) -> None:
               f"(reference {ref_gap:.2f}): {'yes' if far - own >= ref_gap else 'NO'}")
 
 
-
-
 def variants_main(args: argparse.Namespace) -> None:
     from succu.analysis.alpha_sweep import sweep
 
+    reference = load_reference(args.reference)  # before the training: no reference, no comparison
+    if reference is None:
+        sys.exit(f"no reference: run {REFERENCE_COMMAND} (it writes {args.reference}, which --variants reads)")
+    if reference["steps"] != args.steps:
+        print(f"note: the reference trained {reference['steps']} steps, this variant {args.steps}", flush=True)
     runner.setup_threads(args.threads)
     module, dm, seconds = variant_train(args.variant, args.steps, args.seed, args.cache_dir)
     print(f"variant {args.variant}: {args.steps} steps in {seconds:.0f} s (seed {args.seed})")
     dm.setup("validate")
     names = list(dm.corpora)
     rows = sweep(module, list(dm.val_dataloader()), ALPHAS, names)
-    variant_report(args.variant, rows, names)
+    variant_report(args.variant, rows, names, reference)
 
 
 if __name__ == "__main__":
