@@ -405,8 +405,11 @@ def report_parts(rows: list[Row], dataset: str, chosen: dict) -> None:
         stats = {m: mean_sd([r.parts[part] for r in mine]) for m, mine in found.items()}
         cells = [f"{a:.4f} ± {b:.4f}" for a, b in stats.values()]
         for other in ("n-gram", "GPT"):
-            delta = stats["NoiseLM"][0] - stats[other][0] if other in stats else math.nan
-            cells.append(f"{delta:+.4f} ({compare(stats['NoiseLM'], stats[other])})" if other in stats else "-")
+            if other not in stats:
+                cells.append("-")
+                continue
+            delta = stats["NoiseLM"][0] - stats[other][0]
+            cells.append(f"{delta:+.4f} ({compare(stats['NoiseLM'], stats[other])})")
         print(f"| {part} | " + " | ".join(cells) + " |")
 
 
