@@ -1,5 +1,7 @@
-"""abcGPT's own GatedGPT (its gated_gpt_tent.py) trained at the dial study's variant settings: the
-reference figures of `python -m studies.dial --variants`.
+"""abcGPT's own code trained at the dial study's settings: the reference of `studies.dial --variants`.
+
+abcGPT's GatedGPT (its gated_gpt_tent.py) at the `--variants` settings gives the reference figures
+that `python -m studies.dial --variants` prints beside succu's GatedGPT.
 
     python -m studies.abcgpt_reference PATH/TO/abcGPT [--steps 3000] [--seeds 1337,1,2]
                                        [--out runs/abcgpt_reference.json] [--jobs 1] [--dry-run]
