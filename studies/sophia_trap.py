@@ -43,6 +43,7 @@ import math
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -171,12 +172,22 @@ def dosed_embeddings(source: Path, row: str, tmp: str) -> str:
     return str(path)
 
 
-def dose_execute(run: DoseRun, out: Path) -> dict:
-    """Stage 2 of one dose cell and its corruption rows, or the result saved before."""
-    done = out / "dose" / f"{run.key}.json"
+def saved_or(done: Path, compute: Callable[[], dict]) -> dict:
+    """The result saved at `done`, or compute() in a quiet worker, written there atomically."""
     if done.exists():
         return json.loads(done.read_text())
     runner.quiet_worker()
+    result = compute()
+    atomic_write(done, json.dumps(result).encode())
+    return result
+
+
+def dose_execute(run: DoseRun, out: Path) -> dict:
+    """Stage 2 of one dose cell and its corruption rows, or the result saved before."""
+    return saved_or(out / "dose" / f"{run.key}.json", partial(dose_cell, run, out))
+
+
+def dose_cell(run: DoseRun, out: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
         embeddings = dosed_embeddings(stage1_file(out, run.seed, run.stage1_steps), run.row, tmp)
         argv = fit_argv("succulm_stage2.yaml", run, str(Path(tmp) / "stage2"), embeddings)
@@ -188,10 +199,8 @@ def dose_execute(run: DoseRun, out: Path) -> dict:
         module = cli.model.eval()
         rows = sweep(module, make_probe(cli.datamodule, run), parse_experiments(run.plan),
                      baseline=False, log=lambda *_: None)
-    result = {"run": dataclasses.asdict(run), "fit_seconds": fit_seconds,
-              "sweep_seconds": time.perf_counter() - start - fit_seconds, "rows": [slim(r) for r in rows]}
-    atomic_write(done, json.dumps(result).encode())
-    return result
+    return {"run": dataclasses.asdict(run), "fit_seconds": fit_seconds,
+            "sweep_seconds": time.perf_counter() - start - fit_seconds, "rows": [slim(r) for r in rows]}
 
 
 def train(run: Run, tmp: str):
@@ -223,10 +232,10 @@ def slim(row: dict) -> dict:
 
 def execute(run: Run, out: Path) -> dict:
     """Train and sweep one (set-up, seed), or read its result from `out` when done before."""
-    done = out / "runs" / f"{run.key}.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    runner.quiet_worker()
+    return saved_or(out / "runs" / f"{run.key}.json", partial(article_run, run))
+
+
+def article_run(run: Run) -> dict:
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
         cli, fit_seconds = train(run, tmp)
         module = cli.model.eval()
@@ -235,11 +244,9 @@ def execute(run: Run, out: Path) -> dict:
         rows = sweep(module, probe, parse_experiments(run.plan), log=lambda *_: None)
         sweep_seconds = time.perf_counter() - start
         damage = equal_damage(module, probe, run.damage, rows[0]["val_loss"])
-    result = {"run": dataclasses.asdict(run), "fit_seconds": fit_seconds,
-              "sweep_seconds": sweep_seconds, "rows": [slim(r) for r in rows], "damage": damage,
-              "damage_seconds": time.perf_counter() - start - sweep_seconds}
-    atomic_write(done, json.dumps(result).encode())
-    return result
+    return {"run": dataclasses.asdict(run), "fit_seconds": fit_seconds,
+            "sweep_seconds": sweep_seconds, "rows": [slim(r) for r in rows], "damage": damage,
+            "damage_seconds": time.perf_counter() - start - sweep_seconds}
 
 
 def equal_damage(module, probe: Probe, targets: tuple, dense_loss: float) -> list[dict]:
