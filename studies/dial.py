@@ -7,6 +7,8 @@
     python -m studies.dial --recipes abcgpt,shipped,narrow1,control,ts_only,sh_only,k3,k3_d02
     python -m studies.dial --variants [--variant reference] [--steps 3000] [--seed 1337]
                            [--reference runs/abcgpt_reference.json]
+    python -m studies.dial --scale full --recipes abcgpt,ungated,control --seeds 1337 --steps 5000 \
+                           --out runs/bench_alpha_dial_full     # the write-up's size (a GPU's job)
 
 The study. Every model trains through the product, `succu.fit.main` (what `python -m
 succu.fit` runs), from a shipped config plus the command-line overrides that `argv` builds per
@@ -29,6 +31,9 @@ AlphaBetaSampling, or nothing for a single-corpus recipe, so the dashboard's swe
                 rows drawn from Dirichlet(0.1) as shipped (chosen on the validation grid)
     k3_d02      the same with Dirichlet(0.2) draws: both draws reported on the test split
     k3_ungated  the same with gating false: an ungated GPT on the same 3-corpus mixture
+
+`--scale full` lays configs/full/abcgpt_char.yaml over every recipe's config: abcGPT's own size
+(6 layers, 6 heads, 384 wide, block 256, batch 64, dropout 0.2), all else as at the baby scale.
 
 Each at every seed (default 1337, 1, 2: the seed of the run, of the data's windows and draws, and
 of the specialties). Measured per run: each corpus's test loss at alpha 0, .25, .5, .75, 1 (K = 3:
@@ -136,6 +141,7 @@ QUICK_RECIPES = ["shipped", "ungated", "control", "ts_only", "sh_only", "k3", "k
 READINGS = 2  # what a run measures (2: + voice scores, unit silencing); earlier saved runs train again
 SILENCE_AT = 0.5  # the dial position of the unit-silencing ablation
 QUICK_SIZE = (("n_layer", 1), ("n_embd", 32), ("n_head", 2))  # --quick: a smoke test, not a result
+FULL = CONFIGS / "full" / "abcgpt_char.yaml"  # --scale full: abcGPT's size, over every recipe's config
 
 
 @dataclass(frozen=True)
@@ -149,9 +155,15 @@ class Run(StudyRun):
     size: tuple = ()  # model field overrides (--quick only)
     cache_dir: str | None = None
     readings: int = READINGS
+    scale: str = field(default="baby", repr=False)  # "full": FULL laid over the recipe's config
+
+    @property
+    def key(self) -> str:
+        # The scale names full-size results apart; baby runs keep the names saved before it existed.
+        return runner.run_key(self) if self.scale == "baby" else f"{self.scale}-{runner.run_key(self)}"
 
     def configs(self) -> list[Path]:
-        return [CONFIGS / RECIPES[self.recipe].config]
+        return [CONFIGS / RECIPES[self.recipe].config] + ([FULL] if self.scale == "full" else [])
 
 
 @dataclass
@@ -202,7 +214,8 @@ def single_corpus(recipe: Recipe) -> list[str]:
 
 def argv(run: Run, tmp: str) -> list[str]:
     recipe = RECIPES[run.recipe]
-    out = ["--config", str(CONFIGS / recipe.config), "--seed_everything", str(run.seed),
+    out = [x for path in run.configs() for x in ("--config", str(path))]
+    out += ["--seed_everything", str(run.seed),
            "--data.init_args.windows.seed", str(run.seed), "--model.init_args.model.mask_seed", str(run.seed),
            "--trainer.max_steps", str(run.steps), "--trainer.val_check_interval", str(run.steps),
            "--model.init_args.warmup_steps", str(min(100, run.steps // 5)),
@@ -698,14 +711,14 @@ def k3_figures(rows: list[Row], folder: Path) -> list[Path]:
 # ---- the study --------------------------------------------------------------------------------
 def study_runs(args: argparse.Namespace) -> list[Run]:
     return [Run(name, seed, args.steps, args.voice, args.voice_length, args.val_windows, args.size,
-                args.cache_dir) for name in args.recipes for seed in args.seeds]
+                args.cache_dir, scale=args.scale) for name in args.recipes for seed in args.seeds]
 
 
 def report(rows: list[Row], args: argparse.Namespace) -> str:
     groups = by_recipe(rows)
     lines = ["## The dial study", "", f"`python -m studies.dial {' '.join(args.argv)}`".replace(" `", "`"),
-             "", f"{args.steps} steps, seeds {','.join(map(str, args.seeds))}, voice {args.voice} "
-             f"generations of {args.voice_length} characters per position; test split.", ""]
+             "", f"{args.steps} steps, seeds {','.join(map(str, args.seeds))}, {args.scale} scale, voice "
+             f"{args.voice} generations of {args.voice_length} characters per position; test split.", ""]
     report_two(groups, lines)
     report_three(groups, lines)
     if args.figures:
@@ -726,6 +739,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", default="1337,1,2")
     p.add_argument("--recipes", default="all", help=f"'all' or a comma list of {', '.join(RECIPES)}")
     p.add_argument("--voice", type=int, default=64, help="generations per dial position (0: no voice)")
+    p.add_argument("--scale", choices=["baby", "full"], default="baby",
+                   help="model and windows: the recipes' configs as shipped (baby, CPU), or with "
+                   "configs/full/abcgpt_char.yaml over them (full: abcGPT's 6 layers, 384 wide, block 256, "
+                   "batch 64, dropout 0.2; meant for a GPU)")
     p.add_argument("--variants", action="store_true", help="the earlier recipe search instead (see --variant)")
     p.add_argument("--variant", choices=sorted(VARIANTS), default="reference", help="--variants: which")
     p.add_argument("--seed", type=int, default=1337, help="--variants: the seed")

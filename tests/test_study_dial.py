@@ -105,3 +105,30 @@ def test_k3_draws_variant_changes_only_the_concentration():
     callbacks = [json.loads(a[a.index("--trainer.callbacks") + 1]) for a in (k3, d02)]
     assert [c[0]["init_args"]["concentration"] for c in callbacks] == [0.1, 0.2]
     assert [x for x in k3 if "AlphaBetaSampling" not in x] == [x for x in d02 if "AlphaBetaSampling" not in x]
+
+
+@pytest.mark.parametrize("recipe", ["abcgpt", "ungated", "control"])
+def test_full_scale_lays_abcgpts_size_over_the_recipe_and_keeps_the_rest(recipe, capsys):
+    """--scale full: configs/full/abcgpt_char.yaml after the recipe's config, so the model and the
+    windows are abcGPT's size while every other setting (the recipe's fields, the control code,
+    the study's steps) is the baby run's; its results are filed apart from the baby runs."""
+    import yaml
+
+    from succu import fit
+
+    def printed(run):
+        with pytest.raises(SystemExit) as exc:
+            fit.main([*argv(run, "/tmp/x"), "--print_config"])
+        assert exc.value.code == 0
+        return yaml.safe_load(capsys.readouterr().out)
+
+    baby, full = Run(recipe, 1, 5000, 0), Run(recipe, 1, 5000, 0, scale="full")
+    assert full.key == f"full-{baby.key}" and full.stamp() != baby.stamp()
+    small, big = printed(baby), printed(full)
+    model, windows = big["model"]["init_args"]["model"], big["data"]["init_args"]["windows"]
+    size = {"n_layer": 6, "n_head": 6, "n_embd": 384, "dropout": 0.2}
+    assert {k: model[k] for k in size} == size
+    assert (windows["block_size"], windows["batch_size"], big["trainer"]["max_steps"]) == (256, 64, 5000)
+    rest = {k: v for k, v in small["model"]["init_args"]["model"].items() if k not in size and k != "block_size"}
+    assert rest == {k: model[k] for k in rest} and rest["gating"] == (recipe != "ungated")
+    assert big["trainer"]["callbacks"] == small["trainer"]["callbacks"]
