@@ -60,7 +60,8 @@ specialist set should cost its own corpus more than the other, and more than ran
 Voice scores: each generation's log-likelihood ratio Shakespeare : TinyStories per character
 under the voice meter, whose spread at alpha .25 / .5 / .75 tells a blend (scores in the middle
 third between the ends' mean scores) from a switch (scores at the ends, bimodal), which the share
-judged Shakespeare alone cannot.
+judged Shakespeare alone cannot; the middle share is read against the one a pure switch would give
+(each generation in one end's voice, as often as the meter judged it so, scored like that end's).
 
 Each run's result is a JSON file under --out/runs named by the run's settings (READINGS among
 them: runs saved before the voice scores and the silencing train again), so a rerun trains
@@ -428,23 +429,31 @@ def report_partitioning(groups: dict[str, list[Row]], recipes: list[str], lines:
 def report_scores(groups: dict[str, list[Row]], recipes: list[str], lines: list[str]) -> None:
     """The voice score's spread at the inner positions, each statistic per seed, then mean ± sd
     over seeds: a blend has its scores in the middle third between the two ends' mean scores, a
-    switch has them at the ends (a bimodal spread)."""
-    from succu.analysis.voice import score_spread
+    switch has them at the ends (a bimodal spread), so the middle share is set against a pure
+    switch's, per seed, by the two-sd rule."""
+    from succu.analysis.voice import score_spread, switch_middle
 
-    recipes = [r for r in recipes if all(row.scores for row in groups[r])]
+    recipes = [r for r in recipes if all(row.scores and row.voice for row in groups[r])]
     if not recipes:
         return
     ts, sh = TWO
     stats = ("mean", "sd", "q10", "q50", "q90", "middle")
     lines += ["", f"### Voice scores: log-likelihood ratio {sh} : {ts} of each generation (nats/char; the "
-              "voice meter's naive Bayes), and the share in the middle third between the ends' mean scores", "",
-              "| recipe | alpha | mean | sd | 10% | median | 90% | in the middle third |", "|---|---|---|---|---|---|---|---|"]
+              "voice meter's naive Bayes), the share in the middle third between the ends' mean scores, and "
+              f"the share a pure switch would put there (each generation one end's voice, {sh}'s as often as "
+              "the meter judged it so, its score drawn from that end's scores)", "",
+              "| recipe | alpha | mean | sd | 10% | median | 90% | in the middle third | a switch would give | "
+              "middle - switch |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name in recipes:
         rows = groups[name]
-        for a in ALPHAS[1:-1]:
-            spreads = [score_spread(r.scores[label(a)], statistics.mean(r.scores[label(0.0)]),
-                                    statistics.mean(r.scores[label(1.0)])) for r in rows]
-            lines.append(f"| {name} | {a:g} | " + " | ".join(cell([s[k] for s in spreads], 2) for k in stats) + " |")
+        for i, a in enumerate(ALPHAS[1:-1], start=1):
+            ends = [(r.scores[label(0.0)], r.scores[label(1.0)]) for r in rows]
+            bounds = [(statistics.mean(lo), statistics.mean(hi)) for lo, hi in ends]
+            spreads = [score_spread(r.scores[label(a)], *b) for r, b in zip(rows, bounds)]
+            switch = [switch_middle(lo, hi, r.voice[i][sh], *b) for r, (lo, hi), b in zip(rows, ends, bounds)]
+            middle = [s["middle"] for s in spreads]
+            lines.append(f"| {name} | {a:g} | " + " | ".join(cell([s[k] for s in spreads], 2) for k in stats) +
+                         f" | {cell(switch, 2)} | {verdict(middle, switch, 'blends: more than a switch', 'fewer than a switch')} |")
 
 
 def report_silencing(groups: dict[str, list[Row]], recipes: list[str], lines: list[str]) -> None:

@@ -42,7 +42,8 @@ HEADINGS = (
     "| recipe | TS end (alpha 0) on TS - ts_only | TS end (alpha 0) on SH - ts_only | "
     "SH end (alpha 1) on TS - sh_only | SH end (alpha 1) on SH - sh_only |",
     "### Voice scores: log-likelihood ratio shakespeare : tinystories of each generation (nats/char",
-    "| recipe | alpha | mean | sd | 10% | median | 90% | in the middle third |",
+    "| recipe | alpha | mean | sd | 10% | median | 90% | in the middle third | a switch would give | "
+    "middle - switch |",
     "### C3 specialists: unit silencing at alpha = 0.5 (test loss with the set's gates held at 0 - without; "
     "no training; m > 0.9: the specialists of shakespeare, m < 0.1: the specialists of tinystories)",
     "| recipe | silenced | units | Δ tinystories | Δ shakespeare | own corpus - other corpus | own corpus: set - random |",
@@ -51,7 +52,7 @@ NUMBER = r"[+-]?\d+\.\d+"
 # The new sections' rows, each holding numbers (not dashes or blanks) where the study measured them.
 ROWS = {
     "C5": rf"\| (shipped|control) \| {NUMBER} \(one seed: no verdict\)( \| {NUMBER} \(one seed: no verdict\)){{3}} \|",
-    "scores": rf"\| (shipped|control) \| 0\.(25|5|75) \|( {NUMBER} ± {NUMBER} \|){{6}}",
+    "scores": rf"\| (shipped|control) \| 0\.(25|5|75) \|( {NUMBER} ± {NUMBER} \|){{7}} {NUMBER} \(one seed",
     "C3": rf"\| shipped \| m > 0\.9 \| \d+ \| {NUMBER} ± {NUMBER} \| {NUMBER} ± {NUMBER} \| {NUMBER} \(one seed",
     "C3 random": rf"\| shipped \| random \| \d+ \| {NUMBER} ± {NUMBER} \| {NUMBER} ± {NUMBER} \| - \| - \|",
     "draws": rf"\| k3_d02 \| Dirichlet\(0\.2\) \| kjv \| {NUMBER} ± {NUMBER} \| {NUMBER} ± {NUMBER} \| "

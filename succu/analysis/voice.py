@@ -251,3 +251,16 @@ def score_spread(scores: Sequence[float], low: float, high: float) -> dict[str, 
     q10, q50, q90 = np.quantile(x, [0.1, 0.5, 0.9]) if len(x) else (float("nan"),) * 3
     return {"mean": float(x.mean()), "sd": float(x.std(ddof=1)) if len(x) > 1 else 0.0,
             "q10": float(q10), "q50": float(q50), "q90": float(q90), "middle": middle}
+
+
+def switch_middle(
+    low_scores: Sequence[float], high_scores: Sequence[float], weight: float, low: float, high: float
+) -> float:
+    """The share of scores in the middle third between `low` and `high` (as `score_spread` counts
+    it) that a pure switch would give: every generation in one end's voice, corpus 1's with
+    probability `weight`, its score drawn from that end's own scores (`low_scores` at the corpus-0
+    end, `high_scores` at the corpus-1 end). A measured share above it is what a blend adds."""
+    def middle(x: Sequence[float]) -> float:
+        return score_spread(x, low, high)["middle"]
+
+    return weight * middle(high_scores) + (1 - weight) * middle(low_scores)
