@@ -421,24 +421,43 @@ def compare(a: tuple[float, float], b: tuple[float, float]) -> str:
     return ("lower" if delta < 0 else "higher") + f" beyond 2 sd = {bar:.4f}"
 
 
+def effect(variant: tuple[float, float], full: tuple[float, float], swapped: bool) -> str:
+    """The verdict on a mechanism from mean ± sd losses without it and with it; for a swapped
+    alternative (not a removal), which side is better."""
+    word = verdict(variant[0] - full[0], variant[1], full[1])
+    if swapped:
+        word = {"helps": "the full model's choice is better", "hurts": "this variant is better"}.get(word, word)
+    return word
+
+
 def report_ablations(rows: list[Row], dataset: str, names: list[str]) -> None:
-    full = mean_sd([r.test for r in select(rows, dataset, "NoiseLM")])
+    """Each variant's test loss against the full model's, pooled and, where the split has parts
+    (succulent: narrative pairs, held-out QA), per part: a mechanism can help one and not the other."""
+    full_rows = select(rows, dataset, "NoiseLM")
+    full = mean_sd([r.test for r in full_rows])
+    parts = [p for p in (full_rows[0].parts if full_rows else {}) if all(p in r.parts for r in full_rows)]
+    full_parts = {p: mean_sd([r.parts[p] for r in full_rows]) for p in parts}
     print(f"\n### {dataset}: NoiseLM's mechanisms one at a time (test loss; delta = variant - full)\n")
-    print("| variant | test | delta | the mechanism |\n|---|---|---|---|")
-    print(f"| full | {full[0]:.4f} ± {full[1]:.4f} | | |")
+    print("| variant | test | delta | the mechanism |" + "".join(f" {p}: test, delta |" for p in parts))
+    print("|---|---|---|---|" + "---|" * len(parts))
+    print(f"| full | {full[0]:.4f} ± {full[1]:.4f} | | |" +
+          "".join(f" {m:.4f} ± {sd:.4f} |" for m, sd in full_parts.values()))
     for name in names:
         mine = select(rows, dataset, "NoiseLM", name)
         if not mine:
             continue
+        swapped = name in ("C as noise emb.", "abs(w-x)/2", "hard Lm")  # an alternative, not a removal
         m = mean_sd([r.test for r in mine])
-        delta = m[0] - full[0]
-        swapped = name in ("C as noise emb.", "abs(w-x)/2", "hard Lm")
-        word = verdict(delta, m[1], full[1])
-        if swapped:  # an alternative, not a removal: say which side is better
-            word = {"helps": "the full model's choice is better", "hurts": "this variant is better"
-                    }.get(word, word)
+        cells = [f"{m[0]:.4f} ± {m[1]:.4f}", f"{m[0] - full[0]:+.4f}", effect(m, full, swapped)]
+        for p in parts:
+            if not all(p in r.parts for r in mine):  # saved before the split was scored in parts
+                cells.append("-")
+                continue
+            mp = mean_sd([r.parts[p] for r in mine])
+            cells.append(f"{mp[0]:.4f} ± {mp[1]:.4f}, {mp[0] - full_parts[p][0]:+.4f}: "
+                         f"{effect(mp, full_parts[p], swapped)}")
         fields = ", ".join(f"{k}={v}" for k, v in mine[0].run.fields)
-        print(f"| {name} ({fields}) | {m[0]:.4f} ± {m[1]:.4f} | {delta:+.4f} | {word} |")
+        print(f"| {name} ({fields}) | " + " | ".join(cells) + " |")
 
 
 def report_usage(rows: list[Row], dataset: str) -> None:

@@ -1,6 +1,7 @@
 """python -m studies.noiselm --quick: the study's whole path (sweep, baselines, ablations, node usage, stop
 rule, tables) through the product, on a few steps; and a rerun reuses every finished run."""
 
+import re
 import subprocess
 import sys
 
@@ -25,6 +26,10 @@ def test_quick_study_prints_every_table_and_resumes(tmp_path):
         assert model in first.stdout
     for part in ("| narrative |", "| QA |"):
         assert part in first.stdout
+    # The ablation table scores each variant on the two parts as well, with numbers in every cell.
+    assert "| variant | test | delta | the mechanism | narrative: test, delta | QA: test, delta |" in first.stdout
+    number = r"\d+\.\d{4} ± \d+\.\d{4}, [+-]\d+\.\d{4}: "
+    assert len(re.findall(rf"\| {number}[^|]+\| {number}[^|]+\|$", first.stdout, re.M)) == 2  # two ablations
     sweep = [line for line in first.stdout.splitlines() if line.startswith("| succulent |")]
     tried = [line.split(" | ")[2].count(":") for line in sweep]
     assert len(sweep) == 2 and all(n in (2, 3) for n in tried)  # two grid rates, one more past an edge
