@@ -446,9 +446,9 @@ def report_scores(groups: dict[str, list[Row]], recipes: list[str], lines: list[
               "middle - switch |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name in recipes:
         rows = groups[name]
+        ends = [(r.scores[label(0.0)], r.scores[label(1.0)]) for r in rows]
+        bounds = [(statistics.mean(lo), statistics.mean(hi)) for lo, hi in ends]
         for i, a in enumerate(ALPHAS[1:-1], start=1):
-            ends = [(r.scores[label(0.0)], r.scores[label(1.0)]) for r in rows]
-            bounds = [(statistics.mean(lo), statistics.mean(hi)) for lo, hi in ends]
             spreads = [score_spread(r.scores[label(a)], *b) for r, b in zip(rows, bounds)]
             switch = [switch_middle(lo, hi, r.voice[i][sh], *b) for r, (lo, hi), b in zip(rows, ends, bounds)]
             middle = [s["middle"] for s in spreads]

@@ -112,7 +112,7 @@ def test_score_spread_tells_a_blend_from_a_switch():
 def test_switch_middle_is_the_middle_share_of_the_ends_pooled_as_often_as_the_weight_says():
     from succu.analysis.voice import score_spread, switch_middle
 
-    low, high = [-1.0, -0.9, 0.1, -1.2], [1.0, 0.2, -0.1, 0.9]  # one end score in the middle third each
+    low, high = [-1.0, -0.9, 0.1, -1.2], [1.0, 0.2, -0.1, 0.9]  # middle third: (-1/3, 1/3)
     # A switch that takes the corpus-1 end half the time: the two ends' scores pooled, brute force.
     pooled = score_spread(low + high, low=-1.0, high=1.0)["middle"]
     assert switch_middle(low, high, 0.5, low=-1.0, high=1.0) == pooled == 0.375
